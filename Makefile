@@ -1,0 +1,65 @@
+# The front door. `make run` starts the whole platform locally; `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Debian's python3.11 is built with PGO/LTO and is markedly faster; any 3.11 works.
+PYTHON ?= $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3.11 || echo 3.11)
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+VENV := .venv
+PY := $(VENV)/bin/python
+PROTO_FILES := $(shell find protos -name '*.proto')
+CONTRACTS := libs/contracts/src
+STAMP := $(CONTRACTS)/loyalty/.generated
+
+.PHONY: help setup protos run test test-fast lint format bench images chart clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+.tools/bin/uv:
+	python3 -m venv .tools && .tools/bin/pip install --quiet uv==0.13.8
+
+$(VENV)/.synced: uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml) | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+setup: $(VENV)/.synced $(STAMP)  ## create the environment and generate the contracts
+
+$(STAMP): $(PROTO_FILES) $(VENV)/.synced
+	rm -rf $(CONTRACTS)/loyalty && mkdir -p $(CONTRACTS)
+	$(PY) -m grpc_tools.protoc -I protos --python_out=$(CONTRACTS) --pyi_out=$(CONTRACTS) \
+		--grpc_python_out=$(CONTRACTS) $(PROTO_FILES)
+	find $(CONTRACTS)/loyalty -type d -exec touch {}/__init__.py \;
+	@touch $@
+
+protos: $(STAMP)  ## generate Python code from protos/ into libs/contracts (git-ignored)
+
+run: setup  ## start PostgreSQL, Redis and all seven services; Ctrl-C stops everything
+	$(PY) -m loyalty_devstack run
+
+test: setup  ## run the whole test suite against real PostgreSQL and Redis
+	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+lint: setup  ## buf lint, buf breaking against the previous commit, ruff
+	$(VENV)/bin/buf lint
+	bash scripts/buf-breaking
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup  ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: setup  ## run the benchmarks (prints comparable figures)
+	$(PY) -m loyalty_devstack bench
+
+images:  ## build one image per service (needs a Docker engine)
+	for s in profile segmentation promotion ledger fraud notification gateway; do \
+		docker build -f docker/Dockerfile --build-arg SERVICE=$$s -t loyalty-$$s:dev . ; done
+
+chart: setup  ## lint and render the Helm chart
+	$(VENV)/bin/helm lint deploy/helm/loyalty
+	$(VENV)/bin/helm template loyalty deploy/helm/loyalty > /dev/null
+
+clean:  ## remove generated code and the environment (keeps .data/)
+	rm -rf $(VENV) $(CONTRACTS)/loyalty .tools

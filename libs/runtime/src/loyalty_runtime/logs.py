@@ -1,0 +1,42 @@
+"""Structured JSON logs that carry the trace id. Callers log identifiers and outcomes, never PII:
+no request bodies, names, phone numbers or e-mail addresses are ever passed to a logger here."""
+
+import json
+import logging
+import sys
+import time
+
+from opentelemetry import trace
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "service": self.service,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            entry["trace_id"] = format(span_context.trace_id, "032x")
+            entry["span_id"] = format(span_context.span_id, "016x")
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["error_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
+            entry["stack"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

@@ -1,0 +1,27 @@
+"""AIP-158 paging: page_size bounds and opaque page tokens carrying the last key seen."""
+
+import base64
+import binascii
+
+from loyalty_runtime.errors import InvalidArgument
+
+
+def page_size(requested: int, *, default: int, maximum: int) -> int:
+    if requested < 0:
+        raise InvalidArgument("INVALID_ARGUMENT", "page_size must not be negative", field="page_size")
+    return min(requested or default, maximum)
+
+
+def encode_token(last_key: str) -> str:
+    return base64.urlsafe_b64encode(last_key.encode()).decode()
+
+
+def decode_token(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument(
+            "INVALID_ARGUMENT", "page_token is not one this service issued", field="page_token"
+        ) from None

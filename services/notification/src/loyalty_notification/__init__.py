@@ -1,0 +1,1 @@
+"""The notification service. Its RPCs answer UNIMPLEMENTED until the issue that builds its domain lands."""

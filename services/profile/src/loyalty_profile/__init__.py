@@ -1,0 +1,1 @@
+"""Customer profiles: identifiers, consents, custom attributes, merges, GDPR export and erasure."""

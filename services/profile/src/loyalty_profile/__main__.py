@@ -1,0 +1,10 @@
+from loyalty_profile.service import DEFINITION, ProfileSettings
+from loyalty_runtime.cli import run_service_cli
+
+
+def main() -> None:
+    run_service_cli(DEFINITION, ProfileSettings)
+
+
+if __name__ == "__main__":
+    main()

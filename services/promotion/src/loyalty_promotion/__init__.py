@@ -1,0 +1,1 @@
+"""The promotion service. Its RPCs answer UNIMPLEMENTED until the issue that builds its domain lands."""

@@ -1,0 +1,1 @@
+"""The segmentation service. Its RPCs answer UNIMPLEMENTED until the issue that builds its domain lands."""

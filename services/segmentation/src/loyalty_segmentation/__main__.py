@@ -1,0 +1,10 @@
+from loyalty_runtime.cli import run_service_cli
+from loyalty_segmentation.service import DEFINITION, SegmentationSettings
+
+
+def main() -> None:
+    run_service_cli(DEFINITION, SegmentationSettings)
+
+
+if __name__ == "__main__":
+    main()
