@@ -1,8 +1,12 @@
 import uuid
 
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
+from sqlalchemy import text
 
-from loyalty.profile.v1 import profile_service_pb2_grpc
+from loyalty.common.v1 import customer_pb2
+from loyalty.profile.v1 import profile_pb2, profile_service_pb2_grpc
+from loyalty.profile.v1 import profile_service_pb2 as api
 from loyalty_profile.service import DEFINITION, ProfileSettings
 from loyalty_runtime.migrations import migrate
 from loyalty_runtime.testing import running_service
@@ -29,3 +33,32 @@ def stub(profile):
 def tenant(profile):
     """A fresh tenant per test, so tests never see each other's customers."""
     return profile.metadata(f"tenant-{uuid.uuid4().hex[:10]}")
+
+
+def enrol_request(card: str) -> api.EnrolCustomerRequest:
+    return api.EnrolCustomerRequest(
+        idempotency_key=uuid.uuid4().hex,
+        identifiers=[customer_pb2.Identifier(type=customer_pb2.IDENTIFIER_TYPE_LOYALTY_CARD, value=card)],
+    )
+
+
+async def locked_customer(channel, database, tenant):
+    """A customer whose row the test holds locked, so an update waits as long as the test wants."""
+    stub = profile_service_pb2_grpc.ProfileServiceStub(channel)
+    customer = (
+        await stub.EnrolCustomer(enrol_request(uuid.uuid4().hex[:12].upper()), metadata=tenant)
+    ).customer
+    connection = await database.engine.connect()
+    transaction = await connection.begin()
+    await connection.execute(
+        text("SELECT 1 FROM profile.customers WHERE id = :id FOR UPDATE"), {"id": customer.customer_id}
+    )
+    return customer, connection, transaction
+
+
+def rename(customer_id: str) -> api.UpdateCustomerRequest:
+    return api.UpdateCustomerRequest(
+        idempotency_key=uuid.uuid4().hex,
+        customer=profile_pb2.Customer(customer_id=customer_id, given_name="Renamed"),
+        update_mask=FieldMask(paths=["given_name"]),
+    )

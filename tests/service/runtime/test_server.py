@@ -9,31 +9,19 @@ import uuid
 
 import grpc
 import pytest
-from google.protobuf.field_mask_pb2 import FieldMask
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from sqlalchemy import text
 
-from loyalty.common.v1 import customer_pb2
-from loyalty.profile.v1 import profile_pb2, profile_service_pb2_grpc
-from loyalty.profile.v1 import profile_service_pb2 as api
+from loyalty.profile.v1 import profile_service_pb2_grpc
 from loyalty_devstack.infra import free_port
 from loyalty_profile.service import DEFINITION
 from loyalty_runtime.db import Database
 from loyalty_runtime.testing import internal_metadata, running_service
 from tests.conftest import rpc_failure
-
-ENROL = api.EnrolCustomerRequest
-
-
-def enrol_request(card: str) -> api.EnrolCustomerRequest:
-    return ENROL(
-        idempotency_key=uuid.uuid4().hex,
-        identifiers=[customer_pb2.Identifier(type=customer_pb2.IDENTIFIER_TYPE_LOYALTY_CARD, value=card)],
-    )
+from tests.service.conftest import enrol_request, locked_customer, rename
 
 
 async def test_health_is_serving_for_the_server_and_each_service(profile):
@@ -82,28 +70,6 @@ async def test_calls_without_valid_credentials_are_unauthenticated(profile, meta
     stub = profile_service_pb2_grpc.ProfileServiceStub(profile.channel)
     failure = await rpc_failure(stub.EnrolCustomer(enrol_request("AUTH0001"), metadata=metadata))
     assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")
-
-
-async def locked_customer(channel, database, tenant):
-    """A customer whose row the test holds locked, so an update waits as long as the test wants."""
-    stub = profile_service_pb2_grpc.ProfileServiceStub(channel)
-    customer = (
-        await stub.EnrolCustomer(enrol_request(uuid.uuid4().hex[:12].upper()), metadata=tenant)
-    ).customer
-    connection = await database.engine.connect()
-    transaction = await connection.begin()
-    await connection.execute(
-        text("SELECT 1 FROM profile.customers WHERE id = :id FOR UPDATE"), {"id": customer.customer_id}
-    )
-    return customer, connection, transaction
-
-
-def rename(customer_id: str) -> api.UpdateCustomerRequest:
-    return api.UpdateCustomerRequest(
-        idempotency_key=uuid.uuid4().hex,
-        customer=profile_pb2.Customer(customer_id=customer_id, given_name="Renamed"),
-        update_mask=FieldMask(paths=["given_name"]),
-    )
 
 
 async def test_a_call_without_deadline_gets_the_default_one(profile_settings):

@@ -20,7 +20,7 @@ async def new_migration(service: str, message: str) -> None:
     await create_database(infra, scratch)
     try:
         await autogenerate_revision(
-            infra.database_url(scratch), f"loyalty_{service}:migrations", module.SCHEMA, message
+            infra.database_url(scratch), definition.migrations, definition.schema, message
         )
     finally:
         await drop_database(infra, scratch)
