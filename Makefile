@@ -23,7 +23,10 @@ $(VENV)/.synced: uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml service
 	$(UV) sync --frozen --python $(PYTHON)
 	@touch $@
 
-setup: $(VENV)/.synced $(STAMP)  ## create the environment and generate the contracts
+setup: $(VENV)/.synced $(STAMP) $(VENV)/bin/helm  ## create the environment and generate the contracts
+
+$(VENV)/bin/helm: $(VENV)/.synced
+	$(PY) scripts/install_helm.py
 
 $(STAMP): $(PROTO_FILES) $(VENV)/.synced
 	rm -rf $(CONTRACTS)/loyalty && mkdir -p $(CONTRACTS)
@@ -57,9 +60,9 @@ images:  ## build one image per service (needs a Docker engine)
 	for s in profile segmentation promotion ledger fraud notification gateway; do \
 		docker build -f docker/Dockerfile --build-arg SERVICE=$$s -t loyalty-$$s:dev . ; done
 
-chart: setup  ## lint and render the Helm chart
-	$(VENV)/bin/helm lint deploy/helm/loyalty
-	$(VENV)/bin/helm template loyalty deploy/helm/loyalty > /dev/null
+chart: setup  ## lint and render the Helm chart (with the CI values: the chart needs database and Redis URLs)
+	$(VENV)/bin/helm lint --strict deploy/helm/loyalty -f deploy/helm/loyalty/ci/test-values.yaml
+	$(VENV)/bin/helm template loyalty deploy/helm/loyalty -f deploy/helm/loyalty/ci/test-values.yaml > /dev/null
 
 clean:  ## remove generated code and the environment (keeps .data/)
 	rm -rf $(VENV) $(CONTRACTS)/loyalty .tools

@@ -29,7 +29,9 @@ def _add_servicers(server: grpc.aio.Server, resources: Resources) -> None:
     customer_service_pb2_grpc.add_CustomerServiceServicer_to_server(
         customer_service_pb2_grpc.CustomerServiceServicer(), server
     )
-    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(admin_service_pb2_grpc.AdminServiceServicer(), server)
+    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+        admin_service_pb2_grpc.AdminServiceServicer(), server
+    )
 
 
 DEFINITION = ServiceDefinition(
