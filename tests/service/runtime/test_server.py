@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 import uuid
 
 import grpc
@@ -121,14 +122,20 @@ async def test_server_spans_are_recorded_and_health_checks_are_not(profile_setti
     assert not any("Health" in name for name in names)
 
 
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
 async def test_sigterm_lets_the_call_in_flight_finish_then_exits_zero(profile_settings):
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
         "PROFILE_DATABASE_URL": profile_settings.database_url,
         "PROFILE_REDIS_URL": profile_settings.redis_url,
         "PROFILE_GRPC_PORT": str(port),
         "PROFILE_GRACE_PERIOD_SECONDS": "10",
+        "PROFILE_METRICS_PORT": str(metrics_port),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "loyalty_profile", "serve"], env=env, stderr=subprocess.DEVNULL

@@ -22,7 +22,7 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry("profile", 50052, 9452),
     ServiceEntry("segmentation", 50053, 9453),
     ServiceEntry("promotion", 50054, 9454),
-    # ServiceEntry("ledger", 50055, 9455),
+    ServiceEntry("ledger", 50055, 9455),
     ServiceEntry("fraud", 50056, 9456),
     ServiceEntry("notification", 50057, 9457),
     ServiceEntry("gateway", 50051, 9451),

@@ -1,10 +1,12 @@
 """Structured JSON logs that carry the trace id. Callers log identifiers and outcomes, never PII:
-no request bodies, names, phone numbers or e-mail addresses are ever passed to a logger here."""
+no request bodies, names, phone numbers or e-mail addresses are passed to a logger, and an
+exception is logged by its type and frames, never its message."""
 
 import json
 import logging
 import sys
 import time
+import traceback
 
 from opentelemetry import trace
 
@@ -28,9 +30,13 @@ class JsonFormatter(logging.Formatter):
             entry["trace_id"] = format(span_context.trace_id, "032x")
             entry["span_id"] = format(span_context.span_id, "016x")
         entry.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            entry["error_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
-            entry["stack"] = self.formatException(record.exc_info)
+        if record.exc_info and record.exc_info[0] is not None:
+            # Where it failed, not what the exception says: a message can quote personal data.
+            entry["error_type"] = record.exc_info[0].__name__
+            entry["stack"] = [
+                f"{frame.filename}:{frame.lineno} in {frame.name}"
+                for frame in traceback.extract_tb(record.exc_info[2])
+            ]
         return json.dumps(entry, default=str)
 
 

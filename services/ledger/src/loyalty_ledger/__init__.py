@@ -1,0 +1,1 @@
+"""Points ledger service: double-entry journal, holds, lots with expiry, tiers, reversals."""

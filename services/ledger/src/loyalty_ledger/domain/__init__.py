@@ -1,0 +1,1 @@
+"""The ledger's domain: pure types and rules, no I/O. `rules` decides, `memory` is the reference model."""
