@@ -9,8 +9,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from loyalty.common.v1 import customer_pb2
-from loyalty.profile.v1 import profile_service_pb2 as api
-from loyalty.profile.v1 import profile_service_pb2_grpc
+from loyalty.profile.v1 import profile_service_pb2 as api, profile_service_pb2_grpc
 from loyalty_profile.service import DEFINITION
 from loyalty_runtime.clients import internal_channel
 from loyalty_runtime.context import CallContext, bind_call, unbind_call

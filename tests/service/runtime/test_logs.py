@@ -42,5 +42,6 @@ async def test_no_personal_data_reaches_the_logs(stub, tenant, caplog, monkeypat
     assert "/loyalty.profile.v1.ProfileService/EnrolCustomer" in written
     access = [json.loads(formatter.format(r)) for r in caplog.records if r.getMessage() == "rpc"]
     assert {entry["code"] for entry in access} >= {"OK", "ALREADY_EXISTS", "INVALID_ARGUMENT", "INTERNAL"}
+    assert all(len(entry.get("trace_id", "")) == 32 for entry in access), "access logs carry the trace id"
     for secret in (PHONE, "7777777", EMAIL, "Privata"):
         assert secret not in written

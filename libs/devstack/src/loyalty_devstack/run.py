@@ -112,6 +112,8 @@ Demo tenant "{tenant}"; internal calls carry the token "{token}". Try:
   grpcurl -plaintext -H 'authorization: Bearer {token}' -H 'x-loyalty-tenant: {tenant}' \\
     -d '{{"identifier": {{"type": "IDENTIFIER_TYPE_EMAIL", "value": "ada@example.com"}}}}' \\
     localhost:50052 loyalty.profile.v1.ProfileService/LookupCustomer
+  grpcurl -plaintext -H 'authorization: Bearer {token}' -H 'x-loyalty-tenant: {tenant}' \\
+    -d '{{"account_id": "{account}"}}' localhost:50055 loyalty.ledger.v1.LedgerService/GetAccount
 
 Ctrl-C stops everything.
 """
@@ -126,6 +128,7 @@ def run(data_dir: Path) -> None:
         asyncio.run(create_database(infra, DATABASE, exist_ok=True))
         database_url = infra.database_url(DATABASE)
     env = service_environment(infra, database_url)
+    token = env["PROFILE_INTERNAL_TOKEN"]
     logs = data_dir / "logs"
     processes: dict[str, subprocess.Popen] = {}
     stop = asyncio.Event()
@@ -138,9 +141,13 @@ def run(data_dir: Path) -> None:
         processes.update(start_all(env, logs))
         started = time.monotonic()
         await wait_until_serving(processes, logs)
-        await seed_demo(env.get("PROFILE_INTERNAL_TOKEN", INTERNAL_TOKEN))
+        ports = {s.name: s.grpc_port for s in SERVICES}
+        demo = await seed_demo(token, f"127.0.0.1:{ports['profile']}", f"127.0.0.1:{ports['ledger']}")
         table = "\n".join(f"  {s.name:<14} {s.grpc_port:<7} {s.metrics_port}" for s in SERVICES)
-        print(BANNER.format(logs=logs, table=table, tenant=DEMO_TENANT, token=INTERNAL_TOKEN), flush=True)
+        print(
+            BANNER.format(logs=logs, table=table, tenant=DEMO_TENANT, token=token, account=demo.account_id),
+            flush=True,
+        )
         print(f"(ready in {time.monotonic() - started:.1f}s)", flush=True)
         await stop.wait()
 

@@ -15,13 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from opentelemetry import context as otel_context
-from opentelemetry import propagate
+from opentelemetry import context as otel_context, propagate
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from sqlalchemy import BigInteger, Column, DateTime, MetaData, String, Table, func, insert, select, update
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.postgresql import JSONB, insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from loyalty_runtime.context import current_tenant

@@ -25,10 +25,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        span_context = trace.get_current_span().get_span_context()
-        if span_context.is_valid:
-            entry["trace_id"] = format(span_context.trace_id, "032x")
-            entry["span_id"] = format(span_context.span_id, "016x")
+        if getattr(record, "trace_id", None):
+            entry["trace_id"] = record.trace_id
+            entry["span_id"] = record.span_id
         entry.update(getattr(record, "fields", {}))
         if record.exc_info and record.exc_info[0] is not None:
             # Where it failed, not what the exception says: a message can quote personal data.
@@ -38,6 +37,25 @@ class JsonFormatter(logging.Formatter):
                 for frame in traceback.extract_tb(record.exc_info[2])
             ]
         return json.dumps(entry, default=str)
+
+
+def install_trace_context() -> None:
+    """Stamp every log record with the trace and span of the code that created it, so any handler,
+    however late it formats, writes the right ids."""
+    create = logging.getLogRecordFactory()
+    if getattr(create, "stamps_trace_context", False):
+        return
+
+    def create_with_trace(*args, **kwargs) -> logging.LogRecord:
+        record = create(*args, **kwargs)
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            record.trace_id = format(span_context.trace_id, "032x")
+            record.span_id = format(span_context.span_id, "016x")
+        return record
+
+    create_with_trace.stamps_trace_context = True
+    logging.setLogRecordFactory(create_with_trace)
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:

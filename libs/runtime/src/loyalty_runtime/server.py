@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from loyalty_runtime.cache import connect_redis
 from loyalty_runtime.db import Database
 from loyalty_runtime.interceptors import Authenticator, CallInterceptor, internal_token_authenticator
+from loyalty_runtime.logs import install_trace_context
 from loyalty_runtime.settings import ServiceSettings
 from loyalty_runtime.telemetry import server_tracing_interceptor
 
@@ -56,6 +57,7 @@ class ServiceServer:
     ) -> None:
         self.definition = definition
         self.settings = settings
+        install_trace_context()
         self.resources = Resources(
             settings=settings,
             database=Database(
