@@ -1,3 +1,4 @@
+import asyncio
 import uuid
 
 import pytest
@@ -5,8 +6,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from sqlalchemy import text
 
 from loyalty.common.v1 import customer_pb2
-from loyalty.profile.v1 import profile_pb2, profile_service_pb2_grpc
-from loyalty.profile.v1 import profile_service_pb2 as api
+from loyalty.profile.v1 import profile_pb2, profile_service_pb2 as api, profile_service_pb2_grpc
 from loyalty_profile.service import DEFINITION, ProfileSettings
 from loyalty_runtime.migrations import migrate
 from loyalty_runtime.testing import running_service
@@ -54,6 +54,18 @@ async def locked_customer(channel, database, tenant):
         text("SELECT 1 FROM profile.customers WHERE id = :id FOR UPDATE"), {"id": customer.customer_id}
     )
     return customer, connection, transaction
+
+
+async def wait_until_a_call_waits_on_the_lock(database) -> None:
+    """Poll PostgreSQL until some backend of this database waits for a row lock: the call arrived."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    async with asyncio.timeout(15), database.engine.connect() as connection:
+        while True:
+            if (await connection.execute(query)).scalar_one():
+                return
+            await asyncio.sleep(0.02)
 
 
 def rename(customer_id: str) -> api.UpdateCustomerRequest:

@@ -11,9 +11,7 @@ import uuid
 
 import grpc
 
-from loyalty.ledger.v1 import ledger_pb2 as pb
-from loyalty.ledger.v1 import ledger_service_pb2 as api
-from loyalty.ledger.v1 import ledger_service_pb2_grpc
+from loyalty.ledger.v1 import ledger_pb2 as pb, ledger_service_pb2 as api, ledger_service_pb2_grpc
 from loyalty_ledger.service import LedgerSettings
 from loyalty_runtime.testing import internal_metadata
 

@@ -11,8 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from loyalty.ledger.v1 import ledger_pb2 as pb
-from loyalty.ledger.v1 import ledger_service_pb2 as api
+from loyalty.ledger.v1 import ledger_pb2 as pb, ledger_service_pb2 as api
 from tests.conftest import rpc_failure
 
 

@@ -11,8 +11,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 
 from loyalty.common.v1 import customer_pb2, date_pb2
-from loyalty.profile.v1 import profile_pb2
-from loyalty.profile.v1 import profile_service_pb2 as api
+from loyalty.profile.v1 import profile_pb2, profile_service_pb2 as api
 from tests.conftest import rpc_failure
 
 EMAIL = customer_pb2.IDENTIFIER_TYPE_EMAIL

@@ -15,7 +15,10 @@ EMAIL = "private.person@example.com"
 
 def request(*identifiers) -> api.EnrolCustomerRequest:
     return api.EnrolCustomerRequest(
-        idempotency_key=uuid.uuid4().hex, identifiers=list(identifiers), given_name="Privata", family_name="Person"
+        idempotency_key=uuid.uuid4().hex,
+        identifiers=list(identifiers),
+        given_name="Privata",
+        family_name="Person",
     )
 
 

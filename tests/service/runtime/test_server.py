@@ -22,7 +22,12 @@ from loyalty_profile.service import DEFINITION
 from loyalty_runtime.db import Database
 from loyalty_runtime.testing import internal_metadata, running_service
 from tests.conftest import rpc_failure
-from tests.service.conftest import enrol_request, locked_customer, rename
+from tests.service.conftest import (
+    enrol_request,
+    locked_customer,
+    rename,
+    wait_until_a_call_waits_on_the_lock,
+)
 
 
 async def test_health_is_serving_for_the_server_and_each_service(profile):
@@ -122,6 +127,19 @@ async def test_server_spans_are_recorded_and_health_checks_are_not(profile_setti
     assert not any("Health" in name for name in names)
 
 
+async def wait_until_serving(channel: grpc.aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    async with asyncio.timeout(60):
+        while True:
+            try:
+                answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.1)
+
+
 def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         return response.read().decode()
@@ -140,25 +158,23 @@ async def test_sigterm_lets_the_call_in_flight_finish_then_exits_zero(profile_se
     process = subprocess.Popen(
         [sys.executable, "-m", "loyalty_profile", "serve"], env=env, stderr=subprocess.DEVNULL
     )
+    database = Database(profile_settings.database_url)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            for _ in range(100):
-                try:
-                    answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                        break
-                except grpc.aio.AioRpcError:
-                    pass
-                await asyncio.sleep(0.1)
+            await wait_until_serving(channel)
             tenant = internal_metadata(profile_settings, "t-sigterm-" + uuid.uuid4().hex[:6])
-            database = Database(profile_settings.database_url)
             customer, connection, transaction = await locked_customer(channel, database, tenant)
+            # The metrics port of the real process counts the enrolment.
+            metrics = await asyncio.to_thread(scrape, metrics_port)
+            assert (
+                'loyalty_grpc_server_handled_total{code="OK",method="/loyalty.profile.v1.ProfileService/EnrolCustomer"} 1.0'
+                in metrics
+            )
             stub = profile_service_pb2_grpc.ProfileServiceStub(channel)
             in_flight = asyncio.ensure_future(
                 stub.UpdateCustomer(rename(customer.customer_id), metadata=tenant)
             )
-            await asyncio.sleep(0.3)
+            await wait_until_a_call_waits_on_the_lock(database)
             process.send_signal(signal.SIGTERM)
             await asyncio.sleep(0.5)
             assert process.poll() is None, "the server must wait for the call in flight"
@@ -166,8 +182,8 @@ async def test_sigterm_lets_the_call_in_flight_finish_then_exits_zero(profile_se
             await connection.close()
             answer = await in_flight
             assert answer.customer.given_name == "Renamed"
-            await database.dispose()
         assert await asyncio.to_thread(process.wait, 15) == 0
     finally:
+        await database.dispose()
         if process.poll() is None:
             process.kill()
