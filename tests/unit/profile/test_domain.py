@@ -1,8 +1,7 @@
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from loyalty_profile import domain
 from loyalty_profile.domain import (
@@ -54,6 +53,17 @@ def test_malformed_identifiers_name_the_field(kind, raw, namespace, reason, fiel
         reason,
         [field],
     )
+
+
+def test_a_search_text_is_also_read_as_identifiers():
+    assert domain.identifiers_read_from("+49 151 1234 5678") == [
+        Identifier(IdentifierType.PHONE, "+4915112345678")
+    ]
+    assert domain.identifiers_read_from("Ada@Example.com") == [
+        Identifier(IdentifierType.EMAIL, "ada@example.com")
+    ]
+    assert domain.identifiers_read_from("demo-0001") == [Identifier(IdentifierType.LOYALTY_CARD, "DEMO0001")]
+    assert domain.identifiers_read_from("Lovelace") == [Identifier(IdentifierType.LOYALTY_CARD, "LOVELACE")]
 
 
 @given(st.emails())

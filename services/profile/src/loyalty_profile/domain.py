@@ -1,6 +1,7 @@
 """Profile rules, pure: identifier normalisation, the attribute schema, consent, merge and erasure.
 No I/O here; the servicer feeds it plain values and the repository stores what it decides."""
 
+import contextlib
 import re
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -137,6 +138,15 @@ def normalise_email(value: str, field_path: str) -> str:
     except EmailNotValidError:
         raise InvalidArgument("INVALID_EMAIL", "not a valid e-mail address", field=field_path) from None
     return normalised.lower()
+
+
+def identifiers_read_from(query: str) -> list[Identifier]:
+    """A search text that reads as a card, phone or e-mail also matches that identifier exactly."""
+    found = []
+    for kind in (IdentifierType.LOYALTY_CARD, IdentifierType.PHONE, IdentifierType.EMAIL):
+        with contextlib.suppress(InvalidArgument):
+            found.append(normalise_identifier(kind, query, "", "query"))
+    return found
 
 
 def check_identifiers_unique(identifiers: list[Identifier], field_path: str) -> None:

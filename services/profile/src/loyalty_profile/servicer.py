@@ -1,6 +1,5 @@
 """ProfileService: protobuf in, domain decisions, repository writes, protobuf out. No SQL, no rules."""
 
-import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
@@ -9,8 +8,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from loyalty.common.v1 import customer_pb2, date_pb2
-from loyalty.profile.v1 import profile_pb2, profile_service_pb2_grpc
-from loyalty.profile.v1 import profile_service_pb2 as api
+from loyalty.profile.v1 import profile_pb2, profile_service_pb2 as api, profile_service_pb2_grpc
 from loyalty_profile import domain
 from loyalty_profile.domain import (
     AttributeDefinition,
@@ -192,6 +190,11 @@ async def existing(
     return customer
 
 
+async def reloaded(repository: ProfileRepository, raw_id: str) -> profile_pb2.Customer:
+    """The customer as stored after a change, for the answer."""
+    return customer_out(await repository.load(uuid.UUID(raw_id)))
+
+
 class ProfileServicer(profile_service_pb2_grpc.ProfileServiceServicer):
     def __init__(self, database: Database) -> None:
         self._database = database
@@ -284,9 +287,7 @@ class ProfileServicer(profile_service_pb2_grpc.ProfileServiceServicer):
             updated = domain.apply_update(current, changes, paths, await repository.attribute_schema())
             await repository.save(updated)
             await repository.publish("customer.updated", updated.customer_id, fields=sorted(paths))
-            return api.UpdateCustomerResponse(
-                customer=customer_out(await repository.load(uuid.UUID(updated.customer_id)))
-            )
+            return api.UpdateCustomerResponse(customer=await reloaded(repository, updated.customer_id))
 
         return await self._change(request, api.UpdateCustomerResponse, update)
 
@@ -296,13 +297,7 @@ class ProfileServicer(profile_service_pb2_grpc.ProfileServiceServicer):
         limit = page_size(request.page_size, default=20, maximum=100)
         after = decode_token(request.page_token)
         query = request.query.strip()
-        # A query that reads as an identifier also matches it exactly, normalised.
-        identifiers = []
-        for kind in IdentifierType:
-            if kind is IdentifierType.EXTERNAL:
-                continue
-            with contextlib.suppress(InvalidArgument):
-                identifiers.append(domain.normalise_identifier(kind, query, "", "query"))
+        identifiers = domain.identifiers_read_from(query)
 
         async def search(repository: ProfileRepository):
             found = await repository.search(
@@ -323,9 +318,7 @@ class ProfileServicer(profile_service_pb2_grpc.ProfileServiceServicer):
             if identifier not in customer.identifiers:
                 await repository.claim_identifiers(customer.customer_id, [identifier])
                 await repository.publish("customer.updated", customer.customer_id, fields=["identifiers"])
-            return api.AddIdentifierResponse(
-                customer=customer_out(await repository.load(uuid.UUID(customer.customer_id)))
-            )
+            return api.AddIdentifierResponse(customer=await reloaded(repository, customer.customer_id))
 
         return await self._change(request, api.AddIdentifierResponse, add)
 
@@ -346,9 +339,7 @@ class ProfileServicer(profile_service_pb2_grpc.ProfileServiceServicer):
                 )
             await repository.remove_identifier(customer.customer_id, identifier)
             await repository.publish("customer.updated", customer.customer_id, fields=["identifiers"])
-            return api.RemoveIdentifierResponse(
-                customer=customer_out(await repository.load(uuid.UUID(customer.customer_id)))
-            )
+            return api.RemoveIdentifierResponse(customer=await reloaded(repository, customer.customer_id))
 
         return await self._change(request, api.RemoveIdentifierResponse, remove)
 
@@ -362,9 +353,7 @@ class ProfileServicer(profile_service_pb2_grpc.ProfileServiceServicer):
             customer = await existing(repository, request.customer_id, lock=True)
             await repository.upsert_consents(customer.customer_id, consents)
             await repository.publish("customer.updated", customer.customer_id, fields=["consents"])
-            return api.SetConsentsResponse(
-                customer=customer_out(await repository.load(uuid.UUID(customer.customer_id)))
-            )
+            return api.SetConsentsResponse(customer=await reloaded(repository, customer.customer_id))
 
         return await self._change(request, api.SetConsentsResponse, set_consents)
 
