@@ -11,7 +11,7 @@ PROTO_FILES := $(shell find protos -name '*.proto')
 CONTRACTS := libs/contracts/src
 STAMP := $(CONTRACTS)/loyalty/.generated
 
-.PHONY: help setup protos run test test-fast lint format bench images chart clean
+.PHONY: help setup protos run test lint format bench images chart clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,8 +53,8 @@ format: setup  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: setup  ## run the benchmarks (prints comparable figures)
-	$(PY) -m loyalty_devstack bench
+bench: setup  ## run the benchmarks under bench/ (or BENCH=bench/ledger/bench_ledger.py); prints figures
+	$(PY) -m loyalty_devstack bench $(BENCH)
 
 images:  ## build one image per service (needs a Docker engine)
 	for s in profile segmentation promotion ledger fraud notification gateway; do \
