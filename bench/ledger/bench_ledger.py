@@ -1,140 +1,269 @@
 """Ledger throughput: postings/second for earn and for hold+capture, many accounts vs one hot
-account, at client concurrencies 1/8/32, beside a bare PostgreSQL single-row insert loop (asyncpg)
+account, at several client concurrencies, beside a bare PostgreSQL single-row insert loop (asyncpg)
 measured in the same run. A benchmark, never a timed test.
 
-    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/loyalty_bench REDIS_URL=redis://127.0.0.1:6379/0 \
-        python bench/ledger/bench_ledger.py [--calls 400]
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/loyalty_bench REDIS_URL=redis://127.0.0.1:6379/0 \\
+        python bench/ledger/bench_ledger.py [--calls 400] [--concurrency 1 8 32]
 
-The database must exist; the script migrates the `ledger` schema into it and starts the real ledger
-server (production interceptors) in-process on port 0, calling it through a real channel. Each earn
-writes 2 postings; each hold+capture writes 2 postings (a burn entry).
+DATABASE_URL names the PostgreSQL server (and a prefix): each run creates a database of its own there,
+migrates it with the service's own `migrate` command and drops it at the end.
+The ledger server runs in a process of its own (`python -m loyalty_ledger serve`: uvloop, production
+interceptors, outbox relay to Redis), started with the interpreter running this script, so the
+client's CPU does not hide the server's; "server CPU" is that process's CPU time per operation. The
+programme is a realistic one: points expire 12 months after earning and three tiers are
+recomputed on every earn. Each earn writes 2 postings; each hold+capture writes 2 (a burn entry).
 """
 
 import argparse
 import asyncio
 import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
+import grpc
+import uvloop
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from loyalty.ledger.v1 import ledger_pb2 as pb
-from loyalty.ledger.v1 import ledger_service_pb2 as api
-from loyalty.ledger.v1 import ledger_service_pb2_grpc
-from loyalty_ledger.service import DEFINITION, LedgerSettings
-from loyalty_runtime.migrations import migrate
-from loyalty_runtime.testing import running_service
+from loyalty.ledger.v1 import ledger_pb2 as pb, ledger_service_pb2 as api, ledger_service_pb2_grpc
+from loyalty_devstack.infra import Infra, create_database, drop_database, free_port, plain_url
+from loyalty_runtime.context import AUTHORIZATION_HEADER, PRINCIPAL_HEADER, TENANT_HEADER
+
+INTERNAL_TOKEN = "bench-internal-token"
+MANY_ACCOUNTS = 200
+TIERS = [
+    pb.Tier(code="SILVER", display_name="Silver", qualifying_points=1_000, earn_multiplier_bps=11_000),
+    pb.Tier(code="GOLD", display_name="Gold", qualifying_points=10_000, earn_multiplier_bps=12_500),
+    pb.Tier(code="PLATINUM", display_name="Platinum", qualifying_points=100_000, earn_multiplier_bps=15_000),
+]
 
 
-async def _run(concurrency: int, calls: int, one_call) -> float:
+@dataclass
+class Result:
+    ops_per_second: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu_ms: float | None  # per operation
+
+
+class LedgerServer:
+    """`python -m loyalty_ledger serve` in a child process, configured like production."""
+
+    def __init__(self, database_url: str, redis_url: str) -> None:
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "LEDGER_DATABASE_URL": database_url,
+            "LEDGER_REDIS_URL": redis_url,
+            "LEDGER_GRPC_HOST": "127.0.0.1",
+            "LEDGER_GRPC_PORT": str(self.port),
+            "LEDGER_METRICS_PORT": "0",
+            "LEDGER_INTERNAL_TOKEN": INTERNAL_TOKEN,
+            "LEDGER_EXPIRY_INTERVAL_SECONDS": "0",
+            "LEDGER_TIER_INTERVAL_SECONDS": "0",
+        }
+        self.process: subprocess.Popen | None = None
+
+    def migrate(self) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "loyalty_ledger", "migrate"], env=self.env, capture_output=True, text=True
+        )
+        if done.returncode:
+            raise RuntimeError(f"migrating the bench database failed:\n{done.stderr}")
+
+    def start(self) -> None:
+        # Its log (an access line per call, as in production) goes to a file, shown if it fails.
+        log, self.log = tempfile.mkstemp(prefix="ledger-bench-", suffix=".log")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "loyalty_ledger", "serve"], env=self.env, stdout=log, stderr=log
+        )
+        os.close(log)
+
+    async def ready(self) -> grpc.aio.Channel:
+        """A channel to the server once its health check says SERVING."""
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
+        health = health_pb2_grpc.HealthStub(channel)
+        for _ in range(300):
+            try:
+                answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return channel
+            except grpc.aio.AioRpcError:
+                pass
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the ledger server exited; its log: {self.log}")
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"the ledger server never became ready; its log: {self.log}")
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU of the server process so far (Linux /proc)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+            os.unlink(self.log)
+
+
+async def measure(
+    concurrency: int, calls: int, one_call: Callable[[int], Awaitable[None]], server: LedgerServer | None
+) -> Result:
     queue = iter(range(calls))
+    latencies: list[float] = []
 
-    async def worker():
+    async def worker() -> None:
         for i in queue:
+            started = time.perf_counter()
             await one_call(i)
+            latencies.append(time.perf_counter() - started)
 
-    start = time.perf_counter()
+    cpu_before = server.cpu_seconds() if server else None
+    started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return calls / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - started
+    cpu_after = server.cpu_seconds() if server else None
+    latencies.sort()
+    return Result(
+        ops_per_second=calls / elapsed,
+        p50_ms=statistics.median(latencies) * 1000,
+        p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        server_cpu_ms=(cpu_after - cpu_before) / calls * 1000 if cpu_before is not None else None,
+    )
 
 
-async def bare_postgres(url: str, concurrency: int, calls: int) -> float:
+async def bare_postgres(url: str, concurrency: int, calls: int) -> Result:
     pool = await asyncpg.create_pool(url, min_size=concurrency, max_size=concurrency)
-    await pool.execute("CREATE TEMP TABLE IF NOT EXISTS bench_rows (id bigserial, v bigint)")
-    await pool.execute("CREATE TABLE IF NOT EXISTS public.bench_rows (id bigserial primary key, v bigint)")
+    table = "bench_rows"
+    await pool.execute(f"CREATE TABLE {table} (id bigserial primary key, v bigint)")
 
-    async def insert(i):
-        await pool.execute("INSERT INTO public.bench_rows (v) VALUES ($1)", i)
+    async def insert(i: int) -> None:
+        await pool.execute(f"INSERT INTO {table} (v) VALUES ($1)", i)
 
-    rate = await _run(concurrency, calls, insert)
-    await pool.execute("DROP TABLE public.bench_rows")
-    await pool.close()
-    return rate
+    try:
+        return await measure(concurrency, calls, insert, None)
+    finally:
+        await pool.execute(f"DROP TABLE {table}")
+        await pool.close()
+
+
+class LedgerClient:
+    """One tenant's calls, as an internal caller (the gateway) makes them."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.stub = ledger_service_pb2_grpc.LedgerServiceStub(channel)
+        self.metadata = (
+            (AUTHORIZATION_HEADER, f"Bearer {INTERNAL_TOKEN}"),
+            (TENANT_HEADER, f"bench-{uuid.uuid4().hex[:8]}"),
+            (PRINCIPAL_HEADER, "bench"),
+        )
+
+    async def program(self) -> str:
+        program = pb.Program(
+            display_name="Bench club",
+            asset_kind=pb.ASSET_KIND_POINTS,
+            expiry_policy=pb.ExpiryPolicy(rule=pb.EXPIRY_RULE_MONTHS_AFTER_EARN, months=12),
+            tiers=TIERS,
+        )
+        request = api.CreateProgramRequest(program=program, idempotency_key=uuid.uuid4().hex)
+        return (await self.stub.CreateProgram(request, metadata=self.metadata)).program.program_id
+
+    async def funded_account(self, program_id: str) -> str:
+        opened = await self.stub.OpenAccount(
+            api.OpenAccountRequest(
+                program_id=program_id, customer_id=uuid.uuid4().hex, idempotency_key=uuid.uuid4().hex
+            ),
+            metadata=self.metadata,
+        )
+        await self.earn(opened.account.account_id, 10**9)
+        return opened.account.account_id
+
+    async def earn(self, account_id: str, amount: int = 10) -> None:
+        request = api.EarnPointsRequest(
+            account_id=account_id, amount=amount, idempotency_key=uuid.uuid4().hex
+        )
+        await self.stub.EarnPoints(request, metadata=self.metadata, timeout=60)
+
+    async def hold_and_capture(self, account_id: str) -> None:
+        request = api.HoldPointsRequest(account_id=account_id, amount=10, idempotency_key=uuid.uuid4().hex)
+        hold = await self.stub.HoldPoints(request, metadata=self.metadata, timeout=60)
+        capture = api.CaptureHoldRequest(hold_id=hold.hold.hold_id, idempotency_key=uuid.uuid4().hex)
+        await self.stub.CaptureHold(capture, metadata=self.metadata, timeout=60)
+
+
+def describe_machine() -> str:
+    return (
+        f"interpreter: {os.path.realpath(sys.executable)} (Python {platform.python_version()}, "
+        f"{platform.python_compiler()}); server and client each on uvloop; {os.cpu_count()} CPUs"
+    )
+
+
+def _row(operation: str, accounts: str, concurrency: int, result: Result, postings_per_op: int = 2) -> str:
+    cpu = f"{result.server_cpu_ms:.2f}" if result.server_cpu_ms is not None else "-"
+    return (
+        f"{operation:<14}{accounts:<9}{concurrency:>5}{result.ops_per_second:>9.0f}"
+        f"{result.ops_per_second * postings_per_op:>12.0f}{result.p50_ms:>9.2f}{result.p99_ms:>9.2f}{cpu:>12}"
+    )
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--calls", type=int, default=400)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=400, help="operations per measurement")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     args = parser.parse_args()
-    plain = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    sa_url = plain.replace("postgresql://", "postgresql+asyncpg://", 1)
-    await migrate(sa_url, DEFINITION.migrations, DEFINITION.schema)
-    settings = LedgerSettings(
-        database_url=sa_url,
-        redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        metrics_port=0,
-        expiry_interval_seconds=0,
-        tier_interval_seconds=0,
-        database_pool_size=32,
-    )
-    async with running_service(DEFINITION, settings) as service:
-        stub = ledger_service_pb2_grpc.LedgerServiceStub(service.channel)
-        md = service.metadata(f"bench-{uuid.uuid4().hex[:6]}")
-        program = (
-            await stub.CreateProgram(
-                api.CreateProgramRequest(
-                    program=pb.Program(asset_kind=pb.ASSET_KIND_POINTS), idempotency_key=uuid.uuid4().hex
-                ),
-                metadata=md,
-            )
-        ).program
+    database_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/loyalty_bench")
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
-        async def account() -> str:
-            return (
-                await stub.OpenAccount(
-                    api.OpenAccountRequest(
-                        program_id=program.program_id,
-                        customer_id=uuid.uuid4().hex,
-                        idempotency_key=uuid.uuid4().hex,
-                    ),
-                    metadata=md,
-                )
-            ).account.account_id
+    # A database of its own on that server, so every run starts from the same empty tables.
+    infra = Infra(postgres_url=database_url, redis_url=redis_url)
+    scratch = f"{database_url.rpartition('/')[2].split('?')[0]}_{uuid.uuid4().hex[:8]}"
+    await create_database(infra, scratch)
+    server = LedgerServer(infra.database_url(scratch), redis_url)
+    try:
+        server.migrate()
+        server.start()
+        channel = await server.ready()
+        client = LedgerClient(channel)
+        program_id = await client.program()
+        many = list(await asyncio.gather(*(client.funded_account(program_id) for _ in range(MANY_ACCOUNTS))))
+        hot = await client.funded_account(program_id)
 
-        many = [await account() for _ in range(200)]
-        hot = await account()
-        for a in [*many, hot]:
-            await stub.EarnPoints(
-                api.EarnPointsRequest(account_id=a, amount=10**9, idempotency_key=uuid.uuid4().hex),
-                metadata=md,
-            )
-
-        def earn(target):
-            async def call(i):
-                await stub.EarnPoints(
-                    api.EarnPointsRequest(account_id=target(i), amount=10, idempotency_key=uuid.uuid4().hex),
-                    metadata=md,
-                    timeout=60,
-                )
-
-            return call
-
-        def burn(target):
-            async def call(i):
-                hold = await stub.HoldPoints(
-                    api.HoldPointsRequest(account_id=target(i), amount=10, idempotency_key=uuid.uuid4().hex),
-                    metadata=md,
-                    timeout=60,
-                )
-                await stub.CaptureHold(
-                    api.CaptureHoldRequest(hold_id=hold.hold.hold_id, idempotency_key=uuid.uuid4().hex),
-                    metadata=md,
-                    timeout=60,
-                )
-
-            return call
-
-        print(f"{'operation':<16}{'accounts':<10}{'conc':>5}{'ops/s':>10}{'postings/s':>12}")
-        for concurrency in (1, 8, 32):
-            rate = await bare_postgres(plain, concurrency, args.calls * 2)
-            print(f"{'bare INSERT':<16}{'-':<10}{concurrency:>5}{rate:>10.0f}{rate:>12.0f}")
-            for name, make in (("earn", earn), ("hold+capture", burn)):
+        print(describe_machine())
+        print(
+            f"{'operation':<14}{'accounts':<9}{'conc':>5}{'ops/s':>9}{'postings/s':>12}"
+            f"{'p50 ms':>9}{'p99 ms':>9}{'server CPU':>12}"
+        )
+        print(f"{'':<62}{'ms/op':>12}")
+        scenarios = (
+            ("earn", client.earn),
+            ("hold+capture", client.hold_and_capture),
+        )
+        for concurrency in args.concurrency:
+            bare = await bare_postgres(plain_url(database_url, scratch), concurrency, args.calls * 2)
+            print(_row("bare INSERT", "-", concurrency, bare, postings_per_op=1))
+            for name, operation in scenarios:
                 for label, target in (("many", lambda i: many[i % len(many)]), ("one hot", lambda i: hot)):
-                    rate = await _run(concurrency, args.calls, make(target))
-                    print(f"{name:<16}{label:<10}{concurrency:>5}{rate:>10.0f}{rate * 2:>12.0f}")
+                    result = await measure(
+                        concurrency, args.calls, lambda i, op=operation, t=target: op(t(i)), server
+                    )
+                    print(_row(name, label, concurrency, result), flush=True)
+        await channel.close()
+    finally:
+        server.stop()
+        await drop_database(infra, scratch)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())

@@ -48,8 +48,12 @@ async def test_an_rpc_not_built_yet_answers_unimplemented(database_url, redis_ur
     async with running_service(definition, settings) as service:
         stub = promotion_service_pb2_grpc.PromotionServiceStub(service.channel)
         failure = await rpc_failure(
-            stub.EvaluateBasket(promotion_service_pb2.EvaluateBasketRequest(), metadata=service.metadata("t1"))
+            stub.EvaluateBasket(
+                promotion_service_pb2.EvaluateBasketRequest(), metadata=service.metadata("t1")
+            )
         )
         assert failure.code == grpc.StatusCode.UNIMPLEMENTED
-        unauthenticated = await rpc_failure(stub.EvaluateBasket(promotion_service_pb2.EvaluateBasketRequest()))
+        unauthenticated = await rpc_failure(
+            stub.EvaluateBasket(promotion_service_pb2.EvaluateBasketRequest())
+        )
         assert unauthenticated.code == grpc.StatusCode.UNAUTHENTICATED

@@ -147,7 +147,16 @@ class Posting(Base):
 class Lot(Base):
     __tablename__ = "lots"
     __table_args__ = (
-        Index("lots_open", "account_id", postgresql_where=text("remaining > 0")),
+        # Spendable lots in the order debits consume them (rules.consume_lots), so a debit reads
+        # the first few instead of sorting all of an account's lots.
+        Index(
+            "lots_spendable",
+            "account_id",
+            "expires_at",
+            "seq",
+            postgresql_where=text("remaining > 0 AND NOT pending"),
+        ),
+        Index("lots_pending", "account_id", postgresql_where=text("remaining > 0 AND pending")),
         Index("lots_due", "expires_at", postgresql_where=text("remaining > 0 AND NOT pending")),
         Index("lots_maturing", "available_at", postgresql_where=text("remaining > 0 AND pending")),
         CheckConstraint("remaining >= 0 AND remaining <= amount", name="lots_remaining_bounded"),

@@ -3,26 +3,35 @@
 1. claims the idempotency key (a replay returns the first answer),
 2. locks the customer account rows it touches (`SELECT ... FOR UPDATE`, in account-id order),
 3. voids timed-out holds and matures due pending points of those accounts,
-4. asks the domain for a plan and writes it: the entry, its postings, lot and balance changes,
-5. writes the outbox events and remembers the answer.
+4. asks the domain for a plan and writes it in one statement (`sql.POST_ENTRY`): the entry, its
+   postings, lot and balance changes and its outbox event,
+5. remembers the answer.
 
-So concurrency correctness comes from the row lock: two burns on one account run one after the
-other, each seeing the other's result. Every query filters by the caller's tenant; another tenant's
-row is simply not found.
+So an earn is four statements (claim, lock, post, remember), a hold four and a capture six (the
+hold's row and the lots it consumes are read too): Python's cost per statement, not PostgreSQL's, is
+what limits. The repository reads what the rule at hand needs and no more: balances always, lots only
+for a debit and then only the earliest-expiring ones that cover it.
+
+Concurrency correctness comes from the row lock: two burns on one account run one after the other,
+each seeing the other's result, and everything read after the lock is current. Every query filters
+by the caller's tenant; another tenant's row is simply not found.
 """
 
+import json
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy import bindparam, func, insert, select, update
+from opentelemetry import propagate
+from sqlalchemy import ColumnElement, Table, TextClause, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from loyalty_ledger import sql
 from loyalty_ledger.domain import rules as r
 from loyalty_ledger.domain.model import (
     SYSTEM_KINDS,
@@ -31,14 +40,15 @@ from loyalty_ledger.domain.model import (
     EntryType,
     ExpiryPolicy,
     ExpiryRule,
+    Hold as DomainHold,
     HoldState,
+    Lot as DomainLot,
+    NewLot,
     Plan,
     ProgramRules,
     ReversibleEntry,
     Tier,
 )
-from loyalty_ledger.domain.model import Hold as DomainHold
-from loyalty_ledger.domain.model import Lot as DomainLot
 from loyalty_ledger.models import (
     Account,
     Hold,
@@ -56,6 +66,15 @@ from loyalty_runtime.events import record_event
 from loyalty_runtime.idempotency import claim, remember
 
 ResponseT = TypeVar("ResponseT", bound=Message)
+
+ACCOUNTS: Table = Account.__table__
+HOLDS: Table = Hold.__table__
+ENTRIES: Table = JournalEntry.__table__
+POSTINGS: Table = Posting.__table__
+LOTS: Table = Lot.__table__
+
+# Lots read for a debit at first: a burn rarely spans more. Should they not cover it, all are read.
+FIRST_LOTS = 16
 
 
 def _new_id() -> str:
@@ -78,6 +97,94 @@ def rules_of(program: Program) -> ProgramRules:
     )
 
 
+# --- rows as the servicer sees them ---------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class AccountRecord:
+    """A row of `ledger.accounts`. Once locked, the repository keeps its balances in step with what it
+    writes, so answers need no read-back."""
+
+    account_id: str
+    program_id: str
+    customer_id: str | None
+    kind: str
+    posted: int
+    pending: int
+    held: int
+    tier_code: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRecord:
+    hold_id: str
+    account_id: str
+    amount: int
+    captured_amount: int
+    state: str
+    expires_at: datetime
+    reason: str
+    source_ref: str
+    capture_entry_id: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRecord:
+    entry_id: str
+    program_id: str
+    entry_type: str
+    asset_code: str
+    amount: int
+    reversed_amount: int
+    unrecovered_amount: int
+    reason: str
+    source_ref: str
+    idempotency_key: str | None
+    reversed_entry_id: str | None
+    hold_id: str | None
+    subject_account_id: str | None
+    counter_account_id: str | None
+    lot_id: str | None
+    restore_expires_at: datetime | None
+    qualifying_account_id: str | None
+    qualifying_delta: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PostingRecord:
+    account_id: str
+    amount: int
+    bucket: str
+
+
+@dataclass(frozen=True, slots=True)
+class EntryEvent:
+    """The event an entry publishes through the outbox; `post` adds the entry's id to the payload."""
+
+    event_type: str
+    key: str
+    payload: dict
+
+
+def _columns(table: Table, record: type) -> list[ColumnElement]:
+    """The table's columns a record holds, in the record's order."""
+    return [table.c[f.name] for f in fields(record)]
+
+
+def _domain_hold(hold: HoldRecord) -> DomainHold:
+    return DomainHold(
+        hold.hold_id,
+        hold.account_id,
+        hold.amount,
+        hold.expires_at,
+        HoldState(hold.state),
+        hold.captured_amount,
+    )
+
+
 @dataclass
 class ProgramView:
     program: Program
@@ -87,13 +194,21 @@ class ProgramView:
 
 @dataclass
 class EntryView:
-    entry: JournalEntry
-    postings: list[Posting]
+    entry: EntryRecord
+    postings: list[PostingRecord]
+
+
+@dataclass
+class Posted:
+    view: EntryView
+    # Tier-qualifying points in the programme's window, this entry included; None unless the
+    # programme has tiers and the entry changes them.
+    qualifying: int | None
 
 
 @dataclass
 class AccountView:
-    account: Account
+    account: AccountRecord
     # Earliest first: (expires_at, amount). Filled for GetAccount only.
     expiring: list[tuple[datetime, int]] = field(default_factory=list)
 
@@ -127,8 +242,10 @@ class LedgerTx:
         self.tenant = current_tenant()
         self.now = now
         self.key = key
-        self.locked: dict[str, Account] = {}
-        self.lots: dict[str, tuple[DomainLot, ...]] = {}
+        self.locked: dict[str, AccountRecord] = {}
+
+    async def _rows(self, statement: TextClause, **params) -> Sequence:
+        return (await self.session.execute(statement, params)).all()
 
     # --- programmes and accounts ---
 
@@ -152,7 +269,7 @@ class LedgerTx:
         await self.session.flush()
         system = {kind: _new_id() for kind in SYSTEM_KINDS}
         await self.session.execute(
-            insert(Account),
+            insert(ACCOUNTS),
             [
                 {
                     "account_id": account_id,
@@ -177,254 +294,316 @@ class LedgerTx:
     async def open_account(self, program_id: str, customer_id: str) -> tuple[AccountView, bool]:
         r.require_id(customer_id, "customer_id")
         await self.program(program_id)
-        inserted = await self.session.execute(
-            pg_insert(Account)
-            .values(
-                account_id=_new_id(),
-                tenant_id=self.tenant,
-                program_id=program_id,
-                customer_id=customer_id,
-                kind=AccountKind.CUSTOMER.value,
-                posted=0,
-                pending=0,
-                held=0,
-                tier_code="",
-                created_at=self.now,
-            )
-            .on_conflict_do_nothing(
-                index_elements=["tenant_id", "program_id", "customer_id"],
-                index_where=Account.customer_id.is_not(None),
-            )
-            .returning(Account)
-        )
-        account = inserted.scalar_one_or_none()
-        if account is not None:
-            return AccountView(account), True
-        account = (
+        columns = _columns(ACCOUNTS, AccountRecord)
+        inserted = (
             await self.session.execute(
-                select(Account).where(
-                    Account.tenant_id == self.tenant,
-                    Account.program_id == program_id,
-                    Account.customer_id == customer_id,
+                pg_insert(ACCOUNTS)
+                .values(
+                    account_id=_new_id(),
+                    tenant_id=self.tenant,
+                    program_id=program_id,
+                    customer_id=customer_id,
+                    kind=AccountKind.CUSTOMER.value,
+                    posted=0,
+                    pending=0,
+                    held=0,
+                    tier_code="",
+                    created_at=self.now,
+                )
+                .on_conflict_do_nothing(
+                    index_elements=["tenant_id", "program_id", "customer_id"],
+                    index_where=ACCOUNTS.c.customer_id.is_not(None),
+                )
+                .returning(*columns)
+            )
+        ).first()
+        if inserted is not None:
+            return AccountView(AccountRecord(**inserted._mapping)), True
+        existing = (
+            await self.session.execute(
+                select(*columns).where(
+                    ACCOUNTS.c.tenant_id == self.tenant,
+                    ACCOUNTS.c.program_id == program_id,
+                    ACCOUNTS.c.customer_id == customer_id,
                 )
             )
-        ).scalar_one()
-        return AccountView(account), False
+        ).one()
+        return AccountView(AccountRecord(**existing._mapping)), False
 
     # --- locking and housekeeping ---
 
-    async def lock(self, *account_ids: str) -> list[Account]:
+    async def lock(self, *account_ids: str) -> list[AccountRecord]:
         """Lock accounts in id order (no deadlocks between transfers), then tidy them up."""
         wanted = sorted(set(account_ids) - set(self.locked))
         if wanted:
-            rows = (
-                (
-                    await self.session.execute(
-                        select(Account)
-                        .where(Account.tenant_id == self.tenant, Account.account_id.in_(wanted))
-                        .order_by(Account.account_id)
-                        .with_for_update()
-                        .execution_options(populate_existing=True)
-                    )
-                )
-                .scalars()
-                .all()
-            )
+            rows = await self._rows(sql.LOCK_ACCOUNTS, tenant_id=self.tenant, account_ids=wanted)
             if len(rows) != len(wanted):
                 raise NotFound("ACCOUNT_NOT_FOUND", "account not found", field="account_id")
             for row in rows:
-                self.locked[row.account_id] = row
-                await self._housekeep(row)
+                account = self.locked[row.account_id] = AccountRecord(**row._mapping)
+                await self._housekeep(account)
         return [self.locked[a] for a in account_ids]
 
-    async def _housekeep(self, account: Account) -> RunResult:
-        result = RunResult(run_time=self.now)
-        if account.held > 0:
-            voided = (
-                (
-                    await self.session.execute(
-                        update(Hold)
-                        .where(
-                            Hold.account_id == account.account_id,
-                            Hold.state == HoldState.ACTIVE.value,
-                            Hold.expires_at <= self.now,
-                        )
-                        .values(state=HoldState.EXPIRED.value)
-                        .returning(Hold.amount)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            if voided:
-                await self._apply_balances(account, 0, 0, -sum(voided))
-                result.voided_holds = len(voided)
-        if account.pending > 0:
-            state = await self.state(account)
-            plan = r.plan_maturation(state, self.now)
-            if plan is not None:
-                await self.post(plan, account.program_id, reason="matured")
-                result.matured_points = plan.effects[0].d_posted
-        return result
-
-    async def state(self, account: Account) -> AccountState:
-        kind = AccountKind(account.kind)
-        if kind is not AccountKind.CUSTOMER:
-            return AccountState(account.account_id, kind)
-        if account.account_id not in self.lots:
-            rows = (
-                (
-                    await self.session.execute(
-                        select(Lot).where(Lot.account_id == account.account_id, Lot.remaining > 0)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            self.lots[account.account_id] = tuple(
-                DomainLot(x.lot_id, x.remaining, x.expires_at, x.seq, x.pending, x.available_at) for x in rows
-            )
-        return AccountState(
-            account.account_id,
-            kind,
-            account.posted,
-            account.pending,
-            account.held,
-            self.lots[account.account_id],
-        )
-
-    async def _apply_balances(self, account: Account, d_posted: int, d_pending: int, d_held: int) -> None:
-        if not (d_posted or d_pending or d_held):
-            return
+    async def _locked_hold(self, hold_id: str) -> tuple[HoldRecord, AccountRecord]:
+        """Lock the hold's account, tidy it up, and return the hold as it is then."""
         row = (
             await self.session.execute(
-                update(Account)
-                .where(Account.account_id == account.account_id)
-                .values(
-                    posted=Account.posted + d_posted,
-                    pending=Account.pending + d_pending,
-                    held=Account.held + d_held,
-                )
-                .returning(Account.posted, Account.pending, Account.held)
+                sql.LOCK_ACCOUNT_OF_HOLD, {"tenant_id": self.tenant, "hold_id": hold_id}
             )
-        ).one()
-        account.posted, account.pending, account.held = row.posted, row.pending, row.held
+        ).first()
+        if row is None:
+            raise NotFound("HOLD_NOT_FOUND", "hold not found", field="hold_id")
+        account = self.locked[row.account_id] = AccountRecord(**row._mapping)
+        _, hold = await self._housekeep(account, settling=hold_id)
+        return hold, account
 
-    async def post(self, plan: Plan, program_id: str, **fields) -> EntryView:
-        """Write a planned entry: the entry, its postings, lots and customer balances."""
-        entry_id = _new_id()
-        program = await self.program(program_id)
-        new_lots: list[dict] = []
-        lot_updates: list[dict] = []
+    async def _housekeep(
+        self, account: AccountRecord, settling: str | None = None
+    ) -> tuple[RunResult, HoldRecord | None]:
+        """Void the account's timed-out holds and mature its due pending points. The account's holds
+        are read only when it holds points, together with the hold `settling` names, which is
+        returned as it stands after the voiding."""
+        result = RunResult(run_time=self.now)
+        settled = None
+        if account.held > 0 or settling:
+            holds = [
+                HoldRecord(**row._mapping)
+                for row in await self._rows(
+                    sql.ACCOUNT_HOLDS, account_id=account.account_id, hold_id=settling
+                )
+            ]
+            voided = r.plan_void_expired_holds(map(_domain_hold, holds), self.now)
+            if voided:
+                await self._end_holds(account, voided, HoldState.EXPIRED)
+                result.voided_holds = len(voided)
+            states = {h.hold_id: h.state.value for h in voided}
+            settled = next(
+                (replace(h, state=states.get(h.hold_id, h.state)) for h in holds if h.hold_id == settling),
+                None,
+            )
+        if account.pending > 0:
+            plan = r.plan_maturation(
+                await self._state_with_lots(account, sql.MATURING_LOTS, now=self.now), self.now
+            )
+            if plan is not None:
+                await self.post(plan, await self.program(account.program_id), reason="matured")
+                result.matured_points = plan.effects[0].d_posted
+        return result, settled
+
+    async def _end_holds(self, account: AccountRecord, ended: Sequence[DomainHold], state: HoldState) -> None:
+        released = sum(h.amount for h in ended)
+        await self.session.execute(
+            sql.END_HOLDS,
+            {
+                "state": state.value,
+                "hold_ids": [h.hold_id for h in ended],
+                "released": released,
+                "account_id": account.account_id,
+            },
+        )
+        account.held -= released
+
+    # --- what the domain sees of a locked account ---
+
+    @staticmethod
+    def _state(account: AccountRecord, lots: Iterable[DomainLot] = ()) -> AccountState:
+        kind = AccountKind(account.kind)
+        if kind is not AccountKind.CUSTOMER:
+            return AccountState(account.account_id, kind)  # balance: the sum of its postings
+        return AccountState(
+            account.account_id, kind, account.posted, account.pending, account.held, tuple(lots)
+        )
+
+    async def _lots(self, statement: TextClause, account: AccountRecord, **params) -> list[DomainLot]:
+        rows = await self._rows(statement, account_id=account.account_id, **params)
+        return [DomainLot(**row._mapping) for row in rows]
+
+    async def _state_with_lots(self, account: AccountRecord, statement: TextClause, **params) -> AccountState:
+        if account.kind != AccountKind.CUSTOMER.value:
+            return self._state(account)
+        return self._state(account, await self._lots(statement, account, **params))
+
+    async def _state_to_debit(
+        self, account: AccountRecord, amount: int, prefer: str | None = None
+    ) -> AccountState:
+        """With the earliest-expiring spendable lots that cover `amount` (a debit of `amount` consumes
+        no more, in this order) and the lot `prefer` names, pending or not."""
+        if account.kind != AccountKind.CUSTOMER.value:
+            return self._state(account)
+        lots = await self._lots(sql.SPENDABLE_LOTS, account, limit=FIRST_LOTS)
+        if len(lots) == FIRST_LOTS and sum(lot.remaining for lot in lots) < amount:
+            lots = await self._lots(sql.SPENDABLE_LOTS, account, limit=None)
+        if prefer and all(lot.lot_id != prefer for lot in lots):
+            lots += await self._lots(sql.LOT, account, lot_id=prefer)
+        return self._state(account, lots)
+
+    # --- writing a plan ---
+
+    async def post(
+        self,
+        plan: Plan,
+        program: ProgramView,
+        *,
+        amount: int = 0,
+        reason: str = "",
+        source_ref: str = "",
+        hold_id: str | None = None,
+        captured_amount: int | None = None,
+        reversed_entry_id: str | None = None,
+        reversal_amount: int | None = None,
+        subject_account_id: str | None = None,
+        counter_account_id: str | None = None,
+        qualifying_account_id: str | None = None,
+        event: EntryEvent | None = None,
+    ) -> Posted:
+        """Write a planned entry in one statement: the entry, its postings, lots and customer balances,
+        the hold it captures or the entry it reverses, and its event."""
+        deltas = self._customer_deltas(plan)
+        balances_after = {
+            account_id: tuple(now + d for now, d in zip(self._balances(account_id), delta, strict=True))
+            for account_id, delta in deltas.items()
+        }
+        lot_updates, new_lots = self._lot_changes(plan, deltas)
+        entry = EntryRecord(
+            entry_id=_new_id(),
+            program_id=program.program.program_id,
+            entry_type=plan.entry_type.value,
+            asset_code=program.rules.asset_code,
+            amount=amount,
+            reversed_amount=0,
+            unrecovered_amount=plan.unrecovered,
+            reason=reason,
+            source_ref=source_ref,
+            idempotency_key=self.key if plan.entry_type is not EntryType.MATURATION else None,
+            reversed_entry_id=reversed_entry_id,
+            hold_id=hold_id,
+            subject_account_id=subject_account_id,
+            counter_account_id=counter_account_id,
+            lot_id=new_lots[0][0] if new_lots and plan.entry_type is EntryType.EARN else None,
+            restore_expires_at=plan.restore_expires_at,
+            qualifying_account_id=qualifying_account_id,
+            qualifying_delta=plan.qualifying_delta,
+            created_at=self.now,
+        )
+        postings = [PostingRecord(p.account_id, p.amount, p.bucket.value) for p in plan.postings]
+        # Tiers follow each entry that changes qualifying points; the statement sums the window.
+        window_account = qualifying_account_id if program.rules.tiers and plan.qualifying_delta else None
+        qualifying = (
+            await self.session.execute(
+                sql.POST_ENTRY,
+                {
+                    **{f.name: getattr(entry, f.name) for f in fields(EntryRecord)},
+                    "tenant_id": self.tenant,
+                    "posting_accounts": [p.account_id for p in postings],
+                    "posting_amounts": [p.amount for p in postings],
+                    "posting_buckets": [p.bucket for p in postings],
+                    # Statement running balance: posted + pending of a customer account after the entry.
+                    "posting_balances": [
+                        sum(balances_after[p.account_id][:2]) if p.account_id in balances_after else None
+                        for p in postings
+                    ],
+                    "balance_accounts": list(deltas),
+                    **{
+                        f"balance_{part}": [delta[i] for delta in deltas.values()]
+                        for i, part in enumerate(("posted", "pending", "held"))
+                    },
+                    "lot_update_ids": list(lot_updates),
+                    "lot_update_deltas": [delta for delta, _ in lot_updates.values()],
+                    "lot_update_matures": [mature for _, mature in lot_updates.values()],
+                    **self._new_lot_params(new_lots),
+                    "captured_amount": captured_amount,
+                    "reversal_amount": reversal_amount,
+                    "window_account_id": window_account,
+                    "window_start": r.tier_window_start(program.rules, self.now),
+                    **self._event_params(event, entry.entry_id),
+                },
+            )
+        ).scalar_one()
+        for account_id, (posted, pending, held) in balances_after.items():
+            account = self.locked[account_id]
+            account.posted, account.pending, account.held = posted, pending, held
+        return Posted(
+            EntryView(entry, postings), int(qualifying) + plan.qualifying_delta if window_account else None
+        )
+
+    def _customer_deltas(self, plan: Plan) -> dict[str, tuple[int, int, int]]:
+        """(posted, pending, held) changes of each locked customer account the plan touches."""
+        deltas: dict[str, tuple[int, int, int]] = {}
         for effect in plan.effects:
             account = self.locked.get(effect.account_id)
             if account is None or account.kind != AccountKind.CUSTOMER.value:
                 continue  # system accounts: balance is the sum of their postings
-            await self._apply_balances(account, effect.d_posted, effect.d_pending, effect.d_held)
-            lot_updates += [
-                {"b_id": u.lot_id, "b_delta": u.delta, "b_mature": u.mature} for u in effect.lot_updates
-            ]
-            new_lots += [
-                {
-                    "lot_id": _new_id(),
-                    "tenant_id": self.tenant,
-                    "account_id": effect.account_id,
-                    "entry_id": entry_id,
-                    "amount": n.amount,
-                    "remaining": n.amount,
-                    "expires_at": n.expires_at,
-                    "pending": n.pending,
-                    "available_at": n.available_at,
-                }
-                for n in effect.new_lots
-            ]
-            self.lots.pop(effect.account_id, None)
-        entry = JournalEntry(
-            entry_id=entry_id,
-            tenant_id=self.tenant,
-            program_id=program_id,
-            entry_type=plan.entry_type.value,
-            asset_code=program.rules.asset_code,
-            amount=fields.pop("amount", 0),
-            reversed_amount=0,
-            unrecovered_amount=plan.unrecovered,
-            idempotency_key=self.key if plan.entry_type is not EntryType.MATURATION else None,
-            restore_expires_at=plan.restore_expires_at,
-            qualifying_delta=plan.qualifying_delta,
-            lot_id=new_lots[0]["lot_id"] if new_lots and plan.entry_type is EntryType.EARN else None,
-            created_at=self.now,
-            reason=fields.pop("reason", ""),
-            source_ref=fields.pop("source_ref", ""),
-            **fields,
-        )
-        self.session.add(entry)
-        await self.session.flush()
-        postings = [
-            {
-                "entry_id": entry_id,
-                "tenant_id": self.tenant,
-                "account_id": p.account_id,
-                "amount": p.amount,
-                "bucket": p.bucket.value,
-                "balance_after": (self.locked[p.account_id].posted + self.locked[p.account_id].pending)
-                if p.account_id in self.locked
-                and self.locked[p.account_id].kind == AccountKind.CUSTOMER.value
-                else None,
-            }
-            for p in plan.postings
-        ]
-        rows = (
-            (await self.session.execute(insert(Posting).returning(Posting), postings)).scalars().all()
-            if postings
-            else []
-        )
-        if lot_updates:
-            await self.session.execute(
-                update(Lot.__table__)
-                .where(Lot.__table__.c.lot_id == bindparam("b_id"))
-                .values(
-                    remaining=Lot.__table__.c.remaining + bindparam("b_delta"),
-                    pending=Lot.__table__.c.pending & ~bindparam("b_mature"),
-                ),
-                lot_updates,
+            posted, pending, held = deltas.get(effect.account_id, (0, 0, 0))
+            deltas[effect.account_id] = (
+                posted + effect.d_posted,
+                pending + effect.d_pending,
+                held + effect.d_held,
             )
-        if new_lots:
-            await self.session.execute(insert(Lot), new_lots)
-        return EntryView(entry, list(rows))
+        return deltas
 
-    async def event(self, event_type: str, key: str, payload: dict) -> None:
-        await record_event(self.session, outbox, event_type, key, payload)
+    def _balances(self, account_id: str) -> tuple[int, int, int]:
+        account = self.locked[account_id]
+        return account.posted, account.pending, account.held
 
-    async def _tier(self, account: Account, rules: ProgramRules) -> None:
-        if not rules.tiers:
-            return
-        qualifying = (
-            await self.session.execute(
-                select(func.coalesce(func.sum(JournalEntry.qualifying_delta), 0)).where(
-                    JournalEntry.qualifying_account_id == account.account_id,
-                    JournalEntry.qualifying_delta != 0,
-                    JournalEntry.created_at >= r.tier_window_start(rules, self.now),
-                )
-            )
-        ).scalar_one()
-        await self._set_tier(
-            account.account_id, account.tier_code, r.tier_for(rules.tiers, qualifying), qualifying
-        )
-        account.tier_code = (r.tier_for(rules.tiers, qualifying) or Tier("", "", 0, 0)).code
+    @staticmethod
+    def _lot_changes(
+        plan: Plan, customers: Container[str]
+    ) -> tuple[dict[str, tuple[int, bool]], list[tuple[str, str, NewLot]]]:
+        """Changes to existing lots, one per lot (an UPDATE ... FROM applies one match only), and the
+        new lots with their ids and accounts, in plan order."""
+        updates: dict[str, tuple[int, bool]] = {}
+        new_lots: list[tuple[str, str, NewLot]] = []
+        for effect in (e for e in plan.effects if e.account_id in customers):
+            for change in effect.lot_updates:
+                delta, mature = updates.get(change.lot_id, (0, False))
+                updates[change.lot_id] = (delta + change.delta, mature or change.mature)
+            new_lots += [(_new_id(), effect.account_id, lot) for lot in effect.new_lots]
+        return updates, new_lots
+
+    @staticmethod
+    def _new_lot_params(new_lots: Sequence[tuple[str, str, NewLot]]) -> dict[str, list]:
+        return {
+            "new_lot_ids": [lot_id for lot_id, _, _ in new_lots],
+            "new_lot_accounts": [account_id for _, account_id, _ in new_lots],
+            "new_lot_amounts": [lot.amount for _, _, lot in new_lots],
+            "new_lot_expiries": [lot.expires_at for _, _, lot in new_lots],
+            "new_lot_pendings": [lot.pending for _, _, lot in new_lots],
+            "new_lot_availables": [lot.available_at for _, _, lot in new_lots],
+        }
+
+    def _event_params(self, event: EntryEvent | None, entry_id: str) -> dict[str, str | None]:
+        if event is None:
+            return dict.fromkeys(("event_type", "event_key", "event_payload", "event_trace_context"))
+        # The row `record_event` writes, trace context included, so the trace follows the event.
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return {
+            "event_type": event.event_type,
+            "event_key": event.key,
+            "event_payload": json.dumps({"entry_id": entry_id, **event.payload}),
+            "event_trace_context": json.dumps(carrier),
+        }
+
+    async def _tier(self, account: AccountRecord, rules: ProgramRules, qualifying: int) -> None:
+        tier = r.tier_for(rules.tiers, qualifying)
+        await self._set_tier(account.account_id, account.tier_code, tier, qualifying)
+        account.tier_code = tier.code if tier else ""
 
     async def _set_tier(self, account_id: str, old: str, tier: Tier | None, qualifying: int) -> bool:
         new = tier.code if tier else ""
         if new == old:
             return False
         changed = await self.session.execute(
-            update(Account)
-            .where(Account.account_id == account_id, Account.tier_code == old)
+            update(ACCOUNTS)
+            .where(ACCOUNTS.c.account_id == account_id, ACCOUNTS.c.tier_code == old)
             .values(tier_code=new)
-            .returning(Account.account_id)
+            .returning(ACCOUNTS.c.account_id)
         )
         if changed.first() is None:
             return False
-        await self.event(
+        await record_event(
+            self.session,
+            outbox,
             "tier.changed",
             account_id,
             {
@@ -449,12 +628,12 @@ class LedgerTx:
         available_at: datetime | None,
         expires_at: datetime | None,
         qualifying: bool,
-    ) -> tuple[EntryView, Account]:
+    ) -> tuple[EntryView, AccountRecord]:
         (account,) = await self.lock(account_id)
         program = await self.program(account.program_id)
         r.require_asset(asset_code, program.rules.asset_code)
         plan = r.plan_earn(
-            await self.state(account),
+            self._state(account),  # a credit reads balances, never lots
             AccountState(program.system[AccountKind.ISSUANCE], AccountKind.ISSUANCE),
             amount,
             program.rules,
@@ -463,31 +642,30 @@ class LedgerTx:
             expires_at=expires_at,
             qualifying=qualifying,
         )
-        view = await self.post(
+        posted = await self.post(
             plan,
-            account.program_id,
+            program,
             amount=amount,
             reason=reason,
             source_ref=source_ref,
             subject_account_id=account_id,
             qualifying_account_id=account_id if qualifying else None,
+            event=EntryEvent(
+                "points.earned",
+                account_id,
+                {
+                    "account_id": account_id,
+                    "customer_id": account.customer_id,
+                    "program_id": account.program_id,
+                    "amount": amount,
+                    "pending": plan.postings[0].bucket.value == "PENDING",
+                    "source_ref": source_ref,
+                },
+            ),
         )
-        await self.event(
-            "points.earned",
-            account_id,
-            {
-                "entry_id": view.entry.entry_id,
-                "account_id": account_id,
-                "customer_id": account.customer_id,
-                "program_id": account.program_id,
-                "amount": amount,
-                "pending": plan.postings[0].bucket.value == "PENDING",
-                "source_ref": source_ref,
-            },
-        )
-        if qualifying:
-            await self._tier(account, program.rules)
-        return view, account
+        if posted.qualifying is not None:
+            await self._tier(account, program.rules, posted.qualifying)
+        return posted.view, account
 
     async def hold(
         self,
@@ -498,15 +676,14 @@ class LedgerTx:
         reason: str,
         source_ref: str,
         ttl_seconds: int | None,
-    ) -> tuple[Hold, Account]:
+    ) -> tuple[HoldRecord, AccountRecord]:
         (account,) = await self.lock(account_id)
         program = await self.program(account.program_id)
         r.require_asset(asset_code, program.rules.asset_code)
-        effect = r.plan_hold(await self.state(account), amount, program.rules)
+        effect = r.plan_hold(self._state(account), amount, program.rules)
         ttl = r.hold_ttl(program.rules, ttl_seconds)
-        hold = Hold(
+        hold = HoldRecord(
             hold_id=_new_id(),
-            tenant_id=self.tenant,
             account_id=account_id,
             amount=amount,
             captured_amount=0,
@@ -514,94 +691,81 @@ class LedgerTx:
             expires_at=self.now + timedelta(seconds=ttl),
             reason=reason,
             source_ref=source_ref,
+            capture_entry_id=None,
             created_at=self.now,
         )
-        self.session.add(hold)
-        await self._apply_balances(account, 0, 0, effect.d_held)
-        await self.session.flush()
-        return hold, account
-
-    async def _locked_hold(self, hold_id: str) -> tuple[Hold, Account]:
-        found = (
-            await self.session.execute(
-                select(Hold.account_id).where(Hold.tenant_id == self.tenant, Hold.hold_id == hold_id)
-            )
-        ).scalar_one_or_none()
-        if found is None:
-            raise NotFound("HOLD_NOT_FOUND", "hold not found", field="hold_id")
-        (account,) = await self.lock(found)
-        hold = (
-            await self.session.execute(
-                select(Hold).where(Hold.hold_id == hold_id).execution_options(populate_existing=True)
-            )
-        ).scalar_one()
-        return hold, account
-
-    @staticmethod
-    def _domain_hold(hold: Hold) -> DomainHold:
-        return DomainHold(
-            hold.hold_id,
-            hold.account_id,
-            hold.amount,
-            hold.expires_at,
-            HoldState(hold.state),
-            hold.captured_amount,
+        await self.session.execute(
+            sql.PLACE_HOLD,
+            {
+                "hold_id": hold.hold_id,
+                "tenant_id": self.tenant,
+                "account_id": account_id,
+                "amount": amount,
+                "expires_at": hold.expires_at,
+                "reason": reason,
+                "source_ref": source_ref,
+                "created_at": self.now,
+                "held_delta": effect.d_held,
+            },
         )
+        account.held += effect.d_held
+        return hold, account
 
-    async def capture(self, hold_id: str, amount: int | None, reason: str) -> tuple[Hold, EntryView, Account]:
+    async def capture(
+        self, hold_id: str, amount: int | None, reason: str
+    ) -> tuple[HoldRecord, EntryView, AccountRecord]:
         hold, account = await self._locked_hold(hold_id)
         program = await self.program(account.program_id)
         plan, captured = r.plan_capture(
-            await self.state(account),
+            await self._state_to_debit(account, hold.amount),  # a capture takes at most the hold
             AccountState(program.system[AccountKind.REDEMPTION], AccountKind.REDEMPTION),
-            self._domain_hold(hold),
+            _domain_hold(hold),
             amount,
             self.now,
         )
-        view = await self.post(
+        posted = await self.post(
             plan,
-            account.program_id,
+            program,
             amount=captured.captured_amount,
             reason=reason,
             source_ref=hold.source_ref,
             hold_id=hold_id,
+            captured_amount=captured.captured_amount,
             subject_account_id=account.account_id,
+            event=EntryEvent(
+                "points.burned",
+                account.account_id,
+                {
+                    "account_id": account.account_id,
+                    "customer_id": account.customer_id,
+                    "program_id": account.program_id,
+                    "amount": captured.captured_amount,
+                    "hold_id": hold_id,
+                    "source_ref": hold.source_ref,
+                },
+            ),
         )
-        hold.state, hold.captured_amount, hold.capture_entry_id = (
-            captured.state.value,
-            captured.captured_amount,
-            view.entry.entry_id,
+        hold = replace(
+            hold,
+            state=captured.state.value,
+            captured_amount=captured.captured_amount,
+            capture_entry_id=posted.view.entry.entry_id,
         )
-        await self.session.flush()
-        await self.event(
-            "points.burned",
-            account.account_id,
-            {
-                "entry_id": view.entry.entry_id,
-                "account_id": account.account_id,
-                "customer_id": account.customer_id,
-                "program_id": account.program_id,
-                "amount": captured.captured_amount,
-                "hold_id": hold_id,
-                "source_ref": hold.source_ref,
-            },
-        )
-        return hold, view, account
+        return hold, posted.view, account
 
-    async def release(self, hold_id: str) -> tuple[Hold, Account]:
+    async def release(self, hold_id: str) -> tuple[HoldRecord, AccountRecord]:
         hold, account = await self._locked_hold(hold_id)
-        effect, released = r.plan_release(self._domain_hold(hold), self.now)
+        effect, released = r.plan_release(_domain_hold(hold), self.now)
         if effect is not None:
-            await self._apply_balances(account, 0, 0, effect.d_held)
-            hold.state = released.state.value
-            await self.session.flush()
+            await self._end_holds(account, [released], released.state)
+            hold = replace(hold, state=released.state.value)
         return hold, account
 
     async def reverse(self, entry_id: str, amount: int | None, reason: str, source_ref: str) -> EntryView:
         found = (
             await self.session.execute(
-                select(JournalEntry.subject_account_id, JournalEntry.counter_account_id).where(
-                    JournalEntry.tenant_id == self.tenant, JournalEntry.entry_id == entry_id
+                select(ENTRIES.c.subject_account_id, ENTRIES.c.counter_account_id).where(
+                    ENTRIES.c.tenant_id == self.tenant, ENTRIES.c.entry_id == entry_id
                 )
             )
         ).one_or_none()
@@ -610,15 +774,22 @@ class LedgerTx:
         involved = [a for a in found if a]
         if involved:
             await self.lock(*involved)
-        original = (
-            await self.session.execute(
-                select(JournalEntry)
-                .where(JournalEntry.entry_id == entry_id)
-                .execution_options(populate_existing=True)
+        # Read again under the locks: a concurrent reversal may have taken part of it meanwhile.
+        original = EntryRecord(
+            **(
+                await self.session.execute(
+                    select(*_columns(ENTRIES, EntryRecord)).where(ENTRIES.c.entry_id == entry_id)
+                )
             )
-        ).scalar_one()
+            .one()
+            ._mapping
+        )
         program = await self.program(original.program_id)
-        accounts = {a.account_id: await self.state(a) for a in self.locked.values()}
+        # Taking points back consumes at most the original amount; an earn's own lot goes first.
+        accounts = {
+            a.account_id: await self._state_to_debit(a, original.amount, prefer=original.lot_id)
+            for a in self.locked.values()
+        }
         for kind, account_id in program.system.items():
             accounts.setdefault(account_id, AccountState(account_id, kind))
         reversible = ReversibleEntry(
@@ -639,37 +810,30 @@ class LedgerTx:
             {k: AccountState(v, k) for k, v in program.system.items()},
             program.rules,
         )
-        view = await self.post(
+        posted = await self.post(
             plan,
-            original.program_id,
-            amount=0,
+            program,
             reason=reason,
             source_ref=source_ref or original.source_ref,
             reversed_entry_id=entry_id,
-            subject_account_id=None,
+            reversal_amount=plan.reversed_amount,
             qualifying_account_id=original.qualifying_account_id if plan.qualifying_delta else None,
+            event=EntryEvent(
+                "points.reversed",
+                original.subject_account_id or entry_id,
+                {
+                    "reversed_entry_id": entry_id,
+                    "amount": plan.reversed_amount,
+                    "unrecovered_amount": plan.unrecovered,
+                    "program_id": original.program_id,
+                    "account_id": original.subject_account_id,
+                    "review": plan.unrecovered > 0,
+                },
+            ),
         )
-        await self.session.execute(
-            update(JournalEntry)
-            .where(JournalEntry.entry_id == entry_id)
-            .values(reversed_amount=JournalEntry.reversed_amount + plan.reversed_amount)
-        )
-        await self.event(
-            "points.reversed",
-            original.subject_account_id or entry_id,
-            {
-                "entry_id": view.entry.entry_id,
-                "reversed_entry_id": entry_id,
-                "amount": plan.reversed_amount,
-                "unrecovered_amount": plan.unrecovered,
-                "program_id": original.program_id,
-                "account_id": original.subject_account_id,
-                "review": plan.unrecovered > 0,
-            },
-        )
-        if plan.qualifying_delta and original.qualifying_account_id:
-            await self._tier(self.locked[original.qualifying_account_id], program.rules)
-        return view
+        if posted.qualifying is not None and original.qualifying_account_id:
+            await self._tier(self.locked[original.qualifying_account_id], program.rules, posted.qualifying)
+        return posted.view
 
     async def transfer(
         self, source_id: str, destination_id: str, amount: int, *, asset_code: str, reason: str
@@ -679,67 +843,53 @@ class LedgerTx:
         program = await self.program(source.program_id)
         r.require_same_program(source.program_id, destination.program_id)
         r.require_asset(asset_code, program.rules.asset_code)
-        plan = r.plan_transfer(await self.state(source), await self.state(destination), amount)
-        view = await self.post(
+        plan = r.plan_transfer(await self._state_to_debit(source, amount), self._state(destination), amount)
+        posted = await self.post(
             plan,
-            source.program_id,
+            program,
             amount=amount,
             reason=reason,
             subject_account_id=source_id,
             counter_account_id=destination_id,
+            event=EntryEvent(
+                "points.transferred",
+                source_id,
+                {
+                    "source_account_id": source_id,
+                    "destination_account_id": destination_id,
+                    "amount": amount,
+                    "program_id": source.program_id,
+                },
+            ),
         )
-        await self.event(
-            "points.transferred",
-            source_id,
-            {
-                "entry_id": view.entry.entry_id,
-                "source_account_id": source_id,
-                "destination_account_id": destination_id,
-                "amount": amount,
-                "program_id": source.program_id,
-            },
-        )
-        return view
+        return posted.view
 
     async def expire_account(self, account_id: str) -> RunResult:
         """Housekeeping plus expiry of due lots for one account (idempotent)."""
-        rows = (
-            (
-                await self.session.execute(
-                    select(Account)
-                    .where(Account.tenant_id == self.tenant, Account.account_id == account_id)
-                    .with_for_update()
-                    .execution_options(populate_existing=True)
-                )
-            )
-            .scalars()
-            .all()
-        )
+        rows = await self._rows(sql.LOCK_ACCOUNTS, tenant_id=self.tenant, account_ids=[account_id])
         if not rows:
             return RunResult(run_time=self.now)
-        account = rows[0]
-        self.locked[account_id] = account
-        result = await self._housekeep(account)
+        account = self.locked[account_id] = AccountRecord(**rows[0]._mapping)
+        result, _ = await self._housekeep(account)
         program = await self.program(account.program_id)
         plan, lots = r.plan_expiry(
-            await self.state(account),
+            await self._state_with_lots(account, sql.DUE_LOTS, now=self.now),
             AccountState(program.system[AccountKind.EXPIRY], AccountKind.EXPIRY),
             self.now,
         )
         if plan is not None:
-            view = await self.post(plan, account.program_id, reason="expired")
             result.expired_points, result.expired_lots = plan.postings[1].amount, lots
-            await self.event(
+            event = EntryEvent(
                 "points.expired",
                 account_id,
                 {
-                    "entry_id": view.entry.entry_id,
                     "account_id": account_id,
                     "customer_id": account.customer_id,
                     "program_id": account.program_id,
                     "amount": result.expired_points,
                 },
             )
+            await self.post(plan, program, reason="expired", event=event)
         return result
 
 
@@ -764,8 +914,8 @@ class LedgerRepository:
         system = dict(
             (
                 await session.execute(
-                    select(Account.kind, Account.account_id).where(
-                        Account.program_id == program_id, Account.customer_id.is_(None)
+                    select(ACCOUNTS.c.kind, ACCOUNTS.c.account_id).where(
+                        ACCOUNTS.c.program_id == program_id, ACCOUNTS.c.customer_id.is_(None)
                     )
                 )
             ).all()
@@ -825,85 +975,90 @@ class LedgerRepository:
 
     # --- reads ---
 
-    async def account(self, account_id: str = "", program_id: str = "", customer_id: str = "") -> AccountView:
+    async def account(
+        self, account_id: str = "", program_id: str = "", customer_id: str = ""
+    ) -> tuple[AccountView, ProgramRules]:
         tenant = current_tenant()
         async with self.database.transaction() as session:
-            query = select(Account).where(Account.tenant_id == tenant)
+            query = select(*_columns(ACCOUNTS, AccountRecord)).where(ACCOUNTS.c.tenant_id == tenant)
             if account_id:
-                query = query.where(Account.account_id == account_id)
+                query = query.where(ACCOUNTS.c.account_id == account_id)
             else:
                 await self.program(session, tenant, r.require_id(program_id, "program_id"))
                 query = query.where(
-                    Account.program_id == program_id,
-                    Account.customer_id == r.require_id(customer_id, "customer_id"),
+                    ACCOUNTS.c.program_id == program_id,
+                    ACCOUNTS.c.customer_id == r.require_id(customer_id, "customer_id"),
                 )
-            account = (await session.execute(query)).scalar_one_or_none()
-            if account is None:
+            row = (await session.execute(query)).first()
+            if row is None:
                 raise NotFound("ACCOUNT_NOT_FOUND", "account not found", field="account_id")
+            account = AccountRecord(**row._mapping)
+            rules = (await self.program(session, tenant, account.program_id)).rules
             if account.customer_id is None:
                 total = (
                     await session.execute(
-                        select(func.coalesce(func.sum(Posting.amount), 0)).where(
-                            Posting.account_id == account.account_id
+                        select(func.coalesce(func.sum(POSTINGS.c.amount), 0)).where(
+                            POSTINGS.c.account_id == account.account_id
                         )
                     )
                 ).scalar_one()
                 account.posted = int(total)
-                return AccountView(account)
+                return AccountView(account), rules
             if account.held > 0 or account.pending > 0:
                 tx = LedgerTx(self, session, self.clock(), None)
                 (account,) = await tx.lock(account.account_id)
             expiring = (
                 await session.execute(
-                    select(Lot.expires_at, func.sum(Lot.remaining))
+                    select(LOTS.c.expires_at, func.sum(LOTS.c.remaining))
                     .where(
-                        Lot.account_id == account.account_id,
-                        Lot.remaining > 0,
-                        Lot.pending.is_(False),
-                        Lot.expires_at.is_not(None),
+                        LOTS.c.account_id == account.account_id,
+                        LOTS.c.remaining > 0,
+                        LOTS.c.pending.is_(False),
+                        LOTS.c.expires_at.is_not(None),
                     )
-                    .group_by(Lot.expires_at)
-                    .order_by(Lot.expires_at)
+                    .group_by(LOTS.c.expires_at)
+                    .order_by(LOTS.c.expires_at)
                     .limit(12)
                 )
             ).all()
-            return AccountView(account, [(e, int(a)) for e, a in expiring])
+            return AccountView(account, [(e, int(a)) for e, a in expiring]), rules
 
-    async def hold(self, hold_id: str) -> Hold:
+    async def hold(self, hold_id: str) -> HoldRecord:
         async with self.database.transaction() as session:
-            hold = (
+            row = (
                 await session.execute(
-                    select(Hold).where(Hold.tenant_id == current_tenant(), Hold.hold_id == hold_id)
+                    select(*_columns(HOLDS, HoldRecord)).where(
+                        HOLDS.c.tenant_id == current_tenant(), HOLDS.c.hold_id == hold_id
+                    )
                 )
-            ).scalar_one_or_none()
-        if hold is None:
+            ).first()
+        if row is None:
             raise NotFound("HOLD_NOT_FOUND", "hold not found", field="hold_id")
+        hold = HoldRecord(**row._mapping)
         if hold.state == HoldState.ACTIVE.value and hold.expires_at <= self.clock():
-            hold.state = HoldState.EXPIRED.value  # voided lazily; shown as it is
+            hold = replace(hold, state=HoldState.EXPIRED.value)  # voided lazily; shown as it is
         return hold
 
     async def entry(self, entry_id: str = "", idempotency_key: str = "") -> EntryView:
         tenant = current_tenant()
         async with self.database.transaction() as session:
-            query = select(JournalEntry).where(JournalEntry.tenant_id == tenant)
+            query = select(*_columns(ENTRIES, EntryRecord)).where(ENTRIES.c.tenant_id == tenant)
             query = (
-                query.where(JournalEntry.entry_id == entry_id)
+                query.where(ENTRIES.c.entry_id == entry_id)
                 if entry_id
-                else query.where(JournalEntry.idempotency_key == idempotency_key)
+                else query.where(ENTRIES.c.idempotency_key == idempotency_key)
             )
-            entry = (await session.execute(query.limit(1))).scalar_one_or_none()
-            if entry is None:
+            row = (await session.execute(query.limit(1))).first()
+            if row is None:
                 raise NotFound("ENTRY_NOT_FOUND", "entry not found", field="entry_id")
             postings = (
-                (
-                    await session.execute(
-                        select(Posting).where(Posting.entry_id == entry.entry_id).order_by(Posting.id)
-                    )
+                await session.execute(
+                    select(*_columns(POSTINGS, PostingRecord))
+                    .where(POSTINGS.c.entry_id == row.entry_id)
+                    .order_by(POSTINGS.c.id)
                 )
-                .scalars()
-                .all()
-            )
-        return EntryView(entry, list(postings))
+            ).all()
+        return EntryView(EntryRecord(**row._mapping), [PostingRecord(**p._mapping) for p in postings])
 
     async def statement(self, account_id: str, page_size: int, before: int | None):
         """Lines newest first: (entry, net amount, balance after, last posting id)."""
@@ -911,36 +1066,36 @@ class LedgerRepository:
         async with self.database.transaction() as session:
             exists = (
                 await session.execute(
-                    select(Account.account_id).where(
-                        Account.tenant_id == tenant, Account.account_id == account_id
+                    select(ACCOUNTS.c.account_id).where(
+                        ACCOUNTS.c.tenant_id == tenant, ACCOUNTS.c.account_id == account_id
                     )
                 )
             ).first()
             if exists is None:
                 raise NotFound("ACCOUNT_NOT_FOUND", "account not found", field="account_id")
-            last_id = func.max(Posting.id).label("last_id")
+            last_id = func.max(POSTINGS.c.id).label("last_id")
             query = (
                 select(
-                    Posting.entry_id,
-                    func.sum(Posting.amount).label("amount"),
-                    func.max(Posting.balance_after).label("balance_after"),
+                    POSTINGS.c.entry_id,
+                    func.sum(POSTINGS.c.amount).label("amount"),
+                    func.max(POSTINGS.c.balance_after).label("balance_after"),
                     last_id,
                 )
-                .where(Posting.tenant_id == tenant, Posting.account_id == account_id)
-                .group_by(Posting.entry_id)
+                .where(POSTINGS.c.tenant_id == tenant, POSTINGS.c.account_id == account_id)
+                .group_by(POSTINGS.c.entry_id)
                 .order_by(last_id.desc())
                 .limit(page_size + 1)
             )
             if before is not None:
-                query = query.having(func.max(Posting.id) < before)
+                query = query.having(func.max(POSTINGS.c.id) < before)
             lines = (await session.execute(query)).all()
             entries = {
-                e.entry_id: e
-                for e in (
-                    await session.execute(
-                        select(JournalEntry).where(JournalEntry.entry_id.in_([x.entry_id for x in lines]))
+                e.entry_id: EntryRecord(**e._mapping)
+                for e in await session.execute(
+                    select(*_columns(ENTRIES, EntryRecord)).where(
+                        ENTRIES.c.entry_id.in_([x.entry_id for x in lines])
                     )
-                ).scalars()
+                )
             }
         more = len(lines) > page_size
         lines = lines[:page_size]
@@ -959,14 +1114,22 @@ class LedgerRepository:
             if program_id:
                 await self.program(session, tenant, program_id)
             due = [
-                select(Lot.account_id).where(
-                    Lot.tenant_id == tenant, Lot.remaining > 0, Lot.pending.is_(False), Lot.expires_at <= now
+                select(LOTS.c.account_id).where(
+                    LOTS.c.tenant_id == tenant,
+                    LOTS.c.remaining > 0,
+                    LOTS.c.pending.is_(False),
+                    LOTS.c.expires_at <= now,
                 ),
-                select(Lot.account_id).where(
-                    Lot.tenant_id == tenant, Lot.remaining > 0, Lot.pending.is_(True), Lot.available_at <= now
+                select(LOTS.c.account_id).where(
+                    LOTS.c.tenant_id == tenant,
+                    LOTS.c.remaining > 0,
+                    LOTS.c.pending.is_(True),
+                    LOTS.c.available_at <= now,
                 ),
-                select(Hold.account_id).where(
-                    Hold.tenant_id == tenant, Hold.state == HoldState.ACTIVE.value, Hold.expires_at <= now
+                select(HOLDS.c.account_id).where(
+                    HOLDS.c.tenant_id == tenant,
+                    HOLDS.c.state == HoldState.ACTIVE.value,
+                    HOLDS.c.expires_at <= now,
                 ),
             ]
             account_ids: set[str] = set()
@@ -976,8 +1139,8 @@ class LedgerRepository:
                 account_ids = set(
                     (
                         await session.execute(
-                            select(Account.account_id).where(
-                                Account.account_id.in_(account_ids), Account.program_id == program_id
+                            select(ACCOUNTS.c.account_id).where(
+                                ACCOUNTS.c.account_id.in_(account_ids), ACCOUNTS.c.program_id == program_id
                             )
                         )
                     )
@@ -1015,26 +1178,26 @@ class LedgerRepository:
                 start = r.tier_window_start(program.rules, now)
                 sums = (
                     select(
-                        JournalEntry.qualifying_account_id.label("account_id"),
-                        func.sum(JournalEntry.qualifying_delta).label("points"),
+                        ENTRIES.c.qualifying_account_id.label("account_id"),
+                        func.sum(ENTRIES.c.qualifying_delta).label("points"),
                     )
                     .where(
-                        JournalEntry.tenant_id == tenant,
-                        JournalEntry.program_id == pid,
-                        JournalEntry.qualifying_delta != 0,
-                        JournalEntry.created_at >= start,
+                        ENTRIES.c.tenant_id == tenant,
+                        ENTRIES.c.program_id == pid,
+                        ENTRIES.c.qualifying_delta != 0,
+                        ENTRIES.c.created_at >= start,
                     )
-                    .group_by(JournalEntry.qualifying_account_id)
+                    .group_by(ENTRIES.c.qualifying_account_id)
                     .subquery()
                 )
                 rows = (
                     await session.execute(
-                        select(Account.account_id, Account.tier_code, func.coalesce(sums.c.points, 0))
-                        .outerjoin(sums, sums.c.account_id == Account.account_id)
+                        select(ACCOUNTS.c.account_id, ACCOUNTS.c.tier_code, func.coalesce(sums.c.points, 0))
+                        .outerjoin(sums, sums.c.account_id == ACCOUNTS.c.account_id)
                         .where(
-                            Account.tenant_id == tenant,
-                            Account.program_id == pid,
-                            Account.customer_id.is_not(None),
+                            ACCOUNTS.c.tenant_id == tenant,
+                            ACCOUNTS.c.program_id == pid,
+                            ACCOUNTS.c.customer_id.is_not(None),
                         )
                     )
                 ).all()

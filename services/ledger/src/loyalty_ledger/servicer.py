@@ -5,12 +5,18 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from loyalty.ledger.v1 import ledger_pb2 as pb
-from loyalty.ledger.v1 import ledger_service_pb2 as api
-from loyalty.ledger.v1 import ledger_service_pb2_grpc
+from loyalty.ledger.v1 import ledger_pb2 as pb, ledger_service_pb2 as api, ledger_service_pb2_grpc
 from loyalty_ledger.domain import rules as r
 from loyalty_ledger.domain.model import AccountKind, AssetKind, ExpiryPolicy, ExpiryRule, ProgramRules, Tier
-from loyalty_ledger.repository import AccountView, EntryView, LedgerRepository, LedgerTx, ProgramView
+from loyalty_ledger.repository import (
+    AccountRecord,
+    AccountView,
+    EntryView,
+    HoldRecord,
+    LedgerRepository,
+    LedgerTx,
+    ProgramView,
+)
 from loyalty_runtime.errors import InvalidArgument
 
 MAX_PAGE_SIZE = 500
@@ -91,7 +97,7 @@ def decode_rules(program: pb.Program) -> ProgramRules:
     )
 
 
-def encode_account(view: AccountView | object, rules: ProgramRules | None = None) -> pb.Account:
+def encode_account(view: AccountView | AccountRecord, rules: ProgramRules | None = None) -> pb.Account:
     if not isinstance(view, AccountView):
         view = AccountView(view)
     a = view.account
@@ -140,7 +146,7 @@ def encode_entry(view: EntryView) -> pb.Entry:
     )
 
 
-def encode_hold(h) -> pb.Hold:
+def encode_hold(h: HoldRecord) -> pb.Hold:
     return pb.Hold(
         hold_id=h.hold_id,
         account_id=h.account_id,
@@ -197,9 +203,10 @@ class LedgerServicer(ledger_service_pb2_grpc.LedgerServiceServicer):
         return await self._change(request, api.OpenAccountResponse, "OpenAccount", work)
 
     async def GetAccount(self, request, context):
-        view = await self.repository.account(request.account_id, request.program_id, request.customer_id)
-        rules = await self.repository.read(lambda tx: tx.program(view.account.program_id))
-        return api.GetAccountResponse(account=encode_account(view, rules.rules))
+        view, rules = await self.repository.account(
+            request.account_id, request.program_id, request.customer_id
+        )
+        return api.GetAccountResponse(account=encode_account(view, rules))
 
     async def EarnPoints(self, request, context):
         r.require_id(request.account_id, "account_id")

@@ -176,7 +176,8 @@ class MemoryLedger:
                 qualifying=qualifying,
             )
             entry = self._post(program_id, plan, now, qualifying_account=account_id)
-            self._recompute_tier(account_id, now)
+            if plan.qualifying_delta:  # tiers follow qualifying entries only, as the repository does
+                self._recompute_tier(account_id, now)
             return entry.entry_id
 
         return self._once(key, ("earn", account_id, amount, available_at, expires_at, qualifying), action)
@@ -281,7 +282,7 @@ class MemoryLedger:
             self.entries[entry_id] = replace(
                 original, reversed_amount=original.reversed_amount + plan.reversed_amount
             )
-            if original.entry_type is EntryType.EARN:
+            if plan.qualifying_delta:
                 self._recompute_tier(reversible.account_id, now)
             return entry.entry_id
 
