@@ -104,6 +104,8 @@ def _start_redis(data_dir: Path, infra: Infra) -> str:
 
 def ensure_infra(data_dir: Path, *, postgres_url: str | None = None, redis_url: str | None = None) -> Infra:
     """Use the given URLs, else what answers on localhost's standard ports, else start our own."""
+    # Absolute: redis-server changes into its --dir before it opens a relative --logfile.
+    data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     infra = Infra(postgres_url="", redis_url="")
     if postgres_url:
