@@ -112,10 +112,17 @@ class LedgerServer:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
             self.process.wait(30)
-            os.unlink(self.log)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            print(f"the ledger server ignored SIGTERM for 30 s and was killed; its log: {self.log}")
+            return
+        os.unlink(self.log)
 
 
 async def measure(
