@@ -18,16 +18,9 @@ from loyalty_ledger.repository import (
     ProgramView,
 )
 from loyalty_runtime.errors import InvalidArgument
+from loyalty_runtime.protobuf import timestamp
 
 MAX_PAGE_SIZE = 500
-
-
-def _ts(moment: datetime | None) -> Timestamp | None:
-    if moment is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 def _time(stamp: Timestamp, present: bool) -> datetime | None:
@@ -63,7 +56,7 @@ def encode_program(view: ProgramView) -> pb.Program:
             adjustment_account_id=system[AccountKind.ADJUSTMENT],
             donation_account_id=system[AccountKind.DONATION],
         ),
-        create_time=_ts(p.created_at),
+        create_time=timestamp(p.created_at),
     )
     program.default_hold_ttl.FromSeconds(rules.default_hold_ttl_seconds)
     return program
@@ -113,11 +106,13 @@ def encode_account(view: AccountView | AccountRecord, rules: ProgramRules | None
             pending=a.pending,
             held=a.held,
             available=a.posted - a.held,
-            expiring=[pb.ExpiringPoints(amount=amount, expire_time=_ts(at)) for at, amount in view.expiring],
+            expiring=[
+                pb.ExpiringPoints(amount=amount, expire_time=timestamp(at)) for at, amount in view.expiring
+            ],
         ),
         tier_code=a.tier_code,
         earn_multiplier_bps=tier.earn_multiplier_bps if tier else 10_000,
-        create_time=_ts(a.created_at),
+        create_time=timestamp(a.created_at),
     )
 
 
@@ -142,7 +137,7 @@ def encode_entry(view: EntryView) -> pb.Entry:
         unrecovered_amount=e.unrecovered_amount,
         hold_id=e.hold_id or "",
         idempotency_key=e.idempotency_key or "",
-        create_time=_ts(e.created_at),
+        create_time=timestamp(e.created_at),
     )
 
 
@@ -153,11 +148,11 @@ def encode_hold(h: HoldRecord) -> pb.Hold:
         amount=h.amount,
         captured_amount=h.captured_amount,
         state=pb.HoldState.Value(f"HOLD_STATE_{h.state}"),
-        expire_time=_ts(h.expires_at),
+        expire_time=timestamp(h.expires_at),
         reason=h.reason,
         source_ref=h.source_ref,
         capture_entry_id=h.capture_entry_id or "",
-        create_time=_ts(h.created_at),
+        create_time=timestamp(h.created_at),
     )
 
 
@@ -334,7 +329,7 @@ class LedgerServicer(ledger_service_pb2_grpc.LedgerServiceServicer):
                     running_balance=balance,
                     reason=e.reason,
                     source_ref=e.source_ref,
-                    create_time=_ts(e.created_at),
+                    create_time=timestamp(e.created_at),
                 )
                 for e, amount, balance, _ in lines
             ],
@@ -353,7 +348,7 @@ class LedgerServicer(ledger_service_pb2_grpc.LedgerServiceServicer):
             expired_lot_count=result.expired_lots,
             voided_hold_count=result.voided_holds,
             matured_points=result.matured_points,
-            run_time=_ts(result.run_time),
+            run_time=timestamp(result.run_time),
         )
         return await self.repository.remember_answer(request, api.RunExpiryResponse, "RunExpiry", response)
 

@@ -5,7 +5,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from loyalty.common.v1 import customer_pb2, date_pb2
 from loyalty.profile.v1 import profile_pb2, profile_service_pb2 as api, profile_service_pb2_grpc
@@ -24,6 +23,7 @@ from loyalty_runtime import idempotency
 from loyalty_runtime.db import Database
 from loyalty_runtime.errors import InvalidArgument, NotFound
 from loyalty_runtime.paging import decode_token, encode_token, page_size
+from loyalty_runtime.protobuf import timestamp
 
 IDENTIFIER_TYPES = {
     customer_pb2.IDENTIFIER_TYPE_LOYALTY_CARD: IdentifierType.LOYALTY_CARD,
@@ -120,14 +120,6 @@ def definition_in(message: profile_pb2.AttributeDefinition) -> AttributeDefiniti
 
 
 # -- domain -> protobuf ----------------------------------------------------------------------
-
-
-def timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def date_out(value: date | None) -> date_pb2.Date | None:
