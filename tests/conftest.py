@@ -35,9 +35,11 @@ async def database_url(infra):
 
 @pytest.fixture(scope="session")
 async def redis_url(infra):
-    """A Redis logical database of its own per worker, emptied at the start."""
+    """A Redis logical database of its own per worker, emptied at the start. Two suites running on
+    one machine at once (two checkouts) pick different ones with LOYALTY_TEST_REDIS_DB=<first>."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    index = 1 + int(worker.removeprefix("gw") or 0) % 15 if worker.startswith("gw") else 15
+    first = int(os.environ.get("LOYALTY_TEST_REDIS_DB", "1"))
+    index = (first + int(worker.removeprefix("gw") or 0)) % 16 if worker.startswith("gw") else 15
     url = f"{infra.redis_url}/{index}"
     client = Redis.from_url(url)
     await client.flushdb()

@@ -1,9 +1,11 @@
 """Outbound calls to other services: one long-lived channel per downstream, round-robin over a
-headless Service's pods, the caller's tenant and remaining deadline carried along."""
+headless Service's pods, the caller's tenant, principal, remaining deadline and trace carried along."""
 
 import grpc
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
+from loyalty_runtime.calls import TRACEPARENT_HEADER
 from loyalty_runtime.context import (
     AUTHORIZATION_HEADER,
     PRINCIPAL_HEADER,
@@ -11,13 +13,16 @@ from loyalty_runtime.context import (
     TENANT_HEADER,
     current_call,
 )
-from loyalty_runtime.telemetry import client_tracing_interceptors
+from loyalty_runtime.telemetry import client_interceptors
+from loyalty_runtime.uow import trace_parent
 
 
 class _PropagateCall(grpc.aio.UnaryUnaryClientInterceptor):
-    def __init__(self, internal_token: str, default_timeout: float) -> None:
+    def __init__(self, internal_token: str, default_timeout: float, *, tracing: bool) -> None:
         self._authorization = f"Bearer {internal_token}"
         self._default_timeout = default_timeout
+        # With a provider, OpenTelemetry's client interceptor injects the trace context itself.
+        self._inject_traceparent = not tracing
 
     async def intercept_unary_unary(self, continuation, client_call_details, request):
         call = current_call()
@@ -34,6 +39,8 @@ class _PropagateCall(grpc.aio.UnaryUnaryClientInterceptor):
             (PRINCIPAL_HEADER, call.principal),
             (SCOPES_HEADER, ",".join(sorted(call.scopes))),
         ]
+        if self._inject_traceparent and trace.get_current_span().get_span_context().is_valid:
+            metadata.append((TRACEPARENT_HEADER, trace_parent()))
         details = grpc.aio.ClientCallDetails(
             client_call_details.method,
             timeout,
@@ -45,15 +52,24 @@ class _PropagateCall(grpc.aio.UnaryUnaryClientInterceptor):
 
 
 def internal_channel(
-    target: str, *, internal_token: str, tracer_provider: TracerProvider, default_timeout: float = 2.0
+    target: str,
+    *,
+    internal_token: str,
+    tracer_provider: TracerProvider | None = None,
+    default_timeout: float = 2.0,
 ) -> grpc.aio.Channel:
     """`target` is e.g. `dns:///loyalty-ledger-headless:50055`; calls must run inside a served call
     (or a bound CallContext) so the tenant and deadline are known."""
     return grpc.aio.insecure_channel(
         target,
-        options=[("grpc.lb_policy_name", "round_robin"), ("grpc.enable_retries", 1)],
+        options=[
+            ("grpc.lb_policy_name", "round_robin"),
+            ("grpc.enable_retries", 1),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ],
         interceptors=[
-            *client_tracing_interceptors(tracer_provider),
-            _PropagateCall(internal_token, default_timeout),
+            *client_interceptors(tracer_provider),
+            _PropagateCall(internal_token, default_timeout, tracing=tracer_provider is not None),
         ],
     )

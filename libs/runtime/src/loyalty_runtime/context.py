@@ -1,22 +1,48 @@
 """Who is calling: tenant, principal and scopes of the current call, and its deadline.
 
-The server interceptor sets them from authenticated metadata; domain and repository code read them
-and never take a tenant from a request field.
+The server sets them from authenticated metadata; use cases and repositories read them and never take
+a tenant from a request field.
+
+A tenant id is 1 to 63 characters of lower-case letters, digits, '-', '_' and '.', starting with a
+letter or digit (`demo`, `acme-de`, `brand_2`). Anything else is refused before any query runs.
 """
 
+import re
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from loyalty_runtime.errors import Unauthenticated
+from loyalty_runtime.errors import InvalidArgument, Reason, Unauthenticated
 
 TENANT_HEADER = "x-loyalty-tenant"
 PRINCIPAL_HEADER = "x-loyalty-principal"
 SCOPES_HEADER = "x-loyalty-scopes"
 AUTHORIZATION_HEADER = "authorization"
 
+TENANT_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+# Principals and scopes are names, never personal data: printable ASCII without spaces.
+NAME_PATTERN = re.compile(r"[!-~]{1,200}")
 
-@dataclass(frozen=True)
+
+def check_tenant(tenant: str) -> str:
+    if not TENANT_PATTERN.fullmatch(tenant):
+        raise InvalidArgument(
+            Reason.INVALID_TENANT,
+            "the tenant is 1-63 lower-case letters, digits, '-', '_' or '.'",
+            field=TENANT_HEADER,
+        )
+    return tenant
+
+
+def check_name(value: str, header: str) -> str:
+    if not NAME_PATTERN.fullmatch(value):
+        raise InvalidArgument(
+            Reason.INVALID_ARGUMENT, f"{header} is 1-200 printable ASCII characters", field=header
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
 class CallContext:
     tenant_id: str
     principal: str
@@ -34,7 +60,7 @@ _current: ContextVar[CallContext | None] = ContextVar("loyalty_call_context", de
 def current_call() -> CallContext:
     call = _current.get()
     if call is None:
-        raise Unauthenticated("UNAUTHENTICATED", "no authenticated caller")
+        raise Unauthenticated(Reason.UNAUTHENTICATED, "no authenticated caller")
     return call
 
 

@@ -1,17 +1,33 @@
 """Domain errors and their one translation to gRPC status with google.rpc details.
 
-Services raise these; the server interceptor turns them into a status carrying ErrorInfo (a stable
-reason, domain "loyalty.dev") and, for bad input, BadRequest field violations.
+Services raise these with a `Reason`, the `ErrorReason` enum of `loyalty/common/v1/errors.proto`
+without its prefix (`Reason.CUSTOMER_NOT_FOUND`). A reason the contract does not define does not
+exist as a constant, so it cannot be raised. The server turns an error into a status carrying
+ErrorInfo (the reason's name, domain "loyalty.dev") and, for bad input, BadRequest field violations.
 """
 
+import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from loyalty.common.v1 import errors_pb2
+
 ERROR_DOMAIN = "loyalty.dev"
+_PREFIX = "ERROR_REASON_"
+
+Reason = enum.IntEnum(
+    "Reason",
+    {
+        value.name.removeprefix(_PREFIX): value.number
+        for value in errors_pb2.DESCRIPTOR.enum_types_by_name["ErrorReason"].values
+        if value.number
+    },
+)
+Reason.__doc__ = "ErrorReason values without their prefix: Reason.CUSTOMER_NOT_FOUND."
 
 
 @dataclass(frozen=True)
@@ -21,22 +37,24 @@ class FieldViolation:
 
 
 class DomainError(Exception):
-    """A refusal the caller can act on. `reason` is an ErrorReason name without its prefix."""
+    """A refusal the caller can act on."""
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
 
     def __init__(
         self,
-        reason: str,
+        reason: Reason,
         description: str = "",
         *,
         field: str | None = None,
         violations: Sequence[FieldViolation] = (),
         metadata: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(description or reason)
+        if not isinstance(reason, Reason):
+            raise TypeError(f"reasons are Reason constants, not {reason!r}")
+        super().__init__(description or reason.name)
         self.reason = reason
-        self.description = description or reason
+        self.description = description or reason.name
         self.violations = tuple(violations) or ((FieldViolation(field, self.description),) if field else ())
         self.metadata = dict(metadata or {})
 
@@ -61,16 +79,36 @@ class Aborted(DomainError):
     code = grpc.StatusCode.ABORTED
 
 
-class ResourceExhausted(DomainError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
 class PermissionDenied(DomainError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
 class Unauthenticated(DomainError):
     code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class DeadlineExceeded(DomainError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Unimplemented(DomainError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class Unavailable(DomainError):
+    """Retryable: the same call, with the same idempotency key, may succeed later."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class ResourceExhausted(DomainError):
+    """Overload: the caller should back off for `retry_after_seconds` (sent as RetryInfo)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, reason: Reason, description: str = "", *, retry_after_seconds: float = 0.1, **kw):
+        super().__init__(reason, description, **kw)
+        self.retry_after_seconds = retry_after_seconds
 
 
 def _pack(message) -> any_pb2.Any:
@@ -80,9 +118,8 @@ def _pack(message) -> any_pb2.Any:
 
 
 def to_rpc_status(error: DomainError) -> status_pb2.Status:
-    details = [
-        _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata))
-    ]
+    info = error_details_pb2.ErrorInfo(reason=error.reason.name, domain=ERROR_DOMAIN, metadata=error.metadata)
+    details = [_pack(info)]
     if error.violations:
         details.append(
             _pack(
@@ -94,28 +131,35 @@ def to_rpc_status(error: DomainError) -> status_pb2.Status:
                 )
             )
         )
+    if isinstance(error, ResourceExhausted):
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(error.retry_after_seconds * 1e9))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     return status_pb2.Status(code=error.code.value[0], message=error.description, details=details)
 
 
 def internal_status(message: str = "internal error") -> status_pb2.Status:
-    info = error_details_pb2.ErrorInfo(reason="INTERNAL", domain=ERROR_DOMAIN)
+    info = error_details_pb2.ErrorInfo(reason=Reason.INTERNAL.name, domain=ERROR_DOMAIN)
     return status_pb2.Status(code=code_pb2.INTERNAL, message=message, details=[_pack(info)])
+
+
+def _detail(status: status_pb2.Status, kind):
+    for detail in status.details:
+        if detail.Is(kind.DESCRIPTOR):
+            found = kind()
+            detail.Unpack(found)
+            return found
+    return None
 
 
 def error_info(status: status_pb2.Status) -> error_details_pb2.ErrorInfo | None:
     """The ErrorInfo inside a status, for clients and tests."""
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    return None
+    return _detail(status, error_details_pb2.ErrorInfo)
 
 
 def bad_request(status: status_pb2.Status) -> error_details_pb2.BadRequest | None:
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            request = error_details_pb2.BadRequest()
-            detail.Unpack(request)
-            return request
-    return None
+    return _detail(status, error_details_pb2.BadRequest)
+
+
+def retry_info(status: status_pb2.Status) -> error_details_pb2.RetryInfo | None:
+    return _detail(status, error_details_pb2.RetryInfo)

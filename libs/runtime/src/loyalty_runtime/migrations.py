@@ -33,8 +33,14 @@ def _autogenerate(connection, script_location: str, schema: str, message: str) -
     command.revision(config, message=message, autogenerate=True)
 
 
+def sqlalchemy_url(url: str) -> str:
+    """Settings hold plain `postgresql://` URLs; SQLAlchemy wants its asyncpg dialect named."""
+    scheme, _, rest = url.partition("://")
+    return f"postgresql+asyncpg://{rest}" if scheme in ("postgresql", "postgres") else url
+
+
 async def _run(database_url: str, step, *args) -> None:
-    engine = create_async_engine(database_url)
+    engine = create_async_engine(sqlalchemy_url(database_url))
     try:
         async with engine.begin() as connection:
             await connection.run_sync(step, *args)

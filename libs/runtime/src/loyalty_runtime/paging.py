@@ -3,12 +3,12 @@
 import base64
 import binascii
 
-from loyalty_runtime.errors import InvalidArgument
+from loyalty_runtime.errors import InvalidArgument, Reason
 
 
 def page_size(requested: int, *, default: int, maximum: int) -> int:
     if requested < 0:
-        raise InvalidArgument("INVALID_ARGUMENT", "page_size must not be negative", field="page_size")
+        raise InvalidArgument(Reason.INVALID_ARGUMENT, "page_size must not be negative", field="page_size")
     return min(requested or default, maximum)
 
 
@@ -21,7 +21,7 @@ def decode_token(token: str) -> str:
         return ""
     try:
         return base64.urlsafe_b64decode(token.encode()).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidArgument(
-            "INVALID_ARGUMENT", "page_token is not one this service issued", field="page_token"
+            Reason.INVALID_ARGUMENT, "page_token is not one this service issued", field="page_token"
         ) from None

@@ -1,15 +1,21 @@
-"""Test kit: the real server, production interceptors included, on port 0 behind a real channel."""
+"""Test kit: the real server, its production call guard included, on port 0 behind a real channel."""
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 import grpc
 from opentelemetry.sdk.trace import TracerProvider
+from pydantic_settings import SettingsConfigDict
 
+from loyalty.testing.v1 import echo_pb2
 from loyalty_runtime.context import AUTHORIZATION_HEADER, PRINCIPAL_HEADER, SCOPES_HEADER, TENANT_HEADER
-from loyalty_runtime.server import ServiceDefinition, ServiceServer
+from loyalty_runtime.errors import FailedPrecondition, Reason
+from loyalty_runtime.server import Api, ServiceDefinition, ServiceServer
 from loyalty_runtime.settings import ServiceSettings
+from loyalty_runtime.uow import utcnow
 
 
 @dataclass
@@ -37,9 +43,13 @@ def internal_metadata(settings: ServiceSettings, tenant_id: str, *, principal: s
 
 @asynccontextmanager
 async def running_service(
-    definition: ServiceDefinition, settings: ServiceSettings, *, tracer_provider: TracerProvider | None = None
+    definition: ServiceDefinition,
+    settings: ServiceSettings,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> AsyncIterator[RunningService]:
-    server = ServiceServer(definition, settings, tracer_provider=tracer_provider or TracerProvider())
+    server = ServiceServer(definition, settings, tracer_provider=tracer_provider, clock=clock)
     await server.start()
     await server.wait_until_ready()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
@@ -47,4 +57,28 @@ async def running_service(
         yield RunningService(server, channel)
     finally:
         await channel.close()
-        await server.stop(grace=1.0)
+        await server.stop(grace=1.0, drain=0)
+
+
+class EchoSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ECHO_")
+
+
+class EchoServicer:
+    """A servicer with nothing behind it: what the runtime costs and does around a handler."""
+
+    async def Echo(self, request: echo_pb2.EchoRequest, context) -> echo_pb2.EchoResponse:
+        return echo_pb2.EchoResponse(text=request.text)
+
+    async def Wait(self, request: echo_pb2.WaitRequest, context) -> echo_pb2.WaitResponse:
+        await asyncio.sleep(request.sleep_ms / 1000)
+        if request.fail_reason:
+            raise FailedPrecondition(Reason[request.fail_reason], "failed as asked")
+        return echo_pb2.WaitResponse(slept_ms=request.sleep_ms)
+
+
+ECHO = ServiceDefinition(
+    name="echo",
+    settings=EchoSettings,
+    apis=[Api(echo_pb2.DESCRIPTOR.services_by_name["EchoService"], lambda _resources: EchoServicer())],
+)

@@ -1,0 +1,331 @@
+"""What the runtime costs: server CPU per call, as ratios to a bare grpc.aio echo measured in the same
+run, and the ledger's earn throughput beside a bare pgbench two-posting transfer. A benchmark, never
+a timed test: machines differ, so compare ratios within one run.
+
+    make bench BENCH=bench/runtime/bench_runtime.py
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/loyalty_bench REDIS_URL=redis://127.0.0.1:6379/0 \\
+        python bench/runtime/bench_runtime.py [--calls 3000] [--rounds 3] [--concurrency 8]
+
+Every server runs in a process of its own, on uvloop, configured as in production (default
+settings, no tracing exporter); its CPU time (user + system, /proc) per call is the figure, the
+median of `--rounds` rounds. The client runs here, in this process.
+
+Rows:
+- bare echo: grpc.aio with the generated servicer (bench/runtime/servers.py bare);
+- runtime echo: the same handler inside the full runtime stack (admission, authentication, call
+  context, decoding and validation, deadline, metrics, error mapping, access log policy);
+- GetCustomer, GetAccount, EarnPoints: the real profile and ledger servers (`python -m loyalty_x serve`)
+  on a migrated database of their own;
+- earn throughput at the same concurrency beside pgbench running a two-posting transfer (two balance
+  updates, two posting inserts, one transaction) with as many clients, on the same PostgreSQL.
+"""
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import uvloop
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from loyalty.common.v1 import customer_pb2
+from loyalty.ledger.v1 import ledger_pb2, ledger_service_pb2 as ledger_api, ledger_service_pb2_grpc
+from loyalty.profile.v1 import profile_service_pb2 as profile_api, profile_service_pb2_grpc
+from loyalty.testing.v1 import echo_pb2, echo_pb2_grpc
+from loyalty_devstack.infra import Infra, create_database, drop_database, free_port, plain_url
+from loyalty_runtime.context import AUTHORIZATION_HEADER, PRINCIPAL_HEADER, TENANT_HEADER
+
+HERE = Path(__file__).resolve().parent
+TOKEN = "bench-internal-token"
+TENANT = "bench"
+METADATA = ((AUTHORIZATION_HEADER, f"Bearer {TOKEN}"), (TENANT_HEADER, TENANT), (PRINCIPAL_HEADER, "bench"))
+TRANSFER_SQL = """\\set a random(1, 1000)
+\\set b random(1, 1000)
+BEGIN;
+UPDATE bench_accounts SET balance = balance - 10 WHERE id = :a;
+UPDATE bench_accounts SET balance = balance + 10 WHERE id = :b;
+INSERT INTO bench_postings (account_id, amount) VALUES (:a, -10), (:b, 10);
+COMMIT;
+"""
+
+
+class Server:
+    """A server process and the CPU it has used."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], port: int) -> None:
+        self.name, self.port = name, port
+        log, self.log = tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")
+        self.process = subprocess.Popen(command, env={**os.environ, **env}, stdout=log, stderr=log)
+        os.close(log)
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    async def channel(self) -> grpc.aio.Channel:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
+        health = health_pb2_grpc.HealthStub(channel)
+        for _ in range(300):
+            try:
+                answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return channel
+            except grpc.aio.AioRpcError:
+                pass
+            if self.process.poll() is not None:
+                break
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"{self.name} never became ready; its log: {self.log}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+            os.unlink(self.log)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            print(f"{self.name} ignored SIGTERM for 30 s and was killed; its log: {self.log}")
+
+
+def service_server(service: str, database_url: str, redis_url: str) -> Server:
+    port = free_port()
+    prefix = service.upper()
+    env = {
+        f"{prefix}_DATABASE_URL": database_url,
+        f"{prefix}_REDIS_URL": redis_url,
+        f"{prefix}_GRPC_HOST": "127.0.0.1",
+        f"{prefix}_GRPC_PORT": str(port),
+        f"{prefix}_METRICS_PORT": "0",
+        f"{prefix}_INTERNAL_TOKEN": TOKEN,
+    }
+    if service == "echo":
+        return Server(service, [sys.executable, str(HERE / "servers.py"), "runtime"], env, port)
+    subprocess.run([sys.executable, "-m", f"loyalty_{service}", "migrate"], env={**os.environ, **env}, check=True)
+    return Server(service, [sys.executable, "-m", f"loyalty_{service}", "serve"], env, port)
+
+
+async def cpu_per_call(
+    server: Server, call: Callable[[int], Awaitable[object]], calls: int, concurrency: int, rounds: int
+) -> tuple[float, float]:
+    """(median server CPU in microseconds per call, median calls per second) over the rounds."""
+    cpu, rates = [], []
+    for _ in range(rounds):
+        numbers = iter(range(calls))
+
+        async def worker() -> None:
+            for number in numbers:
+                await call(number)
+
+        before, started = server.cpu_seconds(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        cpu.append((server.cpu_seconds() - before) / calls * 1e6)
+        rates.append(calls / elapsed)
+    return statistics.median(cpu), statistics.median(rates)
+
+
+async def warm(call: Callable[[int], Awaitable[object]], count: int = 300) -> None:
+    for number in range(count):
+        await call(number)
+
+
+async def echo_rows(args, database_url: str, redis_url: str) -> dict[str, tuple[float, float]]:
+    port = free_port()
+    bare = Server("bare-echo", [sys.executable, str(HERE / "servers.py"), "bare", str(port)], {}, port)
+    runtime = service_server("echo", database_url, redis_url)
+    rows = {}
+    try:
+        for label, server in (("bare grpc.aio echo", bare), ("runtime echo (full stack)", runtime)):
+            channel = await server.channel()
+            stub = echo_pb2_grpc.EchoServiceStub(channel)
+            request = echo_pb2.EchoRequest(text="hello")
+
+            async def echo(_: int, stub=stub, request=request):
+                await stub.Echo(request, metadata=METADATA, timeout=10)
+
+            await warm(echo)
+            rows[label] = await cpu_per_call(server, echo, args.calls, args.concurrency, args.rounds)
+            await channel.close()
+    finally:
+        bare.stop()
+        runtime.stop()
+    return rows
+
+
+async def profile_rows(args, database_url: str, redis_url: str) -> dict[str, tuple[float, float]]:
+    server = service_server("profile", database_url, redis_url)
+    try:
+        channel = await server.channel()
+        stub = profile_service_pb2_grpc.ProfileServiceStub(channel)
+        ids = []
+        for number in range(50):
+            enrolled = await stub.EnrolCustomer(
+                profile_api.EnrolCustomerRequest(
+                    idempotency_key=uuid.uuid4().hex,
+                    identifiers=[
+                        customer_pb2.Identifier(
+                            type=customer_pb2.IDENTIFIER_TYPE_EMAIL, value=f"bench{number}@example.com"
+                        ),
+                        customer_pb2.Identifier(
+                            type=customer_pb2.IDENTIFIER_TYPE_LOYALTY_CARD, value=f"BENCH{number:06d}"
+                        ),
+                    ],
+                    given_name="Bench",
+                    family_name=f"Customer {number}",
+                ),
+                metadata=METADATA,
+                timeout=10,
+            )
+            ids.append(enrolled.customer.customer_id)
+
+        async def get(number: int):
+            request = profile_api.GetCustomerRequest(customer_id=ids[number % len(ids)])
+            await stub.GetCustomer(request, metadata=METADATA, timeout=10)
+
+        await warm(get)
+        row = await cpu_per_call(server, get, args.calls, args.concurrency, args.rounds)
+        await channel.close()
+        return {"GetCustomer": row}
+    finally:
+        server.stop()
+
+
+async def ledger_rows(args, database_url: str, redis_url: str) -> dict[str, tuple[float, float]]:
+    server = service_server("ledger", database_url, redis_url)
+    try:
+        channel = await server.channel()
+        stub = ledger_service_pb2_grpc.LedgerServiceStub(channel)
+        program = await stub.CreateProgram(
+            ledger_api.CreateProgramRequest(
+                idempotency_key=uuid.uuid4().hex,
+                program=ledger_pb2.Program(
+                    display_name="Bench",
+                    asset_kind=ledger_pb2.ASSET_KIND_POINTS,
+                    expiry_policy=ledger_pb2.ExpiryPolicy(rule=ledger_pb2.EXPIRY_RULE_MONTHS_AFTER_EARN, months=12),
+                    tiers=[
+                        ledger_pb2.Tier(code="SILVER", qualifying_points=1_000, earn_multiplier_bps=11_000),
+                        ledger_pb2.Tier(code="GOLD", qualifying_points=10**12, earn_multiplier_bps=12_500),
+                    ],
+                ),
+            ),
+            metadata=METADATA,
+            timeout=10,
+        )
+        accounts = []
+        for _ in range(200):
+            opened = await stub.OpenAccount(
+                ledger_api.OpenAccountRequest(
+                    idempotency_key=uuid.uuid4().hex,
+                    program_id=program.program.program_id,
+                    customer_id=str(uuid.uuid4()),
+                ),
+                metadata=METADATA,
+                timeout=10,
+            )
+            accounts.append(opened.account.account_id)
+
+        async def earn(number: int):
+            request = ledger_api.EarnPointsRequest(
+                idempotency_key=uuid.uuid4().hex, account_id=accounts[number % len(accounts)], amount=10
+            )
+            await stub.EarnPoints(request, metadata=METADATA, timeout=10)
+
+        async def get(number: int):
+            request = ledger_api.GetAccountRequest(account_id=accounts[number % len(accounts)])
+            await stub.GetAccount(request, metadata=METADATA, timeout=10)
+
+        await warm(earn)
+        rows = {"EarnPoints": await cpu_per_call(server, earn, args.calls, args.concurrency, args.rounds)}
+        await warm(get)
+        rows["GetAccount"] = await cpu_per_call(server, get, args.calls, args.concurrency, args.rounds)
+        await channel.close()
+        return rows
+    finally:
+        server.stop()
+
+
+def pgbench_transfer_tps(database_url: str, clients: int, seconds: int) -> float | None:
+    binary = shutil.which("pgbench") or next(iter(Path("/usr/lib/postgresql").glob("*/bin/pgbench")), None)
+    if binary is None:
+        return None
+    setup = """
+        DROP TABLE IF EXISTS bench_accounts, bench_postings;
+        CREATE TABLE bench_accounts (id int PRIMARY KEY, balance bigint NOT NULL);
+        INSERT INTO bench_accounts SELECT g, 1000000 FROM generate_series(1, 1000) g;
+        CREATE TABLE bench_postings (id bigserial PRIMARY KEY, account_id int NOT NULL, amount bigint NOT NULL);
+    """
+    subprocess.run(["psql", "-q", database_url, "-c", setup], check=True, capture_output=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
+        script.write(TRANSFER_SQL)
+    done = subprocess.run(
+        [str(binary), "-n", "-c", str(clients), "-j", "2", "-T", str(seconds), "-f", script.name, database_url],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    os.unlink(script.name)
+    for line in done.stdout.splitlines():
+        if line.startswith("tps ="):
+            return float(line.split()[2])
+    return None
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=3000, help="calls per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--pgbench-seconds", type=int, default=10)
+    parser.add_argument("--only", nargs="+", choices=["echo", "profile", "ledger"], default=["echo", "profile", "ledger"])
+    args = parser.parse_args()
+    base_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/loyalty_bench")
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    infra = Infra(postgres_url=base_url, redis_url=redis_url)
+    scratch = f"{base_url.rpartition('/')[2].split('?')[0]}_{uuid.uuid4().hex[:8]}"
+    await create_database(infra, scratch)
+    database_url = plain_url(base_url, scratch)
+    try:
+        rows = await echo_rows(args, database_url, redis_url)
+        if "profile" in args.only:
+            rows |= await profile_rows(args, database_url, redis_url)
+        tps = None
+        if "ledger" in args.only:
+            rows |= await ledger_rows(args, database_url, redis_url)
+            tps = pgbench_transfer_tps(database_url, args.concurrency, args.pgbench_seconds)
+    finally:
+        await drop_database(infra, scratch)
+    report(rows, tps, args)
+
+
+TARGETS = {"runtime echo (full stack)": 1.5, "GetCustomer": 3.0, "GetAccount": 3.0, "EarnPoints": 5.0}
+
+
+def report(rows: dict[str, tuple[float, float]], tps: float | None, args) -> None:
+    bare_cpu = rows["bare grpc.aio echo"][0]
+    print(f"python {sys.version.split()[0]} at {os.path.realpath(sys.executable)}; {os.cpu_count()} CPUs; "
+          f"concurrency {args.concurrency}; {args.calls} calls x {args.rounds} rounds (medians)")
+    print(f"{'':<28}{'server CPU us/call':>20}{'x bare echo':>13}{'target':>9}{'calls/s':>10}")
+    for label, (cpu, rate) in rows.items():
+        target = TARGETS.get(label)
+        print(f"{label:<28}{cpu:>20.0f}{cpu / bare_cpu:>13.2f}{f'<= {target}' if target else '':>9}{rate:>10.0f}")
+    if "EarnPoints" not in rows:
+        return
+    earn_rate = rows["EarnPoints"][1]
+    if tps:
+        print(f"pgbench two-posting transfer: {tps:.0f} tps; earn {earn_rate:.0f}/s = {earn_rate / tps:.1%} "
+              f"of it (target >= 20%)")
+    else:
+        print("pgbench not found: no transfer baseline")
+
+
+if __name__ == "__main__":
+    uvloop.run(main())

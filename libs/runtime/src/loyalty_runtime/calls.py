@@ -1,0 +1,210 @@
+"""What happens around every RPC of every service, in one function per call (`CallGuard.handler`):
+
+admission (at most `max_concurrent_calls` in flight, the rest refused at once with RESOURCE_EXHAUSTED),
+authentication into the call context (tenant, principal, scopes, deadline), decoding and validating
+the request (bad bytes are INVALID_ARGUMENT, never INTERNAL), a default deadline when the caller set
+none, the translation of domain and database errors to gRPC status with google.rpc details, metrics
+under the names gRPC dashboards expect, and an access log line for failed or slow calls.
+
+Handlers are registered per method rather than behind grpc.aio interceptors: an interceptor chain is
+entered on every call and costs more than this whole guard.
+"""
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.message import DecodeError
+from grpc_status import rpc_status
+from opentelemetry import context as otel_context, propagate
+
+from loyalty_runtime import metrics
+from loyalty_runtime.context import (
+    AUTHORIZATION_HEADER,
+    PRINCIPAL_HEADER,
+    SCOPES_HEADER,
+    TENANT_HEADER,
+    CallContext,
+    bind_call,
+    check_name,
+    check_tenant,
+    unbind_call,
+)
+from loyalty_runtime.db import as_domain_error
+from loyalty_runtime.errors import (
+    DomainError,
+    InvalidArgument,
+    Reason,
+    ResourceExhausted,
+    Unauthenticated,
+    internal_status,
+    to_rpc_status,
+)
+from loyalty_runtime.validation import validate
+
+log = logging.getLogger("loyalty.rpc")
+
+TRACEPARENT_HEADER = "traceparent"
+
+# Reads invocation metadata and answers who is calling, or raises Unauthenticated.
+Authenticator = Callable[[Sequence[tuple[str, str | bytes]]], CallContext]
+
+
+def internal_token_authenticator(token: str) -> Authenticator:
+    """Internal services trust tenant and principal headers only from callers holding the token."""
+    expected = f"Bearer {token}".encode()
+
+    def authenticate(metadata) -> CallContext:
+        presented = tenant = principal = scopes = ""
+        for key, value in metadata:
+            if key == AUTHORIZATION_HEADER:
+                presented = value
+            elif key == TENANT_HEADER:
+                tenant = value
+            elif key == PRINCIPAL_HEADER:
+                principal = value
+            elif key == SCOPES_HEADER:
+                scopes = value
+        if not isinstance(presented, str) or not hmac.compare_digest(presented.encode(), expected):
+            raise Unauthenticated(Reason.UNAUTHENTICATED, "missing or invalid internal credentials")
+        if not tenant:
+            raise Unauthenticated(Reason.UNAUTHENTICATED, f"metadata {TENANT_HEADER} is required")
+        return CallContext(
+            tenant_id=check_tenant(tenant),
+            principal=check_name(principal, PRINCIPAL_HEADER) if principal else "internal",
+            scopes=frozenset(check_name(s, SCOPES_HEADER) for s in scopes.split(",") if s),
+        )
+
+    return authenticate
+
+
+def _traceparent(metadata) -> str | None:
+    for key, value in metadata:
+        if key == TRACEPARENT_HEADER:
+            return value
+    return None
+
+
+async def _abort(context: grpc.aio.ServicerContext, status) -> None:
+    grpc_status = rpc_status.to_status(status)
+    await context.abort(grpc_status.code, grpc_status.details, grpc_status.trailing_metadata)
+
+
+class CallGuard:
+    """Shared by every handler of one server: the limits, the authenticator, the log policy."""
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        *,
+        default_deadline_seconds: float,
+        max_concurrent_calls: int,
+        slow_call_seconds: float,
+        log_every_call: bool,
+        tracing: bool,
+    ) -> None:
+        self.authenticate = authenticator
+        self.default_deadline = default_deadline_seconds
+        self.max_concurrent_calls = max_concurrent_calls
+        self.slow_call_seconds = slow_call_seconds
+        self.log_every_call = log_every_call
+        # With a tracer provider, OpenTelemetry's server interceptor makes the spans; without one,
+        # an incoming traceparent is still adopted so logs and outgoing calls carry it.
+        self.adopt_traceparent = not tracing
+        self.in_flight = 0
+
+    def handler(self, service: str, method: MethodDescriptor, behavior) -> grpc.RpcMethodHandler:
+        """The method handler for one RPC; `behavior(request, context)` is the servicer's method, or
+        None for an RPC that is not built yet."""
+        decode = message_factory.GetMessageClass(method.input_type).FromString
+        full_method = f"/{service}/{method.name}"
+        measure = metrics.for_method(service, method.name)
+
+        async def handle(raw: bytes, context: grpc.aio.ServicerContext):
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            measure.started()
+            if self.in_flight >= self.max_concurrent_calls:
+                code = grpc.StatusCode.RESOURCE_EXHAUSTED
+                measure.handled(code, time.perf_counter() - started)
+                await _abort(context, to_rpc_status(_overloaded()))
+            self.in_flight += 1
+            bound = attached = budget = None
+            try:
+                metadata = context.invocation_metadata() or ()
+                if self.adopt_traceparent and (parent := _traceparent(metadata)):
+                    attached = otel_context.attach(propagate.extract({TRACEPARENT_HEADER: parent}))
+                call = self.authenticate(metadata)
+                remaining = context.time_remaining()
+                budget = self.default_deadline if remaining is None else remaining
+                bound = bind_call(
+                    CallContext(call.tenant_id, call.principal, call.scopes, time.monotonic() + budget)
+                )
+                request = _decode(decode, raw)
+                validate(request)
+                if behavior is None:
+                    code = grpc.StatusCode.UNIMPLEMENTED
+                    await context.abort(code, f"{full_method} is not implemented yet")
+                if remaining is not None:  # gRPC cancels the call at the caller's own deadline
+                    return await behavior(request, context)
+                async with asyncio.timeout(budget):
+                    return await behavior(request, context)
+            except DomainError as error:
+                code = error.code
+                await _abort(context, to_rpc_status(error))
+            except TimeoutError:
+                code = grpc.StatusCode.DEADLINE_EXCEEDED
+                await context.abort(code, "deadline exceeded")
+            except asyncio.CancelledError:
+                # gRPC cancels the handler when the caller gives up or its deadline passes.
+                timed_out = budget is not None and time.perf_counter() - started >= budget
+                code = grpc.StatusCode.DEADLINE_EXCEEDED if timed_out else grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                code = context.code() or code
+                raise
+            except Exception as error:
+                mapped = as_domain_error(error)  # a lost connection, a lock timeout, ...
+                if mapped is None:
+                    code = grpc.StatusCode.INTERNAL
+                    log.exception("unhandled error", extra={"fields": {"method": full_method}})
+                    await _abort(context, internal_status())
+                code = mapped.code
+                await _abort(context, to_rpc_status(mapped))
+            finally:
+                self.in_flight -= 1
+                if bound is not None:
+                    unbind_call(bound)
+                elapsed = time.perf_counter() - started
+                measure.handled(code, elapsed)
+                if code is not grpc.StatusCode.OK or self.log_every_call or elapsed > self.slow_call_seconds:
+                    _access_log(full_method, code, elapsed)
+                if attached is not None:
+                    otel_context.detach(attached)
+
+        return grpc.unary_unary_rpc_method_handler(handle, response_serializer=_serialize)
+
+
+def _serialize(response) -> bytes:
+    return response.SerializeToString()
+
+
+def _decode(decode, raw: bytes):
+    try:
+        return decode(raw)
+    except (DecodeError, RuntimeError, ValueError):
+        # Not a message of this RPC's request type: wrong bytes, invalid UTF-8, too deeply nested.
+        raise InvalidArgument(Reason.INVALID_ARGUMENT, "the request is not a valid message") from None
+
+
+def _overloaded() -> ResourceExhausted:
+    return ResourceExhausted(Reason.OVERLOADED, "too many calls in flight; retry shortly", retry_after_seconds=0.05)
+
+
+def _access_log(method: str, code: grpc.StatusCode, elapsed: float) -> None:
+    log.info("rpc", extra={"fields": {"method": method, "code": code.name, "ms": round(elapsed * 1000, 2)}})

@@ -1,0 +1,253 @@
+"""The unit of work every use case runs in (cosmicpython's service layer, with our runtime under it).
+
+`async with units.change() as uow` gives one transaction on one connection, the caller's tenant, one
+`now` from the injected clock, and an event recorder: `uow.record(event, key=...)` adds a protobuf
+event to the service's outbox in the same transaction, so an event exists if and only if its change
+committed. `units.read()` gives the same without a transaction (each statement sees committed data).
+
+Idempotency (Stripe's model) for a state change requested over gRPC: `units.idempotent(request,
+use_case, command, encode)` claims the request's key first. A concurrent call with the same key waits
+on the uncommitted claim, then finds the committed answer and replays it; if the first call rolled
+back, the second goes ahead. The same key with a different request is refused. The answer is stored
+with the outbox rows in the transaction's last statement, so a state change costs BEGIN, the claim,
+the use case's own statements, one statement for answer and events, and COMMIT.
+
+An answer that concerns a customer names them (`uow.concerns(customer_id)`), so erasing the customer
+erases the stored answers too; replaying one then says CUSTOMER_ERASED instead of returning their data.
+"""
+
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any, TypeVar
+
+import asyncpg
+from google.protobuf import message_factory
+from google.protobuf.descriptor import Descriptor, ServiceDescriptor
+from google.protobuf.message import Message
+from opentelemetry import trace
+
+from loyalty.common.v1 import options_pb2
+from loyalty_runtime.context import CallContext, current_call
+from loyalty_runtime.db import Database
+from loyalty_runtime.errors import FailedPrecondition, InvalidArgument, Reason
+
+CommandT = TypeVar("CommandT")
+ResultT = TypeVar("ResultT")
+ResponseT = TypeVar("ResponseT", bound=Message)
+
+MAX_KEY_LENGTH = 200
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@cache
+def event_type_of(descriptor: Descriptor) -> str:
+    name = descriptor.GetOptions().Extensions[options_pb2.event_type]
+    if not name:
+        raise TypeError(f"{descriptor.full_name} is not an event: it has no (loyalty.common.v1.event_type)")
+    return name
+
+
+def trace_parent() -> str | None:
+    """The W3C traceparent of the current span, so a consumer's work joins the producer's trace."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+def fingerprint(request: Message) -> bytes:
+    """SHA-256 of the request's deterministic serialisation, without the key itself."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    copy.ClearField("idempotency_key")
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).digest()
+
+
+def require_key(key: str) -> str:
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise InvalidArgument(
+            Reason.INVALID_ARGUMENT,
+            f"an idempotency key of 1 to {MAX_KEY_LENGTH} characters is required",
+            field="idempotency_key",
+        )
+    return key
+
+
+@dataclass(frozen=True)
+class Rpc:
+    method: str
+    response_type: type[Message]
+
+
+def rpcs_by_request(apis: Iterable[ServiceDescriptor]) -> dict[str, Rpc]:
+    """Each request message belongs to one RPC (AIP-136), so a request names its method and answer."""
+    return {
+        method.input_type.full_name: Rpc(method.name, message_factory.GetMessageClass(method.output_type))
+        for api in apis
+        for method in api.methods
+    }
+
+
+class Statements:
+    """The runtime's SQL on a service's own schema (the tables of events.py and idempotency.py)."""
+
+    def __init__(self, schema: str) -> None:
+        events = f"""
+            INSERT INTO {schema}.outbox (tenant_id, event_type, key, payload, trace_parent)
+            SELECT $1, e.event_type, e.key, e.payload, $5
+            FROM unnest($2::varchar[], $3::varchar[], $4::bytea[]) WITH ORDINALITY
+                 AS e(event_type, key, payload, n)
+            ORDER BY e.n"""
+        remember = f"""
+            UPDATE {schema}.idempotency_keys SET response = $7, subject = $8
+            WHERE tenant_id = $1 AND key = $6"""
+        self.record_events = events
+        self.remember = f"WITH events AS ({events}) {remember}"
+        self.claim = f"""
+            INSERT INTO {schema}.idempotency_keys (tenant_id, key, method, fingerprint)
+            VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true"""
+        self.claimed = f"""
+            SELECT method, fingerprint, response, erased_at FROM {schema}.idempotency_keys
+            WHERE tenant_id = $1 AND key = $2"""
+        self.erase_answers = f"""
+            UPDATE {schema}.idempotency_keys SET response = NULL, erased_at = now()
+            WHERE tenant_id = $1 AND subject = $2 AND erased_at IS NULL"""
+
+
+@dataclass
+class UnitOfWork:
+    """What a use case gets: the connection, the caller, one `now`, and the outbox."""
+
+    connection: asyncpg.Connection
+    call: CallContext
+    now: datetime
+    statements: Statements
+    _events: list[tuple[str, str, bytes]] = field(default_factory=list)
+    _idempotency_key: str | None = None
+    _subject: str | None = None
+
+    @property
+    def tenant(self) -> str:
+        return self.call.tenant_id
+
+    def record(self, event: Message, *, key: str) -> None:
+        """Publish `event` (a message with an `event_type` option) if and when this change commits.
+        `key` is the aggregate it is about; consumers see one aggregate's events in order."""
+        self._events.append((event_type_of(event.DESCRIPTOR), key, event.SerializeToString()))
+
+    def concerns(self, customer_id: str) -> None:
+        """The stored answer of this call is about this customer (erased with them)."""
+        self._subject = customer_id
+
+    @property
+    def recorded_events(self) -> int:
+        return len(self._events)
+
+    async def _finish(self, answer: Message | None) -> None:
+        events = self._events
+        columns = ([e[0] for e in events], [e[1] for e in events], [e[2] for e in events], trace_parent())
+        if answer is not None and self._idempotency_key is not None:
+            await self.connection.execute(
+                self.statements.remember,
+                self.tenant,
+                *columns,
+                self._idempotency_key,
+                answer.SerializeToString(deterministic=True),
+                self._subject,
+            )
+        elif events:
+            await self.connection.execute(self.statements.record_events, self.tenant, *columns)
+
+
+class UnitsOfWork:
+    """Makes units of work for one service: its database, schema, RPCs and clock."""
+
+    def __init__(
+        self,
+        database: Database,
+        schema: str,
+        *,
+        apis: Iterable[ServiceDescriptor] = (),
+        clock: Callable[[], datetime] = utcnow,
+        on_events: Callable[[], None] | None = None,
+    ) -> None:
+        self.database = database
+        self.statements = Statements(schema)
+        self.clock = clock
+        self.rpcs = rpcs_by_request(apis)
+        # Called after a commit that wrote events: wakes this process's outbox relay.
+        self.on_events = on_events
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[UnitOfWork]:
+        call = current_call()
+        async with self.database.connection(call.remaining_seconds()) as connection:
+            yield UnitOfWork(connection, call, self.clock(), self.statements)
+
+    @asynccontextmanager
+    async def change(self) -> AsyncIterator[UnitOfWork]:
+        """One transaction; its recorded events are written just before COMMIT."""
+        call = current_call()
+        async with self.database.transaction(call.remaining_seconds()) as connection:
+            uow = UnitOfWork(connection, call, self.clock(), self.statements)
+            yield uow
+            await uow._finish(None)
+        self._committed(uow)
+
+    async def idempotent(
+        self,
+        request: Message,
+        use_case: Callable[[UnitOfWork, CommandT], Awaitable[ResultT]],
+        command: CommandT,
+        encode: Callable[[ResultT], ResponseT],
+    ) -> ResponseT:
+        """Run a state change at most once per idempotency key; a retry gets the first answer."""
+        rpc = self.rpcs[request.DESCRIPTOR.full_name]
+        key = require_key(request.idempotency_key)
+        call = current_call()
+        async with self.database.transaction(call.remaining_seconds()) as connection:
+            uow = UnitOfWork(connection, call, self.clock(), self.statements, _idempotency_key=key)
+            replay = await self._claim(uow, rpc, key, fingerprint(request))
+            if replay is not None:
+                return replay
+            response = encode(await use_case(uow, command))
+            await uow._finish(response)
+        self._committed(uow)
+        return response
+
+    async def _claim(self, uow: UnitOfWork, rpc: Rpc, key: str, digest: bytes) -> Message | None:
+        statements, connection = self.statements, uow.connection
+        if await connection.fetchval(statements.claim, uow.tenant, key, rpc.method, digest):
+            return None
+        row = await connection.fetchrow(statements.claimed, uow.tenant, key)
+        if row["method"] != rpc.method or bytes(row["fingerprint"]) != digest:
+            raise FailedPrecondition(
+                Reason.IDEMPOTENCY_KEY_REUSED,
+                "this idempotency key was used for a different request",
+                field="idempotency_key",
+            )
+        if row["erased_at"] is not None or row["response"] is None:
+            raise FailedPrecondition(
+                Reason.CUSTOMER_ERASED, "the answer to this request was erased with the customer"
+            )
+        return rpc.response_type.FromString(row["response"])
+
+    async def erase_answers(self, uow: UnitOfWork, customer_id: str) -> None:
+        """Forget every stored answer about this customer (erasure)."""
+        await uow.connection.execute(self.statements.erase_answers, uow.tenant, customer_id)
+
+    def _committed(self, uow: UnitOfWork) -> None:
+        if uow.recorded_events and self.on_events is not None:
+            self.on_events()
+
+
+def decode_rows(rows: Iterable[Any], factory: Callable[..., ResultT]) -> list[ResultT]:
+    """Records -> dataclasses whose fields are the selected columns."""
+    return [factory(**row) for row in rows]
