@@ -109,7 +109,9 @@ def service_server(service: str, database_url: str, redis_url: str) -> Server:
     }
     if service == "echo":
         return Server(service, [sys.executable, str(HERE / "servers.py"), "runtime"], env, port)
-    subprocess.run([sys.executable, "-m", f"loyalty_{service}", "migrate"], env={**os.environ, **env}, check=True)
+    subprocess.run(
+        [sys.executable, "-m", f"loyalty_{service}", "migrate"], env={**os.environ, **env}, check=True
+    )
     return Server(service, [sys.executable, "-m", f"loyalty_{service}", "serve"], env, port)
 
 
@@ -121,7 +123,7 @@ async def cpu_per_call(
     for _ in range(rounds):
         numbers = iter(range(calls))
 
-        async def worker() -> None:
+        async def worker(numbers=numbers) -> None:
             for number in numbers:
                 await call(number)
 
@@ -210,7 +212,9 @@ async def ledger_rows(args, database_url: str, redis_url: str) -> dict[str, tupl
                 program=ledger_pb2.Program(
                     display_name="Bench",
                     asset_kind=ledger_pb2.ASSET_KIND_POINTS,
-                    expiry_policy=ledger_pb2.ExpiryPolicy(rule=ledger_pb2.EXPIRY_RULE_MONTHS_AFTER_EARN, months=12),
+                    expiry_policy=ledger_pb2.ExpiryPolicy(
+                        rule=ledger_pb2.EXPIRY_RULE_MONTHS_AFTER_EARN, months=12
+                    ),
                     tiers=[
                         ledger_pb2.Tier(code="SILVER", qualifying_points=1_000, earn_multiplier_bps=11_000),
                         ledger_pb2.Tier(code="GOLD", qualifying_points=10**12, earn_multiplier_bps=12_500),
@@ -267,7 +271,19 @@ def pgbench_transfer_tps(database_url: str, clients: int, seconds: int) -> float
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
         script.write(TRANSFER_SQL)
     done = subprocess.run(
-        [str(binary), "-n", "-c", str(clients), "-j", "2", "-T", str(seconds), "-f", script.name, database_url],
+        [
+            str(binary),
+            "-n",
+            "-c",
+            str(clients),
+            "-j",
+            "2",
+            "-T",
+            str(seconds),
+            "-f",
+            script.name,
+            database_url,
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -285,7 +301,9 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--pgbench-seconds", type=int, default=10)
-    parser.add_argument("--only", nargs="+", choices=["echo", "profile", "ledger"], default=["echo", "profile", "ledger"])
+    parser.add_argument(
+        "--only", nargs="+", choices=["echo", "profile", "ledger"], default=["echo", "profile", "ledger"]
+    )
     args = parser.parse_args()
     base_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/loyalty_bench")
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -311,18 +329,24 @@ TARGETS = {"runtime echo (full stack)": 1.5, "GetCustomer": 3.0, "GetAccount": 3
 
 def report(rows: dict[str, tuple[float, float]], tps: float | None, args) -> None:
     bare_cpu = rows["bare grpc.aio echo"][0]
-    print(f"python {sys.version.split()[0]} at {os.path.realpath(sys.executable)}; {os.cpu_count()} CPUs; "
-          f"concurrency {args.concurrency}; {args.calls} calls x {args.rounds} rounds (medians)")
+    print(
+        f"python {sys.version.split()[0]} at {os.path.realpath(sys.executable)}; {os.cpu_count()} CPUs; "
+        f"concurrency {args.concurrency}; {args.calls} calls x {args.rounds} rounds (medians)"
+    )
     print(f"{'':<28}{'server CPU us/call':>20}{'x bare echo':>13}{'target':>9}{'calls/s':>10}")
     for label, (cpu, rate) in rows.items():
         target = TARGETS.get(label)
-        print(f"{label:<28}{cpu:>20.0f}{cpu / bare_cpu:>13.2f}{f'<= {target}' if target else '':>9}{rate:>10.0f}")
+        print(
+            f"{label:<28}{cpu:>20.0f}{cpu / bare_cpu:>13.2f}{f'<= {target}' if target else '':>9}{rate:>10.0f}"
+        )
     if "EarnPoints" not in rows:
         return
     earn_rate = rows["EarnPoints"][1]
     if tps:
-        print(f"pgbench two-posting transfer: {tps:.0f} tps; earn {earn_rate:.0f}/s = {earn_rate / tps:.1%} "
-              f"of it (target >= 20%)")
+        print(
+            f"pgbench two-posting transfer: {tps:.0f} tps; earn {earn_rate:.0f}/s = {earn_rate / tps:.1%} "
+            f"of it (target >= 20%)"
+        )
     else:
         print("pgbench not found: no transfer baseline")
 

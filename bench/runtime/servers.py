@@ -25,7 +25,9 @@ class BareEcho(echo_pb2_grpc.EchoServiceServicer):
 async def serve_bare(port: int) -> None:
     server = grpc.aio.server()
     echo_pb2_grpc.add_EchoServiceServicer_to_server(BareEcho(), server)
-    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)  # readiness for the bench
+    health_pb2_grpc.add_HealthServicer_to_server(
+        health.aio.HealthServicer(), server
+    )  # readiness for the bench
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stop = asyncio.Event()

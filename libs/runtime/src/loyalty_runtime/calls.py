@@ -35,6 +35,7 @@ from loyalty_runtime.context import (
     check_tenant,
     unbind_call,
 )
+from loyalty_runtime import telemetry
 from loyalty_runtime.db import as_domain_error
 from loyalty_runtime.errors import (
     DomainError,
@@ -90,6 +91,16 @@ def _traceparent(metadata) -> str | None:
     return None
 
 
+def _adopt(metadata):
+    """Without tracing: take on the caller's trace (for logs and onward calls), and stay untraced
+    even if another server in this process has the database clients instrumented."""
+    parent = _traceparent(metadata)
+    context = propagate.extract({TRACEPARENT_HEADER: parent}) if parent else None
+    if telemetry.instrumented():
+        context = telemetry.silenced(context)
+    return otel_context.attach(context) if context is not None else None
+
+
 async def _abort(context: grpc.aio.ServicerContext, status) -> None:
     grpc_status = rpc_status.to_status(status)
     await context.abort(grpc_status.code, grpc_status.details, grpc_status.trailing_metadata)
@@ -137,8 +148,8 @@ class CallGuard:
             bound = attached = budget = None
             try:
                 metadata = context.invocation_metadata() or ()
-                if self.adopt_traceparent and (parent := _traceparent(metadata)):
-                    attached = otel_context.attach(propagate.extract({TRACEPARENT_HEADER: parent}))
+                if self.adopt_traceparent:
+                    attached = _adopt(metadata)
                 call = self.authenticate(metadata)
                 remaining = context.time_remaining()
                 budget = self.default_deadline if remaining is None else remaining
@@ -203,7 +214,9 @@ def _decode(decode, raw: bytes):
 
 
 def _overloaded() -> ResourceExhausted:
-    return ResourceExhausted(Reason.OVERLOADED, "too many calls in flight; retry shortly", retry_after_seconds=0.05)
+    return ResourceExhausted(
+        Reason.OVERLOADED, "too many calls in flight; retry shortly", retry_after_seconds=0.05
+    )
 
 
 def _access_log(method: str, code: grpc.StatusCode, elapsed: float) -> None:

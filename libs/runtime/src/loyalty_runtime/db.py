@@ -29,6 +29,7 @@ from loyalty_runtime.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from loyalty_runtime.telemetry import untraced
 
 log = logging.getLogger("loyalty.db")
 
@@ -45,8 +46,9 @@ def asyncpg_dsn(url: str) -> str:
 
 
 async def _setup_connection(connection: asyncpg.Connection) -> None:
-    for kind in ("json", "jsonb"):
-        await connection.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    with untraced():  # connection set-up is not a call's work
+        for kind in ("json", "jsonb"):
+            await connection.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
 async def _keep_connection(connection: asyncpg.Connection) -> None:
@@ -88,6 +90,8 @@ class Database:
         try:
             connection = await self._pool.acquire(timeout=wait)
         except TimeoutError:
+            if budget is not None and budget <= self.acquire_timeout:
+                raise DeadlineExceeded(Reason.DEADLINE_EXCEEDED, "the call ran out of time") from None
             if self._pool.get_idle_size() == 0 and self._pool.get_size() >= self.pool_size:
                 raise ResourceExhausted(
                     Reason.OVERLOADED, "every database connection is busy", retry_after_seconds=wait
@@ -118,16 +122,18 @@ class Database:
                 raise
             await connection.execute("COMMIT")
 
-    async def ping(self, timeout: float = 2.0) -> None:
-        async with self.connection(timeout) as connection:
-            await connection.fetchval("SELECT 1", timeout=timeout)
+    async def ping(self, seconds: float = 2.0) -> None:
+        with untraced():
+            async with self.connection(seconds) as connection:
+                await connection.fetchval("SELECT 1", timeout=seconds)
 
-    async def close(self, timeout: float = 5.0) -> None:
+    async def close(self, seconds: float = 5.0) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
-                await asyncio.wait_for(pool.close(), timeout)
-            except (TimeoutError, asyncio.CancelledError):
+                async with asyncio.timeout(seconds):
+                    await pool.close()
+            except TimeoutError:
                 pool.terminate()
 
 

@@ -134,7 +134,9 @@ class OutboxRelay:
                     return 0
         if self.tracer is None:
             return await self._publish_batch()
-        with self.tracer.start_as_current_span("outbox publish", attributes={"messaging.destination.name": self.stream}):
+        with self.tracer.start_as_current_span(
+            "outbox publish", attributes={"messaging.destination.name": self.stream}
+        ):
             return await self._publish_batch()
 
     async def _publish_batch(self) -> int:
@@ -180,7 +182,10 @@ class OutboxRelay:
                 failures += 1
                 published = 0
                 if failures == 1:
-                    log.warning("outbox relay failed; retrying", extra={"fields": {"error_type": type(error).__name__}})
+                    log.warning(
+                        "outbox relay failed; retrying",
+                        extra={"fields": {"error_type": type(error).__name__}},
+                    )
             if published < self.batch_size:
                 await _sleep_until(wakeup, IDLE_SECONDS * min(failures + 1, 5))
 
@@ -207,7 +212,9 @@ def relay_loop(stream: str) -> Callable[["Resources", asyncio.Event], Awaitable[
     return relay
 
 
-def runtime_loops(definition: "ServiceDefinition") -> list[Callable[["Resources", asyncio.Event], Awaitable[None]]]:
+def runtime_loops(
+    definition: "ServiceDefinition",
+) -> list[Callable[["Resources", asyncio.Event], Awaitable[None]]]:
     """The background work the runtime runs for a definition: its outbox relay, for now."""
     return [relay_loop(definition.events)] if definition.events and definition.schema else []
 

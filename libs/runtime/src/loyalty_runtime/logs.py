@@ -1,6 +1,10 @@
 """Structured JSON logs that carry the trace id. Callers log identifiers and outcomes, never PII:
 no request bodies, names, phone numbers or e-mail addresses are passed to a logger, and an
-exception is logged by its type and frames, never its message."""
+exception is logged by its type and frames, never its message.
+
+Other libraries' records keep their logger, level and exception type but not their text: grpc, for
+one, quotes a malformed header verbatim ("Invalid encoding on b'Bearer <the internal token>'"), and
+no library promises not to quote request data."""
 
 import json
 import logging
@@ -9,6 +13,9 @@ import time
 import traceback
 
 from opentelemetry import trace
+
+OWN_LOGGERS = ("loyalty", "tests")
+WITHHELD = "(a library's message, withheld: it may quote request data)"
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,7 +30,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "service": self.service,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": record.getMessage() if record.name.startswith(OWN_LOGGERS) else WITHHELD,
         }
         if getattr(record, "trace_id", None):
             entry["trace_id"] = record.trace_id

@@ -13,6 +13,7 @@
 """
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,7 +36,7 @@ from loyalty_runtime.jobs import Job, Schedule
 from loyalty_runtime.logs import install_trace_context
 from loyalty_runtime.privacy import CustomerData
 from loyalty_runtime.settings import ServiceSettings
-from loyalty_runtime.telemetry import instrument, server_interceptors
+from loyalty_runtime.telemetry import instrument, server_interceptors, uninstrument, untraced
 from loyalty_runtime.uow import UnitsOfWork, utcnow
 
 log = logging.getLogger("loyalty.server")
@@ -188,7 +189,9 @@ class ServiceServer:
         return server
 
     async def _set_readiness(self, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in ("", *self.definition.service_names):
             await self.health.set(name, status)
 
@@ -200,9 +203,12 @@ class ServiceServer:
         self._server = self._build()
         self.port = self._server.add_insecure_port(f"{self.settings.grpc_host}:{self.settings.grpc_port}")
         await self._server.start()
-        self._tasks.append(asyncio.create_task(self._watch_readiness(), name="readiness"))
-        for loop in self._background():
-            self._tasks.append(asyncio.create_task(loop(self.resources, self._stopping)))
+        # Without tracing, background work runs untraced, whatever else this process instruments.
+        quiet = self.resources.tracer_provider is None
+        with untraced() if quiet else contextlib.nullcontext():
+            self._tasks.append(asyncio.create_task(self._watch_readiness(), name="readiness"))
+            for loop in self._background():
+                self._tasks.append(asyncio.create_task(loop(self.resources, self._stopping)))
         log.info("listening", extra={"fields": {"port": self.port, "service": self.definition.name}})
         return self.port
 
@@ -217,12 +223,14 @@ class ServiceServer:
         serving: bool | None = None
         while not self._stopping.is_set():
             try:
-                await self.resources.database.ping(timeout=min(1.0, interval))
+                await self.resources.database.ping(min(1.0, interval))
                 answers = True
             except Exception as error:
                 answers = False
                 if serving is not False:
-                    log.warning("database unreachable", extra={"fields": {"error_type": type(error).__name__}})
+                    log.warning(
+                        "database unreachable", extra={"fields": {"error_type": type(error).__name__}}
+                    )
             if answers != serving:
                 await self._set_readiness(answers)
                 serving = answers
@@ -253,7 +261,9 @@ class ServiceServer:
                 await self.resources.redis.aclose()
         except (TimeoutError, OSError):
             pass
-        await self.resources.database.close(timeout=STOP_BACKGROUND_SECONDS)
+        await self.resources.database.close(STOP_BACKGROUND_SECONDS)
+        if self.resources.tracer_provider is not None:
+            uninstrument()
 
 
 async def serve_until_signalled(server: ServiceServer) -> None:

@@ -52,4 +52,3 @@ class ServiceSettings(BaseSettings):
     # Published outbox rows, handled-event records and idempotency keys are kept this long.
     outbox_retention_hours: float = 24.0
     idempotency_retention_hours: float = 168.0
-

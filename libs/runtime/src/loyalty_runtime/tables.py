@@ -33,7 +33,9 @@ def add_runtime_tables(metadata: MetaData) -> None:
         Column("subject", String(64)),
         Column("erased_at", DateTime(timezone=True)),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-        Index("idempotency_keys_subject", "tenant_id", "subject", postgresql_where=text("subject IS NOT NULL")),
+        Index(
+            "idempotency_keys_subject", "tenant_id", "subject", postgresql_where=text("subject IS NOT NULL")
+        ),
         Index("idempotency_keys_created", "created_at"),
     )
     Table(

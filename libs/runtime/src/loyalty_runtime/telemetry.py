@@ -19,7 +19,9 @@ HEALTH_SERVICE = "grpc.health.v1.Health"
 
 
 def tracer_provider_from_env(service: str) -> TracerProvider | None:
-    if not (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+    if not (
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    ):
         return None
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
@@ -32,15 +34,38 @@ def tracer_provider_from_env(service: str) -> TracerProvider | None:
     return provider
 
 
-def instrument(provider: TracerProvider) -> None:
-    """Database and Redis client spans (process-wide: the instrumentations patch the libraries)."""
+def _instrumentors() -> list:
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
-    for instrumentor in (AsyncPGInstrumentor(), RedisInstrumentor()):
+    return [AsyncPGInstrumentor(), RedisInstrumentor()]
+
+
+_instrumented = False
+
+
+def instrument(provider: TracerProvider) -> None:
+    """Database and Redis client spans (process-wide: the instrumentations patch the libraries)."""
+    global _instrumented
+    for instrumentor in _instrumentors():
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
         instrumentor.instrument(tracer_provider=provider)
+    _instrumented = True
+
+
+def uninstrument() -> None:
+    global _instrumented
+    for instrumentor in _instrumentors():
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
+    _instrumented = False
+
+
+def instrumented() -> bool:
+    """True while this process's database and Redis clients make spans (some server traces). A
+    server without tracing in the same process (tests run several) then keeps its work untraced."""
+    return _instrumented
 
 
 def server_interceptors(provider: TracerProvider | None) -> list:
@@ -48,7 +73,11 @@ def server_interceptors(provider: TracerProvider | None) -> list:
         return []
     from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
-    return [aio_server_interceptor(tracer_provider=provider, filter_=filters.negate(filters.service_name(HEALTH_SERVICE)))]
+    return [
+        aio_server_interceptor(
+            tracer_provider=provider, filter_=filters.negate(filters.service_name(HEALTH_SERVICE))
+        )
+    ]
 
 
 def client_interceptors(provider: TracerProvider | None) -> list:
@@ -61,11 +90,16 @@ def client_interceptors(provider: TracerProvider | None) -> list:
     )
 
 
+def silenced(context: otel_context.Context | None = None) -> otel_context.Context:
+    """`context` (default: the current one) with OpenTelemetry's instrumentations told to stay quiet."""
+    # The key the instrumentations check (opentelemetry.instrumentation.utils.is_instrumentation_enabled).
+    return otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True, context)
+
+
 @contextlib.contextmanager
 def untraced() -> Iterator[None]:
     """Background polls (is there work?) make no spans; only the work they find is traced."""
-    # The key the OpenTelemetry instrumentations check (opentelemetry.instrumentation.utils).
-    token = otel_context.attach(otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True))
+    token = otel_context.attach(silenced())
     try:
         yield
     finally:

@@ -1,0 +1,93 @@
+"""Tracing: with a tracer provider, one trace follows a call from its caller through the service into
+the database; background loops trace only the work they do; health checks are not traced."""
+
+import asyncio
+import time
+
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from loyalty.testing.v1 import echo_pb2, echo_pb2_grpc
+from loyalty_runtime.clients import internal_channel
+from loyalty_runtime.context import CallContext, bind_call, unbind_call
+from loyalty_runtime.testing import running_service
+from tests.service.runtime.probe_service import PROBE
+
+
+async def outbox_drained(service, exporter: InMemorySpanExporter) -> None:
+    """Wait until the relay has published what earlier tests left in the probe's outbox, then forget
+    the spans of that (legitimate) work."""
+    database = service.server.resources.database
+    async with asyncio.timeout(10):
+        while True:
+            async with database.connection() as connection:
+                if not await connection.fetchval("SELECT count(*) FROM probe.outbox WHERE published_at IS NULL"):
+                    break
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.1)
+    exporter.clear()
+
+
+def recording() -> tuple[TracerProvider, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+async def test_one_trace_follows_a_call_from_its_caller_into_the_database(probe_settings):
+    provider, exporter = recording()
+    async with running_service(PROBE, probe_settings, tracer_provider=provider) as service:
+        await outbox_drained(service, exporter)
+        await health_pb2_grpc.HealthStub(service.channel).Check(health_pb2.HealthCheckRequest())
+        caller = internal_channel(
+            service.address,
+            internal_token=probe_settings.internal_token.get_secret_value(),
+            tracer_provider=provider,
+        )
+        token = bind_call(CallContext("t-trace", "gateway", deadline=time.monotonic() + 5))
+        try:
+            with provider.get_tracer("test").start_as_current_span("checkout"):
+                await echo_pb2_grpc.EchoServiceStub(caller).Echo(echo_pb2.EchoRequest(text="x"))
+        finally:
+            unbind_call(token)
+            await caller.close()
+    spans = exporter.get_finished_spans()
+    checkout = next(s for s in spans if s.name == "checkout")
+    server = next(
+        s for s in spans if s.name == "/loyalty.testing.v1.EchoService/Echo" and s.kind.name == "SERVER"
+    )
+    database = [s for s in spans if s.attributes.get("db.system") == "postgresql"]
+    assert database, "the database statement has a span"
+    assert {s.context.trace_id for s in (server, *database)} == {checkout.context.trace_id}
+    by_id = {s.context.span_id: s for s in spans}
+
+    def under_server(span) -> bool:
+        while span.parent is not None:
+            if span.parent.span_id == server.context.span_id:
+                return True
+            span = by_id.get(span.parent.span_id)
+            if span is None:
+                return False
+        return False
+
+    assert all(under_server(s) for s in database), "a call's spans nest under its server span"
+    assert not any("Health" in s.name for s in spans)
+
+
+async def test_an_idle_service_exports_nothing_and_its_relay_traces_only_what_it_publishes(probe_settings):
+    provider, exporter = recording()
+    async with running_service(PROBE, probe_settings, tracer_provider=provider) as service:
+        await outbox_drained(service, exporter)
+        await asyncio.sleep(2.5)  # the relay polls, the readiness check pings: no spans for either
+        idle = list(exporter.get_finished_spans())
+        stub = echo_pb2_grpc.EchoServiceStub(service.channel)
+        await stub.Wait(echo_pb2.WaitRequest(), metadata=service.metadata("t-trace"))
+        await asyncio.sleep(1.5)
+    assert idle == [], [(s.name, dict(s.attributes), s.resource.attributes.get("service.name")) for s in idle]
+    traces = {s.context.trace_id for s in exporter.get_finished_spans()}
+    roots = [s.name for s in exporter.get_finished_spans() if s.parent is None]
+    assert sorted(roots) == ["/loyalty.testing.v1.EchoService/Wait", "outbox publish"]
+    assert len(traces) == 2
