@@ -11,7 +11,7 @@ PROTO_FILES := $(shell find protos -name '*.proto')
 CONTRACTS := libs/contracts/src
 STAMP := $(CONTRACTS)/loyalty/.generated
 
-.PHONY: help setup protos run test lint format bench images chart clean
+.PHONY: help setup protos run test lint format bench service images chart clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -19,8 +19,9 @@ help:  ## list the targets
 .tools/bin/uv:
 	python3 -m venv .tools && .tools/bin/pip install --quiet uv==0.13.8
 
+# --all-packages: every workspace member (libs/*, services/*) without a line per service anywhere.
 $(VENV)/.synced: uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml) | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --all-packages --python $(PYTHON)
 	@touch $@
 
 setup: $(VENV)/.synced $(STAMP) $(VENV)/bin/helm  ## create the environment and generate the contracts
@@ -37,13 +38,13 @@ $(STAMP): $(PROTO_FILES) $(VENV)/.synced
 
 protos: $(STAMP)  ## generate Python code from protos/ into libs/contracts (git-ignored)
 
-run: setup  ## start PostgreSQL, Redis and all seven services; Ctrl-C stops everything
+run: setup  ## start PostgreSQL, Redis and every service of the catalogue; Ctrl-C stops everything
 	$(PY) -m loyalty_devstack run
 
 test: setup  ## run the whole test suite against real PostgreSQL and Redis
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
-lint: setup  ## buf lint, buf breaking against the previous commit, ruff
+lint: setup  ## buf lint, buf breaking against the latest release tag, ruff
 	$(VENV)/bin/buf lint
 	bash scripts/buf-breaking
 	$(VENV)/bin/ruff check .
@@ -56,8 +57,15 @@ format: setup  ## apply ruff's fixes and formatting
 bench: setup  ## run the benchmarks under bench/ (or BENCH=bench/ledger/bench_ledger.py); prints figures
 	$(PY) -m loyalty_devstack bench $(BENCH)
 
-images:  ## build one image per service (needs a Docker engine)
-	for s in profile segmentation promotion ledger fraud notification gateway; do \
+service: $(VENV)/.synced  ## add a service: make service NAME=giftcards [DESCRIPTION="what it does"]
+	@test -n "$(NAME)" || { echo "usage: make service NAME=<name> [DESCRIPTION=\"what it does\"]"; exit 2; }
+	$(PY) -m loyalty_devstack new-service "$(NAME)" --description "$(DESCRIPTION)"
+	$(UV) lock
+	$(UV) sync --frozen --all-packages --python $(PYTHON)
+	@touch $(VENV)/.synced
+
+images: $(VENV)/.synced  ## build one image per service of the catalogue (needs a Docker engine)
+	set -e; for s in $$($(PY) -m loyalty_devstack services); do \
 		docker build -f docker/Dockerfile --build-arg SERVICE=$$s -t loyalty-$$s:dev . ; done
 
 chart: setup  ## lint and render the Helm chart (with the CI values: the chart needs database and Redis URLs)

@@ -6,22 +6,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loyalty_runtime.catalogue import SERVICES as CATALOGUE, ServiceEntry
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "loyalty"
 TEST_VALUES = CHART / "ci" / "test-values.yaml"
 RELEASE = "loyalty"
 NAMESPACE = "shop"
 
-# The platform's services and their ports (DESIGN.md): grpc, metrics, and http for the gateway.
-PORTS: dict[str, dict[str, int]] = {
-    "gateway": {"grpc": 50051, "http": 8080, "metrics": 9451},
-    "profile": {"grpc": 50052, "metrics": 9452},
-    "segmentation": {"grpc": 50053, "metrics": 9453},
-    "promotion": {"grpc": 50054, "metrics": 9454},
-    "ledger": {"grpc": 50055, "metrics": 9455},
-    "fraud": {"grpc": 50056, "metrics": 9456},
-    "notification": {"grpc": 50057, "metrics": 9457},
-}
+
+def catalogue_ports(entry: ServiceEntry) -> dict[str, int]:
+    """A catalogue entry's ports as the chart names them: grpc, metrics, and http where it has one."""
+    ports = {"grpc": entry.grpc_port, "metrics": entry.metrics_port}
+    return ports | ({"http": entry.http_port} if entry.http_port else {})
+
+
+# The services and their ports come from the one catalogue; the chart must agree with it.
+PORTS: dict[str, dict[str, int]] = {entry.name: catalogue_ports(entry) for entry in CATALOGUE}
 SERVICES = sorted(PORTS)
 
 Manifest = dict[str, Any]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from loyalty_runtime.server import LIVENESS
 from tests.deploy.chart import (
     CHART,
     NAMESPACE,
@@ -106,6 +107,10 @@ def test_ports_and_grpc_probes(manifests: Rendered, name: str):
         } == {"grpc"}, f"{probe} must be a native grpc probe"
         port = c[probe]["grpc"]["port"]
         assert isinstance(port, int) and port == PORTS[name]["grpc"]
+    # liveness must survive a database outage and a drain; startup and readiness must not
+    assert c["livenessProbe"]["grpc"]["service"] == LIVENESS
+    assert c["readinessProbe"]["grpc"]["service"] == ""
+    assert c["startupProbe"]["grpc"]["service"] == ""
 
     service_ports = {p["name"]: p["port"] for p in manifests.get("Service", full(name))["spec"]["ports"]}
     assert service_ports == PORTS[name]
@@ -366,6 +371,59 @@ def test_existing_secrets_are_referenced_not_copied(render):
         "ledger-pg",
         "url",
     )
+
+
+def test_migration_jobs_log_in_as_the_owner_and_grant_the_service_role(manifests: Rendered, render):
+    # by default one login does both, and nothing is granted
+    job_env = env_of(manifests.get("Job", full("ledger-migrate")))
+    assert secret_ref(job_env, "LEDGER_DATABASE_URL") == (full("migrate"), "database-url")
+    assert "LEDGER_DATABASE_SERVICE_ROLE" not in job_env
+    m = render(
+        "database.migrationUrl=postgresql+asyncpg://owner:secret@db:5432/loyalty",
+        "database.serviceRole=loyalty_app",
+    )
+    hook_secret = m.get("Secret", full("migrate"))["data"]
+    assert set(hook_secret) == {"migration-database-url"}
+    assert "migration-database-url" not in m.get("Secret", RELEASE)["data"], "services never see it"
+    for name in SERVICES:
+        prefix = name.upper()
+        job_env = env_of(m.get("Job", full(f"{name}-migrate")))
+        assert secret_ref(job_env, f"{prefix}_DATABASE_URL") == (full("migrate"), "migration-database-url")
+        assert job_env[f"{prefix}_DATABASE_SERVICE_ROLE"] == "loyalty_app"
+        env = env_of(m.get("Deployment", full(name)))
+        assert secret_ref(env, f"{prefix}_DATABASE_URL") == (RELEASE, "database-url")
+        assert f"{prefix}_DATABASE_SERVICE_ROLE" not in env
+
+
+def test_migration_url_from_an_existing_secret_and_per_service(render):
+    m = render(
+        values={
+            "database": {"migrationExistingSecret": "pg-owner", "serviceRole": "loyalty_app"},
+            "services": {
+                "ledger": {"database": {"url": "postgresql+asyncpg://ledger@ledger-db/ledger"}},
+                "fraud": {"database": {"migrationUrl": "postgresql+asyncpg://fraud-owner@db/loyalty"}},
+            },
+        }
+    )
+    profile = env_of(m.get("Job", full("profile-migrate")))
+    assert secret_ref(profile, "PROFILE_DATABASE_URL") == ("pg-owner", "migration-database-url")
+    assert profile["PROFILE_DATABASE_SERVICE_ROLE"] == "loyalty_app"
+    # a service with a database of its own never gets the global owner's login or role
+    ledger = env_of(m.get("Job", full("ledger-migrate")))
+    assert secret_ref(ledger, "LEDGER_DATABASE_URL") == (full("migrate"), "ledger-database-url")
+    assert "LEDGER_DATABASE_SERVICE_ROLE" not in ledger
+    fraud = env_of(m.get("Job", full("fraud-migrate")))
+    assert secret_ref(fraud, "FRAUD_DATABASE_URL") == (full("migrate"), "fraud-migration-database-url")
+    assert set(m.get("Secret", full("migrate"))["data"]) == {
+        "ledger-database-url",
+        "fraud-migration-database-url",
+    }
+
+
+def test_service_role_must_be_a_role_name(helm_template):
+    result = helm_template("database.serviceRole=app; DROP TABLE x")
+    assert result.returncode != 0
+    assert "serviceRole" in result.stderr
 
 
 def test_missing_database_fails_with_a_clear_message(helm_template):

@@ -143,7 +143,46 @@ Order: the service's own existingSecret, its own url, the global existingSecret,
 {{- end }}
 
 {{/*
-Inline database URLs of all enabled services with a database, as Secret data lines.
+Where a service's migration Job gets its DATABASE_URL, the owner's login that may change the schema,
+as JSON like loyalty.databaseRef. Order: the service's own migrationExistingSecret, its own
+migrationUrl; for a service with a database of its own, that database's URL; else the global
+migrationExistingSecret, the global migrationUrl; last the service's own URL (one role for both).
+*/}}
+{{- define "loyalty.migrationDatabaseRef" -}}
+{{- $db := .settings.database }}
+{{- $g := .root.Values.database }}
+{{- if $db.migrationExistingSecret }}
+{{- toJson (dict "name" $db.migrationExistingSecret "key" ($db.migrationExistingSecretKey | default $g.migrationExistingSecretKey) "inline" false) }}
+{{- else if $db.migrationUrl }}
+{{- toJson (dict "key" (printf "%s-migration-database-url" .name) "inline" true "value" $db.migrationUrl) }}
+{{- else if or $db.existingSecret $db.url }}
+{{- include "loyalty.databaseRef" . }}
+{{- else if $g.migrationExistingSecret }}
+{{- toJson (dict "name" $g.migrationExistingSecret "key" $g.migrationExistingSecretKey "inline" false) }}
+{{- else if $g.migrationUrl }}
+{{- toJson (dict "key" "migration-database-url" "inline" true "value" $g.migrationUrl) }}
+{{- else }}
+{{- include "loyalty.databaseRef" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The role the service connects as, which its migration Job grants what a running service needs
+(append-only tables: SELECT and INSERT only); "" grants nothing. A service with a database of its
+own takes only its own serviceRole, as with the URLs.
+*/}}
+{{- define "loyalty.serviceRole" -}}
+{{- $db := .settings.database }}
+{{- if or $db.serviceRole $db.existingSecret $db.url }}
+{{- $db.serviceRole }}
+{{- else }}
+{{- .root.Values.database.serviceRole }}
+{{- end }}
+{{- end }}
+
+{{/*
+Inline database URLs of all enabled services with a database, as Secret data lines: the services'
+URLs for the release's Secret, or (migrationsOnly) the migration Jobs' URLs for the hook's Secret.
 (dict "root" $ "migrationsOnly" bool)
 */}}
 {{- define "loyalty.databaseSecretData" -}}
@@ -152,7 +191,7 @@ Inline database URLs of all enabled services with a database, as Secret data lin
 {{- range $name := (include "loyalty.enabledServices" $root | fromJson).names }}
 {{- $s := include "loyalty.settings" (dict "root" $root "name" $name) | fromJson }}
 {{- if and $s.database.enabled (or (not $.migrationsOnly) $s.migration.enabled) }}
-{{- $ref := include "loyalty.databaseRef" (dict "root" $root "name" $name "settings" $s) | fromJson }}
+{{- $ref := include (ternary "loyalty.migrationDatabaseRef" "loyalty.databaseRef" $.migrationsOnly) (dict "root" $root "name" $name "settings" $s) | fromJson }}
 {{- if $ref.inline }}{{ $_ := set $data $ref.key $ref.value }}{{ end }}
 {{- end }}
 {{- end }}
@@ -172,8 +211,9 @@ Inline database URLs of all enabled services with a database, as Secret data lin
 
 {{/*
 Environment of a service's container: (dict "root" $ "name" $name "settings" $s "migration" bool).
-The migration Job gets the same plain settings but only DATABASE_URL among the secrets, read from
-the hook Secret (the release's own Secret does not exist yet before the first install).
+The migration Job gets the same plain settings but only DATABASE_URL among the secrets: the owner's
+(loyalty.migrationDatabaseRef), read from the hook Secret (the release's own Secret does not exist yet
+before the first install), and DATABASE_SERVICE_ROLE, the role to grant the service's rights to.
 */}}
 {{- define "loyalty.env" -}}
 {{- $root := .root }}
@@ -201,9 +241,14 @@ the hook Secret (the release's own Secret does not exist yet before the first in
 - name: {{ $p }}_MAX_CONNECTION_AGE_SECONDS
   value: {{ $s.maxConnectionAgeSeconds | quote }}
 {{- if $s.database.enabled }}
-{{- $ref := include "loyalty.databaseRef" . | fromJson }}
-{{- $holder := ternary (include "loyalty.migrateName" $root) $secret (.migration | default false) }}
+{{- $migration := .migration | default false }}
+{{- $ref := include (ternary "loyalty.migrationDatabaseRef" "loyalty.databaseRef" $migration) . | fromJson }}
+{{- $holder := ternary (include "loyalty.migrateName" $root) $secret $migration }}
 {{ include "loyalty.secretEnv" (dict "env" (printf "%s_DATABASE_URL" $p) "secret" ($ref.name | default $holder) "key" $ref.key) }}
+{{- with (and $migration (include "loyalty.serviceRole" .)) }}
+- name: {{ $p }}_DATABASE_SERVICE_ROLE
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- if not .migration }}
 {{- $r := $root.Values.redis }}
@@ -318,11 +363,17 @@ containers:
       - name: metrics
         containerPort: {{ int $s.ports.metrics }}
         protocol: TCP
-    {{- /* native gRPC probes on the numeric port: grpc.health.v1 of the whole server */}}
+    {{- /*
+    Native gRPC probes on the numeric port. Liveness asks the health service "liveness", SERVING
+    while the process runs: a database outage or a drain must not get the pod restarted. Startup and
+    readiness ask "" (the whole server): NOT_SERVING until PostgreSQL answers, while it does not, and
+    from the first moment of a shutdown.
+    */}}
     {{- range $kind, $probe := dict "startupProbe" $s.probes.startup "readinessProbe" $s.probes.readiness "livenessProbe" $s.probes.liveness }}
     {{ $kind }}:
       grpc:
         port: {{ int $s.ports.grpc }}
+        service: {{ ternary "liveness" "" (eq $kind "livenessProbe") | quote }}
       {{- toYaml $probe | nindent 6 }}
     {{- end }}
     {{- end }}

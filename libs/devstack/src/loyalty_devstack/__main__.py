@@ -1,33 +1,18 @@
-"""`python -m loyalty_devstack run | migration SERVICE MESSAGE | bench [SCRIPT ...]`."""
+"""`python -m loyalty_devstack run | services | new-service NAME | migration SERVICE MESSAGE | bench [SCRIPT ...]`."""
 
 import argparse
 import asyncio
-import importlib
 import os
 import sys
-import uuid
 from pathlib import Path
 
 from loyalty_devstack.infra import create_database, drop_database, ensure_infra, plain_url
-from loyalty_runtime.migrations import autogenerate_revision
+from loyalty_devstack.revisions import new_migration
+from loyalty_devstack.scaffold import new_service
+from loyalty_runtime.catalogue import PORTS, SERVICES
 
 DATA_DIR = Path(".data")
 BENCH_DATABASE = "loyalty_bench"
-
-
-async def new_migration(service: str, message: str) -> None:
-    """Autogenerate a revision for `service` against a scratch database."""
-    definition = importlib.import_module(f"loyalty_{service}.service").DEFINITION
-    infra = ensure_infra(DATA_DIR / "dev")
-    scratch = f"loyalty_scratch_{uuid.uuid4().hex[:8]}"
-    await create_database(infra, scratch)
-    try:
-        await autogenerate_revision(
-            infra.database_url(scratch), definition.migrations, definition.schema, message
-        )
-    finally:
-        await drop_database(infra, scratch)
-        infra.stop()
 
 
 async def run_benchmarks(scripts: list[str]) -> None:
@@ -50,18 +35,34 @@ async def run_benchmarks(scripts: list[str]) -> None:
         infra.stop()
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loyalty-dev")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="start PostgreSQL, Redis and every service")
-    migration = commands.add_parser("migration", help="autogenerate a migration for one service")
-    migration.add_argument("service")
+    commands.add_parser("services", help="print the catalogue's service names")
+    new = commands.add_parser(
+        "new-service", help="scaffold a service (`make service NAME=...` also re-locks)"
+    )
+    new.add_argument("name")
+    new.add_argument("--description", default="", help="one line for the README's table")
+    new.add_argument("--root", type=Path, default=Path("."), help="the repository (default: here)")
+    migration = commands.add_parser("migration", help="autogenerate the next migration of one service")
+    migration.add_argument("service", choices=sorted(PORTS))
     migration.add_argument("message")
     bench = commands.add_parser("bench", help="run the benchmarks under bench/ (all, or the scripts named)")
     bench.add_argument("scripts", nargs="*")
-    args = parser.parse_args()
-    if args.command == "migration":
-        asyncio.run(new_migration(args.service, args.message))
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
+    if args.command == "services":
+        print(*(entry.name for entry in SERVICES))
+    elif args.command == "new-service":
+        for path in new_service(args.root, args.name, args.description):
+            print(f"wrote {path}")
+    elif args.command == "migration":
+        print(f"wrote {asyncio.run(new_migration(args.service, args.message, DATA_DIR / 'dev'))}")
     elif args.command == "bench":
         asyncio.run(
             run_benchmarks(args.scripts or sorted(str(p) for p in Path("bench").glob("*/bench_*.py")))

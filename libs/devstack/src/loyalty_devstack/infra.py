@@ -42,6 +42,13 @@ def plain_url(url: str, database: str) -> str:
     return asyncpg_url(url, database).replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
+def with_user(url: str, user: str, password: str) -> str:
+    """The same server and database as `url`, logging in as `user`."""
+    scheme, _, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    return f"{scheme}://{user}:{password}@{authority.rpartition('@')[2]}{slash}{tail}"
+
+
 @dataclass
 class Infra:
     """Where PostgreSQL (a server URL; pick the database with `database_url`) and Redis are."""

@@ -1,5 +1,9 @@
-"""`make run`: PostgreSQL and Redis (found or started), migrations, all seven services on their
-local ports, a demo tenant, and a clean stop on Ctrl-C that leaves no process behind."""
+"""`make run`: PostgreSQL and Redis (found or started), migrations, every service of the catalogue on
+its local port, a demo tenant, and a clean stop on Ctrl-C that leaves no process behind.
+
+As in production, two database roles: migrations run as the PostgreSQL owner (the local superuser,
+or the user of a given DATABASE_URL) and grant the LOGIN role `loyalty_app` only what a running
+service needs (append-only tables: INSERT and SELECT); the services connect as `loyalty_app`."""
 
 import asyncio
 import contextlib
@@ -11,21 +15,30 @@ import sys
 import time
 from pathlib import Path
 
+import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from loyalty_devstack.catalogue import SERVICES, ServiceEntry
-from loyalty_devstack.infra import Infra, asyncpg_url, create_database, ensure_infra
+from loyalty_devstack.infra import Infra, asyncpg_url, create_database, ensure_infra, plain_url, with_user
 from loyalty_devstack.seed import DEMO_TENANT, seed_demo
+from loyalty_runtime.catalogue import PORTS, SERVICES, ServiceEntry
 from loyalty_runtime.migrations import migrate
 
 INTERNAL_TOKEN = "dev-internal-token"
 DATABASE = "loyalty"
+# The services' role. Its password only matters where PostgreSQL asks for one (not with trust auth).
+SERVICE_ROLE = "loyalty_app"
+SERVICE_PASSWORD = "loyalty-app-dev"
 READY_TIMEOUT_SECONDS = 60
+
+
+def internal_token() -> str:
+    return os.environ.get("INTERNAL_TOKEN", INTERNAL_TOKEN)
 
 
 def service_environment(infra: Infra, database_url: str) -> dict[str, str]:
     env = dict(os.environ)
+    token = internal_token()
     for service in SERVICES:
         prefix = service.env_prefix
         env |= {
@@ -33,19 +46,35 @@ def service_environment(infra: Infra, database_url: str) -> dict[str, str]:
             f"{prefix}REDIS_URL": infra.redis_url,
             f"{prefix}GRPC_PORT": str(service.grpc_port),
             f"{prefix}METRICS_PORT": str(service.metrics_port),
-            f"{prefix}INTERNAL_TOKEN": env.get("INTERNAL_TOKEN", INTERNAL_TOKEN),
+            f"{prefix}INTERNAL_TOKEN": token,
         }
         for other in SERVICES:
             env.setdefault(f"{prefix}{other.name.upper()}_TARGET", f"dns:///127.0.0.1:{other.grpc_port}")
     return env
 
 
-async def migrate_all(database_url: str) -> None:
+async def service_login(owner_url: str, database: str) -> tuple[str, str]:
+    """The URL the services connect with and its role: `loyalty_app` (created if missing), or the
+    owner's own URL and no role when the owner may not create roles (the services get its rights)."""
+    connection = await asyncpg.connect(plain_url(owner_url, database))
+    try:
+        if not await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", SERVICE_ROLE):
+            await connection.execute(f"CREATE ROLE {SERVICE_ROLE} LOGIN PASSWORD '{SERVICE_PASSWORD}'")
+        await connection.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {SERVICE_ROLE}')
+    except asyncpg.InsufficientPrivilegeError:
+        print(f"cannot create the role {SERVICE_ROLE} here: the services run as the owner", flush=True)
+        return owner_url, ""
+    finally:
+        await connection.close()
+    return with_user(owner_url, SERVICE_ROLE, SERVICE_PASSWORD), SERVICE_ROLE
+
+
+async def migrate_all(owner_url: str, service_role: str) -> None:
     """In one process: each service's `migrate` command would pay the interpreter start-up again."""
     for service in SERVICES:
-        definition = importlib.import_module(f"loyalty_{service.name}.service").DEFINITION
+        definition = importlib.import_module(f"{service.package}.service").DEFINITION
         if definition.migrations and definition.schema:
-            await migrate(database_url, definition.migrations, definition.schema)
+            await migrate(owner_url, definition.migrations, definition.schema, service_role=service_role)
 
 
 def start_all(env: dict[str, str], logs: Path) -> dict[str, subprocess.Popen]:
@@ -54,7 +83,7 @@ def start_all(env: dict[str, str], logs: Path) -> dict[str, subprocess.Popen]:
     for service in SERVICES:
         log_file = (logs / f"{service.name}.log").open("ab")
         processes[service.name] = subprocess.Popen(
-            [sys.executable, "-m", f"loyalty_{service.name}", "serve"],
+            [sys.executable, "-m", service.package, "serve"],
             env=env,
             stdout=log_file,
             stderr=log_file,
@@ -100,35 +129,40 @@ def stop_all(processes: dict[str, subprocess.Popen], grace: float = 10.0) -> Non
             process.wait()
 
 
+# The same commands as the README's "Try it by hand" (a bash array keeps each header one argument).
 BANNER = """
 all services SERVING  (logs: {logs})
 
   service        gRPC    metrics
 {table}
 
-Demo tenant "{tenant}"; internal calls carry the token "{token}". Try:
+Demo tenant "{tenant}"; internal calls carry the token "{token}"; the services connect to
+PostgreSQL as "{role}". Try (bash):
 
-  grpcurl -plaintext localhost:50052 list
-  grpcurl -plaintext -H 'authorization: Bearer {token}' -H 'x-loyalty-tenant: {tenant}' \\
-    -d '{{"identifier": {{"type": "IDENTIFIER_TYPE_EMAIL", "value": "ada@example.com"}}}}' \\
-    localhost:50052 loyalty.profile.v1.ProfileService/LookupCustomer
-  grpcurl -plaintext -H 'authorization: Bearer {token}' -H 'x-loyalty-tenant: {tenant}' \\
-    -d '{{"account_id": "{account}"}}' localhost:50055 loyalty.ledger.v1.LedgerService/GetAccount
+  grpcurl -plaintext localhost:{profile} list
+  H=(-H 'authorization: Bearer {token}' -H 'x-loyalty-tenant: {tenant}')
+  grpcurl -plaintext "${{H[@]}}" -d '{{"identifier": {{"type": "IDENTIFIER_TYPE_EMAIL", "value": "ada@example.com"}}}}' \\
+    localhost:{profile} loyalty.profile.v1.ProfileService/LookupCustomer
+  grpcurl -plaintext "${{H[@]}}" -d '{{"account_id": "{account}"}}' \\
+    localhost:{ledger} loyalty.ledger.v1.LedgerService/GetAccount
 
 Ctrl-C stops everything.
 """
 
 
-def run(data_dir: Path) -> None:
-    given_database = os.environ.get("DATABASE_URL")
-    infra = ensure_infra(data_dir, redis_url=os.environ.get("REDIS_URL"))
-    if given_database:
-        database_url = asyncpg_url(given_database, given_database.rsplit("/", 1)[-1].split("?")[0])
-    else:
+def owner_database(infra: Infra) -> tuple[str, str]:
+    """The database the services use and its owner's URL: DATABASE_URL's, or `loyalty` on `infra`."""
+    given = os.environ.get("DATABASE_URL")
+    if not given:
         asyncio.run(create_database(infra, DATABASE, exist_ok=True))
-        database_url = infra.database_url(DATABASE)
-    env = service_environment(infra, database_url)
-    token = env["PROFILE_INTERNAL_TOKEN"]
+        return infra.database_url(DATABASE), DATABASE
+    name = given.rsplit("/", 1)[-1].split("?")[0]
+    return asyncpg_url(given, name), name
+
+
+def run(data_dir: Path) -> None:
+    infra = ensure_infra(data_dir, redis_url=os.environ.get("REDIS_URL"))
+    owner_url, database = owner_database(infra)
     logs = data_dir / "logs"
     processes: dict[str, subprocess.Popen] = {}
     stop = asyncio.Event()
@@ -137,17 +171,27 @@ def run(data_dir: Path) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await migrate_all(database_url)
+        service_url, role = await service_login(owner_url, database)
+        await migrate_all(owner_url, role)
+        env = service_environment(infra, service_url)
         processes.update(start_all(env, logs))
         started = time.monotonic()
         await wait_until_serving(processes, logs)
-        ports = {s.name: s.grpc_port for s in SERVICES}
-        demo = await seed_demo(token, f"127.0.0.1:{ports['profile']}", f"127.0.0.1:{ports['ledger']}")
+        token = internal_token()
+        profile, ledger = PORTS["profile"].grpc_port, PORTS["ledger"].grpc_port
+        demo = await seed_demo(token)
         table = "\n".join(f"  {s.name:<14} {s.grpc_port:<7} {s.metrics_port}" for s in SERVICES)
-        print(
-            BANNER.format(logs=logs, table=table, tenant=DEMO_TENANT, token=token, account=demo.account_id),
-            flush=True,
+        banner = BANNER.format(
+            logs=logs,
+            table=table,
+            tenant=DEMO_TENANT,
+            token=token,
+            role=role or "the owner",
+            account=demo.account_id,
+            profile=profile,
+            ledger=ledger,
         )
+        print(banner, flush=True)
         print(f"(ready in {time.monotonic() - started:.1f}s)", flush=True)
         await stop.wait()
 

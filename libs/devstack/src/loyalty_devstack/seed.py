@@ -9,6 +9,7 @@ import grpc
 from loyalty.common.v1 import customer_pb2
 from loyalty.ledger.v1 import ledger_pb2, ledger_service_pb2 as ledger_api, ledger_service_pb2_grpc
 from loyalty.profile.v1 import profile_pb2, profile_service_pb2 as profile_api, profile_service_pb2_grpc
+from loyalty_runtime.catalogue import PORTS
 
 DEMO_TENANT = "demo"
 
@@ -20,7 +21,16 @@ class DemoData:
     account_id: str
 
 
-async def seed_demo(internal_token: str, profile_target: str, ledger_target: str) -> DemoData:
+def local_target(service: str) -> str:
+    """Where `make run` starts `service`: its catalogue port on this machine."""
+    return f"127.0.0.1:{PORTS[service].grpc_port}"
+
+
+async def seed_demo(
+    internal_token: str,
+    profile_target: str = local_target("profile"),
+    ledger_target: str = local_target("ledger"),
+) -> DemoData:
     metadata = (("authorization", f"Bearer {internal_token}"), ("x-loyalty-tenant", DEMO_TENANT))
     async with grpc.aio.insecure_channel(profile_target) as channel:
         profile = profile_service_pb2_grpc.ProfileServiceStub(channel)

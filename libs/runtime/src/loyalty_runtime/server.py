@@ -135,6 +135,7 @@ class ServiceServer:
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._stopping = asyncio.Event()
+        self._draining = False
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
@@ -189,6 +190,7 @@ class ServiceServer:
         return server
 
     async def _set_readiness(self, serving: bool) -> None:
+        serving = serving and not self._draining
         status = (
             health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         )
@@ -243,7 +245,9 @@ class ServiceServer:
 
     async def stop(self, grace: float | None = None, *, drain: float | None = None) -> None:
         """NOT_SERVING, then refuse new calls and let those in flight finish within the grace period."""
-        await self.health.enter_graceful_shutdown()
+        # Not the health servicer's enter_graceful_shutdown(): that would fail liveness too.
+        self._draining = True
+        await self._set_readiness(False)
         await asyncio.sleep(self.settings.drain_delay_seconds if drain is None else drain)
         self._stopping.set()
         if self._server is not None:

@@ -1,9 +1,9 @@
-from loyalty_fraud.service import DEFINITION, FraudSettings
+from loyalty_fraud.service import DEFINITION
 from loyalty_runtime.cli import run_service_cli
 
 
 def main() -> None:
-    run_service_cli(DEFINITION, FraudSettings)
+    run_service_cli(DEFINITION)
 
 
 if __name__ == "__main__":

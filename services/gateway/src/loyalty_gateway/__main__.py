@@ -1,9 +1,9 @@
-from loyalty_gateway.service import DEFINITION, GatewaySettings
+from loyalty_gateway.service import DEFINITION
 from loyalty_runtime.cli import run_service_cli
 
 
 def main() -> None:
-    run_service_cli(DEFINITION, GatewaySettings)
+    run_service_cli(DEFINITION)
 
 
 if __name__ == "__main__":

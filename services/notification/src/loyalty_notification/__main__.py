@@ -1,9 +1,9 @@
-from loyalty_notification.service import DEFINITION, NotificationSettings
+from loyalty_notification.service import DEFINITION
 from loyalty_runtime.cli import run_service_cli
 
 
 def main() -> None:
-    run_service_cli(DEFINITION, NotificationSettings)
+    run_service_cli(DEFINITION)
 
 
 if __name__ == "__main__":

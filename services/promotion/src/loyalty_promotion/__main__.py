@@ -1,9 +1,9 @@
-from loyalty_promotion.service import DEFINITION, PromotionSettings
+from loyalty_promotion.service import DEFINITION
 from loyalty_runtime.cli import run_service_cli
 
 
 def main() -> None:
-    run_service_cli(DEFINITION, PromotionSettings)
+    run_service_cli(DEFINITION)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 from loyalty_runtime.cli import run_service_cli
-from loyalty_segmentation.service import DEFINITION, SegmentationSettings
+from loyalty_segmentation.service import DEFINITION
 
 
 def main() -> None:
-    run_service_cli(DEFINITION, SegmentationSettings)
+    run_service_cli(DEFINITION)
 
 
 if __name__ == "__main__":
