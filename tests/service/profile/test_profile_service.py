@@ -1,40 +1,31 @@
-"""ProfileService over a real channel, real PostgreSQL and Redis."""
+"""ProfileService over a real channel, real PostgreSQL and Redis: what it does when asked right."""
 
 import asyncio
-import json
+import time
 import uuid
 
 import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
-from redis.asyncio import Redis
-from sqlalchemy import text
 
 from loyalty.common.v1 import customer_pb2, date_pb2
-from loyalty.profile.v1 import profile_pb2, profile_service_pb2 as api
+from loyalty.profile.v1 import events_pb2, profile_pb2, profile_service_pb2 as api
+from loyalty_profile.service import DEFINITION
+from loyalty_runtime.context import CallContext, bind_call, unbind_call
+from loyalty_runtime.errors import InvalidArgument
 from tests.conftest import rpc_failure
-
-EMAIL = customer_pb2.IDENTIFIER_TYPE_EMAIL
-PHONE = customer_pb2.IDENTIFIER_TYPE_PHONE
-CARD = customer_pb2.IDENTIFIER_TYPE_LOYALTY_CARD
-
-
-def key() -> str:
-    return uuid.uuid4().hex
-
-
-def ident(kind, value, namespace=""):
-    return customer_pb2.Identifier(type=kind, value=value, namespace=namespace)
-
-
-async def enrol(stub, tenant, *identifiers, **fields):
-    request = api.EnrolCustomerRequest(idempotency_key=key(), identifiers=list(identifiers), **fields)
-    return (await stub.EnrolCustomer(request, metadata=tenant)).customer
-
-
-async def count_rows(profile, table: str) -> int:
-    async with profile.server.resources.database.transaction() as session:
-        return (await session.execute(text(f"SELECT count(*) FROM profile.{table}"))).scalar_one()
+from tests.service.profile.conftest import (
+    CARD,
+    EMAIL,
+    PHONE,
+    count_rows,
+    enrol,
+    ident,
+    key,
+    published_events,
+    tenant_of,
+    wait_for_event,
+)
 
 
 async def test_enrol_normalises_identifiers_and_lookup_finds_by_any(stub, tenant):
@@ -50,7 +41,7 @@ async def test_enrol_normalises_identifiers_and_lookup_finds_by_any(stub, tenant
     assert got.customer.given_name == "Anna"
 
 
-async def test_enrol_replays_the_same_key_and_refuses_a_different_request(stub, tenant, profile):
+async def test_enrol_replays_the_same_key_and_refuses_a_different_request(stub, tenant):
     request = api.EnrolCustomerRequest(idempotency_key=key(), identifiers=[ident(CARD, "CARD0001")])
     first = await stub.EnrolCustomer(request, metadata=tenant)
     again = await stub.EnrolCustomer(request, metadata=tenant)
@@ -62,10 +53,11 @@ async def test_enrol_replays_the_same_key_and_refuses_a_different_request(stub, 
     assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "IDEMPOTENCY_KEY_REUSED")
 
 
-async def test_concurrent_retries_with_one_key_enrol_once(stub, tenant, profile):
+async def test_concurrent_retries_with_one_key_enrol_once(stub, tenant, db):
     request = api.EnrolCustomerRequest(idempotency_key=key(), identifiers=[ident(CARD, "RACE0001")])
     answers = await asyncio.gather(*(stub.EnrolCustomer(request, metadata=tenant) for _ in range(8)))
     assert len({a.customer.customer_id for a in answers}) == 1
+    assert await count_rows(db, "customers", tenant_of(tenant)) == 1
 
 
 @pytest.mark.parametrize(
@@ -87,9 +79,9 @@ async def test_concurrent_retries_with_one_key_enrol_once(stub, tenant, profile)
     ],
 )
 async def test_bad_identifiers_are_refused_with_the_field_and_change_nothing(
-    stub, tenant, profile, identifier, code, reason, field
+    stub, tenant, db, identifier, code, reason, field
 ):
-    before = await count_rows(profile, "customers")
+    before = await count_rows(db, "customers")
     failure = await rpc_failure(
         stub.EnrolCustomer(
             api.EnrolCustomerRequest(idempotency_key=key(), identifiers=[identifier]), metadata=tenant
@@ -97,12 +89,12 @@ async def test_bad_identifiers_are_refused_with_the_field_and_change_nothing(
     )
     assert (failure.code, failure.reason, failure.fields) == (code, reason, [field])
     assert "Traceback" not in failure.message
-    assert await count_rows(profile, "customers") == before
+    assert await count_rows(db, "customers") == before
 
 
-async def test_duplicate_identifier_is_already_exists_and_writes_nothing(stub, tenant, profile):
+async def test_duplicate_identifier_is_already_exists_and_writes_nothing(stub, tenant, db):
     await enrol(stub, tenant, ident(EMAIL, "dup@example.com"))
-    before = await count_rows(profile, "customers")
+    before = await count_rows(db, "customers")
     failure = await rpc_failure(
         stub.EnrolCustomer(
             api.EnrolCustomerRequest(
@@ -116,7 +108,7 @@ async def test_duplicate_identifier_is_already_exists_and_writes_nothing(stub, t
         "IDENTIFIER_TAKEN",
         ["identifiers[1]"],
     )
-    assert await count_rows(profile, "customers") == before
+    assert await count_rows(db, "customers") == before
     lookup = stub.LookupCustomer(
         api.LookupCustomerRequest(identifier=ident(CARD, "NEWCARD1")), metadata=tenant
     )
@@ -176,7 +168,7 @@ async def test_attribute_schema_grows_at_run_time(stub, tenant):
     assert (unknown.code, unknown.reason, unknown.fields) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "UNKNOWN_ATTRIBUTE",
-        ["attributes[diet]"],
+        ["customer.attributes[diet]"],
     )
     definition = profile_pb2.AttributeDefinition(
         name="diet", type=profile_pb2.ATTRIBUTE_TYPE_ENUM, enum_values=["vegan", "vegetarian", "any"]
@@ -195,7 +187,7 @@ async def test_attribute_schema_grows_at_run_time(stub, tenant):
         update_mask=FieldMask(paths=["attributes.diet"]),
     )
     mismatch = await rpc_failure(stub.UpdateCustomer(wrong_type, metadata=tenant))
-    assert (mismatch.reason, mismatch.fields) == ("ATTRIBUTE_TYPE_MISMATCH", ["attributes[diet]"])
+    assert (mismatch.reason, mismatch.fields) == ("ATTRIBUTE_TYPE_MISMATCH", ["customer.attributes[diet]"])
     listed = await stub.ListAttributeDefinitions(api.ListAttributeDefinitionsRequest(), metadata=tenant)
     assert [d.name for d in listed.definitions] == ["diet"]
 
@@ -250,7 +242,7 @@ async def test_consent_is_reported_to_callers(stub, tenant):
     assert answer.consent.source == "app"
 
 
-async def test_merge_moves_identifiers_and_old_lookups_find_the_survivor(stub, tenant, profile, redis_url):
+async def test_merge_moves_identifiers_and_old_lookups_find_the_survivor(stub, tenant, redis_url):
     survivor = await enrol(stub, tenant, ident(EMAIL, "merge-a@example.com"), given_name="Anna")
     duplicate = await enrol(
         stub,
@@ -291,25 +283,10 @@ async def test_merge_moves_identifiers_and_old_lookups_find_the_survivor(stub, t
         api.ExportCustomerDataRequest(customer_id=survivor.customer_id), metadata=tenant
     )
     assert list(exported.merged_customer_ids) == [duplicate.customer_id]
-    event = await wait_for_event(redis_url, "customer.merged", survivor.customer_id)
-    assert event["payload"] == {
-        "customer_id": survivor.customer_id,
-        "merged_customer_id": duplicate.customer_id,
-    }
-
-
-async def wait_for_event(redis_url: str, event_type: str, event_key: str) -> dict:
-    """The relay publishes the outbox to Redis Streams; wait until the event shows up."""
-    redis = Redis.from_url(redis_url, decode_responses=True)
-    try:
-        for _ in range(100):
-            for _, fields in await redis.xrange("profile.events"):
-                if fields["type"] == event_type and fields["key"] == event_key:
-                    return {**fields, "payload": json.loads(fields["payload"])}
-            await asyncio.sleep(0.05)
-    finally:
-        await redis.aclose()
-    raise AssertionError(f"{event_type} for {event_key} was not published")
+    event = await wait_for_event(redis_url, tenant_of(tenant), "customer.merged", survivor.customer_id)
+    assert event == events_pb2.CustomerMerged(
+        survivor_customer_id=survivor.customer_id, merged_customer_id=duplicate.customer_id
+    )
 
 
 async def test_erasure_pseudonymises_and_keeps_the_id(stub, tenant, redis_url):
@@ -339,8 +316,8 @@ async def test_erasure_pseudonymises_and_keeps_the_id(stub, tenant, redis_url):
         api.ExportCustomerDataRequest(customer_id=customer.customer_id), metadata=tenant
     )
     assert "Erika" not in str(exported) and "erase-me" not in str(exported)
-    event = await wait_for_event(redis_url, "customer.erased", customer.customer_id)
-    assert "Erika" not in json.dumps(event)
+    event = await wait_for_event(redis_url, tenant_of(tenant), "customer.erased", customer.customer_id)
+    assert event == events_pb2.CustomerErased(customer_id=customer.customer_id)
     # The identifiers are free again for a new enrolment.
     await enrol(stub, tenant, ident(EMAIL, "erase-me@example.com"))
 
@@ -370,3 +347,118 @@ async def test_update_mask_is_required_and_validated(stub, tenant):
     )
     failure = await rpc_failure(stub.UpdateCustomer(request, metadata=tenant))
     assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["update_mask"])
+
+
+async def test_each_change_publishes_its_event_with_ids_only(stub, tenant, redis_url):
+    definition = profile_pb2.AttributeDefinition(name="diet", type=profile_pb2.ATTRIBUTE_TYPE_STRING)
+    await stub.DefineAttribute(
+        api.DefineAttributeRequest(idempotency_key=key(), definition=definition), metadata=tenant
+    )
+    customer = await enrol(stub, tenant, ident(CARD, "EVENTS01"), given_name="Eve")
+    duplicate = await enrol(stub, tenant, ident(CARD, "EVENTS02"))
+    customer_id = customer.customer_id
+    await stub.UpdateCustomer(
+        api.UpdateCustomerRequest(
+            idempotency_key=key(),
+            customer=profile_pb2.Customer(
+                customer_id=customer_id,
+                given_name="Eva",
+                attributes={"diet": profile_pb2.AttributeValue(string_value="x")},
+            ),
+            update_mask=FieldMask(paths=["given_name", "attributes.diet"]),
+        ),
+        metadata=tenant,
+    )
+    await stub.AddIdentifier(
+        api.AddIdentifierRequest(
+            idempotency_key=key(), customer_id=customer_id, identifier=ident(EMAIL, "eve@example.com")
+        ),
+        metadata=tenant,
+    )
+    consent = profile_pb2.Consent(
+        channel=profile_pb2.CONSENT_CHANNEL_SMS, purpose=profile_pb2.CONSENT_PURPOSE_MARKETING, granted=True
+    )
+    await stub.SetConsents(
+        api.SetConsentsRequest(idempotency_key=key(), customer_id=customer_id, consents=[consent]),
+        metadata=tenant,
+    )
+    await stub.MergeCustomers(
+        api.MergeCustomersRequest(
+            idempotency_key=key(), survivor_customer_id=customer_id, merged_customer_id=duplicate.customer_id
+        ),
+        metadata=tenant,
+    )
+    await stub.EraseCustomer(
+        api.EraseCustomerRequest(idempotency_key=key(), customer_id=customer_id), metadata=tenant
+    )
+    await wait_for_event(redis_url, tenant_of(tenant), "customer.erased", customer_id)
+    assert await published_events(redis_url, tenant_of(tenant)) == [
+        ("customer.created", customer_id, events_pb2.CustomerCreated(customer_id=customer_id)),
+        (
+            "customer.created",
+            duplicate.customer_id,
+            events_pb2.CustomerCreated(customer_id=duplicate.customer_id),
+        ),
+        (
+            "customer.updated",
+            customer_id,
+            events_pb2.CustomerUpdated(customer_id=customer_id, fields=["attributes", "given_name"]),
+        ),
+        (
+            "customer.updated",
+            customer_id,
+            events_pb2.CustomerUpdated(customer_id=customer_id, fields=["identifiers"]),
+        ),
+        (
+            "customer.updated",
+            customer_id,
+            events_pb2.CustomerUpdated(customer_id=customer_id, fields=["consents"]),
+        ),
+        (
+            "customer.merged",
+            customer_id,
+            events_pb2.CustomerMerged(
+                survivor_customer_id=customer_id, merged_customer_id=duplicate.customer_id
+            ),
+        ),
+        ("customer.erased", customer_id, events_pb2.CustomerErased(customer_id=customer_id)),
+    ]
+
+
+async def test_the_gdpr_export_hook_gives_the_profile_and_what_remains_of_its_duplicates(
+    stub, tenant, profile
+):
+    survivor = await enrol(stub, tenant, ident(EMAIL, "export@example.com"), given_name="Export")
+    duplicate = await enrol(stub, tenant, ident(CARD, "EXPORT01"))
+    await stub.MergeCustomers(
+        api.MergeCustomersRequest(
+            idempotency_key=key(),
+            survivor_customer_id=survivor.customer_id,
+            merged_customer_id=duplicate.customer_id,
+        ),
+        metadata=tenant,
+    )
+    export = DEFINITION.customer_data.export
+    units = profile.server.resources.units
+
+    async def records_for(tenant_id: str, customer_id: str):
+        bound = bind_call(CallContext(tenant_id, "test", deadline=time.monotonic() + 5))
+        try:
+            async with units.read() as uow:
+                return await export(uow, customer_id)
+        finally:
+            unbind_call(bound)
+
+    records = await records_for(tenant_of(tenant), survivor.customer_id)
+    current = await stub.GetCustomer(
+        api.GetCustomerRequest(customer_id=survivor.customer_id), metadata=tenant
+    )
+    assert records[0] == current.customer
+    assert [(r.customer_id, r.status, r.given_name) for r in records[1:]] == [
+        (duplicate.customer_id, profile_pb2.CUSTOMER_STATUS_MERGED, "")
+    ]
+    assert await records_for(tenant_of(tenant), duplicate.customer_id) == records
+    assert await records_for(tenant_of(tenant), str(uuid.uuid4())) == []
+    assert await records_for("another-tenant", survivor.customer_id) == []
+    with pytest.raises(InvalidArgument):
+        await records_for(tenant_of(tenant), "not-a-uuid")

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 class CustomerData:
     """`export(uow, customer_id)` returns the service's records about the customer (protobuf
     messages); `erase(uow, customer_id)` forgets their personal data; `merge(uow, survivor_id,
-    merged_id)` moves a duplicate's data to the survivor."""
+    merged_id)` moves a duplicate's data to the survivor. The profile service, where erasure and
+    merges start, has neither."""
 
     export: Callable[..., Awaitable[Sequence[object]]]
-    erase: Callable[..., Awaitable[None]]
-    merge: Callable[..., Awaitable[None]]
+    erase: Callable[..., Awaitable[None]] | None = None
+    merge: Callable[..., Awaitable[None]] | None = None

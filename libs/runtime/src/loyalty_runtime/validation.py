@@ -30,7 +30,8 @@ from loyalty_runtime.errors import FieldViolation, InvalidArgument, Reason
 DEFAULT_MAX_LENGTH = 200
 DEFAULT_MAX_ITEMS = 100
 MAX_VIOLATIONS = 10
-CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Unicode's control characters (C0, DEL and C1) but tab, LF and CR.
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 PATH_SEGMENT = re.compile(r"[a-z][a-z0-9_]*")
 # 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z (google/protobuf/timestamp.proto).
 MIN_SECONDS, MAX_SECONDS = -62_135_596_800, 253_402_300_799

@@ -1,9 +1,9 @@
-from loyalty_profile.service import DEFINITION, ProfileSettings
+from loyalty_profile.service import DEFINITION
 from loyalty_runtime.cli import run_service_cli
 
 
 def main() -> None:
-    run_service_cli(DEFINITION, ProfileSettings)
+    run_service_cli(DEFINITION)
 
 
 if __name__ == "__main__":

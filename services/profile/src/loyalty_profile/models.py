@@ -1,16 +1,39 @@
-"""Tables of the profile schema. Every table leads with tenant_id and every query filters by it."""
+"""Tables of the profile schema, described for Alembic (the service itself speaks SQL text, see
+repository.py). Every table leads with tenant_id and every statement filters by it. CHECK
+constraints back the domain's enums, so no other value can be stored."""
 
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, DateTime, ForeignKeyConstraint, Index, MetaData, String, Uuid, func
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKeyConstraint,
+    Index,
+    MetaData,
+    String,
+    Uuid,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from loyalty_runtime.events import outbox_table
-from loyalty_runtime.idempotency import idempotency_table
+from loyalty_profile.domain import (
+    AttributeType,
+    ConsentChannel,
+    ConsentPurpose,
+    CustomerStatus,
+    IdentifierType,
+)
+from loyalty_profile.repository import SCHEMA
+from loyalty_runtime.tables import add_runtime_tables
 
-SCHEMA = "profile"
+
+def one_of(column: str, values) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
 
 
 class Base(DeclarativeBase):
@@ -19,28 +42,30 @@ class Base(DeclarativeBase):
 
 class CustomerRow(Base):
     __tablename__ = "customers"
+    __table_args__ = (
+        CheckConstraint(one_of("status", CustomerStatus), name="customers_status"),
+        # Merged customers point at their survivor, and nothing else does.
+        CheckConstraint("(status = 'merged') = (merged_into IS NOT NULL)", name="customers_merged_into"),
+        # Name search is a case-insensitive prefix match within a tenant.
+        Index("customers_tenant_names", "tenant_id", text("lower(family_name)"), text("lower(given_name)")),
+        Index(
+            "customers_merged", "tenant_id", "merged_into", postgresql_where=text("merged_into IS NOT NULL")
+        ),
+    )
+
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
-    given_name: Mapped[str] = mapped_column(String(200), default="")
-    family_name: Mapped[str] = mapped_column(String(200), default="")
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    given_name: Mapped[str] = mapped_column(String(200))
+    family_name: Mapped[str] = mapped_column(String(200))
     birth_date: Mapped[date | None] = mapped_column(Date)
-    locale: Mapped[str] = mapped_column(String(35), default="")
-    # {"name": {"t": "<type>", "v": <value>}}; validated against attribute_definitions on write.
-    attributes: Mapped[dict] = mapped_column(JSONB, default=dict)
+    locale: Mapped[str] = mapped_column(String(35))
+    # {"name": {"t": "<type>", "v": <value>}}; checked against attribute_definitions on write.
+    attributes: Mapped[dict] = mapped_column(JSONB)
     status: Mapped[str] = mapped_column(String(16))
     # Set when merged: lookups of this customer answer with the survivor.
     merged_into: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-
-
-# Name search is a case-insensitive prefix match within a tenant.
-Index(
-    "customers_tenant_names",
-    CustomerRow.tenant_id,
-    func.lower(CustomerRow.family_name),
-    func.lower(CustomerRow.given_name),
-)
 
 
 class IdentifierRow(Base):
@@ -49,6 +74,7 @@ class IdentifierRow(Base):
     __tablename__ = "identifiers"
     __table_args__ = (
         ForeignKeyConstraint(["customer_id"], [f"{SCHEMA}.customers.id"]),
+        CheckConstraint(one_of("type", IdentifierType), name="identifiers_type"),
         Index("identifiers_by_customer", "tenant_id", "customer_id"),
     )
 
@@ -61,7 +87,11 @@ class IdentifierRow(Base):
 
 class ConsentRow(Base):
     __tablename__ = "consents"
-    __table_args__ = (ForeignKeyConstraint(["customer_id"], [f"{SCHEMA}.customers.id"]),)
+    __table_args__ = (
+        ForeignKeyConstraint(["customer_id"], [f"{SCHEMA}.customers.id"]),
+        CheckConstraint(one_of("channel", ConsentChannel), name="consents_channel"),
+        CheckConstraint(one_of("purpose", ConsentPurpose), name="consents_purpose"),
+    )
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     customer_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -74,6 +104,7 @@ class ConsentRow(Base):
 
 class AttributeDefinitionRow(Base):
     __tablename__ = "attribute_definitions"
+    __table_args__ = (CheckConstraint(one_of("type", AttributeType), name="attribute_definitions_type"),)
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -84,5 +115,4 @@ class AttributeDefinitionRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-outbox = outbox_table(Base.metadata)
-idempotency_keys = idempotency_table(Base.metadata)
+add_runtime_tables(Base.metadata)

@@ -1,40 +1,35 @@
-"""The profile service as the runtime runs it: settings, servicer, outbox relay."""
+"""The profile service as the runtime runs it: one definition."""
 
-import grpc
 from pydantic_settings import SettingsConfigDict
 
-from loyalty.profile.v1 import profile_service_pb2, profile_service_pb2_grpc
-from loyalty_profile.models import SCHEMA, outbox
+from loyalty.profile.v1 import profile_service_pb2
+from loyalty_profile import app
+from loyalty_profile.repository import SCHEMA
 from loyalty_profile.servicer import ProfileServicer
-from loyalty_runtime.events import OutboxRelay, RedisStreamsBroker
-from loyalty_runtime.server import Resources, ServiceDefinition
+from loyalty_runtime.catalogue import PORTS
+from loyalty_runtime.privacy import CustomerData
+from loyalty_runtime.server import Api, ServiceDefinition
 from loyalty_runtime.settings import ServiceSettings
-
-EVENTS_STREAM = "profile.events"
 
 
 class ProfileSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PROFILE_")
-    grpc_port: int = 50052
-    metrics_port: int = 9452
-
-
-def _add_servicers(server: grpc.aio.Server, resources: Resources) -> None:
-    profile_service_pb2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(resources.database), server)
-
-
-async def _relay_events(resources: Resources) -> None:
-    relay = OutboxRelay(
-        resources.database.sessions, outbox, RedisStreamsBroker(resources.redis), EVENTS_STREAM
-    )
-    await relay.run()
+    grpc_port: int = PORTS["profile"].grpc_port
+    metrics_port: int = PORTS["profile"].metrics_port
 
 
 DEFINITION = ServiceDefinition(
     name="profile",
-    service_names=(profile_service_pb2.DESCRIPTOR.services_by_name["ProfileService"].full_name,),
-    add_servicers=_add_servicers,
-    background=(_relay_events,),
-    migrations="loyalty_profile:migrations",
+    settings=ProfileSettings,
+    apis=[
+        Api(
+            profile_service_pb2.DESCRIPTOR.services_by_name["ProfileService"],
+            lambda resources: ProfileServicer(resources.units),
+        )
+    ],
     schema=SCHEMA,
+    migrations="loyalty_profile:migrations",
+    events="profile.events",
+    # The profile is where erasure and merges start (its events), so it only exports.
+    customer_data=CustomerData(export=app.export_customer_data),
 )
