@@ -23,7 +23,7 @@ from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 from opentelemetry import context as otel_context, propagate
 
-from loyalty_runtime import metrics
+from loyalty_runtime import metrics, telemetry
 from loyalty_runtime.context import (
     AUTHORIZATION_HEADER,
     PRINCIPAL_HEADER,
@@ -35,7 +35,6 @@ from loyalty_runtime.context import (
     check_tenant,
     unbind_call,
 )
-from loyalty_runtime import telemetry
 from loyalty_runtime.db import as_domain_error
 from loyalty_runtime.errors import (
     DomainError,

@@ -20,7 +20,8 @@ def decode_token(token: str) -> str:
     if not token:
         return ""
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
+        # validate=True: a character outside the alphabet is an error, not silently skipped.
+        return base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidArgument(
             Reason.INVALID_ARGUMENT, "page_token is not one this service issued", field="page_token"

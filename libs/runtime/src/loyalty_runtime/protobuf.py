@@ -5,14 +5,16 @@ from datetime import UTC, datetime
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def timestamp(moment: datetime | None) -> Timestamp | None:
-    """A Timestamp for `moment`; None (field left unset) when there is none."""
+    """A Timestamp for an aware `moment`; None (field left unset) when there is none. (Built from
+    its POSIX time: Timestamp.FromDatetime costs several times as much on every answer.)"""
     if moment is None:
         return None
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
+    since = moment - EPOCH  # exact integer arithmetic, unlike the float of moment.timestamp()
+    return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 def moment(message: Message, field: str) -> datetime | None:

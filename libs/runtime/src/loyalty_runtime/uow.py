@@ -13,7 +13,8 @@ with the outbox rows in the transaction's last statement, so a state change cost
 the use case's own statements, one statement for answer and events, and COMMIT.
 
 An answer that concerns a customer names them (`uow.concerns(customer_id)`), so erasing the customer
-erases the stored answers too; replaying one then says CUSTOMER_ERASED instead of returning their data.
+(`uow.erase_answers(customer_id)`) erases the stored answers and their request fingerprints too;
+replaying one then says CUSTOMER_ERASED instead of returning their data.
 """
 
 import hashlib
@@ -116,9 +117,10 @@ class Statements:
         self.claimed = f"""
             SELECT method, fingerprint, response, erased_at FROM {schema}.idempotency_keys
             WHERE tenant_id = $1 AND key = $2"""
+        # The fingerprint goes too: a hash of a request is a hash of the personal data in it.
         self.erase_answers = f"""
-            UPDATE {schema}.idempotency_keys SET response = NULL, erased_at = now()
-            WHERE tenant_id = $1 AND subject = $2 AND erased_at IS NULL"""
+            UPDATE {schema}.idempotency_keys SET response = NULL, fingerprint = '', erased_at = now()
+            WHERE tenant_id = $1 AND subject = ANY($2::varchar[]) AND erased_at IS NULL"""
 
 
 @dataclass
@@ -145,6 +147,11 @@ class UnitOfWork:
     def concerns(self, customer_id: str) -> None:
         """The stored answer of this call is about this customer (erased with them)."""
         self._subject = customer_id
+
+    async def erase_answers(self, *customer_ids: str) -> None:
+        """Forget every stored answer about these customers (erasure); a replay of one then answers
+        CUSTOMER_ERASED."""
+        await self.connection.execute(self.statements.erase_answers, self.tenant, list(customer_ids))
 
     @property
     def recorded_events(self) -> int:
@@ -227,21 +234,17 @@ class UnitsOfWork:
         if await connection.fetchval(statements.claim, uow.tenant, key, rpc.method, digest):
             return None
         row = await connection.fetchrow(statements.claimed, uow.tenant, key)
-        if row["method"] != rpc.method or bytes(row["fingerprint"]) != digest:
+        if row["erased_at"] is not None:
+            raise FailedPrecondition(
+                Reason.CUSTOMER_ERASED, "the answer to this request was erased with the customer"
+            )
+        if row["method"] != rpc.method or bytes(row["fingerprint"]) != digest or row["response"] is None:
             raise FailedPrecondition(
                 Reason.IDEMPOTENCY_KEY_REUSED,
                 "this idempotency key was used for a different request",
                 field="idempotency_key",
             )
-        if row["erased_at"] is not None or row["response"] is None:
-            raise FailedPrecondition(
-                Reason.CUSTOMER_ERASED, "the answer to this request was erased with the customer"
-            )
         return rpc.response_type.FromString(row["response"])
-
-    async def erase_answers(self, uow: UnitOfWork, customer_id: str) -> None:
-        """Forget every stored answer about this customer (erasure)."""
-        await uow.connection.execute(self.statements.erase_answers, uow.tenant, customer_id)
 
     def _committed(self, uow: UnitOfWork) -> None:
         if uow.recorded_events and self.on_events is not None:

@@ -9,7 +9,6 @@ forgets the stored answers too.
 """
 
 import uuid
-from collections.abc import Awaitable, Callable
 
 from google.protobuf.message import Message
 
@@ -36,9 +35,6 @@ from loyalty_profile.messages import customer_message
 from loyalty_profile.repository import ProfileRepository
 from loyalty_runtime.errors import AlreadyExists, NotFound, Reason
 from loyalty_runtime.uow import UnitOfWork
-
-# `UnitsOfWork.erase_answers`: forgets the stored answers about a customer.
-ForgetAnswers = Callable[[UnitOfWork, str], Awaitable[None]]
 
 
 def _found(customer: Customer | None, field: str) -> Customer:
@@ -200,9 +196,7 @@ async def export_customer_data(uow: UnitOfWork, customer_id: str) -> list[Messag
     return [customer_message(customer) for customer in (export.customer, *export.merged)]
 
 
-async def erase_customer(
-    uow: UnitOfWork, command: EraseCustomer, *, forget_answers: ForgetAnswers
-) -> Customer:
+async def erase_customer(uow: UnitOfWork, command: EraseCustomer) -> Customer:
     """Erase the customer's personal data here, in every profile merged into them, and in every
     stored answer about any of them; the id stays. The answer itself holds no personal data, so a
     retry of this request is answered again rather than refused."""
@@ -210,7 +204,6 @@ async def erase_customer(
     customer = _found(await repository.lock(command.customer_id), "customer_id")
     erased = domain.erased_profile(customer, uow.now)
     merged_ids = await repository.erase(erased)
-    for customer_id in (erased.customer_id, *merged_ids):
-        await forget_answers(uow, customer_id)
+    await uow.erase_answers(erased.customer_id, *merged_ids)
     uow.record(events_pb2.CustomerErased(customer_id=erased.customer_id), key=erased.customer_id)
     return erased

@@ -4,7 +4,6 @@ caller and validated the request against the contract before any of this runs.""
 
 from collections.abc import Mapping
 from datetime import date
-from functools import partial
 
 from loyalty.common.v1 import customer_pb2, date_pb2
 from loyalty.profile.v1 import profile_pb2, profile_service_pb2 as api
@@ -164,7 +163,6 @@ def erased(customer: Customer) -> api.EraseCustomerResponse:
 class ProfileServicer:
     def __init__(self, units: UnitsOfWork) -> None:
         self.units = units
-        self.erase_customer = partial(app.erase_customer, forget_answers=units.erase_answers)
 
     async def EnrolCustomer(self, request: api.EnrolCustomerRequest, context) -> api.EnrolCustomerResponse:
         command = commands.EnrolCustomer(
@@ -286,4 +284,4 @@ class ProfileServicer:
 
     async def EraseCustomer(self, request: api.EraseCustomerRequest, context) -> api.EraseCustomerResponse:
         command = commands.EraseCustomer(domain.canonical_customer_id(request.customer_id, "customer_id"))
-        return await self.units.idempotent(request, self.erase_customer, command, erased)
+        return await self.units.idempotent(request, app.erase_customer, command, erased)
