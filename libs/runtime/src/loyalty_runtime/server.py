@@ -37,6 +37,7 @@ from loyalty_runtime.privacy import CustomerData
 from loyalty_runtime.settings import ServiceSettings
 from loyalty_runtime.telemetry import instrument, server_interceptors
 from loyalty_runtime.uow import UnitsOfWork, utcnow
+from loyalty_runtime.wiring import runtime_apis, runtime_loops
 
 log = logging.getLogger("loyalty.server")
 
@@ -167,7 +168,7 @@ class ServiceServer:
         server = grpc.aio.server(
             interceptors=server_interceptors(self.resources.tracer_provider), options=self._options()
         )
-        for api in self.definition.apis:
+        for api in (*self.definition.apis, *runtime_apis(self.definition)):
             servicer = api.servicer(self.resources) if api.servicer is not None else None
             handlers = {
                 method.name: guard.handler(
@@ -180,6 +181,7 @@ class ServiceServer:
         reflection.enable_server_reflection(
             (
                 *self.definition.service_names,
+                *(api.descriptor.full_name for api in runtime_apis(self.definition)),
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
@@ -207,8 +209,6 @@ class ServiceServer:
         return self.port
 
     def _background(self) -> list[Callable[[Resources, asyncio.Event], Awaitable[None]]]:
-        from loyalty_runtime.events import runtime_loops
-
         return [*runtime_loops(self.definition), *self.definition.background]
 
     async def _watch_readiness(self) -> None:
