@@ -1,117 +1,197 @@
-"""Outbox -> relay -> Redis Streams -> consumer group, with redelivery made harmless."""
+"""The transactional outbox and its relay: what commits is published, in order per aggregate, in
+batches, however many relays run; a crash between publishing and marking is harmless; published rows
+are pruned after the retention; a Redis outage is waited out."""
 
-import uuid
+import asyncio
+import logging
 
 import pytest
-from sqlalchemy import MetaData, func, select, text
+from opentelemetry.sdk.trace import TracerProvider
 
-from loyalty_runtime.cache import connect_redis
-from loyalty_runtime.context import CallContext, bind_call, unbind_call
-from loyalty_runtime.db import Database
-from loyalty_runtime.events import (
-    Event,
-    OutboxRelay,
-    RedisStreamsBroker,
-    claim_event,
-    outbox_table,
-    processed_events_table,
-    record_event,
-)
+from loyalty.profile.v1 import events_pb2
+from loyalty_runtime.consumers import EventHandlers, StreamConsumer
+from loyalty_runtime.events import Envelope, OutboxRelay, RedisStreamsBroker, Subscription
+from loyalty_runtime.uow import UnitsOfWork, trace_parent
+from tests.service.runtime.conftest import as_tenant, eventually
+from tests.service.runtime.proxy import Proxy, target_of, through
 
-SCHEMA = "events_test"
-metadata = MetaData(schema=SCHEMA)
-outbox = outbox_table(metadata)
-processed = processed_events_table(metadata)
+TENANT = "t-events"
 
 
-@pytest.fixture
-async def database(database_url):
-    database = Database(database_url)
-    async with database.engine.begin() as connection:
-        await connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
-        await connection.run_sync(metadata.create_all)
-    yield database
-    await database.dispose()
+def updated(seq: int) -> events_pb2.CustomerUpdated:
+    return events_pb2.CustomerUpdated(customer_id="c", fields=[str(seq)])
 
 
-@pytest.fixture
-async def redis(redis_url):
-    client = connect_redis(redis_url)
-    yield client
-    await client.aclose()
+async def commit(units: UnitsOfWork, events: list[tuple[str, int]], *, tenant: str = TENANT) -> None:
+    """One transaction recording CustomerUpdated(seq) for each (key, seq)."""
+    with as_tenant(tenant):
+        async with units.change() as uow:
+            for key, seq in events:
+                uow.record(updated(seq), key=key)
 
 
-@pytest.fixture
-def tenant():
-    token = bind_call(CallContext(tenant_id="t-events", principal="test"))
-    yield "t-events"
-    unbind_call(token)
+def relay(database, schema, redis, stream, **options) -> OutboxRelay:
+    return OutboxRelay(database, schema, RedisStreamsBroker(redis), stream, retention_hours=24, **options)
 
 
-async def test_events_committed_with_a_change_reach_consumers_once(database, redis, tenant):
-    stream = f"test-{uuid.uuid4().hex[:6]}.events"
-    async with database.transaction() as session:
-        for number in range(3):
-            await record_event(session, outbox, "thing.happened", f"k{number}", {"n": number})
-    async with database.transaction() as session:
-        await record_event(session, outbox, "thing.rolled_back", "never", {})
-        await session.rollback()
-
-    relay = OutboxRelay(database.sessions, outbox, RedisStreamsBroker(redis), stream)
-    assert await relay.publish_pending() == 3
-    assert await relay.publish_pending() == 0
-
-    handled: list[Event] = []
-
-    async def handle(event: Event) -> None:
-        async with database.transaction() as session:
-            if await claim_event(session, processed, "counter", event.event_id):
-                handled.append(event)
-
-    broker = RedisStreamsBroker(redis)
-    assert await broker.consume(stream, "counter", "c1", handle, block_ms=100) == 3
-    assert [e.payload["n"] for e in handled] == [0, 1, 2]
-    assert {e.tenant_id for e in handled} == {"t-events"}
-
-    # A crash after publishing but before marking the rows publishes them again: harmless.
-    async with database.transaction() as session:
-        await session.execute(outbox.update().values(published_at=None))
-    await OutboxRelay(database.sessions, outbox, broker, stream).publish_pending()
-    await broker.consume(stream, "counter", "c1", handle, block_ms=100)
-    assert len(handled) == 3
+async def published(redis, stream) -> list[tuple[Envelope, int]]:
+    entries = await redis.xrange(stream)
+    envelopes = [Envelope.from_fields(fields) for _, fields in entries]
+    return [(e, int(events_pb2.CustomerUpdated.FromString(e.payload).fields[0])) for e in envelopes]
 
 
-async def test_a_failing_handler_leaves_the_event_pending_for_a_retry(database, redis, tenant):
-    stream = f"test-{uuid.uuid4().hex[:6]}.events"
-    async with database.transaction() as session:
-        await record_event(session, outbox, "thing.happened", "k", {"n": 1})
-    broker = RedisStreamsBroker(redis)
-    await OutboxRelay(database.sessions, outbox, broker, stream).publish_pending()
-    attempts: list[str] = []
-
-    async def flaky(event: Event) -> None:
-        attempts.append(event.event_id)
-        if len(attempts) == 1:
-            raise RuntimeError("downstream unavailable")
-
-    assert await broker.consume(stream, "g", "c1", flaky, block_ms=100) == 0
-    assert await broker.consume(stream, "g", "c1", flaky, block_ms=100) == 1
-    assert len(attempts) == 2 and attempts[0] == attempts[1]
-    pending = await redis.xpending(stream, "g")
-    assert pending["pending"] == 0
+async def stream_holds(redis, stream: str, count: int) -> bool:
+    return await redis.xlen(stream) >= count
 
 
-async def test_outbox_rows_carry_the_trace_context(database, tenant):
-    from opentelemetry.sdk.trace import TracerProvider
+class CountingBroker(RedisStreamsBroker):
+    def __init__(self, redis) -> None:
+        super().__init__(redis)
+        self.batches: list[int] = []
 
+    async def publish(self, stream, events) -> None:
+        self.batches.append(len(events))
+        await super().publish(stream, events)
+
+
+async def test_what_commits_is_published_in_order_and_what_rolls_back_never(
+    units, database, schema, redis, stream
+):
+    await commit(units, [("k1", 0), ("k2", 0), ("k1", 1)])
+    with as_tenant(TENANT), pytest.raises(RuntimeError):
+        async with units.change() as uow:
+            uow.record(updated(99), key="never")
+            raise RuntimeError("the use case failed")
+    outbox_relay = relay(database, schema, redis, stream)
+
+    assert await outbox_relay.publish_pending() == 3
+    assert await outbox_relay.publish_pending() == 0
+    events = await published(redis, stream)
+    assert [(e.key, seq) for e, seq in events] == [("k1", 0), ("k2", 0), ("k1", 1)]
+    assert {e.tenant_id for e, _ in events} == {TENANT}
+    assert {e.event_type for e, _ in events} == {"customer.updated"}
+    assert len({e.event_id for e, _ in events}) == 3
+
+
+async def test_a_backlog_is_published_in_batches_of_one_round_trip_each(
+    units, database, schema, redis, stream
+):
+    await commit(units, [(f"k{n}", n) for n in range(1200)])
+    broker = CountingBroker(redis)
+    outbox_relay = OutboxRelay(database, schema, broker, stream, retention_hours=24)
+
+    while await outbox_relay.publish_pending():
+        pass
+    assert broker.batches == [500, 500, 200]
+    assert await redis.xlen(stream) == 1200
+
+
+async def test_two_relay_replicas_keep_each_aggregates_commit_order(database, schema, redis, stream):
+    """Eight writers each commit 30 events of their own key, one transaction after another, while
+    two relays (two replicas of one service, small batches so they contend) publish concurrently."""
+    wakeups = [asyncio.Event(), asyncio.Event()]
+    units = UnitsOfWork(database, schema, on_events=lambda: [w.set() for w in wakeups])
+    relays = [relay(database, schema, redis, stream, batch_size=7) for _ in wakeups]
+    stopping = asyncio.Event()
+    running = [asyncio.create_task(r.run(w, stopping)) for r, w in zip(relays, wakeups, strict=True)]
+
+    async def writer(key: str) -> None:
+        for seq in range(30):
+            await commit(units, [(key, seq)])
+
+    await asyncio.gather(*(writer(f"k{n}") for n in range(8)))
+    await eventually(lambda: stream_holds(redis, stream, 240))
+    stopping.set()
+    await asyncio.gather(*running)
+
+    events = await published(redis, stream)
+    assert len(events) == 240  # none lost, none twice
+    for n in range(8):
+        assert [seq for e, seq in events if e.key == f"k{n}"] == list(range(30))
+
+
+async def test_a_crash_between_publishing_and_marking_publishes_again_and_is_handled_once(
+    units, database, schema, redis, stream, effects
+):
+    class CrashAfterPublishing(RedisStreamsBroker):
+        async def publish(self, stream, events) -> None:
+            await super().publish(stream, events)
+            raise ConnectionError("the process died before it marked the rows")
+
+    await commit(units, [("k1", 0), ("k2", 0)])
+    crashing = OutboxRelay(database, schema, CrashAfterPublishing(redis), stream, retention_hours=24)
+    with pytest.raises(ConnectionError):
+        await crashing.publish_pending()
+    assert await relay(database, schema, redis, stream).publish_pending() == 2
+    assert await redis.xlen(stream) == 4  # each event twice on the stream
+
+    async def handle(uow, event):
+        await effects.count(uow, event.customer_id)
+
+    handlers = EventHandlers("svc", units, schema, [Subscription(stream, events_pb2.CustomerUpdated, handle)])
+    consumer = StreamConsumer(redis, stream, handlers, block_seconds=0.05)
+    assert await consumer.lead()
+    await consumer.step()
+
+    assert (await effects.read(database))[(TENANT, "c")][0] == 2  # two events, each handled once
+    assert (await redis.xpending(stream, "svc"))["pending"] == 0
+
+
+async def test_pruning_deletes_only_published_rows_older_than_the_retention(
+    units, database, schema, redis, stream
+):
+    await commit(units, [("old-published", 0), ("new-published", 0), ("old-unpublished", 0)])
+    async with database.connection() as connection:
+        await connection.execute(
+            f"""UPDATE {schema}.outbox SET created_at = now() - interval '3 days',
+                published_at = CASE key WHEN 'old-published' THEN now() - interval '25 hours'
+                                        WHEN 'new-published' THEN now() - interval '23 hours' END"""
+        )
+        assert await relay(database, schema, redis, stream).prune() == 1
+        kept = await connection.fetch(f"SELECT key FROM {schema}.outbox ORDER BY key")
+    assert [row["key"] for row in kept] == ["new-published", "old-unpublished"]
+
+
+async def test_an_event_carries_the_trace_context_of_the_change_that_recorded_it(
+    units, database, schema, redis, stream
+):
     tracer = TracerProvider().get_tracer("test")
-    with tracer.start_as_current_span("purchase"):
-        async with database.transaction() as session:
-            await record_event(session, outbox, "traced.event", "k", {})
-    async with database.transaction() as session:
-        row = (
-            await session.execute(select(outbox.c.trace_context).where(outbox.c.event_type == "traced.event"))
-        ).one()
-        count = (await session.execute(select(func.count()).select_from(outbox))).scalar_one()
-    assert "traceparent" in row.trace_context
-    assert count >= 1
+    with tracer.start_as_current_span("enrol") as span:
+        expected = trace_parent()
+        await commit(units, [("k", 0)])
+    await relay(database, schema, redis, stream).publish_pending()
+
+    [(envelope, _)] = await published(redis, stream)
+    assert envelope.trace_parent == expected
+    assert f"{span.get_span_context().trace_id:032x}" in envelope.trace_parent
+
+
+async def test_the_relay_waits_out_a_redis_outage_logging_it_once_then_drains(
+    units, database, schema, redis_url, redis, stream, caplog
+):
+    proxy = Proxy(*target_of(redis_url))
+    from loyalty_runtime.cache import connect_redis
+
+    behind_proxy = connect_redis(through(redis_url, proxy.port))  # down: nothing listens yet
+    outbox_relay = relay(database, schema, behind_proxy, stream)
+    wakeup, stopping = asyncio.Event(), asyncio.Event()
+    caplog.set_level(logging.WARNING, logger="loyalty.events")
+    running = asyncio.create_task(outbox_relay.run(wakeup, stopping))
+    try:
+        await commit(units, [(f"k{n}", n) for n in range(1000)])
+        wakeup.set()
+        await asyncio.sleep(2.0)  # several attempts fail meanwhile
+        assert await redis.xlen(stream) == 0
+        warnings = [r for r in caplog.records if r.name == "loyalty.events"]
+        assert len(warnings) == 1
+        assert warnings[0].fields["error_type"] == "ConnectionError"
+        assert "127.0.0.1" not in warnings[0].getMessage()
+
+        await proxy.up()
+        await eventually(lambda: stream_holds(redis, stream, 1000))
+    finally:
+        stopping.set()
+        await running
+        await proxy.down()
+        await behind_proxy.aclose()
+    assert not running.exception()

@@ -2,16 +2,25 @@
 
 A use case records events with `uow.record(...)` (uow.py): protobuf messages written into the
 service's own `outbox` table in the same transaction as the change. `OutboxRelay` publishes them in
-id order, in batches (one broker round trip per batch), and marks them published; a crash between the
-two publishes a batch again, so delivery is at-least-once and consumers remember what they handled.
+id order, in batches (one SELECT, one pipelined broker round trip, one UPDATE per batch of up to
+`BATCH_SIZE`), and marks them published; a crash between the two publishes the batch again, so
+delivery is at-least-once and consumers remember what they handled (consumers.py).
 
 Order: one relay per service publishes at a time (a PostgreSQL advisory lock held by the batch's
-transaction; the other replicas' relays stand by), so every aggregate's events reach the stream in
-the order they committed, however many replicas run. The relay sleeps while there is nothing to
-publish and wakes at once when its own process commits events (other replicas' events wait at most
-`IDLE_SECONDS`). Published rows are deleted after the service's retention.
+transaction; the other replicas' relays find it taken and stand by), so a batch is read only after
+the previous one is marked, and every aggregate's events reach the stream in the order they
+committed, however many replicas run. (Outbox ids follow commit order for one aggregate because its
+changes are serialised by the aggregate's row lock and the outbox row is written last; events of
+different aggregates may interleave differently, which no consumer relies on.)
 
-The broker sits behind `EventBroker`, so Redis Streams can be replaced (Kafka, NATS).
+Cost: the relay sleeps while there is nothing to publish, polls with one untraced `SELECT EXISTS`
+every `IDLE_SECONDS`, and wakes at once when its own process commits events (other replicas' events
+wait at most `IDLE_SECONDS`). While the broker is down it backs off (loops.py) and then drains the
+backlog batch after batch without sleeping. Published rows are deleted after the service's
+`outbox_retention_hours` by a runtime schedule (wiring.py), once per period across replicas.
+
+The broker sits behind `EventBroker`, so Redis Streams can be replaced (Kafka, NATS); consumers.py
+is the Redis Streams consumer and streams.py its retention.
 """
 
 import asyncio
@@ -20,24 +29,29 @@ import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from opentelemetry.trace import Tracer
+from google.protobuf.message import Message
+from opentelemetry.trace import SpanKind, Tracer
 from redis.asyncio import Redis
 
 from loyalty_runtime.db import Database
+from loyalty_runtime.loops import Backoff, delete_in_chunks, pause, traced
 from loyalty_runtime.telemetry import untraced
-
-if TYPE_CHECKING:
-    from loyalty_runtime.server import Resources, ServiceDefinition
 
 log = logging.getLogger("loyalty.events")
 
 IDLE_SECONDS = 1.0
 BATCH_SIZE = 500
-PRUNE_EVERY_SECONDS = 60.0
-# Redis Streams keep at most about this many entries per stream (XADD MAXLEN ~).
+# Rows deleted per prune statement.
+PRUNE_CHUNK = 10_000
+# Redis Streams keep at most about this many entries per stream (XADD MAXLEN ~): a safety net for a
+# consumer group that stopped reading; streams.py trims what every group has read long before.
 STREAM_MAX_LENGTH = 1_000_000
+
+
+class MalformedEvent(ValueError):
+    """A stream entry that is not an event envelope: nothing can ever handle it."""
 
 
 @dataclass(frozen=True)
@@ -67,16 +81,19 @@ class Envelope:
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes]) -> "Envelope":
-        parent = fields.get(b"traceparent")
-        return cls(
-            event_id=fields[b"id"].decode(),
-            event_type=fields[b"type"].decode(),
-            tenant_id=fields[b"tenant"].decode(),
-            key=fields[b"key"].decode(),
-            payload=fields[b"payload"],
-            occurred_at=datetime.fromisoformat(fields[b"at"].decode()),
-            trace_parent=parent.decode() if parent else None,
-        )
+        try:
+            parent = fields.get(b"traceparent")
+            return cls(
+                event_id=fields[b"id"].decode(),
+                event_type=fields[b"type"].decode(),
+                tenant_id=fields[b"tenant"].decode(),
+                key=fields[b"key"].decode(),
+                payload=fields[b"payload"],
+                occurred_at=datetime.fromisoformat(fields[b"at"].decode()),
+                trace_parent=parent.decode() if parent else None,
+            )
+        except (KeyError, ValueError) as error:  # UnicodeDecodeError is a ValueError
+            raise MalformedEvent(f"not an event envelope: {type(error).__name__}") from None
 
 
 class EventBroker(Protocol):
@@ -124,30 +141,43 @@ class OutboxRelay:
         self._prune = f"""
             DELETE FROM {schema}.outbox WHERE id IN (
                 SELECT id FROM {schema}.outbox
-                WHERE published_at < now() - make_interval(secs => $1) LIMIT 10000)"""
+                WHERE published_at < now() - make_interval(secs => $1) LIMIT {PRUNE_CHUNK})"""
 
     async def publish_pending(self) -> int:
-        """Publish one batch if this relay holds the lock; returns how many it published."""
+        """Publish one batch if any is pending and this relay holds the lock; returns how many."""
         with untraced():
             async with self.database.connection() as connection:
                 if not await connection.fetchval(self._any_pending):
                     return 0
+<<<<<<< HEAD
         if self.tracer is None:
             return await self._publish_batch()
         with self.tracer.start_as_current_span(
             "outbox publish", attributes={"messaging.destination.name": self.stream}
         ):
             return await self._publish_batch()
+=======
+        return await self.publish_batch()
+>>>>>>> wt-events
 
-    async def _publish_batch(self) -> int:
-        async with self.database.transaction() as connection:
-            if not await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", self.lock_key):
-                return 0  # another replica's relay is publishing
-            rows = await connection.fetch(self._pending, self.batch_size)
-            if rows:
-                await self.broker.publish(self.stream, [self._envelope(row) for row in rows])
-                await connection.execute(self._mark, [row["id"] for row in rows])
-            return len(rows)
+    async def publish_batch(self) -> int:
+        """Publish up to `batch_size` pending events and mark them, in one transaction that holds the
+        relay lock; 0 if another replica's relay holds it."""
+        with untraced():
+            async with self.database.transaction() as connection:
+                if not await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", self.lock_key):
+                    return 0  # another replica's relay is publishing
+                rows = await connection.fetch(self._pending, self.batch_size)
+                if not rows:
+                    return 0
+                attributes = {
+                    "messaging.destination.name": self.stream,
+                    "messaging.batch.message_count": len(rows),
+                }
+                with traced(self.tracer, "outbox publish", kind=SpanKind.PRODUCER, attributes=attributes):
+                    await self.broker.publish(self.stream, [self._envelope(row) for row in rows])
+                    await connection.execute(self._mark, [row["id"] for row in rows])
+                return len(rows)
 
     def _envelope(self, row) -> Envelope:
         return Envelope(
@@ -161,57 +191,57 @@ class OutboxRelay:
         )
 
     async def prune(self) -> int:
-        with untraced():
-            async with self.database.connection() as connection:
-                status = await connection.execute(self._prune, self.retention_hours * 3600)
-        return int(status.rsplit(" ", 1)[-1])
+        """Delete published rows older than the retention, in bounded chunks; returns how many."""
+        return await delete_in_chunks(
+            self.database, self._prune, self.retention_hours * 3600, chunk=PRUNE_CHUNK
+        )
 
     async def run(self, wakeup: asyncio.Event, stopping: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        next_prune = loop.time() + PRUNE_EVERY_SECONDS
-        failures = 0
+        """Publish until `stopping` is set: batch after batch while full ones come, else sleep."""
+        backoff = Backoff(log, "outbox relay", cap=5 * IDLE_SECONDS)
+        published = 0
         while not stopping.is_set():
             wakeup.clear()
             try:
-                published = await self.publish_pending()
-                if loop.time() >= next_prune:
-                    await self.prune()
-                    next_prune = loop.time() + PRUNE_EVERY_SECONDS
-                failures = 0
+                # After a full batch more are waiting: skip the "anything pending?" poll.
+                published = await (
+                    self.publish_batch() if published >= self.batch_size else self.publish_pending()
+                )
+                backoff.succeeded()
             except Exception as error:
-                failures += 1
                 published = 0
+<<<<<<< HEAD
                 if failures == 1:
                     log.warning(
                         "outbox relay failed; retrying",
                         extra={"fields": {"error_type": type(error).__name__}},
                     )
+=======
+                await pause(backoff.failed(error), stopping)
+                continue
+>>>>>>> wt-events
             if published < self.batch_size:
-                await _sleep_until(wakeup, IDLE_SECONDS * min(failures + 1, 5))
+                await pause(IDLE_SECONDS, wakeup, stopping)
 
 
-async def _sleep_until(event: asyncio.Event, seconds: float) -> None:
-    try:
-        async with asyncio.timeout(seconds):
-            await event.wait()
-    except TimeoutError:
-        pass
+def relay_loop(stream: str) -> Callable[..., Awaitable[None]]:
+    """The background loop that relays a definition's outbox to `stream` (wiring.py runs it)."""
 
-
-def relay_loop(stream: str) -> Callable[["Resources", asyncio.Event], Awaitable[None]]:
-    async def relay(resources: "Resources", stopping: asyncio.Event) -> None:
+    async def relay(resources, stopping: asyncio.Event) -> None:
+        provider = resources.tracer_provider
         await OutboxRelay(
             resources.database,
             resources.definition.schema,
             RedisStreamsBroker(resources.redis),
             stream,
             retention_hours=resources.settings.outbox_retention_hours,
-            tracer=resources.tracer_provider.get_tracer(__name__) if resources.tracer_provider else None,
+            tracer=provider.get_tracer(__name__) if provider else None,
         ).run(resources.relay_wakeup, stopping)
 
     return relay
 
 
+<<<<<<< HEAD
 def runtime_loops(
     definition: "ServiceDefinition",
 ) -> list[Callable[["Resources", asyncio.Event], Awaitable[None]]]:
@@ -219,11 +249,13 @@ def runtime_loops(
     return [relay_loop(definition.events)] if definition.events and definition.schema else []
 
 
+=======
+>>>>>>> wt-events
 @dataclass(frozen=True)
 class Subscription:
-    """Handle another service's `event` messages from `stream` ("profile.events"), each once, in a
-    unit of work bound to the event's tenant (the runtime's consumer, consumers.py)."""
+    """Handle another service's `event` messages from `stream` ("profile.events"): `handle(uow,
+    event)` runs once per event, in a unit of work bound to the event's tenant (consumers.py)."""
 
     stream: str
-    event: type
+    event: type[Message]
     handle: Callable[..., Awaitable[None]]  # async (uow, event message) -> None

@@ -38,6 +38,7 @@ from loyalty_runtime.privacy import CustomerData
 from loyalty_runtime.settings import ServiceSettings
 from loyalty_runtime.telemetry import instrument, server_interceptors, uninstrument, untraced
 from loyalty_runtime.uow import UnitsOfWork, utcnow
+from loyalty_runtime.wiring import runtime_apis, runtime_loops
 
 log = logging.getLogger("loyalty.server")
 
@@ -169,7 +170,7 @@ class ServiceServer:
         server = grpc.aio.server(
             interceptors=server_interceptors(self.resources.tracer_provider), options=self._options()
         )
-        for api in self.definition.apis:
+        for api in (*self.definition.apis, *runtime_apis(self.definition)):
             servicer = api.servicer(self.resources) if api.servicer is not None else None
             handlers = {
                 method.name: guard.handler(
@@ -182,6 +183,7 @@ class ServiceServer:
         reflection.enable_server_reflection(
             (
                 *self.definition.service_names,
+                *(api.descriptor.full_name for api in runtime_apis(self.definition)),
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
@@ -215,8 +217,6 @@ class ServiceServer:
         return self.port
 
     def _background(self) -> list[Callable[[Resources, asyncio.Event], Awaitable[None]]]:
-        from loyalty_runtime.events import runtime_loops
-
         return [*runtime_loops(self.definition), *self.definition.background]
 
     async def _watch_readiness(self) -> None:

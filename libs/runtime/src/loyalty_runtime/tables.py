@@ -77,6 +77,8 @@ def add_runtime_tables(metadata: MetaData) -> None:
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         Column("finished_at", DateTime(timezone=True)),
         Index("jobs_due", "run_at", postgresql_where=text("state = 'queued'")),
+        # Done jobs are kept (for their dedupe key) until the retention, then pruned by this.
+        Index("jobs_finished", "finished_at", postgresql_where=text("state = 'done'")),
         Index(
             "jobs_dedupe",
             "tenant_id",

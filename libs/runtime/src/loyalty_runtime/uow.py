@@ -121,6 +121,10 @@ class Statements:
         self.erase_answers = f"""
             UPDATE {schema}.idempotency_keys SET response = NULL, fingerprint = '', erased_at = now()
             WHERE tenant_id = $1 AND subject = ANY($2::varchar[]) AND erased_at IS NULL"""
+        self.enqueue = f"""
+            INSERT INTO {schema}.jobs (tenant_id, name, dedupe_key, payload, run_at)
+            VALUES ($1, $2, $3, $4, COALESCE($5, now()))
+            ON CONFLICT (tenant_id, name, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING"""
 
 
 @dataclass
@@ -143,6 +147,15 @@ class UnitOfWork:
         """Publish `event` (a message with an `event_type` option) if and when this change commits.
         `key` is the aggregate it is about; consumers see one aggregate's events in order."""
         self._events.append((event_type_of(event.DESCRIPTOR), key, event.SerializeToString()))
+
+    async def enqueue(
+        self, job: str, payload: Message, *, run_at: datetime | None = None, dedupe_key: str | None = None
+    ) -> None:
+        """Run the definition's job `job` with `payload` if and when this change commits (at `run_at`
+        if given); while a job with the same `dedupe_key` is kept, enqueueing it again does nothing."""
+        await self.connection.execute(
+            self.statements.enqueue, self.tenant, job, dedupe_key, payload.SerializeToString(), run_at
+        )
 
     def concerns(self, customer_id: str) -> None:
         """The stored answer of this call is about this customer (erased with them)."""
@@ -207,6 +220,15 @@ class UnitsOfWork:
             yield uow
             await uow._finish(None)
         self._committed(uow)
+
+    @asynccontextmanager
+    async def within(self, connection: asyncpg.Connection, call: CallContext) -> AsyncIterator[UnitOfWork]:
+        """A unit of work in a transaction the caller holds (a job worker locks its job first and
+        learns the tenant from it); its events are written when the block ends, before the caller's
+        COMMIT."""
+        uow = UnitOfWork(connection, call, self.clock(), self.statements)
+        yield uow
+        await uow._finish(None)
 
     async def idempotent(
         self,
