@@ -149,16 +149,7 @@ class OutboxRelay:
             async with self.database.connection() as connection:
                 if not await connection.fetchval(self._any_pending):
                     return 0
-<<<<<<< HEAD
-        if self.tracer is None:
-            return await self._publish_batch()
-        with self.tracer.start_as_current_span(
-            "outbox publish", attributes={"messaging.destination.name": self.stream}
-        ):
-            return await self._publish_batch()
-=======
         return await self.publish_batch()
->>>>>>> wt-events
 
     async def publish_batch(self) -> int:
         """Publish up to `batch_size` pending events and mark them, in one transaction that holds the
@@ -210,16 +201,8 @@ class OutboxRelay:
                 backoff.succeeded()
             except Exception as error:
                 published = 0
-<<<<<<< HEAD
-                if failures == 1:
-                    log.warning(
-                        "outbox relay failed; retrying",
-                        extra={"fields": {"error_type": type(error).__name__}},
-                    )
-=======
                 await pause(backoff.failed(error), stopping)
                 continue
->>>>>>> wt-events
             if published < self.batch_size:
                 await pause(IDLE_SECONDS, wakeup, stopping)
 
@@ -241,16 +224,6 @@ def relay_loop(stream: str) -> Callable[..., Awaitable[None]]:
     return relay
 
 
-<<<<<<< HEAD
-def runtime_loops(
-    definition: "ServiceDefinition",
-) -> list[Callable[["Resources", asyncio.Event], Awaitable[None]]]:
-    """The background work the runtime runs for a definition: its outbox relay, for now."""
-    return [relay_loop(definition.events)] if definition.events and definition.schema else []
-
-
-=======
->>>>>>> wt-events
 @dataclass(frozen=True)
 class Subscription:
     """Handle another service's `event` messages from `stream` ("profile.events"): `handle(uow,
