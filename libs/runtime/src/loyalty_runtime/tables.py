@@ -1,7 +1,11 @@
-"""The tables the runtime keeps in every service's own schema, for its Alembic migrations:
-idempotency keys, the outbox, the consumer's memory of handled events, and durable jobs.
+"""The tables the runtime keeps in every service's own schema: idempotency keys, the outbox, the
+consumer's memory of handled events, durable jobs and schedules.
 
-A service's models call `add_runtime_tables(Base.metadata)`; its migrations create them like its own.
+A service's models call `add_runtime_tables(Base.metadata)` (what the tables are now); its Alembic
+revisions call the versioned steps below (what a revision did when it was written): a service's
+first revision on this runtime calls `create_runtime_tables_v1(op, schema)`. When these tables
+change, a `upgrade_runtime_tables_v2` step joins v1 (never edit v1) and each service adds a revision
+that calls it; the services' model-vs-migration tests hold both sides equal.
 """
 
 from sqlalchemy import (
@@ -95,3 +99,110 @@ def add_runtime_tables(metadata: MetaData) -> None:
         Column("name", String(100), primary_key=True),
         Column("next_run_at", DateTime(timezone=True), nullable=False),
     )
+
+
+def create_runtime_tables_v1(op, schema: str) -> None:
+    """The runtime's tables as of v1, for an Alembic revision (`op` is alembic.op)."""
+    import sqlalchemy as sa
+
+    op.create_table(
+        "idempotency_keys",
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("key", sa.String(length=200), nullable=False),
+        sa.Column("method", sa.String(length=100), nullable=False),
+        sa.Column("fingerprint", sa.LargeBinary(), nullable=False),
+        sa.Column("response", sa.LargeBinary(), nullable=True),
+        sa.Column("subject", sa.String(length=64), nullable=True),
+        sa.Column("erased_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.PrimaryKeyConstraint("tenant_id", "key"),
+        schema=schema,
+    )
+    op.create_index(
+        "idempotency_keys_subject",
+        "idempotency_keys",
+        ["tenant_id", "subject"],
+        schema=schema,
+        postgresql_where=sa.text("subject IS NOT NULL"),
+    )
+    op.create_index("idempotency_keys_created", "idempotency_keys", ["created_at"], schema=schema)
+    op.create_table(
+        "outbox",
+        sa.Column("id", sa.BigInteger(), sa.Identity(), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("event_type", sa.String(length=100), nullable=False),
+        sa.Column("key", sa.String(length=200), nullable=False),
+        sa.Column("payload", sa.LargeBinary(), nullable=False),
+        sa.Column("trace_parent", sa.String(length=64), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+        schema=schema,
+    )
+    op.create_index(
+        "outbox_unpublished",
+        "outbox",
+        ["id"],
+        schema=schema,
+        postgresql_where=sa.text("published_at IS NULL"),
+    )
+    op.create_index(
+        "outbox_published",
+        "outbox",
+        ["published_at"],
+        schema=schema,
+        postgresql_where=sa.text("published_at IS NOT NULL"),
+    )
+    op.create_table(
+        "processed_events",
+        sa.Column("consumer", sa.String(length=100), nullable=False),
+        sa.Column("event_id", sa.String(length=200), nullable=False),
+        sa.Column(
+            "processed_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+        ),
+        sa.PrimaryKeyConstraint("consumer", "event_id"),
+        schema=schema,
+    )
+    op.create_index("processed_events_age", "processed_events", ["processed_at"], schema=schema)
+    op.create_table(
+        "jobs",
+        sa.Column("id", sa.BigInteger(), sa.Identity(), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("dedupe_key", sa.String(length=200), nullable=True),
+        sa.Column("payload", sa.LargeBinary(), nullable=False),
+        sa.Column("run_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("last_error", sa.String(length=200), nullable=True),
+        sa.Column("state", sa.String(length=10), server_default="queued", nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+        schema=schema,
+    )
+    op.create_index(
+        "jobs_due", "jobs", ["run_at"], schema=schema, postgresql_where=sa.text("state = 'queued'")
+    )
+    op.create_index(
+        "jobs_finished", "jobs", ["finished_at"], schema=schema, postgresql_where=sa.text("state = 'done'")
+    )
+    op.create_index(
+        "jobs_dedupe",
+        "jobs",
+        ["tenant_id", "name", "dedupe_key"],
+        unique=True,
+        schema=schema,
+        postgresql_where=sa.text("dedupe_key IS NOT NULL"),
+    )
+    op.create_table(
+        "schedules",
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("next_run_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name"),
+        schema=schema,
+    )
+
+
+def drop_runtime_tables_v1(op, schema: str) -> None:
+    for table in ("schedules", "jobs", "processed_events", "outbox", "idempotency_keys"):
+        op.drop_table(table, schema=schema)

@@ -11,8 +11,8 @@ a request answered before the upgrade runs again (its effects were committed, so
 data: IDENTIFIER_TAKEN, CUSTOMER_MERGED, ...), and events not yet relayed are lost, so drain the
 outbox (stop the old service once its relay has published everything) before upgrading.
 
-The runtime tables are spelled out here rather than created from `loyalty_runtime.tables`, so this
-revision keeps meaning what it meant when the runtime's tables change (a later revision follows).
+The runtime tables come from the runtime's versioned step (`create_runtime_tables_v1`), which never
+changes, so this revision keeps meaning what it meant when the runtime's tables change.
 """
 
 from collections.abc import Sequence
@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
+
+from loyalty_runtime.tables import create_runtime_tables_v1, drop_runtime_tables_v1
 
 revision: str = "0002"
 down_revision: str | Sequence[str] | None = "0001"
@@ -48,106 +50,12 @@ def _now() -> sa.TextClause:
     return sa.text("now()")
 
 
-def _create_runtime_tables() -> None:
-    op.create_table(
-        "idempotency_keys",
-        sa.Column("tenant_id", sa.String(length=64), nullable=False),
-        sa.Column("key", sa.String(length=200), nullable=False),
-        sa.Column("method", sa.String(length=100), nullable=False),
-        sa.Column("fingerprint", sa.LargeBinary(), nullable=False),
-        sa.Column("response", sa.LargeBinary(), nullable=True),
-        sa.Column("subject", sa.String(length=64), nullable=True),
-        sa.Column("erased_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=_now(), nullable=False),
-        sa.PrimaryKeyConstraint("tenant_id", "key"),
-        schema=SCHEMA,
-    )
-    op.create_index(
-        "idempotency_keys_subject",
-        "idempotency_keys",
-        ["tenant_id", "subject"],
-        schema=SCHEMA,
-        postgresql_where=sa.text("subject IS NOT NULL"),
-    )
-    op.create_index("idempotency_keys_created", "idempotency_keys", ["created_at"], schema=SCHEMA)
-    op.create_table(
-        "outbox",
-        sa.Column("id", sa.BigInteger(), sa.Identity(), nullable=False),
-        sa.Column("tenant_id", sa.String(length=64), nullable=False),
-        sa.Column("event_type", sa.String(length=100), nullable=False),
-        sa.Column("key", sa.String(length=200), nullable=False),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column("trace_parent", sa.String(length=64), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=_now(), nullable=False),
-        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id"),
-        schema=SCHEMA,
-    )
-    op.create_index(
-        "outbox_unpublished",
-        "outbox",
-        ["id"],
-        schema=SCHEMA,
-        postgresql_where=sa.text("published_at IS NULL"),
-    )
-    op.create_index(
-        "outbox_published",
-        "outbox",
-        ["published_at"],
-        schema=SCHEMA,
-        postgresql_where=sa.text("published_at IS NOT NULL"),
-    )
-    op.create_table(
-        "processed_events",
-        sa.Column("consumer", sa.String(length=100), nullable=False),
-        sa.Column("event_id", sa.String(length=200), nullable=False),
-        sa.Column("processed_at", sa.DateTime(timezone=True), server_default=_now(), nullable=False),
-        sa.PrimaryKeyConstraint("consumer", "event_id"),
-        schema=SCHEMA,
-    )
-    op.create_index("processed_events_age", "processed_events", ["processed_at"], schema=SCHEMA)
-    op.create_table(
-        "jobs",
-        sa.Column("id", sa.BigInteger(), sa.Identity(), nullable=False),
-        sa.Column("tenant_id", sa.String(length=64), nullable=False),
-        sa.Column("name", sa.String(length=100), nullable=False),
-        sa.Column("dedupe_key", sa.String(length=200), nullable=True),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column("run_at", sa.DateTime(timezone=True), server_default=_now(), nullable=False),
-        sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
-        sa.Column("last_error", sa.String(length=200), nullable=True),
-        sa.Column("state", sa.String(length=10), server_default="queued", nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=_now(), nullable=False),
-        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id"),
-        schema=SCHEMA,
-    )
-    op.create_index(
-        "jobs_due", "jobs", ["run_at"], schema=SCHEMA, postgresql_where=sa.text("state = 'queued'")
-    )
-    op.create_index(
-        "jobs_dedupe",
-        "jobs",
-        ["tenant_id", "name", "dedupe_key"],
-        unique=True,
-        schema=SCHEMA,
-        postgresql_where=sa.text("dedupe_key IS NOT NULL"),
-    )
-    op.create_table(
-        "schedules",
-        sa.Column("name", sa.String(length=100), nullable=False),
-        sa.Column("next_run_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("name"),
-        schema=SCHEMA,
-    )
-
-
 def upgrade() -> None:
     op.drop_index("ix_profile_outbox_published_at", table_name="outbox", schema=SCHEMA)
     op.drop_table("outbox", schema=SCHEMA)
     op.drop_table("idempotency_keys", schema=SCHEMA)
     op.execute(f"DROP TABLE IF EXISTS {SCHEMA}.processed_events")
-    _create_runtime_tables()
+    create_runtime_tables_v1(op, SCHEMA)
     # A merged profile's data moved to its survivor; the copy left behind goes (as merges do now).
     op.execute(
         f"""UPDATE {SCHEMA}.customers
@@ -176,8 +84,7 @@ def downgrade() -> None:
     for table, checks in CHECKS.items():
         for name in checks:
             op.drop_constraint(name, table, type_="check", schema=SCHEMA)
-    for table in ("schedules", "jobs", "processed_events", "outbox", "idempotency_keys"):
-        op.drop_table(table, schema=SCHEMA)
+    drop_runtime_tables_v1(op, SCHEMA)
     op.create_table(
         "idempotency_keys",
         sa.Column("tenant_id", sa.String(length=64), nullable=False),
