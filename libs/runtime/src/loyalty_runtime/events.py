@@ -42,6 +42,7 @@ from loyalty_runtime.telemetry import untraced
 log = logging.getLogger("loyalty.events")
 
 IDLE_SECONDS = 1.0
+COALESCE_SECONDS = 0.01
 BATCH_SIZE = 500
 # Rows deleted per prune statement.
 PRUNE_CHUNK = 10_000
@@ -191,20 +192,26 @@ class OutboxRelay:
         """Publish until `stopping` is set: batch after batch while full ones come, else sleep."""
         backoff = Backoff(log, "outbox relay", cap=5 * IDLE_SECONDS)
         published = 0
+        woken = False
         while not stopping.is_set():
             wakeup.clear()
             try:
-                # After a full batch more are waiting: skip the "anything pending?" poll.
-                published = await (
-                    self.publish_batch() if published >= self.batch_size else self.publish_pending()
-                )
+                # After a full batch, or woken by this process's own commit, events are waiting:
+                # skip the "anything pending?" poll.
+                busy = woken or published >= self.batch_size
+                published = await (self.publish_batch() if busy else self.publish_pending())
                 backoff.succeeded()
             except Exception as error:
-                published = 0
+                published, woken = 0, False
                 await pause(backoff.failed(error), stopping)
                 continue
             if published < self.batch_size:
                 await pause(IDLE_SECONDS, wakeup, stopping)
+                woken = wakeup.is_set()
+                if woken:
+                    # The commits of the next moment join this batch: under load a batch carries
+                    # many events instead of one, at the cost of this much delivery latency.
+                    await pause(COALESCE_SECONDS, stopping)
 
 
 def relay_loop(stream: str) -> Callable[..., Awaitable[None]]:
