@@ -11,7 +11,10 @@ The ledger server runs in a process of its own (`python -m loyalty_ledger serve`
 interceptors, outbox relay to Redis), started with the interpreter running this script, so the
 client's CPU does not hide the server's; "server CPU" is that process's CPU time per operation. The
 programme is a realistic one: points expire 12 months after earning and three tiers are
-recomputed on every earn. Each earn writes 2 postings; each hold+capture writes 2 (a burn entry).
+recomputed on every earn. Each earn writes 2 postings; each hold+capture writes 2 (a burn entry);
+each hold+settle (a checkout: the hold at reserve time, then SettleCheckout capturing it and posting
+the basket's earn in one call) writes 4. Set-up calls go at most 8 at a time: the server refuses what
+exceeds its limit of calls in flight (RESOURCE_EXHAUSTED) rather than queueing it.
 """
 
 import argparse
@@ -203,6 +206,21 @@ class LedgerClient:
         )
         await self.stub.EarnPoints(request, metadata=self.metadata, timeout=60)
 
+    async def hold_and_settle(self, account_id: str) -> None:
+        request = api.HoldPointsRequest(account_id=account_id, amount=10, idempotency_key=uuid.uuid4().hex)
+        hold = await self.stub.HoldPoints(request, metadata=self.metadata, timeout=60)
+        settle = api.SettleCheckoutRequest(
+            account_id=account_id,
+            checkout_id=uuid.uuid4().hex,
+            hold_id=hold.hold.hold_id,
+            lines=[
+                pb.CheckoutLine(line_id="1", quantity=2, earn_points=20, burn_points=6),
+                pb.CheckoutLine(line_id="2", quantity=1, earn_points=5, burn_points=4),
+            ],
+            idempotency_key=uuid.uuid4().hex,
+        )
+        await self.stub.SettleCheckout(settle, metadata=self.metadata, timeout=60)
+
     async def hold_and_capture(self, account_id: str) -> None:
         request = api.HoldPointsRequest(account_id=account_id, amount=10, idempotency_key=uuid.uuid4().hex)
         hold = await self.stub.HoldPoints(request, metadata=self.metadata, timeout=60)
@@ -244,7 +262,13 @@ async def main() -> None:
         channel = await server.ready()
         client = LedgerClient(channel)
         program_id = await client.program()
-        many = list(await asyncio.gather(*(client.funded_account(program_id) for _ in range(MANY_ACCOUNTS))))
+        setting_up = asyncio.Semaphore(8)
+
+        async def funded() -> str:
+            async with setting_up:
+                return await client.funded_account(program_id)
+
+        many = list(await asyncio.gather(*(funded() for _ in range(MANY_ACCOUNTS))))
         hot = await client.funded_account(program_id)
 
         print(describe_machine())
@@ -256,6 +280,7 @@ async def main() -> None:
         scenarios = (
             ("earn", client.earn),
             ("hold+capture", client.hold_and_capture),
+            ("hold+settle", client.hold_and_settle),
         )
         for concurrency in args.concurrency:
             bare = await bare_postgres(plain_url(database_url, scratch), concurrency, args.calls * 2)
@@ -265,7 +290,9 @@ async def main() -> None:
                     result = await measure(
                         concurrency, args.calls, lambda i, op=operation, t=target: op(t(i)), server
                     )
-                    print(_row(name, label, concurrency, result), flush=True)
+                    print(
+                        _row(name, label, concurrency, result, 4 if name == "hold+settle" else 2), flush=True
+                    )
         await channel.close()
     finally:
         server.stop()

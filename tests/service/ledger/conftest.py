@@ -1,4 +1,8 @@
-"""A migrated ledger schema and a running ledger server (production interceptors) per test session."""
+"""A migrated ledger schema and a running ledger server (production call guard) per test session; a
+server with a clock the test moves, per module that asks for one."""
+
+import uuid
+from datetime import UTC, datetime
 
 import pytest
 
@@ -6,6 +10,7 @@ from loyalty.ledger.v1 import ledger_service_pb2_grpc
 from loyalty_ledger.service import DEFINITION, LedgerSettings
 from loyalty_runtime.migrations import migrate
 from loyalty_runtime.testing import running_service
+from tests.service.ledger.helpers import Client
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +25,8 @@ async def ledger_settings(database_url, redis_url):
         expiry_interval_seconds=0,
         tier_interval_seconds=0,
         database_pool_size=20,
+        # Tests pile many calls onto one account on purpose; production sheds them sooner (0.5 s).
+        database_acquire_timeout_seconds=10.0,
     )
 
 
@@ -28,3 +35,36 @@ async def ledger(ledger_settings):
     async with running_service(DEFINITION, ledger_settings) as service:
         service.stub = ledger_service_pb2_grpc.LedgerServiceStub(service.channel)
         yield service
+
+
+class Clock:
+    """The server's clock: stands still until the test moves it."""
+
+    start = datetime(2030, 1, 31, 12, tzinfo=UTC)
+
+    def __init__(self) -> None:
+        self.now = self.start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+async def clocked(ledger_settings):
+    """A second server whose units of work take `now` from `clocked.clock`."""
+    clock = Clock()
+    async with running_service(DEFINITION, ledger_settings, clock=clock) as service:
+        service.stub = ledger_service_pb2_grpc.LedgerServiceStub(service.channel)
+        service.clock = clock
+        yield service
+
+
+@pytest.fixture
+def tenant(ledger) -> Client:
+    """A fresh tenant per test, so tests never see each other's programmes."""
+    return Client(ledger, f"t-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def other_tenant(ledger) -> Client:
+    return Client(ledger, f"o-{uuid.uuid4().hex[:8]}")

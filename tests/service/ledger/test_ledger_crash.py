@@ -1,28 +1,75 @@
-"""Kill the ledger (SIGKILL) after an earn committed but before it answered; the retry with the same
-key against the restarted process returns the first result, and exactly one entry exists."""
+"""Kill the ledger (SIGKILL) after an earn committed but before its answer reached the caller; the
+retry with the same key against the restarted process returns the first result, and exactly one
+entry exists.
+
+The server is the real `loyalty-ledger serve` process, unchanged: the test puts a small TCP proxy
+between it and the client and, once the channel is up and the call is sent, stops passing the
+server's bytes on. The earn commits and answers into the proxy; the test waits until the entry is
+visible in the database, kills the server, and the client, whose connection the proxy then closes,
+sees UNAVAILABLE.
+"""
 
 import asyncio
+import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
 
+import asyncpg
 import grpc
 
 from loyalty.ledger.v1 import ledger_pb2 as pb, ledger_service_pb2 as api, ledger_service_pb2_grpc
+from loyalty_devstack.infra import free_port
 from loyalty_ledger.service import LedgerSettings
+from loyalty_runtime.db import asyncpg_dsn
 from loyalty_runtime.testing import internal_metadata
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+class AnswerSwallowingProxy:
+    """Forwards client -> server always, server -> client until `swallow_answers` is set; when the
+    server's side closes, closes the client's."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.swallow_answers = False
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._connect, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        self._server.close()
+
+    async def _connect(self, client_reader, client_writer) -> None:
+        try:
+            server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_writer.close()
+            return
+        upstream = asyncio.create_task(self._pipe(client_reader, server_writer, lambda: False))
+        await self._pipe(server_reader, client_writer, lambda: self.swallow_answers)
+        upstream.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await upstream
+
+    @staticmethod
+    async def _pipe(reader, writer, swallow) -> None:
+        try:
+            while data := await reader.read(65536):
+                if not swallow():
+                    writer.write(data)
+                    await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
 
 
-def _start(settings: LedgerSettings, port: int, pause_ms: int) -> subprocess.Popen:
+def _start(settings: LedgerSettings, port: int) -> subprocess.Popen:
     env = {
         **os.environ,
         "LEDGER_DATABASE_URL": settings.database_url,
@@ -32,7 +79,6 @@ def _start(settings: LedgerSettings, port: int, pause_ms: int) -> subprocess.Pop
         "LEDGER_METRICS_PORT": "0",
         "LEDGER_EXPIRY_INTERVAL_SECONDS": "0",
         "LEDGER_TIER_INTERVAL_SECONDS": "0",
-        "LEDGER_TEST_PAUSE_AFTER_COMMIT_MS": str(pause_ms),
     }
     return subprocess.Popen(
         [sys.executable, "-m", "loyalty_ledger", "serve"],
@@ -42,14 +88,35 @@ def _start(settings: LedgerSettings, port: int, pause_ms: int) -> subprocess.Pop
     )
 
 
-async def _stub(port: int):
+async def _ready(port: int) -> tuple[grpc.aio.Channel, ledger_service_pb2_grpc.LedgerServiceStub]:
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     await asyncio.wait_for(channel.channel_ready(), timeout=20)
     return channel, ledger_service_pb2_grpc.LedgerServiceStub(channel)
 
 
+async def _entries(settings: LedgerSettings, tenant: str, key: str) -> int:
+    connection = await asyncpg.connect(asyncpg_dsn(settings.database_url))
+    try:
+        return await connection.fetchval(
+            "SELECT count(*) FROM ledger.journal_entries WHERE tenant_id = $1 AND idempotency_key = $2",
+            tenant,
+            key,
+        )
+    finally:
+        await connection.close()
+
+
+async def _wait_for_entry(settings: LedgerSettings, tenant: str, key: str) -> None:
+    async with asyncio.timeout(20):
+        while True:
+            if await _entries(settings, tenant, key):
+                return
+            await asyncio.sleep(0.02)
+
+
 async def test_killed_between_commit_and_answer_then_retried(ledger, ledger_settings):
-    md = internal_metadata(ledger_settings, f"crash-{uuid.uuid4().hex[:6]}")
+    tenant = f"crash-{uuid.uuid4().hex[:6]}"
+    md = internal_metadata(ledger_settings, tenant)
     program = (
         await ledger.stub.CreateProgram(
             api.CreateProgramRequest(
@@ -68,43 +135,41 @@ async def test_killed_between_commit_and_answer_then_retried(ledger, ledger_sett
         account_id=account, amount=123, source_ref="chk-crash", idempotency_key="earn-1"
     )
 
-    port = _free_port()
-    process = _start(ledger_settings, port, pause_ms=30_000)
+    port = free_port()
+    process = _start(ledger_settings, port)
+    proxy = AnswerSwallowingProxy(port)
+    await proxy.start()
     try:
-        channel, stub = await _stub(port)
+        direct, _ = await _ready(port)  # the server is up; now through the proxy
+        await direct.close()
+        channel, stub = await _ready(proxy.port)
+        proxy.swallow_answers = True
         call = stub.EarnPoints(request, metadata=md, timeout=60)
-        # Wait until the entry is committed (visible through the in-process server), then kill.
-        for _ in range(200):
-            await asyncio.sleep(0.05)
-            try:
-                await ledger.stub.GetEntry(api.GetEntryRequest(idempotency_key="earn-1"), metadata=md)
-                break
-            except grpc.aio.AioRpcError:
-                continue
-        else:
-            raise AssertionError("the earn never committed")
+        await _wait_for_entry(ledger_settings, tenant, "earn-1")
         process.send_signal(signal.SIGKILL)
         process.wait(10)
         try:
             await call
-            raise AssertionError("the killed server answered")
+            raise AssertionError("the killed server's answer reached the client")
         except grpc.aio.AioRpcError as error:
-            assert error.code() == grpc.StatusCode.UNAVAILABLE
+            assert error.code() == grpc.StatusCode.UNAVAILABLE, error
         await channel.close()
     finally:
+        await proxy.close()
         if process.poll() is None:
             process.kill()
             process.wait(10)
 
-    process = _start(ledger_settings, port, pause_ms=0)
+    process = _start(ledger_settings, port)
     try:
-        channel, stub = await _stub(port)
+        channel, stub = await _ready(port)
         retried = await stub.EarnPoints(request, metadata=md, timeout=20)
         await channel.close()
     finally:
         process.terminate()
         process.wait(15)
     assert retried.entry.idempotency_key == "earn-1" and retried.account.balance.posted == 123
+    assert await _entries(ledger_settings, tenant, "earn-1") == 1
     statement = await ledger.stub.ListStatementLines(
         api.ListStatementLinesRequest(account_id=account), metadata=md
     )

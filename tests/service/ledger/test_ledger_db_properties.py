@@ -9,17 +9,17 @@ account by system account, entry type by entry type, and through GetAccount.
 Hypothesis drives the async test directly: pytest-asyncio runs each example of an `async def`
 `@given` test on the session's event loop, where the servers live.
 
-Time is the repository's injectable clock, moved by the sequence itself, so hold timeouts, pending
-periods and lot expiry happen without sleeping and the reference ledger sees the very same `now`.
-That is why this module runs its own server (built from the ledger's DEFINITION and the session's
-migrated `ledger_settings`, with a clocked repository and no background loops) next to the
+Time is the server's injected clock (the units of work's `now`), moved by the sequence itself, so
+hold timeouts, pending periods and lot expiry happen without sleeping and the reference ledger sees
+the very same `now`. That is why this module runs its own server (conftest's `clocked`: the
+ledger's DEFINITION on the session's migrated `ledger_settings`, with that clock) next to the
 session's `ledger` fixture, whose clock is the wall clock.
 """
 
 import uuid
 from collections import Counter
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import grpc
 import pytest
@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from loyalty.ledger.v1 import ledger_pb2 as pb, ledger_service_pb2 as api, ledger_service_pb2_grpc
+from loyalty.ledger.v1 import ledger_pb2 as pb, ledger_service_pb2 as api
 from loyalty_ledger.domain.memory import MemoryLedger
 from loyalty_ledger.domain.model import (
     AccountKind,
@@ -39,41 +39,11 @@ from loyalty_ledger.domain.model import (
     ProgramRules,
     Tier,
 )
-from loyalty_ledger.repository import LedgerRepository
-from loyalty_ledger.service import DEFINITION
-from loyalty_ledger.servicer import LedgerServicer
 from loyalty_runtime.errors import DomainError
-from loyalty_runtime.testing import running_service
 from tests.conftest import RpcFailure
 
-START = datetime(2030, 1, 31, 12, tzinfo=UTC)
 TIERS = (Tier("SILVER", "Silver", 100, 12_000), Tier("GOLD", "Gold", 300, 15_000))
 HOLD_TTL = 600
-
-
-class Clock:
-    """The repository's clock: stands still until the test moves it."""
-
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture(scope="module")
-async def clocked(ledger_settings):
-    clock = Clock()
-
-    def add_servicers(server, resources):
-        repository = LedgerRepository(resources.database, clock=clock)
-        ledger_service_pb2_grpc.add_LedgerServiceServicer_to_server(LedgerServicer(repository), server)
-
-    definition = replace(DEFINITION, add_servicers=add_servicers, background=())
-    async with running_service(definition, ledger_settings) as service:
-        service.stub = ledger_service_pb2_grpc.LedgerServiceStub(service.channel)
-        service.clock = clock
-        yield service
 
 
 @pytest.fixture(scope="module")
@@ -181,10 +151,10 @@ class Run:
         try:
             return True, action()
         except DomainError as error:
-            return False, error.reason
+            return False, error.reason.name
 
     async def setup(self) -> None:
-        self.clock.now = START
+        self.clock.now = self.clock.start
         strict = (
             pb.Program(
                 display_name="strict",
@@ -479,8 +449,11 @@ class Run:
                 SELECT hold_id FROM ledger.holds WHERE tenant_id = :t
                 AND NOT (captured_amount BETWEEN 0 AND amount AND (state = 'CAPTURED') = (captured_amount > 0))""")
             assert not await rows("""
-                SELECT entry_id FROM ledger.journal_entries WHERE tenant_id = :t
-                AND NOT reversed_amount BETWEEN 0 AND amount""")
+                SELECT e.entry_id FROM ledger.journal_entries e WHERE e.tenant_id = :t
+                AND e.entry_type IN ('EARN', 'BURN', 'TRANSFER')
+                AND NOT coalesce((SELECT sum(r.amount) FROM ledger.journal_entries r
+                                  WHERE r.tenant_id = :t AND r.reversed_entry_id = e.entry_id), 0)
+                        BETWEEN 0 AND e.amount"""), "an entry reversed beyond its amount"
 
             # Side by side with the reference ledger.
             sums = dict(
@@ -497,6 +470,11 @@ class Run:
             types = Counter(
                 r[0] for r in await rows("SELECT entry_type FROM ledger.journal_entries WHERE tenant_id = :t")
             )
+            reversed_so_far = dict(
+                await rows("""
+                    SELECT reversed_entry_id, sum(amount) FROM ledger.journal_entries
+                    WHERE tenant_id = :t AND reversed_entry_id IS NOT NULL GROUP BY reversed_entry_id""")
+            )
         await self.compare(sql)
         memory = self.memory
         for reference, program in self.programs.items():
@@ -507,6 +485,10 @@ class Run:
             h = memory.holds[reference]
             assert holds[server] == (h.state.value, h.amount, h.captured_amount), f"hold {server} differs"
         assert types == Counter(e.entry_type.value for e in memory.entries.values()), "journal differs"
+        for server, reference in self.entries:
+            assert reversed_so_far.get(server, 0) == memory.entries[reference].reversed_amount, (
+                f"entry {server} reversed differently"
+            )
         # And through the API, which settles timed-out holds and matured points as it reads.
         for server, reference in self.accounts:
             ok, response = await self.rpc("GetAccount", api.GetAccountRequest(account_id=server))

@@ -1,6 +1,7 @@
 """The ledger end to end: real server, production interceptors, real PostgreSQL."""
 
 import asyncio
+import base64
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -8,122 +9,10 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from loyalty.ledger.v1 import ledger_pb2 as pb, ledger_service_pb2 as api
 from tests.conftest import rpc_failure
-
-
-def key() -> str:
-    return uuid.uuid4().hex
-
-
-class Client:
-    """A tenant's view of the ledger."""
-
-    def __init__(self, ledger, tenant: str) -> None:
-        self.stub = ledger.stub
-        self.md = ledger.metadata(tenant)
-
-    def __getattr__(self, name):
-        method = getattr(self.stub, name)
-        return lambda request: method(request, metadata=self.md)
-
-    async def program(self, **fields) -> pb.Program:
-        fields.setdefault("asset_kind", pb.ASSET_KIND_POINTS)
-        response = await self.CreateProgram(
-            api.CreateProgramRequest(program=pb.Program(display_name="Club", **fields), idempotency_key=key())
-        )
-        return response.program
-
-    async def account(self, program: pb.Program, customer: str | None = None) -> str:
-        response = await self.OpenAccount(
-            api.OpenAccountRequest(
-                program_id=program.program_id, customer_id=customer or key(), idempotency_key=key()
-            )
-        )
-        return response.account.account_id
-
-    async def earn(self, account_id: str, amount: int, **fields) -> api.EarnPointsResponse:
-        return await self.EarnPoints(
-            api.EarnPointsRequest(
-                account_id=account_id,
-                amount=amount,
-                idempotency_key=fields.pop("idempotency_key", key()),
-                **fields,
-            )
-        )
-
-    async def balance(self, account_id: str) -> pb.Balance:
-        return (await self.GetAccount(api.GetAccountRequest(account_id=account_id))).account.balance
-
-    async def hold(self, account_id: str, amount: int, **fields) -> pb.Hold:
-        return (
-            await self.HoldPoints(
-                api.HoldPointsRequest(account_id=account_id, amount=amount, idempotency_key=key(), **fields)
-            )
-        ).hold
-
-    async def capture(self, hold_id: str, **fields) -> api.CaptureHoldResponse:
-        return await self.CaptureHold(
-            api.CaptureHoldRequest(hold_id=hold_id, idempotency_key=key(), **fields)
-        )
-
-
-@pytest.fixture
-def tenant(ledger):
-    return Client(ledger, f"t-{uuid.uuid4().hex[:8]}")
-
-
-@pytest.fixture
-def other_tenant(ledger):
-    return Client(ledger, f"o-{uuid.uuid4().hex[:8]}")
-
-
-async def journal_checks(database_url: str) -> None:
-    """Every entry balances; every customer balance equals the sum of its postings; lots match."""
-    engine = create_async_engine(database_url)
-    try:
-        async with engine.connect() as connection:
-            unbalanced = (
-                await connection.execute(
-                    text("SELECT entry_id FROM ledger.postings GROUP BY entry_id HAVING sum(amount) <> 0")
-                )
-            ).all()
-            drifted = (
-                await connection.execute(
-                    text("""
-                SELECT a.account_id FROM ledger.accounts a
-                LEFT JOIN (SELECT account_id,
-                                  sum(amount) FILTER (WHERE bucket = 'POSTED') AS posted,
-                                  sum(amount) FILTER (WHERE bucket = 'PENDING') AS pending
-                           FROM ledger.postings GROUP BY account_id) p USING (account_id)
-                WHERE a.customer_id IS NOT NULL
-                  AND (a.posted <> coalesce(p.posted, 0) OR a.pending <> coalesce(p.pending, 0))""")
-                )
-            ).all()
-            lots = (
-                await connection.execute(
-                    text("""
-                SELECT a.account_id FROM ledger.accounts a
-                LEFT JOIN (SELECT account_id, sum(remaining) FILTER (WHERE NOT pending) AS spendable
-                           FROM ledger.lots GROUP BY account_id) l USING (account_id)
-                WHERE a.customer_id IS NOT NULL AND greatest(a.posted, 0) <> coalesce(l.spendable, 0)""")
-                )
-            ).all()
-            held = (
-                await connection.execute(
-                    text("""
-                SELECT a.account_id FROM ledger.accounts a
-                LEFT JOIN (SELECT account_id, sum(amount) AS held FROM ledger.holds WHERE state = 'ACTIVE'
-                           GROUP BY account_id) h USING (account_id)
-                WHERE a.held <> coalesce(h.held, 0)""")
-                )
-            ).all()
-    finally:
-        await engine.dispose()
-    assert not unbalanced and not drifted and not lots and not held, (unbalanced, drifted, lots, held)
+from tests.service.ledger.helpers import journal_checks, key
 
 
 async def test_earn_hold_capture_release_and_statement(tenant, database_url):
@@ -396,3 +285,78 @@ async def test_concurrent_burns_never_exceed_the_balance(tenant, database_url):
     balance = await tenant.balance(account)
     assert (balance.posted, balance.held, balance.available) == (10, 0, 10)
     await journal_checks(database_url)
+
+
+async def test_reversing_an_earn_takes_back_the_points_held_from_it(tenant, database_url):
+    """Issue 6: held but not captured points are taken back by the reversal (the hold is voided),
+    not reported unrecovered and left for the customer to capture."""
+    program = await tenant.program()
+    account = await tenant.account(program)
+    earned = await tenant.earn(account, 100)
+    hold = await tenant.hold(account, 80)
+    reversal = await tenant.ReverseEntry(
+        api.ReverseEntryRequest(entry_id=earned.entry.entry_id, idempotency_key=key())
+    )
+    assert reversal.entry.unrecovered_amount == 0
+    balance = await tenant.balance(account)
+    assert (balance.posted, balance.held, balance.available) == (0, 0, 0)
+    voided = await tenant.GetHold(api.GetHoldRequest(hold_id=hold.hold_id))
+    assert voided.hold.state == pb.HOLD_STATE_VOIDED
+    capture = await rpc_failure(tenant.capture(hold.hold_id))
+    assert (capture.code, capture.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "HOLD_NOT_ACTIVE")
+    released = await tenant.ReleaseHold(api.ReleaseHoldRequest(hold_id=hold.hold_id, idempotency_key=key()))
+    assert released.hold.state == pb.HOLD_STATE_VOIDED  # releasing it is harmless
+    await journal_checks(database_url)
+
+
+async def test_bad_ids_and_overlong_fields_are_invalid_argument(tenant):
+    program = await tenant.program()
+    account = await tenant.account(program)
+    cases = [
+        (tenant.earn("not-a-uuid", 1), ["account_id"]),
+        (tenant.earn(account, 1, reason="r" * 501), ["reason"]),
+        (tenant.earn(account, 1, asset_code="A" * 17), ["asset_code"]),
+        (tenant.earn(account, 1, source_ref="s" * 201), ["source_ref"]),
+        (tenant.GetAccount(api.GetAccountRequest(account_id=account + "x")), ["account_id"]),
+        (tenant.capture("1234"), ["hold_id"]),
+        (tenant.ReverseEntry(api.ReverseEntryRequest(entry_id="e", idempotency_key=key())), ["entry_id"]),
+        (
+            tenant.CreateProgram(
+                api.CreateProgramRequest(
+                    program=pb.Program(asset_kind=pb.ASSET_KIND_POINTS, tiers=[pb.Tier(code="G" * 65)]),
+                    idempotency_key=key(),
+                )
+            ),
+            ["program.tiers[0].code"],
+        ),
+    ]
+    for call, fields in cases:
+        failure = await rpc_failure(call)
+        assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, fields), failure.message
+    huge = await rpc_failure(tenant.earn(account, 10**15 + 1))
+    assert (huge.code, huge.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_AMOUNT")
+    # A 64-character tier code is fine, and earns reaching the tier go on working.
+    tiered = await tenant.program(
+        tiers=[pb.Tier(code="G" * 64, qualifying_points=10, earn_multiplier_bps=12_000)]
+    )
+    reached = await tenant.earn(await tenant.account(tiered), 10)
+    assert reached.account.tier_code == "G" * 64
+    assert (await tenant.earn(reached.account.account_id, 10)).account.balance.posted == 20
+
+
+async def test_page_tokens_it_did_not_issue_are_invalid_argument(tenant):
+    program = await tenant.program()
+    account = await tenant.account(program)
+    for token in (
+        base64.urlsafe_b64encode(b"abc").decode(),
+        base64.urlsafe_b64encode(b"9" * 40).decode(),
+        base64.urlsafe_b64encode(b"-1").decode(),
+    ):
+        failure = await rpc_failure(
+            tenant.ListStatementLines(api.ListStatementLinesRequest(account_id=account, page_token=token))
+        )
+        assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["page_token"]), token
+    negative = await rpc_failure(
+        tenant.ListStatementLines(api.ListStatementLinesRequest(account_id=account, page_size=-1))
+    )
+    assert negative.fields == ["page_size"]

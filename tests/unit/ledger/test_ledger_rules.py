@@ -7,8 +7,8 @@ from hypothesis import given, strategies as st
 
 from loyalty_ledger.domain import rules as r
 from loyalty_ledger.domain.model import (
+    Account,
     AccountKind,
-    AccountState,
     Bucket,
     EntryType,
     ExpiryPolicy,
@@ -20,18 +20,16 @@ from loyalty_ledger.domain.model import (
     ReversibleEntry,
     Tier,
 )
-from loyalty_runtime.errors import FailedPrecondition, InvalidArgument
+from loyalty_runtime.errors import FailedPrecondition, InvalidArgument, Reason
 
 NOW = datetime(2025, 3, 15, 12, tzinfo=UTC)
-ISSUANCE = AccountState("iss", AccountKind.ISSUANCE)
-REDEMPTION = AccountState("red", AccountKind.REDEMPTION)
-EXPIRY = AccountState("exp", AccountKind.EXPIRY)
+ISSUANCE = Account("iss", AccountKind.ISSUANCE)
+REDEMPTION = Account("red", AccountKind.REDEMPTION)
+EXPIRY = Account("exp", AccountKind.EXPIRY)
 
 
 def customer(posted=0, held=0, lots=(), pending=0):
-    return AccountState(
-        "c", AccountKind.CUSTOMER, posted=posted, held=held, pending=pending, lots=tuple(lots)
-    )
+    return Account("c", AccountKind.CUSTOMER, posted=posted, held=held, pending=pending, lots=tuple(lots))
 
 
 def lot(lot_id, remaining, days, seq=0, pending=False):
@@ -43,7 +41,7 @@ def lot(lot_id, remaining, days, seq=0, pending=False):
 def test_amount_must_be_positive_and_bounded(amount):
     with pytest.raises(InvalidArgument) as error:
         r.plan_earn(customer(), ISSUANCE, amount, ProgramRules(), NOW)
-    assert error.value.reason == "INVALID_AMOUNT"
+    assert error.value.reason is Reason.INVALID_AMOUNT
     assert error.value.violations[0].field == "amount"
 
 
@@ -52,7 +50,7 @@ def test_asset_mismatch():
     r.require_asset("POINTS", "POINTS")
     with pytest.raises(FailedPrecondition) as error:
         r.require_asset("EUR", "POINTS")
-    assert error.value.reason == "ASSET_MISMATCH"
+    assert error.value.reason is Reason.ASSET_MISMATCH
 
 
 def test_add_months_clamps_to_month_end():
@@ -111,7 +109,7 @@ def test_pending_earn_is_not_spendable_until_matured():
     account = r.apply_effect(customer(), effect, ["l1"], 1)
     with pytest.raises(FailedPrecondition) as error:
         r.plan_hold(account, 1, ProgramRules())
-    assert error.value.reason == "INSUFFICIENT_BALANCE"
+    assert error.value.reason is Reason.INSUFFICIENT_BALANCE
     assert r.plan_maturation(account, NOW) is None
     matured = r.plan_maturation(account, NOW + timedelta(days=14))
     assert [p.amount for p in matured.postings] == [-100, 100] and sum(
@@ -124,14 +122,14 @@ def test_hold_state_machine():
     account = customer(100, held=50, lots=[lot("a", 100, 30)])
     with pytest.raises(FailedPrecondition) as error:
         r.plan_capture(account, REDEMPTION, hold, 51, NOW)
-    assert error.value.reason == "CAPTURE_EXCEEDS_HOLD"
+    assert error.value.reason is Reason.CAPTURE_EXCEEDS_HOLD
     plan, captured = r.plan_capture(account, REDEMPTION, hold, 30, NOW)
     assert captured.state is HoldState.CAPTURED and captured.captured_amount == 30
     assert plan.effects[0].d_held == -50 and plan.effects[0].d_posted == -30
     for dead in (captured, hold.with_state(HoldState.RELEASED)):
         with pytest.raises(FailedPrecondition) as error:
             r.plan_capture(account, REDEMPTION, dead, None, NOW)
-        assert error.value.reason == "HOLD_NOT_ACTIVE"
+        assert error.value.reason is Reason.HOLD_NOT_ACTIVE
     with pytest.raises(FailedPrecondition):
         r.plan_capture(account, REDEMPTION, hold, None, NOW + timedelta(minutes=5))  # timed out
     with pytest.raises(FailedPrecondition):
@@ -166,7 +164,7 @@ def test_reversal_of_spent_earn_is_capped_without_overdraft():
     assert overdraft.unrecovered == 0 and overdraft.effects[0].d_posted == -100
     with pytest.raises(FailedPrecondition) as error:
         r.plan_reversal(entry, 101, {"c": account}, {AccountKind.ISSUANCE: ISSUANCE}, ProgramRules())
-    assert error.value.reason == "REVERSAL_EXCEEDS_ENTRY"
+    assert error.value.reason is Reason.REVERSAL_EXCEEDS_ENTRY
 
 
 def test_burn_reversal_restores_latest_consumed_expiry():
@@ -183,7 +181,7 @@ def test_burn_reversal_restores_latest_consumed_expiry():
 
 def test_transfer_keeps_expiry_dates_and_never_overdraws():
     source = customer(50, lots=[lot("a", 20, 10, 0), lot("b", 30, 40, 1)])
-    destination = AccountState("d", AccountKind.CUSTOMER)
+    destination = Account("d", AccountKind.CUSTOMER)
     plan = r.plan_transfer(source, destination, 30)
     assert sorted((n.amount, n.expires_at) for n in plan.effects[1].new_lots) == [
         (10, NOW + timedelta(days=40)),
@@ -191,16 +189,111 @@ def test_transfer_keeps_expiry_dates_and_never_overdraws():
     ]
     with pytest.raises(FailedPrecondition) as error:
         r.plan_transfer(source, destination, 51)
-    assert error.value.reason == "INSUFFICIENT_BALANCE"
+    assert error.value.reason is Reason.INSUFFICIENT_BALANCE
     with pytest.raises(InvalidArgument):
         r.plan_transfer(source, REDEMPTION, 1)
 
 
-def test_reversal_never_takes_held_points_without_overdraft():
-    account = customer(100, held=30, lots=[lot("l", 100, 30)])
+def test_a_reversal_takes_held_points_back_by_voiding_holds_newest_first():
+    # 100 earned; holds of 30 (older) and 50 (newer) leave 20 available. Reversing 60 takes the 20
+    # and voids the newer hold (it covers the 40 missing); the older one stays, and nothing is
+    # unrecovered: the held points do not stay with the customer.
+    account = customer(100, held=80, lots=[lot("l", 100, 30)])
+    older = Hold("h1", "c", 30, NOW + timedelta(minutes=5), seq=1)
+    newer = Hold("h2", "c", 50, NOW + timedelta(minutes=5), seq=2)
     entry = ReversibleEntry("e", EntryType.EARN, 100, 0, "c", lot_id="l")
-    plan = r.plan_reversal(entry, None, {"c": account}, {AccountKind.ISSUANCE: ISSUANCE}, ProgramRules())
-    assert plan.effects[0].d_posted == -70 and plan.unrecovered == 30
+    system = {AccountKind.ISSUANCE: ISSUANCE}
+    plan = r.plan_reversal(entry, 60, {"c": account}, system, ProgramRules(), [older, newer])
+    assert [h.hold_id for h in plan.voided_holds] == ["h2"] and plan.voided_holds[0].state is HoldState.VOIDED
+    assert (plan.effects[0].d_posted, plan.effects[0].d_held, plan.unrecovered) == (-60, -50, 0)
+    after = r.apply_effect(account, plan.effects[0], [], 0)
+    assert (after.posted, after.held, after.available) == (40, 30, 10)
+    # All of it: both holds go, and only what was spent before (nothing here) is unrecovered.
+    whole = r.plan_reversal(entry, None, {"c": account}, system, ProgramRules(), [older, newer])
+    assert {h.hold_id for h in whole.voided_holds} == {"h1", "h2"} and whole.unrecovered == 0
+    assert (whole.effects[0].d_posted, whole.effects[0].d_held) == (-100, -80)
+    # Points that were burned (captured) are gone: those are unrecovered.
+    spent = customer(40, lots=[lot("l", 40, 30)])
+    assert r.plan_reversal(entry, None, {"c": spent}, system, ProgramRules()).unrecovered == 60
+
+
+def test_holds_of_other_accounts_or_no_longer_active_are_left_alone():
+    account = customer(100, held=0, lots=[lot("l", 100, 30)])
+    elsewhere = Hold("h1", "other", 50, NOW + timedelta(minutes=5), seq=1)
+    released = Hold("h2", "c", 50, NOW + timedelta(minutes=5), HoldState.RELEASED, seq=2)
+    entry = ReversibleEntry("e", EntryType.EARN, 100, 0, "c", lot_id="l")
+    plan = r.plan_reversal(
+        entry, 50, {"c": account}, {AccountKind.ISSUANCE: ISSUANCE}, ProgramRules(), [elsewhere, released]
+    )
+    assert plan.voided_holds == () and plan.effects[0].d_held == 0
+
+
+def test_a_transfer_reversal_voids_the_destinations_holds():
+    source = customer(0)
+    destination = Account("d", AccountKind.CUSTOMER, posted=50, held=50, lots=(lot("x", 50, 30),))
+    hold = Hold("h", "d", 50, NOW + timedelta(minutes=5), seq=1)
+    entry = ReversibleEntry("t", EntryType.TRANSFER, 50, 0, "c", counter_account_id="d")
+    plan = r.plan_reversal(entry, None, {"c": source, "d": destination}, {}, ProgramRules(), [hold])
+    assert plan.unrecovered == 0 and [h.hold_id for h in plan.voided_holds] == ["h"]
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 500), st.integers(0, 30_000)), max_size=6, unique_by=lambda t: t),
+    st.integers(0, 600),
+)
+def test_the_tier_ladder_picks_the_highest_threshold_met(specs, points):
+    tiers = tuple(Tier(f"T{i}", "", threshold, bps) for i, (threshold, bps) in enumerate(specs))
+    reached = [t for t in tiers if points >= t.qualifying_points]
+    best = max(reached, key=lambda t: (t.qualifying_points, t.earn_multiplier_bps), default=None)
+    assert r.tier_for(tiers, points) == best
+
+
+@pytest.mark.parametrize("value", ["x", "1234", "6f1e6a52-1c2b-4c8e-9d5e-3c0b5d2e9f1", "\x00" * 36])
+def test_ids_are_the_uuids_the_ledger_issues(value):
+    with pytest.raises(InvalidArgument) as error:
+        r.require_id(value, "account_id")
+    assert error.value.violations[0].field == "account_id"
+    assert r.require_id("6F1E6A52-1C2B-4C8E-9D5E-3C0B5D2E9F10", "a") == "6f1e6a52-1c2b-4c8e-9d5e-3c0b5d2e9f10"
+
+
+def test_pending_points_at_most_a_year_ahead():
+    with pytest.raises(InvalidArgument) as error:
+        r.plan_earn(customer(), ISSUANCE, 10, ProgramRules(), NOW, available_at=NOW + timedelta(days=400))
+    assert error.value.violations[0].field == "available_time"
+
+
+def test_tier_codes_fit_their_column():
+    with pytest.raises(InvalidArgument):
+        r.validate_rules(ProgramRules(tiers=(Tier("G" * 65, "", 1, 10_000),)))
+    r.validate_rules(ProgramRules(tiers=(Tier("G" * 64, "", 1, 10_000),)))
+
+
+def test_a_merge_moves_everything_with_its_dates_and_voids_the_holds():
+    merged = Account(
+        "m",
+        AccountKind.CUSTOMER,
+        posted=70,
+        pending=5,
+        held=20,
+        lots=(
+            lot("a", 30, 10, 0),
+            lot("b", 40, None, 1),
+            Lot("p", 5, None, 2, pending=True, available_at=NOW),
+        ),
+    )
+    survivor = customer(10, lots=[lot("s", 10, 5)])
+    hold = Hold("h", "m", 20, NOW + timedelta(minutes=5))
+    plan = r.plan_merge(merged, survivor, [hold])
+    assert sum(p.amount for p in plan.postings) == 0
+    out, into = plan.effects
+    assert (out.d_posted, out.d_pending, out.d_held) == (-70, -5, -20)
+    assert (into.d_posted, into.d_pending) == (70, 5)
+    assert sorted((n.amount, n.expires_at, n.pending) for n in into.new_lots) == sorted(
+        [(30, NOW + timedelta(days=10), False), (40, None, False), (5, None, True)]
+    )
+    assert [h.state for h in plan.voided_holds] == [HoldState.VOIDED]
+    emptied = r.apply_effect(merged, out, [], 0)
+    assert r.plan_merge(emptied, survivor, []) is None
 
 
 def test_reference_model_catches_an_overdrawn_hold():

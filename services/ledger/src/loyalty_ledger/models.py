@@ -1,9 +1,14 @@
-"""The ledger's tables (schema `ledger`), SQLAlchemy 2.0 typed style.
+"""The ledger's tables (schema `ledger`) for Alembic: SQLAlchemy 2.0 typed rows, nothing reads them
+through the ORM (repository.py speaks SQL on asyncpg; domain/model.py has the shapes it returns).
 
 Customer accounts keep posted/pending/held balance columns in step with their postings in the same
 transaction. System accounts (issuance, redemption, ...) do not: every earn and burn of a programme
 touches them, so a balance column there would be one hot row serialising the whole programme; their
 balance is the sum of their postings, computed when asked.
+
+Append-only (migration 0003, loyalty_runtime.append_only): journal entries, postings, checkouts,
+their lines and their returns; UPDATE, DELETE and TRUNCATE fail there. What an entry has had
+reversed is the sum of its reversals (`journal_entries_reversals`), read under the account lock.
 """
 
 from datetime import datetime
@@ -14,6 +19,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -25,26 +31,26 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from loyalty_runtime.events import outbox_table
-from loyalty_runtime.idempotency import idempotency_table
+from loyalty_runtime.tables import add_runtime_tables
 
 SCHEMA = "ledger"
 Id = String(36)
+Tenant = String(64)
+APPEND_ONLY_TABLES = ("journal_entries", "postings", "checkouts", "checkout_lines", "checkout_returns")
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(schema=SCHEMA)
 
 
-idempotency_keys = idempotency_table(Base.metadata)
-outbox = outbox_table(Base.metadata)
+add_runtime_tables(Base.metadata)
 
 
-class Program(Base):
+class ProgramRow(Base):
     __tablename__ = "programs"
 
     program_id: Mapped[str] = mapped_column(Id, primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    tenant_id: Mapped[str] = mapped_column(Tenant, index=True)
     display_name: Mapped[str] = mapped_column(String(200))
     asset_kind: Mapped[str] = mapped_column(String(20))
     asset_code: Mapped[str] = mapped_column(String(16))
@@ -57,7 +63,7 @@ class Program(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class Account(Base):
+class AccountRow(Base):
     __tablename__ = "accounts"
     __table_args__ = (
         Index(
@@ -79,19 +85,19 @@ class Account(Base):
     )
 
     account_id: Mapped[str] = mapped_column(Id, primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(64))
+    tenant_id: Mapped[str] = mapped_column(Tenant)
     program_id: Mapped[str] = mapped_column(ForeignKey("programs.program_id"))
     customer_id: Mapped[str | None] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(20))
-    posted: Mapped[int] = mapped_column(BigInteger, default=0)
-    pending: Mapped[int] = mapped_column(BigInteger, default=0)
-    held: Mapped[int] = mapped_column(BigInteger, default=0)
-    tier_code: Mapped[str] = mapped_column(String(64), default="")
+    posted: Mapped[int] = mapped_column(BigInteger)
+    pending: Mapped[int] = mapped_column(BigInteger)
+    held: Mapped[int] = mapped_column(BigInteger)
+    tier_code: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class JournalEntry(Base):
-    """Append-only, apart from `reversed_amount`, which counts what later reversals took back."""
+class JournalEntryRow(Base):
+    """Append-only."""
 
     __tablename__ = "journal_entries"
     __table_args__ = (
@@ -102,22 +108,24 @@ class JournalEntry(Base):
             "created_at",
             postgresql_where=text("qualifying_delta <> 0"),
         ),
-        CheckConstraint(
-            "reversed_amount >= 0 AND reversed_amount <= amount", name="entries_reversal_bounded"
+        Index(
+            "journal_entries_reversals",
+            "reversed_entry_id",
+            postgresql_where=text("reversed_entry_id IS NOT NULL"),
         ),
     )
 
     entry_id: Mapped[str] = mapped_column(Id, primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(64))
+    tenant_id: Mapped[str] = mapped_column(Tenant)
     program_id: Mapped[str] = mapped_column(ForeignKey("programs.program_id"))
     entry_type: Mapped[str] = mapped_column(String(20))
     asset_code: Mapped[str] = mapped_column(String(16))
-    # What can be reversed: the points the entry moved to or from the customer.
+    # The points the entry moved to or from the customer; for reversals, how much of the original
+    # they reverse (recovered + unrecovered), so what is left to reverse is a sum over them.
     amount: Mapped[int] = mapped_column(BigInteger)
-    reversed_amount: Mapped[int] = mapped_column(BigInteger, default=0)
-    unrecovered_amount: Mapped[int] = mapped_column(BigInteger, default=0)
-    reason: Mapped[str] = mapped_column(String(500), default="")
-    source_ref: Mapped[str] = mapped_column(String(200), default="")
+    unrecovered_amount: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(500))
+    source_ref: Mapped[str] = mapped_column(String(200))
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     reversed_entry_id: Mapped[str | None] = mapped_column(Id)
     hold_id: Mapped[str | None] = mapped_column(Id)
@@ -126,17 +134,19 @@ class JournalEntry(Base):
     lot_id: Mapped[str | None] = mapped_column(Id)
     restore_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     qualifying_account_id: Mapped[str | None] = mapped_column(Id)
-    qualifying_delta: Mapped[int] = mapped_column(BigInteger, default=0)
+    qualifying_delta: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-class Posting(Base):
+class PostingRow(Base):
+    """Append-only."""
+
     __tablename__ = "postings"
     __table_args__ = (Index("postings_account", "account_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     entry_id: Mapped[str] = mapped_column(ForeignKey("journal_entries.entry_id"), index=True)
-    tenant_id: Mapped[str] = mapped_column(String(64))
+    tenant_id: Mapped[str] = mapped_column(Tenant)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.account_id"))
     amount: Mapped[int] = mapped_column(BigInteger)
     bucket: Mapped[str] = mapped_column(String(10))
@@ -144,7 +154,7 @@ class Posting(Base):
     balance_after: Mapped[int | None] = mapped_column(BigInteger)
 
 
-class Lot(Base):
+class LotRow(Base):
     __tablename__ = "lots"
     __table_args__ = (
         # Spendable lots in the order debits consume them (rules.consume_lots), so a debit reads
@@ -164,17 +174,17 @@ class Lot(Base):
 
     lot_id: Mapped[str] = mapped_column(Id, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, Identity())
-    tenant_id: Mapped[str] = mapped_column(String(64))
+    tenant_id: Mapped[str] = mapped_column(Tenant)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.account_id"))
     entry_id: Mapped[str] = mapped_column(ForeignKey("journal_entries.entry_id"))
     amount: Mapped[int] = mapped_column(BigInteger)
     remaining: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    pending: Mapped[bool] = mapped_column(Boolean, default=False)
+    pending: Mapped[bool] = mapped_column(Boolean)
     available_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class Hold(Base):
+class HoldRow(Base):
     __tablename__ = "holds"
     __table_args__ = (
         Index("holds_active", "account_id", postgresql_where=text("state = 'ACTIVE'")),
@@ -183,13 +193,79 @@ class Hold(Base):
     )
 
     hold_id: Mapped[str] = mapped_column(Id, primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(64))
+    # Creation order: reversals void the newest holds first.
+    seq: Mapped[int] = mapped_column(BigInteger, Identity())
+    tenant_id: Mapped[str] = mapped_column(Tenant)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.account_id"))
     amount: Mapped[int] = mapped_column(BigInteger)
-    captured_amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    captured_amount: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(10))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    reason: Mapped[str] = mapped_column(String(500), default="")
-    source_ref: Mapped[str] = mapped_column(String(200), default="")
+    reason: Mapped[str] = mapped_column(String(500))
+    source_ref: Mapped[str] = mapped_column(String(200))
     capture_entry_id: Mapped[str | None] = mapped_column(Id)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CheckoutRow(Base):
+    """A settled checkout (SettleCheckout), once per checkout id. Append-only."""
+
+    __tablename__ = "checkouts"
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    checkout_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.account_id"))
+    program_id: Mapped[str] = mapped_column(ForeignKey("programs.program_id"))
+    earn_entry_id: Mapped[str | None] = mapped_column(ForeignKey("journal_entries.entry_id"))
+    burn_entry_id: Mapped[str | None] = mapped_column(ForeignKey("journal_entries.entry_id"))
+    hold_id: Mapped[str | None] = mapped_column(Id)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CheckoutLineRow(Base):
+    """A settled checkout's line: units, earned points, allocated burn. Append-only."""
+
+    __tablename__ = "checkout_lines"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id", "checkout_id"], ["checkouts.tenant_id", "checkouts.checkout_id"]),
+        CheckConstraint(
+            "quantity > 0 AND earn_points >= 0 AND burn_points >= 0", name="checkout_lines_positive"
+        ),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    checkout_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    line_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # The line's position in the checkout, so lines read back in the order they were given.
+    position: Mapped[int] = mapped_column(Integer)
+    quantity: Mapped[int] = mapped_column(BigInteger)
+    earn_points: Mapped[int] = mapped_column(BigInteger)
+    burn_points: Mapped[int] = mapped_column(BigInteger)
+
+
+class CheckoutReturnRow(Base):
+    """Units of one line returned by one return, and what they took back. What a line has had
+    returned is the sum of its rows, read under the checkout account's lock. Append-only."""
+
+    __tablename__ = "checkout_returns"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "checkout_id", "line_id"],
+            ["checkout_lines.tenant_id", "checkout_lines.checkout_id", "checkout_lines.line_id"],
+        ),
+        Index("checkout_returns_line", "tenant_id", "checkout_id", "line_id"),
+        CheckConstraint(
+            "quantity > 0 AND earn_reversed >= 0 AND burn_restored >= 0", name="checkout_returns_positive"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(Tenant)
+    checkout_id: Mapped[str] = mapped_column(String(200))
+    line_id: Mapped[str] = mapped_column(String(100))
+    quantity: Mapped[int] = mapped_column(BigInteger)
+    earn_reversed: Mapped[int] = mapped_column(BigInteger)
+    burn_restored: Mapped[int] = mapped_column(BigInteger)
+    earn_reversal_entry_id: Mapped[str | None] = mapped_column(ForeignKey("journal_entries.entry_id"))
+    burn_reversal_entry_id: Mapped[str | None] = mapped_column(ForeignKey("journal_entries.entry_id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,1221 +1,894 @@
-"""PostgreSQL side of the ledger. Every change runs in one transaction that:
+"""The ledger's SQL, as PostgreSQL text on the unit of work's asyncpg connection.
 
-1. claims the idempotency key (a replay returns the first answer),
-2. locks the customer account rows it touches (`SELECT ... FOR UPDATE`, in account-id order),
-3. voids timed-out holds and matures due pending points of those accounts,
-4. asks the domain for a plan and writes it in one statement (`sql.POST_ENTRY`): the entry, its
-   postings, lot and balance changes and its outbox event,
-5. remembers the answer.
+Every statement names the caller's tenant (`uow.tenant`) in its WHERE clause, including those that
+reach rows through an account already locked under the tenant; another tenant's row is simply not
+found. The one exception says so: the scheduler's list of tenants with programmes.
 
-So an earn is four statements (claim, lock, post, remember), a hold four and a capture six (the
-hold's row and the lots it consumes are read too): Python's cost per statement, not PostgreSQL's, is
-what limits. The repository reads what the rule at hand needs and no more: balances always, lots only
-for a debit and then only the earliest-expiring ones that cover it.
-
-Concurrency correctness comes from the row lock: two burns on one account run one after the other,
-each seeing the other's result, and everything read after the lock is current. Every query filters
-by the caller's tenant; another tenant's row is simply not found.
+A state change is: lock the customer accounts it touches (`SELECT ... FOR UPDATE`, in account-id
+order, so two transfers never deadlock), read what the rule at hand needs (holds only when the
+account holds points, lots only for a debit and then only the earliest-expiring ones that cover it),
+and write what the domain staged (`domain/journal.py`) in one statement (`write`). Reads after the
+lock see everything committed before it (READ COMMITTED takes a snapshot per statement), so they are
+current. Statements are constants (or, for `write`, one text per shape of change), so asyncpg
+prepares each once per connection.
 """
 
-import json
-import uuid
-from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
-from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import datetime
+from functools import cache
 
-from google.protobuf.message import Message
-from opentelemetry import propagate
-from sqlalchemy import ColumnElement, Table, TextClause, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncpg
 
-from loyalty_ledger import sql
-from loyalty_ledger.domain import rules as r
+from loyalty_ledger.domain import rules
+from loyalty_ledger.domain.journal import Journal
 from loyalty_ledger.domain.model import (
-    SYSTEM_KINDS,
+    Account,
     AccountKind,
-    AccountState,
+    AssetKind,
+    Bucket,
+    Checkout,
+    CheckoutLine,
+    Entry,
     EntryType,
     ExpiryPolicy,
     ExpiryRule,
-    Hold as DomainHold,
-    HoldState,
-    Lot as DomainLot,
-    NewLot,
-    Plan,
-    ProgramRules,
-    ReversibleEntry,
-    Tier,
-)
-from loyalty_ledger.models import (
-    Account,
     Hold,
-    JournalEntry,
+    HoldState,
+    LineReturn,
     Lot,
     Posting,
     Program,
-    idempotency_keys,
-    outbox,
+    ProgramRules,
+    Tier,
 )
-from loyalty_runtime.context import CallContext, bind_call, current_tenant, unbind_call
-from loyalty_runtime.db import Database
-from loyalty_runtime.errors import Aborted, NotFound
-from loyalty_runtime.events import record_event
-from loyalty_runtime.idempotency import claim, remember
-
-ResponseT = TypeVar("ResponseT", bound=Message)
-
-ACCOUNTS: Table = Account.__table__
-HOLDS: Table = Hold.__table__
-ENTRIES: Table = JournalEntry.__table__
-POSTINGS: Table = Posting.__table__
-LOTS: Table = Lot.__table__
+from loyalty_runtime.errors import AlreadyExists, Reason
+from loyalty_runtime.uow import UnitOfWork
 
 # Lots read for a debit at first: a burn rarely spans more. Should they not cover it, all are read.
 FIRST_LOTS = 16
+# A GetAccount shows the next expiry dates, at most this many.
+EXPIRING_SHOWN = 12
 
 
-def _new_id() -> str:
-    return str(uuid.uuid4())
+def _numbered(template: str) -> tuple[str, tuple[str, ...]]:
+    """`{name}` placeholders -> `$1, $2, ...` (each name once), and the names in order."""
+    names = tuple(dict.fromkeys(re.findall(r"\{(\w+)\}", template)))
+    return template.format(**{name: f"${i}" for i, name in enumerate(names, 1)}), names
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
+_ACCOUNT = "a.account_id, a.kind, a.posted, a.pending, a.held, a.program_id, a.customer_id, a.tier_code, a.created_at"
+_HOLD = (
+    "h.hold_id, h.account_id, h.amount, h.expires_at, h.state, h.captured_amount, h.seq, h.reason, "
+    "h.source_ref, h.capture_entry_id, h.created_at"
+)
+_LOT = "l.lot_id, l.remaining, l.expires_at, l.seq, l.pending, l.available_at"
+_ENTRY = """e.entry_id, e.program_id, e.entry_type, e.asset_code, e.amount, e.created_at, e.unrecovered_amount,
+    e.reason, e.source_ref, e.idempotency_key, e.reversed_entry_id, e.hold_id, e.subject_account_id,
+    e.counter_account_id, e.lot_id, e.restore_expires_at, e.qualifying_account_id, e.qualifying_delta,
+    p.accounts, p.amounts, p.buckets, p.balances"""
+_POSTINGS_OF_ENTRY = """CROSS JOIN LATERAL (
+    SELECT array_agg(p.account_id ORDER BY p.id) AS accounts, array_agg(p.amount ORDER BY p.id) AS amounts,
+           array_agg(p.bucket ORDER BY p.id) AS buckets, array_agg(p.balance_after ORDER BY p.id) AS balances
+    FROM ledger.postings p WHERE p.tenant_id = $1 AND p.entry_id = e.entry_id) p"""
+
+PROGRAM = """
+SELECT g.program_id, g.display_name, g.asset_kind, g.asset_code, g.allow_overdraft, g.expiry_rule,
+       g.expiry_months, g.default_hold_ttl_seconds, g.tier_window_days, g.tiers, g.created_at, s.kinds, s.ids
+FROM ledger.programs g
+CROSS JOIN LATERAL (
+    SELECT array_agg(a.kind) AS kinds, array_agg(a.account_id) AS ids FROM ledger.accounts a
+    WHERE a.tenant_id = $1 AND a.program_id = g.program_id AND a.customer_id IS NULL) s
+WHERE g.tenant_id = $1 AND g.program_id = $2"""
+
+CREATE_PROGRAM = """
+WITH program AS (
+    INSERT INTO ledger.programs (program_id, tenant_id, display_name, asset_kind, asset_code, allow_overdraft,
+                                 expiry_rule, expiry_months, default_hold_ttl_seconds, tier_window_days, tiers,
+                                 created_at)
+    VALUES ($2, $1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+)
+INSERT INTO ledger.accounts (account_id, tenant_id, program_id, customer_id, kind, posted, pending, held,
+                             tier_code, created_at)
+SELECT s.account_id, $1, $2, NULL, s.kind, 0, 0, 0, '', $12
+FROM unnest($13::varchar[], $14::varchar[]) AS s(account_id, kind)"""
+
+OPEN_ACCOUNT = f"""
+INSERT INTO ledger.accounts AS a (account_id, tenant_id, program_id, customer_id, kind, posted, pending, held,
+                                  tier_code, created_at)
+VALUES ($2, $1, $3, $4, 'CUSTOMER', 0, 0, 0, '', $5)
+ON CONFLICT (tenant_id, program_id, customer_id) WHERE customer_id IS NOT NULL DO NOTHING
+RETURNING {_ACCOUNT}"""
+
+ACCOUNT = f"SELECT {_ACCOUNT} FROM ledger.accounts a WHERE a.tenant_id = $1 AND a.account_id = $2"
+
+ACCOUNT_OF_CUSTOMER = f"""
+SELECT {_ACCOUNT} FROM ledger.accounts a WHERE a.tenant_id = $1 AND a.program_id = $2 AND a.customer_id = $3"""
+
+# Row locks in account-id order, so two transfers between the same accounts never deadlock.
+LOCK_ACCOUNTS = f"""
+SELECT {_ACCOUNT} FROM ledger.accounts a
+WHERE a.tenant_id = $1 AND a.account_id = ANY($2::varchar[])
+ORDER BY a.account_id
+FOR UPDATE"""
+
+# A hold never moves between accounts (a merge voids holds, it does not move them), so finding its
+# account needs no lock of its own.
+LOCK_ACCOUNT_OF_HOLD = f"""
+SELECT {_ACCOUNT} FROM ledger.accounts a
+WHERE a.tenant_id = $1
+  AND a.account_id = (SELECT h.account_id FROM ledger.holds h WHERE h.tenant_id = $1 AND h.hold_id = $2)
+FOR UPDATE"""
+
+# A checkout's account never changes either.
+LOCK_ACCOUNT_OF_CHECKOUT = f"""
+SELECT {_ACCOUNT} FROM ledger.accounts a
+WHERE a.tenant_id = $1
+  AND a.account_id = (SELECT c.account_id FROM ledger.checkouts c WHERE c.tenant_id = $1 AND c.checkout_id = $2)
+FOR UPDATE"""
+
+# Read under the account's lock (holds change only under it): its active holds, and the hold the
+# call is about to settle, whatever its state.
+ACCOUNT_HOLDS = f"""
+SELECT {_HOLD} FROM ledger.holds h
+WHERE h.tenant_id = $1 AND h.account_id = $2 AND (h.state = 'ACTIVE' OR h.hold_id = $3::varchar)"""
+
+# Earliest expiry first, never-expiring last, then creation order: `rules.consume_lots`'s order, so
+# a LIMIT gives a prefix of what a debit consumes (the `lots_spendable` index serves it in order).
+SPENDABLE_LOTS = f"""
+SELECT {_LOT} FROM ledger.lots l
+WHERE l.tenant_id = $1 AND l.account_id = $2 AND l.remaining > 0 AND NOT l.pending
+ORDER BY l.expires_at, l.seq
+LIMIT $3"""
+
+LOT = f"""
+SELECT {_LOT} FROM ledger.lots l
+WHERE l.tenant_id = $1 AND l.account_id = $2 AND l.lot_id = $3 AND l.remaining > 0"""
+
+ALL_LOTS = (
+    f"SELECT {_LOT} FROM ledger.lots l WHERE l.tenant_id = $1 AND l.account_id = $2 AND l.remaining > 0"
+)
+
+MATURING_LOTS = f"""
+SELECT {_LOT} FROM ledger.lots l
+WHERE l.tenant_id = $1 AND l.account_id = $2 AND l.remaining > 0 AND l.pending AND l.available_at <= $3"""
+
+DUE_LOTS = f"""
+SELECT {_LOT} FROM ledger.lots l
+WHERE l.tenant_id = $1 AND l.account_id = $2 AND l.remaining > 0 AND NOT l.pending AND l.expires_at <= $3"""
+
+# Everything a unit of work staged, in one statement, made of the parts it needs (an earn: the entry,
+# its postings, its lot, the account's balance and tier); a part with nothing to do would still cost
+# PostgreSQL its planning and its empty scan on every call. A part of one or two rows (an earn's
+# entry, postings, lot and balance) gets them as scalar parameters, more as arrays (`unnest`): with
+# arrays the planner cannot know the row counts of a prepared statement and plans each call anew
+# (about 0.5 ms of PostgreSQL's CPU for an earn), with scalars it keeps one plan per connection.
+# Each shape's text is prepared once per connection.
+# Data-modifying CTEs run once each, referenced or not, on one snapshot, so each row is changed by
+# one part only (the journal merges the changes per lot, hold and account). Foreign keys are checked
+# at the end of the statement, when the entry rows exist. Tiers: the qualifying points of each
+# tracked account's window before this statement (its own entries are not visible to it) plus what
+# the unit adds, against the domain's tier ladder (`rules.tier_ladder`: the first threshold met wins).
+WRITE_PARTS: dict[str, tuple[str, str]] = {
+    "entries": (
+        "e(entry_id varchar, entry_type varchar, amount bigint, unrecovered bigint, reason varchar, source_ref varchar, "
+        "idempotency_key varchar, reversed_entry_id varchar, hold_id varchar, subject varchar, counter varchar, "
+        "lot_id varchar, restore timestamptz, qualifying_account varchar, qualifying_delta bigint)",
+        """INSERT INTO ledger.journal_entries (
+        entry_id, tenant_id, program_id, entry_type, asset_code, amount, unrecovered_amount, reason, source_ref,
+        idempotency_key, reversed_entry_id, hold_id, subject_account_id, counter_account_id, lot_id,
+        restore_expires_at, qualifying_account_id, qualifying_delta, created_at)
+    SELECT e.entry_id, {tenant}, {program}, e.entry_type, {asset_code}, e.amount, e.unrecovered, e.reason,
+           e.source_ref, e.idempotency_key, e.reversed_entry_id, e.hold_id, e.subject, e.counter, e.lot_id,
+           e.restore, e.qualifying_account, e.qualifying_delta, {now}
+    FROM {rows} ORDER BY e.n""",
+    ),
+    "postings": (
+        "p(entry_id varchar, account_id varchar, amount bigint, bucket varchar, balance_after bigint)",
+        """INSERT INTO ledger.postings (entry_id, tenant_id, account_id, amount, bucket, balance_after)
+    SELECT p.entry_id, {tenant}, p.account_id, p.amount, p.bucket, p.balance_after FROM {rows} ORDER BY p.n""",
+    ),
+    "new_lots": (
+        "l(lot_id varchar, account_id varchar, entry_id varchar, amount bigint, expires_at timestamptz, "
+        "pending boolean, available_at timestamptz)",
+        """INSERT INTO ledger.lots (lot_id, tenant_id, account_id, entry_id, amount, remaining, expires_at, pending,
+                             available_at)
+    SELECT l.lot_id, {tenant}, l.account_id, l.entry_id, l.amount, l.amount, l.expires_at, l.pending,
+           l.available_at
+    FROM {rows} ORDER BY l.n""",
+    ),
+    "consumed_lots": (
+        "u(lot_id varchar, delta bigint, mature boolean)",
+        """UPDATE ledger.lots AS l SET remaining = l.remaining + u.delta, pending = l.pending AND NOT u.mature
+    FROM {rows} WHERE l.tenant_id = {tenant} AND l.lot_id = u.lot_id""",
+    ),
+    "new_holds": (
+        "h(hold_id varchar, account_id varchar, amount bigint, expires_at timestamptz, reason varchar, "
+        "source_ref varchar)",
+        """INSERT INTO ledger.holds (hold_id, tenant_id, account_id, amount, captured_amount, state, expires_at,
+                              reason, source_ref, created_at)
+    SELECT h.hold_id, {tenant}, h.account_id, h.amount, 0, 'ACTIVE', h.expires_at, h.reason, h.source_ref, {now}
+    FROM {rows}""",
+    ),
+    "settled_holds": (
+        "c(hold_id varchar, state varchar, captured bigint, capture_entry_id varchar)",
+        """UPDATE ledger.holds AS h SET state = c.state, captured_amount = c.captured, capture_entry_id = c.capture_entry_id
+    FROM {rows} WHERE h.tenant_id = {tenant} AND h.hold_id = c.hold_id""",
+    ),
+    "tiers": (
+        "q(account_id varchar, delta bigint)",
+        """SELECT w.account_id, w.points, coalesce(
+        (SELECT t.code FROM unnest({ladder_codes}::varchar[], {ladder_thresholds}::bigint[])
+                WITH ORDINALITY AS t(code, threshold, n)
+         WHERE w.points >= t.threshold ORDER BY t.n LIMIT 1), '') AS tier_code
+    FROM (SELECT q.account_id, q.delta + coalesce(
+              (SELECT sum(j.qualifying_delta) FROM ledger.journal_entries j
+               WHERE j.tenant_id = {tenant} AND j.qualifying_account_id = q.account_id AND j.qualifying_delta <> 0
+                 AND j.created_at >= {window_start}), 0)::bigint AS points
+          FROM {rows}) AS w""",
+    ),
+    "balances": (
+        "d(account_id varchar, posted bigint, pending bigint, held bigint)",
+        """UPDATE ledger.accounts AS a
+    SET posted = a.posted + d.posted, pending = a.pending + d.pending, held = a.held + d.held,
+        tier_code = {tier_code}
+    FROM {rows} WHERE a.tenant_id = {tenant} AND a.account_id = d.account_id""",
+    ),
+}
+# At most this many rows of a part travel as scalars (one plan); more as arrays.
+SCALAR_ROWS = 2
 
 
-def rules_of(program: Program) -> ProgramRules:
-    return ProgramRules(
-        asset_kind=program.asset_kind,
-        asset_code=program.asset_code,
-        allow_overdraft=program.allow_overdraft,
-        expiry_policy=ExpiryPolicy(ExpiryRule(program.expiry_rule), program.expiry_months),
-        default_hold_ttl_seconds=program.default_hold_ttl_seconds,
-        tiers=tuple(Tier(**t) for t in program.tiers),
-        tier_window_days=program.tier_window_days,
+def _columns(part: str) -> list[list[str]]:
+    """[name, SQL type] of each column of a part's rows."""
+    return [c.strip().split(" ") for c in WRITE_PARTS[part][0].partition("(")[2].rstrip(")").split(",")]
+
+
+COLUMNS = {part: [name for name, _ in _columns(part)] for part in WRITE_PARTS}
+
+
+def _rows_source(part: str, count: int) -> str:
+    """`FROM` source of a part's rows: VALUES of scalar parameters, or unnest of arrays. Both number
+    the rows (`n`) so inserts keep the journal's order."""
+    alias = WRITE_PARTS[part][0].partition("(")[0]
+    columns = _columns(part)
+    names = COLUMNS[part]
+    if count <= SCALAR_ROWS:
+        values = ", ".join(
+            "(" + ", ".join(f"{{{part}_{row}_{name}}}::{kind}" for name, kind in columns) + f", {row})"
+            for row in range(count)
+        )
+        return f"(VALUES {values}) AS {alias}({', '.join(names)}, n)"
+    arrays = ", ".join(f"{{{part}_{name}}}::{kind}[]" for name, kind in columns)
+    return f"unnest({arrays}) WITH ORDINALITY AS {alias}({', '.join(names)}, n)"
+
+
+@cache
+def write_statement(shape: tuple[tuple[str, int], ...]) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The statement writing `shape` ((part, rows) in WRITE_PARTS' order, rows above SCALAR_ROWS
+    counted as SCALAR_ROWS + 1), and the layout of its parameters: ("value", name) for one value,
+    ("rows", part) for the block of a part's rows (their placeholders are consecutive)."""
+    parts = dict(shape)
+    tracked = "(SELECT t.tier_code FROM tiers t WHERE t.account_id = d.account_id)"
+    ctes = [
+        f"{name} AS (\n    "
+        + WRITE_PARTS[name][1]
+        .replace("{rows}", _rows_source(name, parts[name]))
+        .replace("{tier_code}", f"coalesce({tracked}, a.tier_code)" if "tiers" in parts else "a.tier_code")
+        + ")"
+        for name in WRITE_PARTS
+        if name in parts
+    ]
+    result = (
+        "SELECT account_id, tier_code, points FROM tiers" if "tiers" in parts else "SELECT NULL AS account_id"
+    )
+    statement, names = _numbered("WITH " + ",\n".join(ctes) + "\n" + result)
+    layout: list[tuple[str, str]] = []
+    for name in names:
+        part = next((p for p in parts if name.startswith(f"{p}_")), None)
+        if part is None:
+            layout.append(("value", name))
+        elif layout[-1:] != [("rows", part)]:
+            layout.append(("rows", part))
+    return statement, tuple(layout)
+
+
+ENTRY = f"""
+SELECT {_ENTRY} FROM ledger.journal_entries e {_POSTINGS_OF_ENTRY}
+WHERE e.tenant_id = $1 AND e.entry_id = $2"""
+
+ENTRY_BY_KEY = f"""
+SELECT {_ENTRY} FROM ledger.journal_entries e {_POSTINGS_OF_ENTRY}
+WHERE e.tenant_id = $1 AND e.idempotency_key = $2
+ORDER BY e.created_at LIMIT 1"""
+
+# What the entries have had reversed so far: read under the lock of the accounts they touch, which
+# every reversal of them takes too (`journal_entries_reversals` serves it).
+REVERSED = """
+SELECT reversed_entry_id, sum(amount)::bigint AS total FROM ledger.journal_entries
+WHERE tenant_id = $1 AND reversed_entry_id = ANY($2::varchar[])
+GROUP BY reversed_entry_id"""
+
+# GetAccount in one statement: the row, a system account's balance (the sum of its postings), the
+# next expiry dates, and whether something is due (a timed-out hold, pending points whose time has
+# come), which the stored balance does not show yet.
+_READ_ACCOUNT = f"""
+SELECT {_ACCOUNT},
+       CASE WHEN a.customer_id IS NULL THEN
+           (SELECT coalesce(sum(p.amount), 0)::bigint FROM ledger.postings p
+            WHERE p.tenant_id = $1 AND p.account_id = a.account_id) END AS system_posted,
+       (a.held > 0 AND EXISTS (
+            SELECT 1 FROM ledger.holds h
+            WHERE h.tenant_id = $1 AND h.account_id = a.account_id AND h.state = 'ACTIVE' AND h.expires_at <= $2))
+       OR (a.pending > 0 AND EXISTS (
+            SELECT 1 FROM ledger.lots l
+            WHERE l.tenant_id = $1 AND l.account_id = a.account_id AND l.remaining > 0 AND l.pending
+              AND l.available_at <= $2)) AS unsettled,
+       x.expiries, x.amounts
+FROM ledger.accounts a
+CROSS JOIN LATERAL (
+    SELECT array_agg(s.expires_at ORDER BY s.expires_at) AS expiries,
+           array_agg(s.total ORDER BY s.expires_at) AS amounts
+    FROM (SELECT l.expires_at, sum(l.remaining)::bigint AS total FROM ledger.lots l
+          WHERE l.tenant_id = $1 AND l.account_id = a.account_id AND l.remaining > 0 AND NOT l.pending
+            AND l.expires_at IS NOT NULL
+          GROUP BY l.expires_at ORDER BY l.expires_at LIMIT {EXPIRING_SHOWN}) s) x
+WHERE a.tenant_id = $1"""
+READ_ACCOUNT = f"{_READ_ACCOUNT} AND a.account_id = $3"
+READ_ACCOUNT_OF_CUSTOMER = f"{_READ_ACCOUNT} AND a.program_id = $3 AND a.customer_id = $4"
+
+HOLD = f"SELECT {_HOLD} FROM ledger.holds h WHERE h.tenant_id = $1 AND h.hold_id = $2"
+
+ACCOUNT_EXISTS = "SELECT true FROM ledger.accounts WHERE tenant_id = $1 AND account_id = $2"
+
+# An entry's postings on one account are consecutive (the account's lock orders its entries), so the
+# page boundary is an entry's last posting id.
+STATEMENT_LINES = """
+SELECT p.entry_id, sum(p.amount)::bigint AS amount, max(p.balance_after) AS balance_after, max(p.id) AS last_id,
+       e.entry_type, e.reason, e.source_ref, e.created_at
+FROM ledger.postings p JOIN ledger.journal_entries e ON e.entry_id = p.entry_id AND e.tenant_id = $1
+WHERE p.tenant_id = $1 AND p.account_id = $2
+GROUP BY p.entry_id, e.entry_type, e.reason, e.source_ref, e.created_at
+HAVING $3::bigint IS NULL OR max(p.id) < $3::bigint
+ORDER BY last_id DESC
+LIMIT $4"""
+
+DUE_ACCOUNTS = """
+SELECT account_id FROM (
+    SELECT account_id FROM ledger.lots
+    WHERE tenant_id = $1 AND remaining > 0 AND NOT pending AND expires_at <= $2
+    UNION
+    SELECT account_id FROM ledger.lots WHERE tenant_id = $1 AND remaining > 0 AND pending AND available_at <= $2
+    UNION
+    SELECT account_id FROM ledger.holds WHERE tenant_id = $1 AND state = 'ACTIVE' AND expires_at <= $2
+) due
+WHERE $3::varchar IS NULL
+   OR account_id IN (SELECT account_id FROM ledger.accounts WHERE tenant_id = $1 AND program_id = $3)
+ORDER BY account_id"""
+
+PROGRAM_IDS = "SELECT program_id FROM ledger.programs WHERE tenant_id = $1 ORDER BY program_id"
+
+QUALIFYING_IN_PROGRAM = """
+SELECT a.account_id, a.customer_id, a.tier_code, coalesce(q.points, 0) AS points
+FROM ledger.accounts a
+LEFT JOIN (SELECT qualifying_account_id, sum(qualifying_delta)::bigint AS points FROM ledger.journal_entries
+           WHERE tenant_id = $1 AND program_id = $2 AND qualifying_delta <> 0 AND created_at >= $3
+           GROUP BY qualifying_account_id) q ON q.qualifying_account_id = a.account_id
+WHERE a.tenant_id = $1 AND a.program_id = $2 AND a.customer_id IS NOT NULL
+ORDER BY a.account_id"""
+
+# Guarded by the tier read: an earn that moved the tier meanwhile wins.
+SET_TIERS = """
+UPDATE ledger.accounts AS a SET tier_code = c.new
+FROM unnest($2::varchar[], $3::varchar[], $4::varchar[]) AS c(account_id, old, new)
+WHERE a.tenant_id = $1 AND a.account_id = c.account_id AND a.tier_code = c.old
+RETURNING a.account_id"""
+
+# Across tenants, on purpose: the scheduler runs each tenant's expiry and tiers in that tenant's units.
+TENANTS = "SELECT DISTINCT tenant_id FROM ledger.programs ORDER BY tenant_id"
+
+CHECKOUT_EXISTS = "SELECT true FROM ledger.checkouts WHERE tenant_id = $1 AND checkout_id = $2"
+
+INSERT_CHECKOUT = """
+WITH checkout AS (
+    INSERT INTO ledger.checkouts (tenant_id, checkout_id, account_id, program_id, earn_entry_id, burn_entry_id,
+                                  hold_id, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+)
+INSERT INTO ledger.checkout_lines (tenant_id, checkout_id, line_id, position, quantity, earn_points, burn_points)
+SELECT $1, $2, l.line_id, l.n, l.quantity, l.earn_points, l.burn_points
+FROM unnest($9::varchar[], $10::bigint[], $11::bigint[], $12::bigint[])
+     WITH ORDINALITY AS l(line_id, quantity, earn_points, burn_points, n)"""
+
+# Read under the checkout account's lock, which every return of the checkout takes.
+CHECKOUT = """
+SELECT c.account_id, c.program_id, c.earn_entry_id, c.burn_entry_id, l.ids, l.quantities, l.earns, l.burns,
+       l.returned
+FROM ledger.checkouts c
+CROSS JOIN LATERAL (
+    SELECT array_agg(l.line_id ORDER BY l.position) AS ids, array_agg(l.quantity ORDER BY l.position) AS quantities,
+           array_agg(l.earn_points ORDER BY l.position) AS earns, array_agg(l.burn_points ORDER BY l.position) AS burns,
+           array_agg(coalesce(r.returned, 0) ORDER BY l.position) AS returned
+    FROM ledger.checkout_lines l
+    LEFT JOIN (SELECT line_id, sum(quantity)::bigint AS returned FROM ledger.checkout_returns
+               WHERE tenant_id = $1 AND checkout_id = $2 GROUP BY line_id) r ON r.line_id = l.line_id
+    WHERE l.tenant_id = $1 AND l.checkout_id = c.checkout_id) l
+WHERE c.tenant_id = $1 AND c.checkout_id = $2"""
+
+INSERT_RETURNS = """
+INSERT INTO ledger.checkout_returns (tenant_id, checkout_id, line_id, quantity, earn_reversed, burn_restored,
+                                     earn_reversal_entry_id, burn_reversal_entry_id, created_at)
+SELECT $1, $2, r.line_id, r.quantity, r.earn_reversed, r.burn_restored, $7, $8, $9
+FROM unnest($3::varchar[], $4::bigint[], $5::bigint[], $6::bigint[])
+     AS r(line_id, quantity, earn_reversed, burn_restored)"""
+
+ACCOUNTS_OF_CUSTOMER = f"""
+SELECT {_ACCOUNT} FROM ledger.accounts a
+WHERE a.tenant_id = $1 AND a.customer_id = $2 ORDER BY a.created_at, a.account_id"""
+
+ENTRIES_OF_ACCOUNTS = f"""
+SELECT {_ENTRY} FROM ledger.journal_entries e {_POSTINGS_OF_ENTRY}
+WHERE e.tenant_id = $1
+  AND e.entry_id IN (SELECT entry_id FROM ledger.postings WHERE tenant_id = $1 AND account_id = ANY($2::varchar[]))
+ORDER BY e.created_at, e.entry_id"""
+
+HOLDS_OF_ACCOUNTS = f"""
+SELECT {_HOLD} FROM ledger.holds h WHERE h.tenant_id = $1 AND h.account_id = ANY($2::varchar[]) ORDER BY h.seq"""
+
+
+# --- rows -> the domain's shapes ----------------------------------------------------------------
+
+
+def _account(row) -> Account:
+    return Account(
+        row["account_id"],
+        AccountKind(row["kind"]),
+        row["posted"],
+        row["pending"],
+        row["held"],
+        program_id=row["program_id"],
+        customer_id=row["customer_id"],
+        tier_code=row["tier_code"],
+        created_at=row["created_at"],
     )
 
 
-# --- rows as the servicer sees them ---------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class AccountRecord:
-    """A row of `ledger.accounts`. Once locked, the repository keeps its balances in step with what it
-    writes, so answers need no read-back."""
-
-    account_id: str
-    program_id: str
-    customer_id: str | None
-    kind: str
-    posted: int
-    pending: int
-    held: int
-    tier_code: str
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class HoldRecord:
-    hold_id: str
-    account_id: str
-    amount: int
-    captured_amount: int
-    state: str
-    expires_at: datetime
-    reason: str
-    source_ref: str
-    capture_entry_id: str | None
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class EntryRecord:
-    entry_id: str
-    program_id: str
-    entry_type: str
-    asset_code: str
-    amount: int
-    reversed_amount: int
-    unrecovered_amount: int
-    reason: str
-    source_ref: str
-    idempotency_key: str | None
-    reversed_entry_id: str | None
-    hold_id: str | None
-    subject_account_id: str | None
-    counter_account_id: str | None
-    lot_id: str | None
-    restore_expires_at: datetime | None
-    qualifying_account_id: str | None
-    qualifying_delta: int
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class PostingRecord:
-    account_id: str
-    amount: int
-    bucket: str
-
-
-@dataclass(frozen=True, slots=True)
-class EntryEvent:
-    """The event an entry publishes through the outbox; `post` adds the entry's id to the payload."""
-
-    event_type: str
-    key: str
-    payload: dict
-
-
-def _columns(table: Table, record: type) -> list[ColumnElement]:
-    """The table's columns a record holds, in the record's order."""
-    return [table.c[f.name] for f in fields(record)]
-
-
-def _domain_hold(hold: HoldRecord) -> DomainHold:
-    return DomainHold(
-        hold.hold_id,
-        hold.account_id,
-        hold.amount,
-        hold.expires_at,
-        HoldState(hold.state),
-        hold.captured_amount,
+def _hold(row) -> Hold:
+    return Hold(
+        row["hold_id"],
+        row["account_id"],
+        row["amount"],
+        row["expires_at"],
+        HoldState(row["state"]),
+        row["captured_amount"],
+        row["seq"],
+        row["reason"],
+        row["source_ref"],
+        row["capture_entry_id"],
+        row["created_at"],
     )
 
 
-@dataclass
-class ProgramView:
-    program: Program
-    rules: ProgramRules
-    system: dict[AccountKind, str]
+def _lots(rows) -> tuple[Lot, ...]:
+    return tuple(Lot(*row) for row in rows)
 
 
-@dataclass
-class EntryView:
-    entry: EntryRecord
-    postings: list[PostingRecord]
-
-
-@dataclass
-class Posted:
-    view: EntryView
-    # Tier-qualifying points in the programme's window, this entry included; None unless the
-    # programme has tiers and the entry changes them.
-    qualifying: int | None
-
-
-@dataclass
-class AccountView:
-    account: AccountRecord
-    # Earliest first: (expires_at, amount). Filled for GetAccount only.
-    expiring: list[tuple[datetime, int]] = field(default_factory=list)
-
-
-@dataclass
-class RunResult:
-    expired_points: int = 0
-    expired_lots: int = 0
-    voided_holds: int = 0
-    matured_points: int = 0
-    run_time: datetime = field(default_factory=_utcnow)
-
-
-def _map_db_error(error: DBAPIError) -> Exception:
-    code = getattr(getattr(error, "orig", None), "sqlstate", None) or getattr(
-        getattr(getattr(error, "orig", None), "__cause__", None), "sqlstate", None
+def _entry(row) -> Entry:
+    postings = tuple(
+        Posting(account, amount, Bucket(bucket), balance)
+        for account, amount, bucket, balance in zip(
+            row["accounts"] or (),
+            row["amounts"] or (),
+            row["buckets"] or (),
+            row["balances"] or (),
+            strict=True,
+        )
     )
-    if code in ("40001", "40P01"):
-        return Aborted("CONCURRENT_MODIFICATION", "concurrent modification; retry with the same key")
-    return error
+    return Entry(
+        entry_id=row["entry_id"],
+        program_id=row["program_id"],
+        entry_type=EntryType(row["entry_type"]),
+        asset_code=row["asset_code"],
+        amount=row["amount"],
+        postings=postings,
+        created_at=row["created_at"],
+        unrecovered_amount=row["unrecovered_amount"],
+        reason=row["reason"],
+        source_ref=row["source_ref"],
+        idempotency_key=row["idempotency_key"],
+        reversed_entry_id=row["reversed_entry_id"],
+        hold_id=row["hold_id"],
+        subject_account_id=row["subject_account_id"],
+        counter_account_id=row["counter_account_id"],
+        lot_id=row["lot_id"],
+        restore_expires_at=row["restore_expires_at"],
+        qualifying_account_id=row["qualifying_account_id"],
+        qualifying_delta=row["qualifying_delta"],
+    )
 
 
-class LedgerTx:
-    """One transaction's view of the ledger (one session, one tenant, one `now`)."""
-
-    def __init__(
-        self, repo: "LedgerRepository", session: AsyncSession, now: datetime, key: str | None
-    ) -> None:
-        self.repo = repo
-        self.session = session
-        self.tenant = current_tenant()
-        self.now = now
-        self.key = key
-        self.locked: dict[str, AccountRecord] = {}
-
-    async def _rows(self, statement: TextClause, **params) -> Sequence:
-        return (await self.session.execute(statement, params)).all()
-
-    # --- programmes and accounts ---
-
-    async def create_program(self, display_name: str, rules: ProgramRules) -> ProgramView:
-        r.validate_rules(rules)
-        program = Program(
-            program_id=_new_id(),
-            tenant_id=self.tenant,
-            display_name=display_name,
-            asset_kind=rules.asset_kind.value,
-            asset_code=rules.asset_code,
-            allow_overdraft=rules.allow_overdraft,
-            expiry_rule=rules.expiry_policy.rule.value,
-            expiry_months=rules.expiry_policy.months,
-            default_hold_ttl_seconds=rules.default_hold_ttl_seconds,
-            tier_window_days=rules.tier_window_days,
-            tiers=[t.__dict__ for t in rules.tiers],
-            created_at=self.now,
-        )
-        self.session.add(program)
-        await self.session.flush()
-        system = {kind: _new_id() for kind in SYSTEM_KINDS}
-        await self.session.execute(
-            insert(ACCOUNTS),
-            [
-                {
-                    "account_id": account_id,
-                    "tenant_id": self.tenant,
-                    "program_id": program.program_id,
-                    "customer_id": None,
-                    "kind": kind.value,
-                    "posted": 0,
-                    "pending": 0,
-                    "held": 0,
-                    "tier_code": "",
-                    "created_at": self.now,
-                }
-                for kind, account_id in system.items()
-            ],
-        )
-        return ProgramView(program, rules, system)
-
-    async def program(self, program_id: str) -> ProgramView:
-        return await self.repo.program(self.session, self.tenant, program_id)
-
-    async def open_account(self, program_id: str, customer_id: str) -> tuple[AccountView, bool]:
-        r.require_id(customer_id, "customer_id")
-        await self.program(program_id)
-        columns = _columns(ACCOUNTS, AccountRecord)
-        inserted = (
-            await self.session.execute(
-                pg_insert(ACCOUNTS)
-                .values(
-                    account_id=_new_id(),
-                    tenant_id=self.tenant,
-                    program_id=program_id,
-                    customer_id=customer_id,
-                    kind=AccountKind.CUSTOMER.value,
-                    posted=0,
-                    pending=0,
-                    held=0,
-                    tier_code="",
-                    created_at=self.now,
-                )
-                .on_conflict_do_nothing(
-                    index_elements=["tenant_id", "program_id", "customer_id"],
-                    index_where=ACCOUNTS.c.customer_id.is_not(None),
-                )
-                .returning(*columns)
-            )
-        ).first()
-        if inserted is not None:
-            return AccountView(AccountRecord(**inserted._mapping)), True
-        existing = (
-            await self.session.execute(
-                select(*columns).where(
-                    ACCOUNTS.c.tenant_id == self.tenant,
-                    ACCOUNTS.c.program_id == program_id,
-                    ACCOUNTS.c.customer_id == customer_id,
-                )
-            )
-        ).one()
-        return AccountView(AccountRecord(**existing._mapping)), False
-
-    # --- locking and housekeeping ---
-
-    async def lock(self, *account_ids: str) -> list[AccountRecord]:
-        """Lock accounts in id order (no deadlocks between transfers), then tidy them up."""
-        wanted = sorted(set(account_ids) - set(self.locked))
-        if wanted:
-            rows = await self._rows(sql.LOCK_ACCOUNTS, tenant_id=self.tenant, account_ids=wanted)
-            if len(rows) != len(wanted):
-                raise NotFound("ACCOUNT_NOT_FOUND", "account not found", field="account_id")
-            for row in rows:
-                account = self.locked[row.account_id] = AccountRecord(**row._mapping)
-                await self._housekeep(account)
-        return [self.locked[a] for a in account_ids]
-
-    async def _locked_hold(self, hold_id: str) -> tuple[HoldRecord, AccountRecord]:
-        """Lock the hold's account, tidy it up, and return the hold as it is then."""
-        row = (
-            await self.session.execute(
-                sql.LOCK_ACCOUNT_OF_HOLD, {"tenant_id": self.tenant, "hold_id": hold_id}
-            )
-        ).first()
-        if row is None:
-            raise NotFound("HOLD_NOT_FOUND", "hold not found", field="hold_id")
-        account = self.locked[row.account_id] = AccountRecord(**row._mapping)
-        _, hold = await self._housekeep(account, settling=hold_id)
-        return hold, account
-
-    async def _housekeep(
-        self, account: AccountRecord, settling: str | None = None
-    ) -> tuple[RunResult, HoldRecord | None]:
-        """Void the account's timed-out holds and mature its due pending points. The account's holds
-        are read only when it holds points, together with the hold `settling` names, which is
-        returned as it stands after the voiding."""
-        result = RunResult(run_time=self.now)
-        settled = None
-        if account.held > 0 or settling:
-            holds = [
-                HoldRecord(**row._mapping)
-                for row in await self._rows(
-                    sql.ACCOUNT_HOLDS, account_id=account.account_id, hold_id=settling
-                )
-            ]
-            voided = r.plan_void_expired_holds(map(_domain_hold, holds), self.now)
-            if voided:
-                await self._end_holds(account, voided, HoldState.EXPIRED)
-                result.voided_holds = len(voided)
-            states = {h.hold_id: h.state.value for h in voided}
-            settled = next(
-                (replace(h, state=states.get(h.hold_id, h.state)) for h in holds if h.hold_id == settling),
-                None,
-            )
-        if account.pending > 0:
-            plan = r.plan_maturation(
-                await self._state_with_lots(account, sql.MATURING_LOTS, now=self.now), self.now
-            )
-            if plan is not None:
-                await self.post(plan, await self.program(account.program_id), reason="matured")
-                result.matured_points = plan.effects[0].d_posted
-        return result, settled
-
-    async def _end_holds(self, account: AccountRecord, ended: Sequence[DomainHold], state: HoldState) -> None:
-        released = sum(h.amount for h in ended)
-        await self.session.execute(
-            sql.END_HOLDS,
-            {
-                "state": state.value,
-                "hold_ids": [h.hold_id for h in ended],
-                "released": released,
-                "account_id": account.account_id,
-            },
-        )
-        account.held -= released
-
-    # --- what the domain sees of a locked account ---
-
-    @staticmethod
-    def _state(account: AccountRecord, lots: Iterable[DomainLot] = ()) -> AccountState:
-        kind = AccountKind(account.kind)
-        if kind is not AccountKind.CUSTOMER:
-            return AccountState(account.account_id, kind)  # balance: the sum of its postings
-        return AccountState(
-            account.account_id, kind, account.posted, account.pending, account.held, tuple(lots)
-        )
-
-    async def _lots(self, statement: TextClause, account: AccountRecord, **params) -> list[DomainLot]:
-        rows = await self._rows(statement, account_id=account.account_id, **params)
-        return [DomainLot(**row._mapping) for row in rows]
-
-    async def _state_with_lots(self, account: AccountRecord, statement: TextClause, **params) -> AccountState:
-        if account.kind != AccountKind.CUSTOMER.value:
-            return self._state(account)
-        return self._state(account, await self._lots(statement, account, **params))
-
-    async def _state_to_debit(
-        self, account: AccountRecord, amount: int, prefer: str | None = None
-    ) -> AccountState:
-        """With the earliest-expiring spendable lots that cover `amount` (a debit of `amount` consumes
-        no more, in this order) and the lot `prefer` names, pending or not."""
-        if account.kind != AccountKind.CUSTOMER.value:
-            return self._state(account)
-        lots = await self._lots(sql.SPENDABLE_LOTS, account, limit=FIRST_LOTS)
-        if len(lots) == FIRST_LOTS and sum(lot.remaining for lot in lots) < amount:
-            lots = await self._lots(sql.SPENDABLE_LOTS, account, limit=None)
-        if prefer and all(lot.lot_id != prefer for lot in lots):
-            lots += await self._lots(sql.LOT, account, lot_id=prefer)
-        return self._state(account, lots)
-
-    # --- writing a plan ---
-
-    async def post(
-        self,
-        plan: Plan,
-        program: ProgramView,
-        *,
-        amount: int = 0,
-        reason: str = "",
-        source_ref: str = "",
-        hold_id: str | None = None,
-        captured_amount: int | None = None,
-        reversed_entry_id: str | None = None,
-        reversal_amount: int | None = None,
-        subject_account_id: str | None = None,
-        counter_account_id: str | None = None,
-        qualifying_account_id: str | None = None,
-        event: EntryEvent | None = None,
-    ) -> Posted:
-        """Write a planned entry in one statement: the entry, its postings, lots and customer balances,
-        the hold it captures or the entry it reverses, and its event."""
-        deltas = self._customer_deltas(plan)
-        balances_after = {
-            account_id: tuple(now + d for now, d in zip(self._balances(account_id), delta, strict=True))
-            for account_id, delta in deltas.items()
-        }
-        lot_updates, new_lots = self._lot_changes(plan, deltas)
-        entry = EntryRecord(
-            entry_id=_new_id(),
-            program_id=program.program.program_id,
-            entry_type=plan.entry_type.value,
-            asset_code=program.rules.asset_code,
-            amount=amount,
-            reversed_amount=0,
-            unrecovered_amount=plan.unrecovered,
-            reason=reason,
-            source_ref=source_ref,
-            idempotency_key=self.key if plan.entry_type is not EntryType.MATURATION else None,
-            reversed_entry_id=reversed_entry_id,
-            hold_id=hold_id,
-            subject_account_id=subject_account_id,
-            counter_account_id=counter_account_id,
-            lot_id=new_lots[0][0] if new_lots and plan.entry_type is EntryType.EARN else None,
-            restore_expires_at=plan.restore_expires_at,
-            qualifying_account_id=qualifying_account_id,
-            qualifying_delta=plan.qualifying_delta,
-            created_at=self.now,
-        )
-        postings = [PostingRecord(p.account_id, p.amount, p.bucket.value) for p in plan.postings]
-        # Tiers follow each entry that changes qualifying points; the statement sums the window.
-        window_account = qualifying_account_id if program.rules.tiers and plan.qualifying_delta else None
-        qualifying = (
-            await self.session.execute(
-                sql.POST_ENTRY,
-                {
-                    **{f.name: getattr(entry, f.name) for f in fields(EntryRecord)},
-                    "tenant_id": self.tenant,
-                    "posting_accounts": [p.account_id for p in postings],
-                    "posting_amounts": [p.amount for p in postings],
-                    "posting_buckets": [p.bucket for p in postings],
-                    # Statement running balance: posted + pending of a customer account after the entry.
-                    "posting_balances": [
-                        sum(balances_after[p.account_id][:2]) if p.account_id in balances_after else None
-                        for p in postings
-                    ],
-                    "balance_accounts": list(deltas),
-                    **{
-                        f"balance_{part}": [delta[i] for delta in deltas.values()]
-                        for i, part in enumerate(("posted", "pending", "held"))
-                    },
-                    "lot_update_ids": list(lot_updates),
-                    "lot_update_deltas": [delta for delta, _ in lot_updates.values()],
-                    "lot_update_matures": [mature for _, mature in lot_updates.values()],
-                    **self._new_lot_params(new_lots),
-                    "captured_amount": captured_amount,
-                    "reversal_amount": reversal_amount,
-                    "window_account_id": window_account,
-                    "window_start": r.tier_window_start(program.rules, self.now),
-                    **self._event_params(event, entry.entry_id),
-                },
-            )
-        ).scalar_one()
-        for account_id, (posted, pending, held) in balances_after.items():
-            account = self.locked[account_id]
-            account.posted, account.pending, account.held = posted, pending, held
-        return Posted(
-            EntryView(entry, postings), int(qualifying) + plan.qualifying_delta if window_account else None
-        )
-
-    def _customer_deltas(self, plan: Plan) -> dict[str, tuple[int, int, int]]:
-        """(posted, pending, held) changes of each locked customer account the plan touches."""
-        deltas: dict[str, tuple[int, int, int]] = {}
-        for effect in plan.effects:
-            account = self.locked.get(effect.account_id)
-            if account is None or account.kind != AccountKind.CUSTOMER.value:
-                continue  # system accounts: balance is the sum of their postings
-            posted, pending, held = deltas.get(effect.account_id, (0, 0, 0))
-            deltas[effect.account_id] = (
-                posted + effect.d_posted,
-                pending + effect.d_pending,
-                held + effect.d_held,
-            )
-        return deltas
-
-    def _balances(self, account_id: str) -> tuple[int, int, int]:
-        account = self.locked[account_id]
-        return account.posted, account.pending, account.held
-
-    @staticmethod
-    def _lot_changes(
-        plan: Plan, customers: Container[str]
-    ) -> tuple[dict[str, tuple[int, bool]], list[tuple[str, str, NewLot]]]:
-        """Changes to existing lots, one per lot (an UPDATE ... FROM applies one match only), and the
-        new lots with their ids and accounts, in plan order."""
-        updates: dict[str, tuple[int, bool]] = {}
-        new_lots: list[tuple[str, str, NewLot]] = []
-        for effect in (e for e in plan.effects if e.account_id in customers):
-            for change in effect.lot_updates:
-                delta, mature = updates.get(change.lot_id, (0, False))
-                updates[change.lot_id] = (delta + change.delta, mature or change.mature)
-            new_lots += [(_new_id(), effect.account_id, lot) for lot in effect.new_lots]
-        return updates, new_lots
-
-    @staticmethod
-    def _new_lot_params(new_lots: Sequence[tuple[str, str, NewLot]]) -> dict[str, list]:
-        return {
-            "new_lot_ids": [lot_id for lot_id, _, _ in new_lots],
-            "new_lot_accounts": [account_id for _, account_id, _ in new_lots],
-            "new_lot_amounts": [lot.amount for _, _, lot in new_lots],
-            "new_lot_expiries": [lot.expires_at for _, _, lot in new_lots],
-            "new_lot_pendings": [lot.pending for _, _, lot in new_lots],
-            "new_lot_availables": [lot.available_at for _, _, lot in new_lots],
-        }
-
-    def _event_params(self, event: EntryEvent | None, entry_id: str) -> dict[str, str | None]:
-        if event is None:
-            return dict.fromkeys(("event_type", "event_key", "event_payload", "event_trace_context"))
-        # The row `record_event` writes, trace context included, so the trace follows the event.
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
-        return {
-            "event_type": event.event_type,
-            "event_key": event.key,
-            "event_payload": json.dumps({"entry_id": entry_id, **event.payload}),
-            "event_trace_context": json.dumps(carrier),
-        }
-
-    async def _tier(self, account: AccountRecord, rules: ProgramRules, qualifying: int) -> None:
-        tier = r.tier_for(rules.tiers, qualifying)
-        await self._set_tier(account.account_id, account.tier_code, tier, qualifying)
-        account.tier_code = tier.code if tier else ""
-
-    async def _set_tier(self, account_id: str, old: str, tier: Tier | None, qualifying: int) -> bool:
-        new = tier.code if tier else ""
-        if new == old:
-            return False
-        changed = await self.session.execute(
-            update(ACCOUNTS)
-            .where(ACCOUNTS.c.account_id == account_id, ACCOUNTS.c.tier_code == old)
-            .values(tier_code=new)
-            .returning(ACCOUNTS.c.account_id)
-        )
-        if changed.first() is None:
-            return False
-        await record_event(
-            self.session,
-            outbox,
-            "tier.changed",
-            account_id,
-            {
-                "account_id": account_id,
-                "from_tier": old,
-                "to_tier": new,
-                "qualifying_points": int(qualifying),
-            },
-        )
-        return True
-
-    # --- operations ---
-
-    async def earn(
-        self,
-        account_id: str,
-        amount: int,
-        *,
-        asset_code: str,
-        reason: str,
-        source_ref: str,
-        available_at: datetime | None,
-        expires_at: datetime | None,
-        qualifying: bool,
-    ) -> tuple[EntryView, AccountRecord]:
-        (account,) = await self.lock(account_id)
-        program = await self.program(account.program_id)
-        r.require_asset(asset_code, program.rules.asset_code)
-        plan = r.plan_earn(
-            self._state(account),  # a credit reads balances, never lots
-            AccountState(program.system[AccountKind.ISSUANCE], AccountKind.ISSUANCE),
-            amount,
-            program.rules,
-            self.now,
-            available_at=available_at,
-            expires_at=expires_at,
-            qualifying=qualifying,
-        )
-        posted = await self.post(
-            plan,
-            program,
-            amount=amount,
-            reason=reason,
-            source_ref=source_ref,
-            subject_account_id=account_id,
-            qualifying_account_id=account_id if qualifying else None,
-            event=EntryEvent(
-                "points.earned",
-                account_id,
-                {
-                    "account_id": account_id,
-                    "customer_id": account.customer_id,
-                    "program_id": account.program_id,
-                    "amount": amount,
-                    "pending": plan.postings[0].bucket.value == "PENDING",
-                    "source_ref": source_ref,
-                },
-            ),
-        )
-        if posted.qualifying is not None:
-            await self._tier(account, program.rules, posted.qualifying)
-        return posted.view, account
-
-    async def hold(
-        self,
-        account_id: str,
-        amount: int,
-        *,
-        asset_code: str,
-        reason: str,
-        source_ref: str,
-        ttl_seconds: int | None,
-    ) -> tuple[HoldRecord, AccountRecord]:
-        (account,) = await self.lock(account_id)
-        program = await self.program(account.program_id)
-        r.require_asset(asset_code, program.rules.asset_code)
-        effect = r.plan_hold(self._state(account), amount, program.rules)
-        ttl = r.hold_ttl(program.rules, ttl_seconds)
-        hold = HoldRecord(
-            hold_id=_new_id(),
-            account_id=account_id,
-            amount=amount,
-            captured_amount=0,
-            state=HoldState.ACTIVE.value,
-            expires_at=self.now + timedelta(seconds=ttl),
-            reason=reason,
-            source_ref=source_ref,
-            capture_entry_id=None,
-            created_at=self.now,
-        )
-        await self.session.execute(
-            sql.PLACE_HOLD,
-            {
-                "hold_id": hold.hold_id,
-                "tenant_id": self.tenant,
-                "account_id": account_id,
-                "amount": amount,
-                "expires_at": hold.expires_at,
-                "reason": reason,
-                "source_ref": source_ref,
-                "created_at": self.now,
-                "held_delta": effect.d_held,
-            },
-        )
-        account.held += effect.d_held
-        return hold, account
-
-    async def capture(
-        self, hold_id: str, amount: int | None, reason: str
-    ) -> tuple[HoldRecord, EntryView, AccountRecord]:
-        hold, account = await self._locked_hold(hold_id)
-        program = await self.program(account.program_id)
-        plan, captured = r.plan_capture(
-            await self._state_to_debit(account, hold.amount),  # a capture takes at most the hold
-            AccountState(program.system[AccountKind.REDEMPTION], AccountKind.REDEMPTION),
-            _domain_hold(hold),
-            amount,
-            self.now,
-        )
-        posted = await self.post(
-            plan,
-            program,
-            amount=captured.captured_amount,
-            reason=reason,
-            source_ref=hold.source_ref,
-            hold_id=hold_id,
-            captured_amount=captured.captured_amount,
-            subject_account_id=account.account_id,
-            event=EntryEvent(
-                "points.burned",
-                account.account_id,
-                {
-                    "account_id": account.account_id,
-                    "customer_id": account.customer_id,
-                    "program_id": account.program_id,
-                    "amount": captured.captured_amount,
-                    "hold_id": hold_id,
-                    "source_ref": hold.source_ref,
-                },
-            ),
-        )
-        hold = replace(
-            hold,
-            state=captured.state.value,
-            captured_amount=captured.captured_amount,
-            capture_entry_id=posted.view.entry.entry_id,
-        )
-        return hold, posted.view, account
-
-    async def release(self, hold_id: str) -> tuple[HoldRecord, AccountRecord]:
-        hold, account = await self._locked_hold(hold_id)
-        effect, released = r.plan_release(_domain_hold(hold), self.now)
-        if effect is not None:
-            await self._end_holds(account, [released], released.state)
-            hold = replace(hold, state=released.state.value)
-        return hold, account
-
-    async def reverse(self, entry_id: str, amount: int | None, reason: str, source_ref: str) -> EntryView:
-        found = (
-            await self.session.execute(
-                select(ENTRIES.c.subject_account_id, ENTRIES.c.counter_account_id).where(
-                    ENTRIES.c.tenant_id == self.tenant, ENTRIES.c.entry_id == entry_id
-                )
-            )
-        ).one_or_none()
-        if found is None:
-            raise NotFound("ENTRY_NOT_FOUND", "entry not found", field="entry_id")
-        involved = [a for a in found if a]
-        if involved:
-            await self.lock(*involved)
-        # Read again under the locks: a concurrent reversal may have taken part of it meanwhile.
-        original = EntryRecord(
-            **(
-                await self.session.execute(
-                    select(*_columns(ENTRIES, EntryRecord)).where(ENTRIES.c.entry_id == entry_id)
-                )
-            )
-            .one()
-            ._mapping
-        )
-        program = await self.program(original.program_id)
-        # Taking points back consumes at most the original amount; an earn's own lot goes first.
-        accounts = {
-            a.account_id: await self._state_to_debit(a, original.amount, prefer=original.lot_id)
-            for a in self.locked.values()
-        }
-        for kind, account_id in program.system.items():
-            accounts.setdefault(account_id, AccountState(account_id, kind))
-        reversible = ReversibleEntry(
-            entry_id,
-            EntryType(original.entry_type),
-            original.amount,
-            original.reversed_amount,
-            original.subject_account_id or "",
-            original.counter_account_id,
-            original.lot_id,
-            original.qualifying_delta > 0,
-            original.restore_expires_at,
-        )
-        plan = r.plan_reversal(
-            reversible,
-            amount,
-            accounts,
-            {k: AccountState(v, k) for k, v in program.system.items()},
-            program.rules,
-        )
-        posted = await self.post(
-            plan,
-            program,
-            reason=reason,
-            source_ref=source_ref or original.source_ref,
-            reversed_entry_id=entry_id,
-            reversal_amount=plan.reversed_amount,
-            qualifying_account_id=original.qualifying_account_id if plan.qualifying_delta else None,
-            event=EntryEvent(
-                "points.reversed",
-                original.subject_account_id or entry_id,
-                {
-                    "reversed_entry_id": entry_id,
-                    "amount": plan.reversed_amount,
-                    "unrecovered_amount": plan.unrecovered,
-                    "program_id": original.program_id,
-                    "account_id": original.subject_account_id,
-                    "review": plan.unrecovered > 0,
-                },
-            ),
-        )
-        if posted.qualifying is not None and original.qualifying_account_id:
-            await self._tier(self.locked[original.qualifying_account_id], program.rules, posted.qualifying)
-        return posted.view
-
-    async def transfer(
-        self, source_id: str, destination_id: str, amount: int, *, asset_code: str, reason: str
-    ) -> EntryView:
-        r.require_amount(amount)
-        source, destination = await self.lock(source_id, destination_id)
-        program = await self.program(source.program_id)
-        r.require_same_program(source.program_id, destination.program_id)
-        r.require_asset(asset_code, program.rules.asset_code)
-        plan = r.plan_transfer(await self._state_to_debit(source, amount), self._state(destination), amount)
-        posted = await self.post(
-            plan,
-            program,
-            amount=amount,
-            reason=reason,
-            subject_account_id=source_id,
-            counter_account_id=destination_id,
-            event=EntryEvent(
-                "points.transferred",
-                source_id,
-                {
-                    "source_account_id": source_id,
-                    "destination_account_id": destination_id,
-                    "amount": amount,
-                    "program_id": source.program_id,
-                },
-            ),
-        )
-        return posted.view
-
-    async def expire_account(self, account_id: str) -> RunResult:
-        """Housekeeping plus expiry of due lots for one account (idempotent)."""
-        rows = await self._rows(sql.LOCK_ACCOUNTS, tenant_id=self.tenant, account_ids=[account_id])
-        if not rows:
-            return RunResult(run_time=self.now)
-        account = self.locked[account_id] = AccountRecord(**rows[0]._mapping)
-        result, _ = await self._housekeep(account)
-        program = await self.program(account.program_id)
-        plan, lots = r.plan_expiry(
-            await self._state_with_lots(account, sql.DUE_LOTS, now=self.now),
-            AccountState(program.system[AccountKind.EXPIRY], AccountKind.EXPIRY),
-            self.now,
-        )
-        if plan is not None:
-            result.expired_points, result.expired_lots = plan.postings[1].amount, lots
-            event = EntryEvent(
-                "points.expired",
-                account_id,
-                {
-                    "account_id": account_id,
-                    "customer_id": account.customer_id,
-                    "program_id": account.program_id,
-                    "amount": result.expired_points,
-                },
-            )
-            await self.post(plan, program, reason="expired", event=event)
-        return result
+def _program(row) -> Program:
+    rules_ = ProgramRules(
+        asset_kind=AssetKind(row["asset_kind"]),
+        asset_code=row["asset_code"],
+        allow_overdraft=row["allow_overdraft"],
+        expiry_policy=ExpiryPolicy(ExpiryRule(row["expiry_rule"]), row["expiry_months"]),
+        default_hold_ttl_seconds=row["default_hold_ttl_seconds"],
+        tiers=tuple(Tier(**tier) for tier in row["tiers"]),
+        tier_window_days=row["tier_window_days"],
+    )
+    system = {
+        AccountKind(kind): account_id for kind, account_id in zip(row["kinds"], row["ids"], strict=True)
+    }
+    return Program(row["program_id"], row["display_name"], rules_, system, row["created_at"])
 
 
-class LedgerRepository:
-    def __init__(self, database: Database, clock: Callable[[], datetime] = _utcnow) -> None:
-        self.database = database
-        self.clock = clock
-        self._programs: dict[tuple[str, str], ProgramView] = {}
+# --- programmes and accounts ------------------------------------------------------------------
 
-    async def program(self, session: AsyncSession, tenant: str, program_id: str) -> ProgramView:
-        """Programmes never change after creation, so they are cached per process."""
-        cached = self._programs.get((tenant, program_id))
-        if cached is not None:
-            return cached
-        program = (
-            await session.execute(
-                select(Program).where(Program.tenant_id == tenant, Program.program_id == program_id)
-            )
-        ).scalar_one_or_none()
-        if program is None:
-            raise NotFound("PROGRAM_NOT_FOUND", "program not found", field="program_id")
-        system = dict(
+
+async def program(uow: UnitOfWork, program_id: str) -> Program | None:
+    row = await uow.connection.fetchrow(PROGRAM, uow.tenant, program_id)
+    return _program(row) if row is not None else None
+
+
+async def create_program(uow: UnitOfWork, program: Program) -> None:
+    r = program.rules
+    await uow.connection.execute(
+        CREATE_PROGRAM,
+        uow.tenant,
+        program.program_id,
+        program.display_name,
+        r.asset_kind.value,
+        r.asset_code,
+        r.allow_overdraft,
+        r.expiry_policy.rule.value,
+        r.expiry_policy.months,
+        r.default_hold_ttl_seconds,
+        r.tier_window_days,
+        [tier.__dict__ for tier in r.tiers],
+        program.created_at,
+        list(program.system.values()),
+        [kind.value for kind in program.system],
+    )
+
+
+async def open_account(uow: UnitOfWork, account_id: str, program_id: str, customer_id: str) -> Account | None:
+    """The new account, or None when the customer already has one in the programme."""
+    row = await uow.connection.fetchrow(
+        OPEN_ACCOUNT, uow.tenant, account_id, program_id, customer_id, uow.now
+    )
+    return _account(row) if row is not None else None
+
+
+async def account_of_customer(uow: UnitOfWork, program_id: str, customer_id: str) -> Account | None:
+    row = await uow.connection.fetchrow(ACCOUNT_OF_CUSTOMER, uow.tenant, program_id, customer_id)
+    return _account(row) if row is not None else None
+
+
+async def lock_accounts(uow: UnitOfWork, account_ids: Sequence[str]) -> list[Account]:
+    return [_account(row) for row in await uow.connection.fetch(LOCK_ACCOUNTS, uow.tenant, list(account_ids))]
+
+
+async def lock_account_of_hold(uow: UnitOfWork, hold_id: str) -> Account | None:
+    row = await uow.connection.fetchrow(LOCK_ACCOUNT_OF_HOLD, uow.tenant, hold_id)
+    return _account(row) if row is not None else None
+
+
+async def lock_account_of_checkout(uow: UnitOfWork, checkout_id: str) -> Account | None:
+    row = await uow.connection.fetchrow(LOCK_ACCOUNT_OF_CHECKOUT, uow.tenant, checkout_id)
+    return _account(row) if row is not None else None
+
+
+async def account_holds(uow: UnitOfWork, account_id: str, also: str | None = None) -> list[Hold]:
+    """The account's active holds and the hold `also` names (read under the account's lock)."""
+    return [_hold(row) for row in await uow.connection.fetch(ACCOUNT_HOLDS, uow.tenant, account_id, also)]
+
+
+async def spendable_lots(uow: UnitOfWork, account_id: str, limit: int | None) -> tuple[Lot, ...]:
+    return _lots(await uow.connection.fetch(SPENDABLE_LOTS, uow.tenant, account_id, limit))
+
+
+async def lot(uow: UnitOfWork, account_id: str, lot_id: str) -> tuple[Lot, ...]:
+    return _lots(await uow.connection.fetch(LOT, uow.tenant, account_id, lot_id))
+
+
+async def all_lots(uow: UnitOfWork, account_id: str) -> tuple[Lot, ...]:
+    return _lots(await uow.connection.fetch(ALL_LOTS, uow.tenant, account_id))
+
+
+async def maturing_lots(uow: UnitOfWork, account_id: str) -> tuple[Lot, ...]:
+    return _lots(await uow.connection.fetch(MATURING_LOTS, uow.tenant, account_id, uow.now))
+
+
+async def due_lots(uow: UnitOfWork, account_id: str) -> tuple[Lot, ...]:
+    return _lots(await uow.connection.fetch(DUE_LOTS, uow.tenant, account_id, uow.now))
+
+
+# --- writing what a unit of work staged ----------------------------------------------------------
+
+
+def _part_rows(journal: Journal) -> dict[str, list[tuple]]:
+    """The rows of each part the journal needs written, in WRITE_PARTS' column order."""
+    deltas = {a: d for a, d in journal.deltas.items() if any(d) or a in journal.qualifying}
+    rows = {
+        "entries": [
             (
-                await session.execute(
-                    select(ACCOUNTS.c.kind, ACCOUNTS.c.account_id).where(
-                        ACCOUNTS.c.program_id == program_id, ACCOUNTS.c.customer_id.is_(None)
-                    )
-                )
-            ).all()
+                e.entry_id,
+                e.entry_type.value,
+                e.amount,
+                e.unrecovered_amount,
+                e.reason,
+                e.source_ref,
+                e.idempotency_key,
+                e.reversed_entry_id,
+                e.hold_id,
+                e.subject_account_id,
+                e.counter_account_id,
+                e.lot_id,
+                e.restore_expires_at,
+                e.qualifying_account_id,
+                e.qualifying_delta,
+            )
+            for e in journal.entries
+        ],
+        "postings": [
+            (e.entry_id, p.account_id, p.amount, p.bucket.value, p.balance_after)
+            for e in journal.entries
+            for p in e.postings
+        ],
+        "new_lots": [
+            (
+                s.lot_id,
+                s.account_id,
+                s.entry_id,
+                s.lot.amount,
+                s.lot.expires_at,
+                s.lot.pending,
+                s.lot.available_at,
+            )
+            for s in journal.new_lots
+        ],
+        "consumed_lots": [(lot_id, delta, mature) for lot_id, (delta, mature) in journal.lot_updates.items()],
+        "new_holds": [
+            (h.hold_id, h.account_id, h.amount, h.expires_at, h.reason, h.source_ref)
+            for h in journal.new_holds
+        ],
+        "settled_holds": [
+            (h.hold_id, h.state.value, h.captured_amount, h.capture_entry_id)
+            for h in journal.changed_holds.values()
+        ],
+        "tiers": list(journal.qualifying.items()),
+        "balances": [(a, *d) for a, d in deltas.items()],
+    }
+    return {part: part_rows for part, part_rows in rows.items() if part_rows}
+
+
+def _values(part_rows: list[tuple]) -> list:
+    """A part's parameter values: row by row, column by column (arrays: one per column)."""
+    if len(part_rows) <= SCALAR_ROWS:
+        return [value for row in part_rows for value in row]
+    return [list(column) for column in zip(*part_rows, strict=True)]
+
+
+async def write(uow: UnitOfWork, journal: Journal, program: Program) -> dict[str, tuple[str, int]]:
+    """Write what `journal` staged (all of one programme's) in one statement; the tier each tracked
+    account is in now, with its qualifying points in the window."""
+    rows = _part_rows(journal)
+    shape = tuple((part, min(len(rows[part]), SCALAR_ROWS + 1)) for part in WRITE_PARTS if part in rows)
+    statement, layout = write_statement(shape)
+    values: dict[str, object] = {
+        "tenant": uow.tenant,
+        "program": program.program_id,
+        "asset_code": program.rules.asset_code,
+        "now": journal.now,
+    }
+    if "tiers" in rows:
+        ladder = rules.tier_ladder(program.rules.tiers)
+        values["ladder_codes"] = [t.code for t in ladder]
+        values["ladder_thresholds"] = [t.qualifying_points for t in ladder]
+        values["window_start"] = rules.tier_window_start(program.rules, journal.now)
+    arguments: list = []
+    for kind, key in layout:
+        if kind == "value":
+            arguments.append(values[key])
+        else:
+            arguments += _values(rows[key])
+    result = await uow.connection.fetch(statement, *arguments)
+    return {row["account_id"]: (row["tier_code"], row["points"]) for row in result if row["account_id"]}
+
+
+# --- entries, holds, statements -------------------------------------------------------------------
+
+
+async def entry(uow: UnitOfWork, entry_id: str) -> Entry | None:
+    row = await uow.connection.fetchrow(ENTRY, uow.tenant, entry_id)
+    return _entry(row) if row is not None else None
+
+
+async def entry_by_key(uow: UnitOfWork, idempotency_key: str) -> Entry | None:
+    row = await uow.connection.fetchrow(ENTRY_BY_KEY, uow.tenant, idempotency_key)
+    return _entry(row) if row is not None else None
+
+
+async def reversed_amounts(uow: UnitOfWork, entry_ids: Iterable[str]) -> dict[str, int]:
+    rows = await uow.connection.fetch(REVERSED, uow.tenant, list(entry_ids))
+    return {row["reversed_entry_id"]: row["total"] for row in rows}
+
+
+async def read_account(
+    uow: UnitOfWork, *, account_id: str = "", program_id: str = "", customer_id: str = ""
+) -> tuple[Account, list[tuple[datetime, int]], bool] | None:
+    """An account as stored (a system account with its summed balance), its next expiry dates, and
+    whether something is due that the stored balance does not show yet."""
+    if account_id:
+        row = await uow.connection.fetchrow(READ_ACCOUNT, uow.tenant, uow.now, account_id)
+    else:
+        row = await uow.connection.fetchrow(
+            READ_ACCOUNT_OF_CUSTOMER, uow.tenant, uow.now, program_id, customer_id
         )
-        view = ProgramView(program, rules_of(program), {AccountKind(k): v for k, v in system.items()})
-        self._programs[(tenant, program_id)] = view
-        return view
+    if row is None:
+        return None
+    account = _account(row)
+    if row["system_posted"] is not None:
+        account = Account(
+            account.account_id,
+            account.kind,
+            row["system_posted"],
+            program_id=account.program_id,
+            created_at=account.created_at,
+        )
+    expiring = list(zip(row["expiries"] or (), row["amounts"] or (), strict=True))
+    return account, expiring, row["unsettled"]
 
-    async def idempotent(
-        self,
-        request: Message,
-        response_type: type[ResponseT],
-        method: str,
-        work: Callable[[LedgerTx], Awaitable[ResponseT]],
-    ) -> ResponseT:
-        """Run `work` in one transaction with the request's idempotency key claimed and its answer
-        remembered; a replay returns the first answer without running `work`."""
-        try:
-            async with self.database.transaction() as session:
-                replay = await claim(session, idempotency_keys, request, response_type, method=method)
-                if replay is not None:
-                    return replay
-                response = await work(LedgerTx(self, session, self.clock(), request.idempotency_key))
-                await remember(session, idempotency_keys, request.idempotency_key, response)
-                return response
-        except DBAPIError as error:
-            raise _map_db_error(error) from error
 
-    async def read(self, work: Callable[[LedgerTx], Awaitable[ResponseT]]) -> ResponseT:
-        async with self.database.transaction() as session:
-            return await work(LedgerTx(self, session, self.clock(), None))
+async def account_snapshot(uow: UnitOfWork, account_id: str) -> tuple[Account, list[Hold]]:
+    """The account with all its lots, and its active holds, as of one moment (one snapshot)."""
+    async with uow.connection.transaction(isolation="repeatable_read", readonly=True):
+        (account,) = [_account(row) for row in await uow.connection.fetch(ACCOUNT, uow.tenant, account_id)]
+        holds = [
+            _hold(row) for row in await uow.connection.fetch(ACCOUNT_HOLDS, uow.tenant, account_id, None)
+        ]
+        lots = _lots(await uow.connection.fetch(ALL_LOTS, uow.tenant, account_id))
+    return replace(account, lots=lots), holds
 
-    async def replay(self, request: Message, response_type: type[ResponseT], method: str) -> ResponseT | None:
-        """The first answer for this key, if any, without claiming the key (the claim rolls back)."""
 
-        class _Rollback(Exception):
-            pass
+async def hold(uow: UnitOfWork, hold_id: str) -> Hold | None:
+    row = await uow.connection.fetchrow(HOLD, uow.tenant, hold_id)
+    return _hold(row) if row is not None else None
 
-        try:
-            async with self.database.transaction() as session:
-                replay = await claim(session, idempotency_keys, request, response_type, method=method)
-                if replay is not None:
-                    return replay
-                raise _Rollback
-        except _Rollback:
-            return None
 
-    async def remember_answer(
-        self, request: Message, response_type: type[ResponseT], method: str, response: ResponseT
-    ) -> ResponseT:
-        async with self.database.transaction() as session:
-            replay = await claim(session, idempotency_keys, request, response_type, method=method)
-            if replay is not None:
-                return replay  # a concurrent run with the same key finished first; both were harmless
-            await remember(session, idempotency_keys, request.idempotency_key, response)
-            return response
+async def account_exists(uow: UnitOfWork, account_id: str) -> bool:
+    return bool(await uow.connection.fetchval(ACCOUNT_EXISTS, uow.tenant, account_id))
 
-    # --- reads ---
 
-    async def account(
-        self, account_id: str = "", program_id: str = "", customer_id: str = ""
-    ) -> tuple[AccountView, ProgramRules]:
-        tenant = current_tenant()
-        async with self.database.transaction() as session:
-            query = select(*_columns(ACCOUNTS, AccountRecord)).where(ACCOUNTS.c.tenant_id == tenant)
-            if account_id:
-                query = query.where(ACCOUNTS.c.account_id == account_id)
-            else:
-                await self.program(session, tenant, r.require_id(program_id, "program_id"))
-                query = query.where(
-                    ACCOUNTS.c.program_id == program_id,
-                    ACCOUNTS.c.customer_id == r.require_id(customer_id, "customer_id"),
-                )
-            row = (await session.execute(query)).first()
-            if row is None:
-                raise NotFound("ACCOUNT_NOT_FOUND", "account not found", field="account_id")
-            account = AccountRecord(**row._mapping)
-            rules = (await self.program(session, tenant, account.program_id)).rules
-            if account.customer_id is None:
-                total = (
-                    await session.execute(
-                        select(func.coalesce(func.sum(POSTINGS.c.amount), 0)).where(
-                            POSTINGS.c.account_id == account.account_id
-                        )
-                    )
-                ).scalar_one()
-                account.posted = int(total)
-                return AccountView(account), rules
-            if account.held > 0 or account.pending > 0:
-                tx = LedgerTx(self, session, self.clock(), None)
-                (account,) = await tx.lock(account.account_id)
-            expiring = (
-                await session.execute(
-                    select(LOTS.c.expires_at, func.sum(LOTS.c.remaining))
-                    .where(
-                        LOTS.c.account_id == account.account_id,
-                        LOTS.c.remaining > 0,
-                        LOTS.c.pending.is_(False),
-                        LOTS.c.expires_at.is_not(None),
-                    )
-                    .group_by(LOTS.c.expires_at)
-                    .order_by(LOTS.c.expires_at)
-                    .limit(12)
-                )
-            ).all()
-            return AccountView(account, [(e, int(a)) for e, a in expiring]), rules
+async def statement_lines(uow: UnitOfWork, account_id: str, before: int | None, limit: int) -> list:
+    """Newest first: (entry_id, entry_type, amount, balance_after, reason, source_ref, created_at, last_id)."""
+    return await uow.connection.fetch(STATEMENT_LINES, uow.tenant, account_id, before, limit)
 
-    async def hold(self, hold_id: str) -> HoldRecord:
-        async with self.database.transaction() as session:
-            row = (
-                await session.execute(
-                    select(*_columns(HOLDS, HoldRecord)).where(
-                        HOLDS.c.tenant_id == current_tenant(), HOLDS.c.hold_id == hold_id
-                    )
-                )
-            ).first()
-        if row is None:
-            raise NotFound("HOLD_NOT_FOUND", "hold not found", field="hold_id")
-        hold = HoldRecord(**row._mapping)
-        if hold.state == HoldState.ACTIVE.value and hold.expires_at <= self.clock():
-            hold = replace(hold, state=HoldState.EXPIRED.value)  # voided lazily; shown as it is
-        return hold
 
-    async def entry(self, entry_id: str = "", idempotency_key: str = "") -> EntryView:
-        tenant = current_tenant()
-        async with self.database.transaction() as session:
-            query = select(*_columns(ENTRIES, EntryRecord)).where(ENTRIES.c.tenant_id == tenant)
-            query = (
-                query.where(ENTRIES.c.entry_id == entry_id)
-                if entry_id
-                else query.where(ENTRIES.c.idempotency_key == idempotency_key)
-            )
-            row = (await session.execute(query.limit(1))).first()
-            if row is None:
-                raise NotFound("ENTRY_NOT_FOUND", "entry not found", field="entry_id")
-            postings = (
-                await session.execute(
-                    select(*_columns(POSTINGS, PostingRecord))
-                    .where(POSTINGS.c.entry_id == row.entry_id)
-                    .order_by(POSTINGS.c.id)
-                )
-            ).all()
-        return EntryView(EntryRecord(**row._mapping), [PostingRecord(**p._mapping) for p in postings])
+# --- runs ---------------------------------------------------------------------------------------
 
-    async def statement(self, account_id: str, page_size: int, before: int | None):
-        """Lines newest first: (entry, net amount, balance after, last posting id)."""
-        tenant = current_tenant()
-        async with self.database.transaction() as session:
-            exists = (
-                await session.execute(
-                    select(ACCOUNTS.c.account_id).where(
-                        ACCOUNTS.c.tenant_id == tenant, ACCOUNTS.c.account_id == account_id
-                    )
-                )
-            ).first()
-            if exists is None:
-                raise NotFound("ACCOUNT_NOT_FOUND", "account not found", field="account_id")
-            last_id = func.max(POSTINGS.c.id).label("last_id")
-            query = (
-                select(
-                    POSTINGS.c.entry_id,
-                    func.sum(POSTINGS.c.amount).label("amount"),
-                    func.max(POSTINGS.c.balance_after).label("balance_after"),
-                    last_id,
-                )
-                .where(POSTINGS.c.tenant_id == tenant, POSTINGS.c.account_id == account_id)
-                .group_by(POSTINGS.c.entry_id)
-                .order_by(last_id.desc())
-                .limit(page_size + 1)
-            )
-            if before is not None:
-                query = query.having(func.max(POSTINGS.c.id) < before)
-            lines = (await session.execute(query)).all()
-            entries = {
-                e.entry_id: EntryRecord(**e._mapping)
-                for e in await session.execute(
-                    select(*_columns(ENTRIES, EntryRecord)).where(
-                        ENTRIES.c.entry_id.in_([x.entry_id for x in lines])
-                    )
-                )
-            }
-        more = len(lines) > page_size
-        lines = lines[:page_size]
-        return [
-            (entries[x.entry_id], int(x.amount), int(x.balance_after or 0), x.last_id) for x in lines
-        ], more
 
-    # --- runs ---
+async def due_accounts(uow: UnitOfWork, program_id: str | None) -> list[str]:
+    return [
+        row["account_id"] for row in await uow.connection.fetch(DUE_ACCOUNTS, uow.tenant, uow.now, program_id)
+    ]
 
-    async def run_expiry(self, program_id: str = "") -> RunResult:
-        """Expire due lots, void timed-out holds, mature pending points; one transaction per account
-        so a long run never holds many locks. Running it twice changes nothing the second time."""
-        tenant = current_tenant()
-        now = self.clock()
-        async with self.database.transaction() as session:
-            if program_id:
-                await self.program(session, tenant, program_id)
-            due = [
-                select(LOTS.c.account_id).where(
-                    LOTS.c.tenant_id == tenant,
-                    LOTS.c.remaining > 0,
-                    LOTS.c.pending.is_(False),
-                    LOTS.c.expires_at <= now,
-                ),
-                select(LOTS.c.account_id).where(
-                    LOTS.c.tenant_id == tenant,
-                    LOTS.c.remaining > 0,
-                    LOTS.c.pending.is_(True),
-                    LOTS.c.available_at <= now,
-                ),
-                select(HOLDS.c.account_id).where(
-                    HOLDS.c.tenant_id == tenant,
-                    HOLDS.c.state == HoldState.ACTIVE.value,
-                    HOLDS.c.expires_at <= now,
-                ),
-            ]
-            account_ids: set[str] = set()
-            for query in due:
-                account_ids.update((await session.execute(query)).scalars().all())
-            if program_id and account_ids:
-                account_ids = set(
-                    (
-                        await session.execute(
-                            select(ACCOUNTS.c.account_id).where(
-                                ACCOUNTS.c.account_id.in_(account_ids), ACCOUNTS.c.program_id == program_id
-                            )
-                        )
-                    )
-                    .scalars()
-                    .all()
-                )
-        total = RunResult(run_time=now)
-        for account_id in sorted(account_ids):
-            async with self.database.transaction() as session:
-                result = await LedgerTx(self, session, now, None).expire_account(account_id)
-            total.expired_points += result.expired_points
-            total.expired_lots += result.expired_lots
-            total.voided_holds += result.voided_holds
-            total.matured_points += result.matured_points
-        return total
 
-    async def recompute_tiers(self, program_id: str = "") -> tuple[int, int]:
-        tenant = current_tenant()
-        now = self.clock()
-        checked = changed = 0
-        async with self.database.transaction() as session:
-            if program_id:
-                program_ids = [(await self.program(session, tenant, program_id)).program.program_id]
-            else:
-                program_ids = list(
-                    (
-                        await session.execute(select(Program.program_id).where(Program.tenant_id == tenant))
-                    ).scalars()
-                )
-            tx = LedgerTx(self, session, now, None)
-            for pid in program_ids:
-                program = await self.program(session, tenant, pid)
-                if not program.rules.tiers:
-                    continue
-                start = r.tier_window_start(program.rules, now)
-                sums = (
-                    select(
-                        ENTRIES.c.qualifying_account_id.label("account_id"),
-                        func.sum(ENTRIES.c.qualifying_delta).label("points"),
-                    )
-                    .where(
-                        ENTRIES.c.tenant_id == tenant,
-                        ENTRIES.c.program_id == pid,
-                        ENTRIES.c.qualifying_delta != 0,
-                        ENTRIES.c.created_at >= start,
-                    )
-                    .group_by(ENTRIES.c.qualifying_account_id)
-                    .subquery()
-                )
-                rows = (
-                    await session.execute(
-                        select(ACCOUNTS.c.account_id, ACCOUNTS.c.tier_code, func.coalesce(sums.c.points, 0))
-                        .outerjoin(sums, sums.c.account_id == ACCOUNTS.c.account_id)
-                        .where(
-                            ACCOUNTS.c.tenant_id == tenant,
-                            ACCOUNTS.c.program_id == pid,
-                            ACCOUNTS.c.customer_id.is_not(None),
-                        )
-                    )
-                ).all()
-                for account_id, tier_code, points in rows:
-                    checked += 1
-                    changed += await tx._set_tier(
-                        account_id, tier_code, r.tier_for(program.rules.tiers, points), points
-                    )
-        return checked, changed
+async def program_ids(uow: UnitOfWork) -> list[str]:
+    return [row["program_id"] for row in await uow.connection.fetch(PROGRAM_IDS, uow.tenant)]
 
-    async def tenants(self) -> Sequence[str]:
-        async with self.database.transaction() as session:
-            return list((await session.execute(select(Program.tenant_id).distinct())).scalars())
 
-    async def run_for_every_tenant(self, work: Callable[[], Awaitable[object]]) -> None:
-        for tenant in await self.tenants():
-            token = bind_call(CallContext(tenant_id=tenant, principal="ledger-scheduler"))
-            try:
-                await work()
-            finally:
-                unbind_call(token)
+async def qualifying_in_program(uow: UnitOfWork, program: Program) -> list:
+    """Every customer account of the programme: (account_id, customer_id, tier_code, points)."""
+    start = rules.tier_window_start(program.rules, uow.now)
+    return await uow.connection.fetch(QUALIFYING_IN_PROGRAM, uow.tenant, program.program_id, start)
+
+
+async def set_tiers(uow: UnitOfWork, changes: Sequence[tuple[str, str, str]]) -> set[str]:
+    """(account, old tier, new tier) -> the accounts changed (those still in their old tier)."""
+    rows = await uow.connection.fetch(
+        SET_TIERS, uow.tenant, [c[0] for c in changes], [c[1] for c in changes], [c[2] for c in changes]
+    )
+    return {row["account_id"] for row in rows}
+
+
+async def tenants(connection: asyncpg.Connection) -> list[str]:
+    return [row["tenant_id"] for row in await connection.fetch(TENANTS)]
+
+
+# --- checkouts ----------------------------------------------------------------------------------
+
+
+async def checkout_exists(uow: UnitOfWork, checkout_id: str) -> bool:
+    return bool(await uow.connection.fetchval(CHECKOUT_EXISTS, uow.tenant, checkout_id))
+
+
+async def insert_checkout(uow: UnitOfWork, checkout: Checkout, hold_id: str | None) -> None:
+    lines = checkout.lines
+    try:
+        await uow.connection.execute(
+            INSERT_CHECKOUT,
+            uow.tenant,
+            checkout.checkout_id,
+            checkout.account_id,
+            checkout.program_id,
+            checkout.earn_entry_id,
+            checkout.burn_entry_id,
+            hold_id,
+            uow.now,
+            [line.line_id for line in lines],
+            [line.quantity for line in lines],
+            [line.earn_points for line in lines],
+            [line.burn_points for line in lines],
+        )
+    except asyncpg.UniqueViolationError as error:
+        if error.constraint_name != "checkouts_pkey":
+            raise
+        raise AlreadyExists(
+            Reason.CHECKOUT_ALREADY_SETTLED, "this checkout was already settled", field="checkout_id"
+        ) from None
+
+
+async def checkout(uow: UnitOfWork, checkout_id: str) -> Checkout | None:
+    row = await uow.connection.fetchrow(CHECKOUT, uow.tenant, checkout_id)
+    if row is None:
+        return None
+    lines = tuple(
+        CheckoutLine(*line)
+        for line in zip(
+            row["ids"] or (), row["quantities"] or (), row["earns"] or (), row["burns"] or (), strict=True
+        )
+    )
+    return Checkout(
+        checkout_id,
+        row["account_id"],
+        row["program_id"],
+        row["earn_entry_id"],
+        row["burn_entry_id"],
+        lines,
+        dict(zip(row["ids"] or (), row["returned"] or (), strict=True)),
+    )
+
+
+async def insert_returns(
+    uow: UnitOfWork,
+    checkout_id: str,
+    returns: Sequence[LineReturn],
+    earn_reversal: str | None,
+    burn_reversal: str | None,
+) -> None:
+    await uow.connection.execute(
+        INSERT_RETURNS,
+        uow.tenant,
+        checkout_id,
+        [r.line_id for r in returns],
+        [r.quantity for r in returns],
+        [r.earn_reversed for r in returns],
+        [r.burn_restored for r in returns],
+        earn_reversal,
+        burn_reversal,
+        uow.now,
+    )
+
+
+# --- customer data ------------------------------------------------------------------------------
+
+
+async def accounts_of_customer(uow: UnitOfWork, customer_id: str) -> list[Account]:
+    return [
+        _account(row) for row in await uow.connection.fetch(ACCOUNTS_OF_CUSTOMER, uow.tenant, customer_id)
+    ]
+
+
+async def entries_of_accounts(uow: UnitOfWork, account_ids: Sequence[str]) -> list[Entry]:
+    return [
+        _entry(row) for row in await uow.connection.fetch(ENTRIES_OF_ACCOUNTS, uow.tenant, list(account_ids))
+    ]
+
+
+async def holds_of_accounts(uow: UnitOfWork, account_ids: Sequence[str]) -> list[Hold]:
+    return [
+        _hold(row) for row in await uow.connection.fetch(HOLDS_OF_ACCOUNTS, uow.tenant, list(account_ids))
+    ]

@@ -13,8 +13,8 @@ from typing import Any
 from loyalty_ledger.domain import rules as r
 from loyalty_ledger.domain.model import (
     SYSTEM_KINDS,
+    Account,
     AccountKind,
-    AccountState,
     Bucket,
     EntryType,
     Hold,
@@ -24,7 +24,7 @@ from loyalty_ledger.domain.model import (
     ProgramRules,
     ReversibleEntry,
 )
-from loyalty_runtime.errors import FailedPrecondition, NotFound
+from loyalty_runtime.errors import FailedPrecondition, NotFound, Reason
 
 
 @dataclass
@@ -46,7 +46,7 @@ class MemoryEntry:
 class MemoryLedger:
     programs: dict[str, ProgramRules] = field(default_factory=dict)
     system: dict[str, dict[AccountKind, str]] = field(default_factory=dict)
-    accounts: dict[str, AccountState] = field(default_factory=dict)
+    accounts: dict[str, Account] = field(default_factory=dict)
     account_program: dict[str, str] = field(default_factory=dict)
     entries: dict[str, MemoryEntry] = field(default_factory=dict)
     holds: dict[str, Hold] = field(default_factory=dict)
@@ -65,7 +65,7 @@ class MemoryLedger:
             stored_fingerprint, result = self.idempotency[key]
             if stored_fingerprint != fingerprint:
                 raise FailedPrecondition(
-                    "IDEMPOTENCY_KEY_REUSED", "idempotency key used for a different request"
+                    Reason.IDEMPOTENCY_KEY_REUSED, "idempotency key used for a different request"
                 )
             return result
         snapshot = (dict(self.accounts), dict(self.entries), dict(self.holds), dict(self.tiers))
@@ -86,24 +86,24 @@ class MemoryLedger:
         self.system[program_id] = {}
         for kind in SYSTEM_KINDS:
             account_id = self._id("s")
-            self.accounts[account_id] = AccountState(account_id, kind)
+            self.accounts[account_id] = Account(account_id, kind, program_id=program_id)
             self.account_program[account_id] = program_id
             self.system[program_id][kind] = account_id
         return program_id
 
     def open_account(self, program_id: str) -> str:
         if program_id not in self.programs:
-            raise NotFound("PROGRAM_NOT_FOUND", "program not found", field="program_id")
+            raise NotFound(Reason.PROGRAM_NOT_FOUND, "program not found", field="program_id")
         account_id = self._id("a")
-        self.accounts[account_id] = AccountState(account_id, AccountKind.CUSTOMER)
+        self.accounts[account_id] = Account(account_id, AccountKind.CUSTOMER, program_id=program_id)
         self.account_program[account_id] = program_id
         return account_id
 
     # --- internals ---
 
-    def _account(self, account_id: str, now: datetime) -> AccountState:
+    def _account(self, account_id: str, now: datetime) -> Account:
         if account_id not in self.accounts:
-            raise NotFound("ACCOUNT_NOT_FOUND", "account not found", field="account_id")
+            raise NotFound(Reason.ACCOUNT_NOT_FOUND, "account not found", field="account_id")
         self._housekeep(account_id, now)
         return self.accounts[account_id]
 
@@ -120,7 +120,7 @@ class MemoryLedger:
         if plan is not None:
             self._post(self.account_program[account_id], plan, now)
 
-    def _system(self, program_id: str, kind: AccountKind) -> AccountState:
+    def _system(self, program_id: str, kind: AccountKind) -> Account:
         return self.accounts[self.system[program_id][kind]]
 
     def _post(self, program_id: str, plan: Plan, now: datetime, **extra) -> MemoryEntry:
@@ -190,7 +190,8 @@ class MemoryLedger:
             rules = self.programs[self.account_program[account_id]]
             effect = r.plan_hold(account, amount, rules)
             ttl = r.hold_ttl(rules, ttl_seconds)
-            hold = Hold(self._id("h"), account_id, amount, now + timedelta(seconds=ttl))
+            hold_id = self._id("h")
+            hold = Hold(hold_id, account_id, amount, now + timedelta(seconds=ttl), seq=int(hold_id[1:]))
             self.accounts[account_id] = r.apply_effect(account, effect, (), 0)
             self.holds[hold.hold_id] = hold
             return hold.hold_id
@@ -199,7 +200,7 @@ class MemoryLedger:
 
     def _hold(self, hold_id: str) -> Hold:
         if hold_id not in self.holds:
-            raise NotFound("HOLD_NOT_FOUND", "hold not found", field="hold_id")
+            raise NotFound(Reason.HOLD_NOT_FOUND, "hold not found", field="hold_id")
         return self.holds[hold_id]
 
     def capture(self, key: str, hold_id: str, amount: int | None, now: datetime) -> str:
@@ -243,7 +244,7 @@ class MemoryLedger:
     def reverse(self, key: str, entry_id: str, amount: int | None, now: datetime) -> str:
         def action():
             if entry_id not in self.entries:
-                raise NotFound("ENTRY_NOT_FOUND", "entry not found", field="entry_id")
+                raise NotFound(Reason.ENTRY_NOT_FOUND, "entry not found", field="entry_id")
             original = self.entries[entry_id]
             program_id = original.program_id
             customers = [
@@ -275,7 +276,10 @@ class MemoryLedger:
                 accounts,
                 {k: self.accounts[v] for k, v in self.system[program_id].items()},
                 self.programs[program_id],
+                [h for h in self.holds.values() if h.account_id in accounts and h.state is HoldState.ACTIVE],
             )
+            for voided in plan.voided_holds:
+                self.holds[voided.hold_id] = voided
             entry = self._post(
                 program_id, plan, now, reverses=entry_id, qualifying_account=original.qualifying_account
             )
