@@ -1,7 +1,8 @@
 """The ledger's part in GDPR export, erasure and merges: the use cases the runtime calls for
-`ExportCustomerData` and profile's `customer.erased` / `customer.merged`, each run directly in a unit
-of work of the running server, against the real database."""
+`ExportCustomerData` and profile's `customer.erased` / `customer.merged`, run in a unit of work of the
+running server (and erasure end to end, from the event on profile's stream), on the real database."""
 
+import asyncio
 import contextlib
 from datetime import UTC, datetime, timedelta
 
@@ -11,11 +12,13 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from loyalty.ledger.v1 import ledger_pb2 as pb, ledger_service_pb2 as api
+from loyalty.profile.v1 import events_pb2 as profile_events
 from loyalty_ledger import app
 from loyalty_ledger.service import DEFINITION
 from loyalty_runtime.context import CallContext, bind_call, unbind_call
 from loyalty_runtime.db import asyncpg_dsn
-from tests.conftest import rpc_failure
+from loyalty_runtime.events import Envelope, RedisStreamsBroker
+from tests.conftest import RpcFailure, rpc_failure
 from tests.service.ledger.helpers import journal_checks, key
 
 
@@ -67,6 +70,7 @@ async def test_export_gives_the_customers_accounts_entries_and_holds(ledger, ten
 
 
 async def test_erasure_forgets_the_stored_answers_about_the_customer(ledger, tenant, ledger_settings):
+    """profile's `customer.erased`, as it arrives on its stream, reaches the running ledger."""
     program = await tenant.program()
     opening = api.OpenAccountRequest(program_id=program.program_id, customer_id="gone", idempotency_key=key())
     account = (await tenant.OpenAccount(opening)).account.account_id
@@ -75,11 +79,26 @@ async def test_erasure_forgets_the_stored_answers_about_the_customer(ledger, ten
     staying = await tenant.OpenAccount(
         api.OpenAccountRequest(program_id=program.program_id, customer_id="stays", idempotency_key=key())
     )
-    async with unit_of(ledger, tenant.tenant) as uow:
-        await app.erase_customer(uow, "gone")
-    for replay in (tenant.OpenAccount(opening), tenant.EarnPoints(earning)):
-        failure = await rpc_failure(replay)
-        assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "CUSTOMER_ERASED")
+    erased = profile_events.CustomerErased(customer_id="gone")
+    await RedisStreamsBroker(ledger.server.resources.redis).publish(
+        "profile.events",
+        [
+            Envelope(
+                event_id=f"profile.events:test-{key()}",
+                event_type="customer.erased",
+                tenant_id=tenant.tenant,
+                key="gone",
+                payload=erased.SerializeToString(),
+                occurred_at=datetime.now(UTC),
+                trace_parent=None,
+            )
+        ],
+    )
+    async with asyncio.timeout(15):
+        while (await rpc_failure_or_none(tenant.OpenAccount(opening))) != "CUSTOMER_ERASED":
+            await asyncio.sleep(0.05)
+    failure = await rpc_failure(tenant.EarnPoints(earning))
+    assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "CUSTOMER_ERASED")
     connection = await asyncpg.connect(asyncpg_dsn(ledger_settings.database_url))
     try:
         kept = await connection.fetch(
@@ -90,6 +109,14 @@ async def test_erasure_forgets_the_stored_answers_about_the_customer(ledger, ten
         await connection.close()
     assert "gone" not in {row["subject"] for row in kept} and "stays" in {row["subject"] for row in kept}
     assert staying.account.customer_id == "stays"
+
+
+async def rpc_failure_or_none(call) -> str | None:
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        return RpcFailure(error).reason
+    return None
 
 
 async def test_a_merge_moves_balances_and_lots_to_the_survivor_once(ledger, tenant, database_url):

@@ -13,6 +13,7 @@ on asyncpg directly: a round trip through the ORM session costs about ten times 
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -86,13 +87,14 @@ class Database:
         """A pooled connection, waited for at most `acquire_timeout` or the remaining `budget`."""
         if self._pool is None:
             await self.open()
+        pool = self._pool  # released to the pool it came from, even if close() runs meanwhile
         wait = self.acquire_timeout if budget is None else max(0.001, min(budget, self.acquire_timeout))
         try:
-            connection = await self._pool.acquire(timeout=wait)
+            connection = await pool.acquire(timeout=wait)
         except TimeoutError:
             if budget is not None and budget <= self.acquire_timeout:
                 raise DeadlineExceeded(Reason.DEADLINE_EXCEEDED, "the call ran out of time") from None
-            if self._pool.get_idle_size() == 0 and self._pool.get_size() >= self.pool_size:
+            if pool.get_idle_size() == 0 and pool.get_size() >= self.pool_size:
                 raise ResourceExhausted(
                     Reason.OVERLOADED, "every database connection is busy", retry_after_seconds=wait
                 ) from None
@@ -102,7 +104,7 @@ class Database:
         try:
             yield connection
         finally:
-            await self._pool.release(connection)
+            await pool.release(connection)
 
     @asynccontextmanager
     async def transaction(
@@ -138,13 +140,14 @@ class Database:
 
 
 async def _roll_back(connection: asyncpg.Connection) -> None:
-    """Roll back if the connection still can; if not (lost, cancelled mid-statement), drop it."""
-    if connection.is_closed():
-        return
+    """Roll back if the connection still can; if not (lost, cancelled mid-statement), drop it. Never
+    raises: the error that ended the transaction is the one to report."""
     try:
-        await connection.execute("ROLLBACK")
+        if not connection.is_closed():
+            await connection.execute("ROLLBACK")
     except (Exception, asyncio.CancelledError):
-        connection.terminate()
+        with contextlib.suppress(Exception):
+            connection.terminate()
 
 
 # SQLSTATE classes and codes -> what the caller should do.

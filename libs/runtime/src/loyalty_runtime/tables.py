@@ -101,10 +101,24 @@ def add_runtime_tables(metadata: MetaData) -> None:
     )
 
 
-def create_runtime_tables_v1(op, schema: str) -> None:
-    """The runtime's tables as of v1, for an Alembic revision (`op` is alembic.op)."""
+RUNTIME_TABLES = ("idempotency_keys", "outbox", "processed_events", "jobs", "schedules")
+
+
+def create_runtime_tables_v1(op, schema: str, tables: tuple[str, ...] = RUNTIME_TABLES) -> None:
+    """The runtime's tables (or some of them) as of v1, for an Alembic revision (`op` is alembic.op);
+    a revision that converts an older table of its own in place creates only the others."""
     import sqlalchemy as sa
 
+    for table in tables:
+        _V1[table](op, sa, schema)
+
+
+def drop_runtime_tables_v1(op, schema: str, tables: tuple[str, ...] = RUNTIME_TABLES) -> None:
+    for table in reversed(tables):
+        op.drop_table(table, schema=schema)
+
+
+def _idempotency_keys_v1(op, sa, schema: str) -> None:
     op.create_table(
         "idempotency_keys",
         sa.Column("tenant_id", sa.String(length=64), nullable=False),
@@ -126,6 +140,9 @@ def create_runtime_tables_v1(op, schema: str) -> None:
         postgresql_where=sa.text("subject IS NOT NULL"),
     )
     op.create_index("idempotency_keys_created", "idempotency_keys", ["created_at"], schema=schema)
+
+
+def _outbox_v1(op, sa, schema: str) -> None:
     op.create_table(
         "outbox",
         sa.Column("id", sa.BigInteger(), sa.Identity(), nullable=False),
@@ -153,6 +170,9 @@ def create_runtime_tables_v1(op, schema: str) -> None:
         schema=schema,
         postgresql_where=sa.text("published_at IS NOT NULL"),
     )
+
+
+def _processed_events_v1(op, sa, schema: str) -> None:
     op.create_table(
         "processed_events",
         sa.Column("consumer", sa.String(length=100), nullable=False),
@@ -164,6 +184,9 @@ def create_runtime_tables_v1(op, schema: str) -> None:
         schema=schema,
     )
     op.create_index("processed_events_age", "processed_events", ["processed_at"], schema=schema)
+
+
+def _jobs_v1(op, sa, schema: str) -> None:
     op.create_table(
         "jobs",
         sa.Column("id", sa.BigInteger(), sa.Identity(), nullable=False),
@@ -194,6 +217,9 @@ def create_runtime_tables_v1(op, schema: str) -> None:
         schema=schema,
         postgresql_where=sa.text("dedupe_key IS NOT NULL"),
     )
+
+
+def _schedules_v1(op, sa, schema: str) -> None:
     op.create_table(
         "schedules",
         sa.Column("name", sa.String(length=100), nullable=False),
@@ -203,6 +229,10 @@ def create_runtime_tables_v1(op, schema: str) -> None:
     )
 
 
-def drop_runtime_tables_v1(op, schema: str) -> None:
-    for table in ("schedules", "jobs", "processed_events", "outbox", "idempotency_keys"):
-        op.drop_table(table, schema=schema)
+_V1 = {
+    "idempotency_keys": _idempotency_keys_v1,
+    "outbox": _outbox_v1,
+    "processed_events": _processed_events_v1,
+    "jobs": _jobs_v1,
+    "schedules": _schedules_v1,
+}

@@ -690,11 +690,9 @@ async def export_customer_data(uow: UnitOfWork, customer_id: str) -> list[Messag
 
 
 async def erase_customer(uow: UnitOfWork, customer_id: str) -> None:
-    """The ledger keeps no personal data of its own (a customer is an id on their accounts; the
-    journal stays, as the books must), but its stored answers repeat the customer's accounts: those
-    are forgotten, and replaying one says CUSTOMER_ERASED. The hook gets a unit of work, not the
-    service's UnitsOfWork, so it runs the runtime's own statement (`units.erase_answers`'s)."""
-    await uow.connection.execute(uow.statements.erase_answers, uow.tenant, customer_id)
+    """Nothing of the ledger's own to erase: a customer is an id on their accounts and the journal
+    stays, as the books must. The runtime forgets the stored answers about them in the same unit of
+    work (privacy.py), so replaying one says CUSTOMER_ERASED."""
 
 
 async def merge_customers(uow: UnitOfWork, survivor_id: str, merged_id: str) -> None:

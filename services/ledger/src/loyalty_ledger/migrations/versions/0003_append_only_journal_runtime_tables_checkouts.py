@@ -27,6 +27,7 @@ from sqlalchemy.dialects import postgresql
 from loyalty.common.v1 import options_pb2
 from loyalty.ledger.v1 import events_pb2
 from loyalty_runtime import append_only
+from loyalty_runtime.tables import create_runtime_tables_v1, drop_runtime_tables_v1
 
 revision = "0003"
 down_revision = "0002"
@@ -35,6 +36,8 @@ depends_on = None
 
 SCHEMA = "ledger"
 APPEND_ONLY = ("journal_entries", "postings", "checkouts", "checkout_lines", "checkout_returns")
+# The runtime's tables 0002 did not have (idempotency_keys and outbox are converted in place).
+NEW_RUNTIME_TABLES = ("processed_events", "jobs", "schedules")
 
 
 def upgrade() -> None:
@@ -112,33 +115,7 @@ def _outbox() -> None:
     op.execute("ALTER INDEX ledger.ix_ledger_outbox_published_at RENAME TO outbox_0002_published_at")
     op.execute("ALTER INDEX ledger.outbox_pkey RENAME TO outbox_0002_pkey")
     op.execute("ALTER SEQUENCE ledger.outbox_id_seq RENAME TO outbox_0002_id_seq")
-    op.create_table(
-        "outbox",
-        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
-        sa.Column("tenant_id", sa.String(length=64), nullable=False),
-        sa.Column("event_type", sa.String(length=100), nullable=False),
-        sa.Column("key", sa.String(length=200), nullable=False),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column("trace_parent", sa.String(length=64), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id"),
-        schema=SCHEMA,
-    )
-    op.create_index(
-        "outbox_unpublished",
-        "outbox",
-        ["id"],
-        schema=SCHEMA,
-        postgresql_where=sa.text("published_at IS NULL"),
-    )
-    op.create_index(
-        "outbox_published",
-        "outbox",
-        ["published_at"],
-        schema=SCHEMA,
-        postgresql_where=sa.text("published_at IS NOT NULL"),
-    )
+    create_runtime_tables_v1(op, SCHEMA, tables=("outbox",))
     bind = op.get_bind()
     messages = _event_types()
     rows = bind.execute(
@@ -172,51 +149,7 @@ def _outbox() -> None:
 
 
 def _runtime_tables() -> None:
-    op.create_table(
-        "processed_events",
-        sa.Column("consumer", sa.String(length=100), nullable=False),
-        sa.Column("event_id", sa.String(length=200), nullable=False),
-        sa.Column(
-            "processed_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
-        ),
-        sa.PrimaryKeyConstraint("consumer", "event_id"),
-        schema=SCHEMA,
-    )
-    op.create_index("processed_events_age", "processed_events", ["processed_at"], schema=SCHEMA)
-    op.create_table(
-        "jobs",
-        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
-        sa.Column("tenant_id", sa.String(length=64), nullable=False),
-        sa.Column("name", sa.String(length=100), nullable=False),
-        sa.Column("dedupe_key", sa.String(length=200), nullable=True),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column("run_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
-        sa.Column("last_error", sa.String(length=200), nullable=True),
-        sa.Column("state", sa.String(length=10), server_default="queued", nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id"),
-        schema=SCHEMA,
-    )
-    op.create_index(
-        "jobs_dedupe",
-        "jobs",
-        ["tenant_id", "name", "dedupe_key"],
-        unique=True,
-        schema=SCHEMA,
-        postgresql_where=sa.text("dedupe_key IS NOT NULL"),
-    )
-    op.create_index(
-        "jobs_due", "jobs", ["run_at"], schema=SCHEMA, postgresql_where=sa.text("state = 'queued'")
-    )
-    op.create_table(
-        "schedules",
-        sa.Column("name", sa.String(length=100), nullable=False),
-        sa.Column("next_run_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("name"),
-        schema=SCHEMA,
-    )
+    create_runtime_tables_v1(op, SCHEMA, tables=NEW_RUNTIME_TABLES)
 
 
 def _checkouts() -> None:
@@ -304,8 +237,9 @@ def downgrade() -> None:
     for table in APPEND_ONLY:
         append_only.unprotect(op, SCHEMA, table)
     append_only.drop_function(op, SCHEMA)
-    for table in ("checkout_returns", "checkout_lines", "checkouts", "schedules", "jobs", "processed_events"):
+    for table in ("checkout_returns", "checkout_lines", "checkouts"):
         op.drop_table(table, schema=SCHEMA)
+    drop_runtime_tables_v1(op, SCHEMA, tables=NEW_RUNTIME_TABLES)
     op.drop_table("outbox", schema=SCHEMA)
     op.create_table(
         "outbox",
