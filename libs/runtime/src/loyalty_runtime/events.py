@@ -135,10 +135,16 @@ class OutboxRelay:
         self.retention_hours = retention_hours
         self.lock_key = zlib.crc32(f"{schema}.outbox".encode())
         self._any_pending = f"SELECT EXISTS (SELECT 1 FROM {schema}.outbox WHERE published_at IS NULL)"
-        self._pending = f"""
-            SELECT id, tenant_id, event_type, key, payload, trace_parent, created_at FROM {schema}.outbox
-            WHERE published_at IS NULL ORDER BY id LIMIT $1"""
-        self._mark = f"UPDATE {schema}.outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
+        # Take the relay lock, and if this replica got it, mark the next batch and read it back: one
+        # statement. The marks roll back if publishing fails (the transaction does).
+        self._take_batch = f"""
+            WITH leader AS (SELECT pg_try_advisory_xact_lock($2) AS held)
+            UPDATE {schema}.outbox SET published_at = now()
+            WHERE id IN (
+                SELECT id FROM {schema}.outbox
+                WHERE published_at IS NULL AND (SELECT held FROM leader)
+                ORDER BY id LIMIT $1)
+            RETURNING id, tenant_id, event_type, key, payload, trace_parent, created_at"""
         self._prune = f"""
             DELETE FROM {schema}.outbox WHERE id IN (
                 SELECT id FROM {schema}.outbox
@@ -154,12 +160,13 @@ class OutboxRelay:
 
     async def publish_batch(self) -> int:
         """Publish up to `batch_size` pending events and mark them, in one transaction that holds the
-        relay lock; 0 if another replica's relay holds it."""
+        relay lock; 0 if another replica's relay holds it (or nothing is pending)."""
         with untraced():
             async with self.database.transaction() as connection:
-                if not await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", self.lock_key):
-                    return 0  # another replica's relay is publishing
-                rows = await connection.fetch(self._pending, self.batch_size)
+                rows = sorted(
+                    await connection.fetch(self._take_batch, self.batch_size, self.lock_key),
+                    key=lambda row: row["id"],
+                )
                 if not rows:
                     return 0
                 attributes = {
@@ -168,7 +175,6 @@ class OutboxRelay:
                 }
                 with traced(self.tracer, "outbox publish", kind=SpanKind.PRODUCER, attributes=attributes):
                     await self.broker.publish(self.stream, [self._envelope(row) for row in rows])
-                    await connection.execute(self._mark, [row["id"] for row in rows])
                 return len(rows)
 
     def _envelope(self, row) -> Envelope:

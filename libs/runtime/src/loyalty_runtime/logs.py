@@ -14,7 +14,8 @@ import traceback
 
 from opentelemetry import trace
 
-OWN_LOGGERS = ("loyalty", "tests")
+# Whose messages are written as they are: ours, and Alembic's (it never sees a request).
+OWN_LOGGERS = ("loyalty", "tests", "alembic")
 WITHHELD = "(a library's message, withheld: it may quote request data)"
 
 
