@@ -6,11 +6,15 @@ event to the service's outbox in the same transaction, so an event exists if and
 committed. `units.read()` gives the same without a transaction (each statement sees committed data).
 
 Idempotency (Stripe's model) for a state change requested over gRPC: `units.idempotent(request,
-use_case, command, encode)` claims the request's key first. A concurrent call with the same key waits
-on the uncommitted claim, then finds the committed answer and replays it; if the first call rolled
-back, the second goes ahead. The same key with a different request is refused. The answer is stored
-with the outbox rows in the transaction's last statement, so a state change costs BEGIN, the claim,
-the use case's own statements, one statement for answer and events, and COMMIT.
+use_case, command, encode)` runs the use case and then, in the transaction's last statement, stores
+its answer under the request's key together with the outbox rows. The key's row is the proof: a
+second call with the same key blocks on the first's uncommitted row, and when the first commits finds
+the key taken, rolls back everything it did and replays the first answer (if the first rolled back,
+the second simply commits). A retry that fails against the first call's own effects (the identifier
+it enrolled is taken, the points it burned are gone) replays the first answer too: a refusal looks up
+the key before it is answered. The same key with another request is refused. So a state change costs
+BEGIN, the use case's own statements, one statement for answer and events, and COMMIT; a retry costs
+the use case again, once, and one read.
 
 An answer that concerns a customer names them (`uow.concerns(customer_id)`), so erasing the customer
 (`uow.erase_answers(customer_id)`) erases the stored answers and their request fingerprints too;
@@ -34,7 +38,7 @@ from opentelemetry import trace
 from loyalty.common.v1 import options_pb2
 from loyalty_runtime.context import CallContext, current_call
 from loyalty_runtime.db import Database
-from loyalty_runtime.errors import FailedPrecondition, InvalidArgument, Reason
+from loyalty_runtime.errors import Aborted, DomainError, FailedPrecondition, InvalidArgument, Reason
 
 CommandT = TypeVar("CommandT")
 ResultT = TypeVar("ResultT")
@@ -106,14 +110,13 @@ class Statements:
             FROM unnest($2::varchar[], $3::varchar[], $4::bytea[]) WITH ORDINALITY
                  AS e(event_type, key, payload, n)
             ORDER BY e.n"""
+        # No row comes back when the key is taken: another call with it committed first (this one
+        # waited on its uncommitted row, or it committed long ago).
         remember = f"""
-            UPDATE {schema}.idempotency_keys SET response = $7, subject = $8
-            WHERE tenant_id = $1 AND key = $6"""
+            INSERT INTO {schema}.idempotency_keys (tenant_id, key, method, fingerprint, response, subject)
+            VALUES ($1, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING RETURNING true"""
         self.record_events = events
         self.remember = f"WITH events AS ({events}) {remember}"
-        self.claim = f"""
-            INSERT INTO {schema}.idempotency_keys (tenant_id, key, method, fingerprint)
-            VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true"""
         self.claimed = f"""
             SELECT method, fingerprint, response, erased_at FROM {schema}.idempotency_keys
             WHERE tenant_id = $1 AND key = $2"""
@@ -136,7 +139,6 @@ class UnitOfWork:
     now: datetime
     statements: Statements
     _events: list[tuple[str, str, bytes]] = field(default_factory=list)
-    _idempotency_key: str | None = None
     _subject: str | None = None
 
     @property
@@ -170,20 +172,29 @@ class UnitOfWork:
     def recorded_events(self) -> int:
         return len(self._events)
 
-    async def _finish(self, answer: Message | None) -> None:
+    def _event_columns(self) -> tuple:
         events = self._events
-        columns = ([e[0] for e in events], [e[1] for e in events], [e[2] for e in events], trace_parent())
-        if answer is not None and self._idempotency_key is not None:
-            await self.connection.execute(
+        return [e[0] for e in events], [e[1] for e in events], [e[2] for e in events], trace_parent()
+
+    async def _finish(self) -> None:
+        """Write the recorded events (a change without an idempotency key)."""
+        if self._events:
+            await self.connection.execute(self.statements.record_events, self.tenant, *self._event_columns())
+
+    async def _finish_once(self, key: str, rpc: "Rpc", digest: bytes, answer: Message) -> bool:
+        """Write the events and store the answer under the key; False if the key was taken."""
+        return bool(
+            await self.connection.fetchval(
                 self.statements.remember,
                 self.tenant,
-                *columns,
-                self._idempotency_key,
+                *self._event_columns(),
+                key,
+                rpc.method,
+                digest,
                 answer.SerializeToString(deterministic=True),
                 self._subject,
             )
-        elif events:
-            await self.connection.execute(self.statements.record_events, self.tenant, *columns)
+        )
 
 
 class UnitsOfWork:
@@ -218,7 +229,7 @@ class UnitsOfWork:
         async with self.database.transaction(call.remaining_seconds()) as connection:
             uow = UnitOfWork(connection, call, self.clock(), self.statements)
             yield uow
-            await uow._finish(None)
+            await uow._finish()
         self._committed(uow)
 
     @asynccontextmanager
@@ -228,7 +239,7 @@ class UnitsOfWork:
         COMMIT."""
         uow = UnitOfWork(connection, call, self.clock(), self.statements)
         yield uow
-        await uow._finish(None)
+        await uow._finish()
 
     async def idempotent(
         self,
@@ -240,22 +251,40 @@ class UnitsOfWork:
         """Run a state change at most once per idempotency key; a retry gets the first answer."""
         rpc = self.rpcs[request.DESCRIPTOR.full_name]
         key = require_key(request.idempotency_key)
+        digest = fingerprint(request)
         call = current_call()
-        async with self.database.transaction(call.remaining_seconds()) as connection:
-            uow = UnitOfWork(connection, call, self.clock(), self.statements, _idempotency_key=key)
-            replay = await self._claim(uow, rpc, key, fingerprint(request))
-            if replay is not None:
+        refusal: DomainError | None = None
+        try:
+            async with self.database.transaction(call.remaining_seconds()) as connection:
+                uow = UnitOfWork(connection, call, self.clock(), self.statements)
+                try:
+                    response = encode(await use_case(uow, command))
+                except DomainError as error:
+                    refusal = error
+                    raise
+                if not await uow._finish_once(key, rpc, digest, response):
+                    raise _Answered
+        except _Answered:
+            return await self._replay(rpc, key, digest, call)
+        except DomainError as error:
+            # A retry of a change that did happen can fail against its own effects (IDENTIFIER_TAKEN,
+            # INSUFFICIENT_BALANCE): then the first answer is the answer, not the refusal.
+            if error is refusal and (replay := await self._replay(rpc, key, digest, call, must_exist=False)):
                 return replay
-            response = encode(await use_case(uow, command))
-            await uow._finish(response)
+            raise
         self._committed(uow)
         return response
 
-    async def _claim(self, uow: UnitOfWork, rpc: Rpc, key: str, digest: bytes) -> Message | None:
-        statements, connection = self.statements, uow.connection
-        if await connection.fetchval(statements.claim, uow.tenant, key, rpc.method, digest):
+    async def _replay(
+        self, rpc: "Rpc", key: str, digest: bytes, call: CallContext, *, must_exist: bool = True
+    ) -> Message | None:
+        """The stored answer to this request under `key`; refused if the key answered another."""
+        async with self.database.connection(call.remaining_seconds()) as connection:
+            row = await connection.fetchrow(self.statements.claimed, call.tenant_id, key)
+        if row is None:
+            if must_exist:
+                raise Aborted(Reason.CONCURRENT_MODIFICATION, "retry with the same key")
             return None
-        row = await connection.fetchrow(statements.claimed, uow.tenant, key)
         if row["erased_at"] is not None:
             raise FailedPrecondition(
                 Reason.CUSTOMER_ERASED, "the answer to this request was erased with the customer"
@@ -271,6 +300,10 @@ class UnitsOfWork:
     def _committed(self, uow: UnitOfWork) -> None:
         if uow.recorded_events and self.on_events is not None:
             self.on_events()
+
+
+class _Answered(Exception):
+    """The key was taken by a call that committed first: roll back, answer what it answered."""
 
 
 def decode_rows(rows: Iterable[Any], factory: Callable[..., ResultT]) -> list[ResultT]:
