@@ -31,9 +31,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from loyalty_ledger.repository import SCHEMA
 from loyalty_runtime.tables import add_runtime_tables
 
-SCHEMA = "ledger"
 Id = String(36)
 Tenant = String(64)
 APPEND_ONLY_TABLES = ("journal_entries", "postings", "checkouts", "checkout_lines", "checkout_returns")

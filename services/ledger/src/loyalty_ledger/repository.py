@@ -46,6 +46,9 @@ from loyalty_ledger.domain.model import (
 from loyalty_runtime.errors import AlreadyExists, Reason
 from loyalty_runtime.uow import UnitOfWork
 
+# The ledger's own PostgreSQL schema (its SQL names it; models.py and the migrations use it).
+SCHEMA = "ledger"
+
 # Lots read for a debit at first: a burn rarely spans more. Should they not cover it, all are read.
 FIRST_LOTS = 16
 # A GetAccount shows the next expiry dates, at most this many.

@@ -5,7 +5,7 @@ from pydantic_settings import SettingsConfigDict
 
 from loyalty.ledger.v1 import ledger_service_pb2
 from loyalty_ledger import app
-from loyalty_ledger.models import SCHEMA
+from loyalty_ledger.repository import SCHEMA
 from loyalty_ledger.servicer import LedgerServicer
 from loyalty_runtime.catalogue import PORTS
 from loyalty_runtime.jobs import Schedule
