@@ -22,22 +22,19 @@ import asyncio
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 import grpc
 import uvloop
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from loyalty.ledger.v1 import ledger_pb2 as pb, ledger_service_pb2 as api, ledger_service_pb2_grpc
-from loyalty_devstack.infra import Infra, create_database, drop_database, free_port, plain_url
+from loyalty_devstack.benchkit import ServerProcess, service_process
+from loyalty_devstack.infra import Infra, create_database, drop_database, plain_url
 from loyalty_runtime.context import AUTHORIZATION_HEADER, PRINCIPAL_HEADER, TENANT_HEADER
 
 INTERNAL_TOKEN = "bench-internal-token"
@@ -57,79 +54,8 @@ class Result:
     server_cpu_ms: float | None  # per operation
 
 
-class LedgerServer:
-    """`python -m loyalty_ledger serve` in a child process, configured like production."""
-
-    def __init__(self, database_url: str, redis_url: str) -> None:
-        self.port = free_port()
-        self.env = {
-            **os.environ,
-            "LEDGER_DATABASE_URL": database_url,
-            "LEDGER_REDIS_URL": redis_url,
-            "LEDGER_GRPC_HOST": "127.0.0.1",
-            "LEDGER_GRPC_PORT": str(self.port),
-            "LEDGER_METRICS_PORT": "0",
-            "LEDGER_INTERNAL_TOKEN": INTERNAL_TOKEN,
-            "LEDGER_EXPIRY_INTERVAL_SECONDS": "0",
-            "LEDGER_TIER_INTERVAL_SECONDS": "0",
-        }
-        self.process: subprocess.Popen | None = None
-
-    def migrate(self) -> None:
-        done = subprocess.run(
-            [sys.executable, "-m", "loyalty_ledger", "migrate"], env=self.env, capture_output=True, text=True
-        )
-        if done.returncode:
-            raise RuntimeError(f"migrating the bench database failed:\n{done.stderr}")
-
-    def start(self) -> None:
-        # Its log (an access line per call, as in production) goes to a file, shown if it fails.
-        log, self.log = tempfile.mkstemp(prefix="ledger-bench-", suffix=".log")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "loyalty_ledger", "serve"], env=self.env, stdout=log, stderr=log
-        )
-        os.close(log)
-
-    async def ready(self) -> grpc.aio.Channel:
-        """A channel to the server once its health check says SERVING."""
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
-        health = health_pb2_grpc.HealthStub(channel)
-        for _ in range(300):
-            try:
-                answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return channel
-            except grpc.aio.AioRpcError:
-                pass
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the ledger server exited; its log: {self.log}")
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"the ledger server never became ready; its log: {self.log}")
-
-    def cpu_seconds(self) -> float | None:
-        """User + system CPU of the server process so far (Linux /proc)."""
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            print(f"the ledger server ignored SIGTERM for 30 s and was killed; its log: {self.log}")
-            return
-        os.unlink(self.log)
-
-
 async def measure(
-    concurrency: int, calls: int, one_call: Callable[[int], Awaitable[None]], server: LedgerServer | None
+    concurrency: int, calls: int, one_call: Callable[[int], Awaitable[None]], server: ServerProcess | None
 ) -> Result:
     queue = iter(range(calls))
     latencies: list[float] = []
@@ -255,11 +181,15 @@ async def main() -> None:
     infra = Infra(postgres_url=database_url, redis_url=redis_url)
     scratch = f"{database_url.rpartition('/')[2].split('?')[0]}_{uuid.uuid4().hex[:8]}"
     await create_database(infra, scratch)
-    server = LedgerServer(infra.database_url(scratch), redis_url)
+    server = service_process(
+        "ledger",
+        infra.database_url(scratch),
+        redis_url,
+        internal_token=INTERNAL_TOKEN,
+        settings={"EXPIRY_INTERVAL_SECONDS": "0", "TIER_INTERVAL_SECONDS": "0"},
+    )
     try:
-        server.migrate()
-        server.start()
-        channel = await server.ready()
+        channel = await server.channel()
         client = LedgerClient(channel)
         program_id = await client.program()
         setting_up = asyncio.Semaphore(8)

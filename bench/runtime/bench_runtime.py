@@ -35,12 +35,12 @@ from pathlib import Path
 
 import grpc
 import uvloop
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from loyalty.common.v1 import customer_pb2
 from loyalty.ledger.v1 import ledger_pb2, ledger_service_pb2 as ledger_api, ledger_service_pb2_grpc
 from loyalty.profile.v1 import profile_service_pb2 as profile_api, profile_service_pb2_grpc
 from loyalty.testing.v1 import echo_pb2, echo_pb2_grpc
+from loyalty_devstack.benchkit import ServerProcess, service_process
 from loyalty_devstack.infra import Infra, create_database, drop_database, free_port, plain_url
 from loyalty_runtime.context import AUTHORIZATION_HEADER, PRINCIPAL_HEADER, TENANT_HEADER
 
@@ -58,65 +58,22 @@ COMMIT;
 """
 
 
-class Server:
-    """A server process and the CPU it has used."""
-
-    def __init__(self, name: str, command: list[str], env: dict[str, str], port: int) -> None:
-        self.name, self.port = name, port
-        log, self.log = tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")
-        self.process = subprocess.Popen(command, env={**os.environ, **env}, stdout=log, stderr=log)
-        os.close(log)
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    async def channel(self) -> grpc.aio.Channel:
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
-        health = health_pb2_grpc.HealthStub(channel)
-        for _ in range(300):
-            try:
-                answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return channel
-            except grpc.aio.AioRpcError:
-                pass
-            if self.process.poll() is not None:
-                break
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"{self.name} never became ready; its log: {self.log}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-            os.unlink(self.log)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            print(f"{self.name} ignored SIGTERM for 30 s and was killed; its log: {self.log}")
-
-
-def service_server(service: str, database_url: str, redis_url: str, *, migrate: bool = True) -> Server:
-    port = free_port()
-    prefix = service.upper()
-    env = {
-        f"{prefix}_DATABASE_URL": database_url,
-        f"{prefix}_REDIS_URL": redis_url,
-        f"{prefix}_GRPC_HOST": "127.0.0.1",
-        f"{prefix}_GRPC_PORT": str(port),
-        f"{prefix}_METRICS_PORT": "0",
-        f"{prefix}_INTERNAL_TOKEN": TOKEN,
-    }
+def service_server(service: str, database_url: str, redis_url: str, *, migrate: bool = True) -> ServerProcess:
     if service == "echo":
-        return Server(service, [sys.executable, str(HERE / "servers.py"), "runtime"], env, port)
-    subprocess.run(
-        [sys.executable, "-m", f"loyalty_{service}", "migrate"], env={**os.environ, **env}, check=True
-    )
-    return Server(service, [sys.executable, "-m", f"loyalty_{service}", "serve"], env, port)
+        port = free_port()
+        env = {
+            "ECHO_DATABASE_URL": database_url,
+            "ECHO_REDIS_URL": redis_url,
+            "ECHO_GRPC_HOST": "127.0.0.1",
+            "ECHO_GRPC_PORT": str(port),
+            "ECHO_INTERNAL_TOKEN": TOKEN,
+        }
+        return ServerProcess(service, [sys.executable, str(HERE / "servers.py"), "runtime"], env, port)
+    return service_process(service, database_url, redis_url, internal_token=TOKEN, migrate=migrate)
 
 
 async def cpu_per_call(
-    server: Server, call: Callable[[int], Awaitable[object]], calls: int, concurrency: int, rounds: int
+    server: ServerProcess, call: Callable[[int], Awaitable[object]], calls: int, concurrency: int, rounds: int
 ) -> tuple[float, float]:
     """(median server CPU in microseconds per call, median calls per second) over the rounds."""
     cpu, rates = [], []
@@ -142,7 +99,7 @@ async def warm(call: Callable[[int], Awaitable[object]], count: int = 300) -> No
 
 async def echo_rows(args, database_url: str, redis_url: str) -> dict[str, tuple[float, float]]:
     port = free_port()
-    bare = Server("bare-echo", [sys.executable, str(HERE / "servers.py"), "bare", str(port)], {}, port)
+    bare = ServerProcess("bare-echo", [sys.executable, str(HERE / "servers.py"), "bare", str(port)], {}, port)
     runtime = service_server("echo", database_url, redis_url)
     rows = {}
     try:
@@ -260,7 +217,7 @@ async def ledger_rows(args, database_url: str, redis_url: str) -> dict[str, tupl
         server.stop()
 
 
-async def earn_on_two_replicas(first: Server, accounts, args, database_url: str, redis_url: str):
+async def earn_on_two_replicas(first: ServerProcess, accounts, args, database_url: str, redis_url: str):
     """Earns spread round-robin over two ledger processes, as the chart runs it (two replicas):
     the server CPU is both processes' per call, the throughput what the machine gives."""
     second = service_server("ledger", database_url, redis_url, migrate=False)
@@ -289,7 +246,7 @@ async def earn_on_two_replicas(first: Server, accounts, args, database_url: str,
 class Pair:
     """Two server processes measured as one."""
 
-    def __init__(self, *servers: Server) -> None:
+    def __init__(self, *servers: ServerProcess) -> None:
         self.servers = servers
 
     def cpu_seconds(self) -> float:
