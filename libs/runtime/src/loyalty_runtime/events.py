@@ -136,11 +136,14 @@ class OutboxRelay:
         self.lock_key = zlib.crc32(f"{schema}.outbox".encode())
         self._any_pending = f"SELECT EXISTS (SELECT 1 FROM {schema}.outbox WHERE published_at IS NULL)"
         # Take the relay lock, and if this replica got it, mark the next batch and read it back: one
-        # statement. The marks roll back if publishing fails (the transaction does).
+        # statement. The marks roll back if publishing fails (the transaction does). The outer
+        # `published_at IS NULL` matters: the lock may come free only as the previous holder commits,
+        # after this statement's snapshot was taken, and PostgreSQL re-checks just the outer
+        # condition on rows that holder changed, so its batch is not taken again.
         self._take_batch = f"""
             WITH leader AS (SELECT pg_try_advisory_xact_lock($2) AS held)
             UPDATE {schema}.outbox SET published_at = now()
-            WHERE id IN (
+            WHERE published_at IS NULL AND id IN (
                 SELECT id FROM {schema}.outbox
                 WHERE published_at IS NULL AND (SELECT held FROM leader)
                 ORDER BY id LIMIT $1)
