@@ -9,6 +9,7 @@ import pytest
 
 from loyalty_devstack.infra import asyncpg_url, plain_url, with_user
 from loyalty_devstack.run import SERVICE_ROLE, service_login
+from loyalty_runtime.db import asyncpg_dsn
 from loyalty_runtime.migrations import configured_service_role, migrate
 from tests.deploy.scratch_migrations import write_migrations
 
@@ -23,7 +24,7 @@ PROTECT = [
 
 def login(database_url: str, role: str | None = None) -> str:
     """asyncpg's URL of the test database, as its owner or as `role` (trust authentication)."""
-    url = plain_url(database_url, database_url.rsplit("/", 1)[1].split("?")[0])
+    url = asyncpg_dsn(database_url)
     return with_user(url, role, "") if role else url
 
 

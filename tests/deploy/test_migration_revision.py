@@ -11,8 +11,9 @@ import uuid
 import asyncpg
 import pytest
 
-from loyalty_devstack.infra import create_database, drop_database, plain_url
+from loyalty_devstack.infra import create_database, drop_database
 from loyalty_devstack.revisions import write_revision
+from loyalty_runtime.db import asyncpg_dsn
 from loyalty_runtime.migrations import migrate
 from tests.deploy.chart import ROOT
 from tests.deploy.scratch_migrations import service_templates, write_migrations
@@ -62,7 +63,7 @@ async def test_the_next_revision_is_numbered_formatted_and_migrates(template, sc
         assert result.returncode == 0, result.stdout + result.stderr
 
     await migrate(scratch_database, location, SCHEMA)
-    connection = await asyncpg.connect(plain_url(scratch_database, scratch_database.rsplit("/", 1)[1]))
+    connection = await asyncpg.connect(asyncpg_dsn(scratch_database))
     try:
         columns = await connection.fetch(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'things'",

@@ -10,7 +10,6 @@ sees UNAVAILABLE.
 """
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -25,48 +24,7 @@ from loyalty_devstack.infra import free_port
 from loyalty_ledger.service import LedgerSettings
 from loyalty_runtime.db import asyncpg_dsn
 from loyalty_runtime.testing import internal_metadata
-
-
-class AnswerSwallowingProxy:
-    """Forwards client -> server always, server -> client until `swallow_answers` is set; when the
-    server's side closes, closes the client's."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.swallow_answers = False
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._connect, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        self._server.close()
-
-    async def _connect(self, client_reader, client_writer) -> None:
-        try:
-            server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            client_writer.close()
-            return
-        upstream = asyncio.create_task(self._pipe(client_reader, server_writer, lambda: False))
-        await self._pipe(server_reader, client_writer, lambda: self.swallow_answers)
-        upstream.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await upstream
-
-    @staticmethod
-    async def _pipe(reader, writer, swallow) -> None:
-        try:
-            while data := await reader.read(65536):
-                if not swallow():
-                    writer.write(data)
-                    await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
+from tests.proxy import TcpProxy
 
 
 def _start(settings: LedgerSettings, port: int) -> subprocess.Popen:
@@ -137,13 +95,12 @@ async def test_killed_between_commit_and_answer_then_retried(ledger, ledger_sett
 
     port = free_port()
     process = _start(ledger_settings, port)
-    proxy = AnswerSwallowingProxy(port)
-    await proxy.start()
+    proxy = await TcpProxy("127.0.0.1", port).start()
     try:
         direct, _ = await _ready(port)  # the server is up; now through the proxy
         await direct.close()
         channel, stub = await _ready(proxy.port)
-        proxy.swallow_answers = True
+        proxy.hold_replies()
         call = stub.EarnPoints(request, metadata=md, timeout=60)
         await _wait_for_entry(ledger_settings, tenant, "earn-1")
         process.send_signal(signal.SIGKILL)

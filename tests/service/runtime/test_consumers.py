@@ -18,10 +18,11 @@ from loyalty_runtime.cache import connect_redis
 from loyalty_runtime.consumers import EventHandlers, StreamConsumer
 from loyalty_runtime.db import Database
 from loyalty_runtime.events import Envelope, OutboxRelay, RedisStreamsBroker, Subscription
+from loyalty_runtime.streams import group_lag
 from loyalty_runtime.telemetry import instrument, untraced
 from loyalty_runtime.uow import UnitsOfWork
+from tests.proxy import TcpProxy
 from tests.service.runtime.conftest import as_tenant, eventually
-from tests.service.runtime.proxy import Proxy, target_of, through
 
 GROUP = "svc"
 FAST = {"block_seconds": 0.05, "lease_seconds": 0.5, "claim_idle_seconds": 0.3, "retry_seconds": 0.05}
@@ -116,7 +117,11 @@ async def test_a_redelivered_event_changes_nothing(units, database, schema, redi
 
 async def _no_pending(redis, stream, group=GROUP) -> bool:
     groups = {g["name"].decode(): g for g in await redis.xinfo_groups(stream)}
-    return group in groups and groups[group]["pending"] == 0 and groups[group]["lag"] == 0
+    return (
+        group in groups
+        and groups[group]["pending"] == 0
+        and await group_lag(redis, stream, groups[group]) == 0
+    )
 
 
 async def test_an_entry_is_acknowledged_after_its_commit_and_a_dead_consumers_entries_are_taken_over(
@@ -277,8 +282,8 @@ async def test_replicas_take_turns_and_a_crashed_leaders_successor_keeps_each_ke
 async def test_a_database_outage_pauses_the_consumer_without_counting_deliveries(
     units, database, database_url, schema, redis, stream, effects, caplog
 ):
-    proxy = Proxy(*target_of(database_url))
-    behind_proxy = Database(through(database_url, proxy.port), pool_size=2)
+    proxy = await TcpProxy.to(database_url).start(cut=True)
+    behind_proxy = Database(proxy.url_for(database_url), pool_size=2)
     await publish(units, database, schema, redis, stream, [("k", updated("k", n)) for n in range(3)])
     # One delivery allowed: a counted failure would dead-letter at once.
     paused = consumer(
@@ -291,31 +296,31 @@ async def test_a_database_outage_pauses_the_consumer_without_counting_deliveries
         await asyncio.sleep(1.5)
         assert await effects.read(database) == {}
         assert len([r for r in caplog.records if r.name == "loyalty.consumers"]) == 1
-        await proxy.up()
+        await proxy.restore()
         await eventually(handled_all(effects, database, {("t1", "k"): (3, 2)}))
     finally:
         stopping.set()
         await running
-        await proxy.down()
+        await proxy.close()
         await behind_proxy.close()
     assert await redis.exists(f"{stream}.dead.{GROUP}") == 0
 
 
 async def test_a_redis_outage_is_waited_out(units, database, schema, redis_url, redis, stream, effects):
-    proxy = Proxy(*target_of(redis_url))
-    behind_proxy = connect_redis(through(redis_url, proxy.port))
+    proxy = await TcpProxy.to(redis_url).start(cut=True)
+    behind_proxy = connect_redis(proxy.url_for(redis_url))
     waiting = consumer(behind_proxy, stream, units, schema, in_order(effects))
     stopping = asyncio.Event()
     running = asyncio.create_task(waiting.run(stopping))
     try:
         await publish(units, database, schema, redis, stream, [("k", updated("k", 0))])
         await asyncio.sleep(1.0)
-        await proxy.up()
+        await proxy.restore()
         await eventually(handled_all(effects, database, {("t1", "k"): (1, 0)}))
     finally:
         stopping.set()
         await running
-        await proxy.down()
+        await proxy.close()
         await behind_proxy.aclose()
 
 

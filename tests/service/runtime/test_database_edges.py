@@ -35,8 +35,7 @@ async def eventually(condition, seconds: float = 5.0) -> None:
 
 @pytest.fixture
 async def postgres_proxy(probe_settings):
-    host, port = asyncpg_dsn(probe_settings.database_url).split("@", 1)[1].split("/", 1)[0].split(":")
-    proxy = await TcpProxy(host, int(port)).start()
+    proxy = await TcpProxy.to(probe_settings.database_url).start()
     yield proxy
     await proxy.close()
 
@@ -78,7 +77,7 @@ async def test_readiness_and_calls_follow_the_database_and_recover_without_resta
             failure = await rpc_failure(call)
             assert (failure.code, failure.reason) == (grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
 
-        postgres_proxy.restore()
+        await postgres_proxy.restore()
         await eventually(lambda: _is(service.channel, "", SERVING))
         assert (await stub.Echo(echo_pb2.EchoRequest(text="c"), metadata=metadata)).text == "c"
 
@@ -111,7 +110,7 @@ async def _waiting(database_url: str) -> bool:
 
 
 async def test_a_redis_outage_leaves_readiness_alone(probe_settings):
-    proxy = await TcpProxy("127.0.0.1", int(probe_settings.redis_url.rsplit(":", 1)[1].split("/")[0])).start()
+    proxy = await TcpProxy.to(probe_settings.redis_url).start()
     settings = probe_settings.model_copy(
         update={"redis_url": proxy.url_for(probe_settings.redis_url), "readiness_interval_seconds": 0.1}
     )

@@ -12,8 +12,8 @@ from loyalty.profile.v1 import events_pb2
 from loyalty_runtime.consumers import EventHandlers, StreamConsumer
 from loyalty_runtime.events import Envelope, OutboxRelay, RedisStreamsBroker, Subscription
 from loyalty_runtime.uow import UnitsOfWork, trace_parent
+from tests.proxy import TcpProxy
 from tests.service.runtime.conftest import as_tenant, eventually
-from tests.service.runtime.proxy import Proxy, target_of, through
 
 TENANT = "t-events"
 
@@ -169,10 +169,10 @@ async def test_an_event_carries_the_trace_context_of_the_change_that_recorded_it
 async def test_the_relay_waits_out_a_redis_outage_logging_it_once_then_drains(
     units, database, schema, redis_url, redis, stream, caplog
 ):
-    proxy = Proxy(*target_of(redis_url))
+    proxy = await TcpProxy.to(redis_url).start(cut=True)
     from loyalty_runtime.cache import connect_redis
 
-    behind_proxy = connect_redis(through(redis_url, proxy.port))  # down: nothing listens yet
+    behind_proxy = connect_redis(proxy.url_for(redis_url))  # down: nothing listens yet
     outbox_relay = relay(database, schema, behind_proxy, stream)
     wakeup, stopping = asyncio.Event(), asyncio.Event()
     caplog.set_level(logging.WARNING, logger="loyalty.events")
@@ -187,11 +187,11 @@ async def test_the_relay_waits_out_a_redis_outage_logging_it_once_then_drains(
         assert warnings[0].fields["error_type"] == "ConnectionError"
         assert "127.0.0.1" not in warnings[0].getMessage()
 
-        await proxy.up()
+        await proxy.restore()
         await eventually(lambda: stream_holds(redis, stream, 1000))
     finally:
         stopping.set()
         await running
-        await proxy.down()
+        await proxy.close()
         await behind_proxy.aclose()
     assert not running.exception()

@@ -16,8 +16,8 @@ from loyalty_runtime.db import Database, as_domain_error
 from loyalty_runtime.errors import Unavailable
 from loyalty_runtime.jobs import Job, JobWorker, Schedule, Scheduler
 from loyalty_runtime.uow import UnitsOfWork, utcnow
+from tests.proxy import TcpProxy
 from tests.service.runtime.conftest import as_tenant, eventually
-from tests.service.runtime.proxy import Proxy, target_of, through
 
 
 def counting(effects, name: str = "count", **options) -> Job:
@@ -240,8 +240,8 @@ async def test_events_a_job_records_are_written_with_its_commit(units, database,
 async def test_a_database_outage_is_waited_out_and_counts_no_attempt(
     units, database, database_url, schema, effects, caplog
 ):
-    proxy = Proxy(*target_of(database_url))
-    behind_proxy = Database(through(database_url, proxy.port), pool_size=2)
+    proxy = await TcpProxy.to(database_url).start(cut=True)
+    behind_proxy = Database(proxy.url_for(database_url), pool_size=2)
     await enqueue(units, "count", "k", dedupe_key="k")
     jobs = worker(UnitsOfWork(behind_proxy, schema), schema, counting(effects, max_attempts=1))
     caplog.set_level(logging.WARNING, logger="loyalty.jobs")
@@ -250,12 +250,12 @@ async def test_a_database_outage_is_waited_out_and_counts_no_attempt(
     try:
         await asyncio.sleep(1.0)
         assert len([r for r in caplog.records if r.name == "loyalty.jobs"]) == 1
-        await proxy.up()
+        await proxy.restore()
         await eventually(lambda: effects.read(database))
     finally:
         stopping.set()
         await running
-        await proxy.down()
+        await proxy.close()
         await behind_proxy.close()
     [row] = await job_rows(database, schema)
     assert (row["state"], row["attempts"]) == ("done", 1)
