@@ -101,7 +101,7 @@ async def drain_round(database: Database, schema: str, redis, events: int) -> tu
     stream = f"bench-{uuid.uuid4().hex[:6]}.events"
     units = UnitsOfWork(database, schema)
     broker = OutageBroker(redis)
-    relay = OutboxRelay(database, schema, broker, stream, retention_hours=24)
+    relay = OutboxRelay(database, schema, broker, stream)
     wakeup, stopping = asyncio.Event(), asyncio.Event()
     running = asyncio.create_task(relay.run(wakeup, stopping))
     await queue_events(units, events)
@@ -123,7 +123,7 @@ async def drain_cpu(database: Database, schema: str, redis, events: int) -> tupl
     """Drain seconds and CPU ms per 1,000 events, with Redis up from the start (no backoff wait)."""
     stream = f"bench-{uuid.uuid4().hex[:6]}.events"
     await queue_events(UnitsOfWork(database, schema), events)
-    relay = OutboxRelay(database, schema, RedisStreamsBroker(redis), stream, retention_hours=24)
+    relay = OutboxRelay(database, schema, RedisStreamsBroker(redis), stream)
     started, cpu = time.perf_counter(), time.process_time()
     while await relay.publish_batch() == relay.batch_size:  # what `run` does while batches come full
         pass
@@ -138,7 +138,7 @@ async def consume_round(database: Database, schema: str, redis, events: int) -> 
     stream = f"bench-{uuid.uuid4().hex[:6]}.events"
     units = UnitsOfWork(database, schema)
     await queue_events(units, events)
-    relay = OutboxRelay(database, schema, RedisStreamsBroker(redis), stream, retention_hours=24)
+    relay = OutboxRelay(database, schema, RedisStreamsBroker(redis), stream)
     while await relay.publish_batch() == relay.batch_size:
         pass
 
@@ -196,7 +196,7 @@ def all_loops(database: Database, schema: str, redis) -> list:
     resources = types.SimpleNamespace(
         settings=ServiceSettings(), definition=definition, database=database, redis=redis
     )
-    relay = OutboxRelay(database, schema, RedisStreamsBroker(redis), stream, retention_hours=24)
+    relay = OutboxRelay(database, schema, RedisStreamsBroker(redis), stream)
     handlers = EventHandlers("bench", units, schema, definition.subscriptions)
     return [
         lambda stopping: relay.run(asyncio.Event(), stopping),
@@ -240,9 +240,7 @@ async def main(args) -> None:
         ]
 
         async def idle_relay_cpu(schema: str) -> float:
-            relay = OutboxRelay(
-                database, schema, RedisStreamsBroker(redis), "bench-idle.events", retention_hours=24
-            )
+            relay = OutboxRelay(database, schema, RedisStreamsBroker(redis), "bench-idle.events")
             return await idle_cpu([lambda stopping: relay.run(asyncio.Event(), stopping)], args.idle_seconds)
 
         idle_relay = await fresh(idle_relay_cpu)

@@ -2,11 +2,10 @@
 
 import asyncio
 
-import asyncpg
 import grpc
+from redis.asyncio import Redis
 
 from loyalty.ledger.v1 import events_pb2, ledger_pb2 as pb, ledger_service_pb2 as api
-from loyalty_runtime.db import asyncpg_dsn
 from tests.conftest import rpc_failure
 from tests.service.ledger.helpers import journal_checks, key
 
@@ -36,18 +35,26 @@ def returning(checkout: str, *specs) -> api.ReturnCheckoutLinesRequest:
     )
 
 
-async def events_of(database_url: str, tenant: str) -> list[tuple[str, bytes]]:
-    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+async def events_of(redis_url: str, tenant: str, count: int) -> list[tuple[str, bytes]]:
+    """The tenant's events on ledger.events, once `count` of them are there (the relay publishes
+    in batches)."""
+    redis = Redis.from_url(redis_url)
     try:
-        rows = await connection.fetch(
-            "SELECT event_type, payload FROM ledger.outbox WHERE tenant_id = $1 ORDER BY id", tenant
-        )
+        async with asyncio.timeout(10):
+            while True:
+                found = [
+                    (fields[b"type"].decode(), fields[b"payload"])
+                    for _, fields in await redis.xrange("ledger.events")
+                    if fields[b"tenant"].decode() == tenant
+                ]
+                if len(found) >= count:
+                    return found
+                await asyncio.sleep(0.05)
     finally:
-        await connection.close()
-    return [(row["event_type"], bytes(row["payload"])) for row in rows]
+        await redis.aclose()
 
 
-async def test_settle_captures_the_burn_and_posts_the_earn_in_one_call(tenant, database_url):
+async def test_settle_captures_the_burn_and_posts_the_earn_in_one_call(tenant, database_url, redis_url):
     program = await tenant.program()
     account = await tenant.account(program)
     await tenant.earn(account, 500)
@@ -67,14 +74,13 @@ async def test_settle_captures_the_burn_and_posts_the_earn_in_one_call(tenant, d
     ]
     # One idempotent operation: the retry answers the same and writes nothing more.
     assert await tenant.SettleCheckout(request) == settled
-    types = [event_type for event_type, _ in await events_of(database_url, tenant.tenant)]
+    await events_of(redis_url, tenant.tenant, 3)  # the first earn, then the settle's burn and earn
+    await asyncio.sleep(0.2)  # time enough for one published twice to show
+    events = await events_of(redis_url, tenant.tenant, 3)
+    types = [event_type for event_type, _ in events]
     assert types.count("points.burned") == 1 and types.count("points.earned") == 2
     burned = events_pb2.PointsBurned.FromString(
-        next(
-            payload
-            for event_type, payload in await events_of(database_url, tenant.tenant)
-            if event_type == "points.burned"
-        )
+        next(payload for event_type, payload in events if event_type == "points.burned")
     )
     assert (burned.amount, burned.hold_id, burned.source_ref) == (150, hold.hold_id, "chk-1")
     by_key = await tenant.GetEntry(api.GetEntryRequest(idempotency_key=request.idempotency_key))

@@ -112,6 +112,17 @@ async def published_events(redis_url: str, tenant_id: str) -> list[tuple[str, st
     return events
 
 
+async def published_when(enough, redis_url: str, tenant_id: str):
+    """The tenant's published events once `enough(events)` holds (the relay publishes in batches),
+    and a moment more, so that one published twice would show."""
+    for _ in range(200):
+        if enough(await published_events(redis_url, tenant_id)):
+            await asyncio.sleep(0.2)
+            return await published_events(redis_url, tenant_id)
+        await asyncio.sleep(0.05)
+    raise AssertionError("the events were not published")
+
+
 async def wait_for_event(redis_url: str, tenant_id: str, event_type: str, event_key: str):
     """The relay publishes the outbox to Redis Streams; wait until the event shows up."""
     for _ in range(100):

@@ -34,8 +34,7 @@ TENANT_TABLES = (
     "consents",
     "attribute_definitions",
     "idempotency_keys",
-    "outbox",
-)
+)  # not the outbox: its relay deletes what it publishes, meanwhile (events are checked on the stream)
 EMAIL_MARKETING = {
     "channel": profile_pb2.CONSENT_CHANNEL_EMAIL,
     "purpose": profile_pb2.CONSENT_PURPOSE_MARKETING,

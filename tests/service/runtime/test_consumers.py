@@ -38,7 +38,7 @@ async def publish(units, database, schema, redis, stream, events, *, tenant="t1"
         async with units.change() as uow:
             for key, event in events:
                 uow.record(event, key=key)
-    relay = OutboxRelay(database, schema, RedisStreamsBroker(redis), stream, retention_hours=24)
+    relay = OutboxRelay(database, schema, RedisStreamsBroker(redis), stream)
     while await relay.publish_pending():
         pass
 

@@ -31,7 +31,7 @@ async def commit(units: UnitsOfWork, events: list[tuple[str, int]], *, tenant: s
 
 
 def relay(database, schema, redis, stream, **options) -> OutboxRelay:
-    return OutboxRelay(database, schema, RedisStreamsBroker(redis), stream, retention_hours=24, **options)
+    return OutboxRelay(database, schema, RedisStreamsBroker(redis), stream, **options)
 
 
 async def published(redis, stream) -> list[tuple[Envelope, int]]:
@@ -78,7 +78,7 @@ async def test_a_backlog_is_published_in_batches_of_one_round_trip_each(
 ):
     await commit(units, [(f"k{n}", n) for n in range(1200)])
     broker = CountingBroker(redis)
-    outbox_relay = OutboxRelay(database, schema, broker, stream, retention_hours=24)
+    outbox_relay = OutboxRelay(database, schema, broker, stream)
 
     while await outbox_relay.publish_pending():
         pass
@@ -110,16 +110,16 @@ async def test_two_relay_replicas_keep_each_aggregates_commit_order(database, sc
         assert [seq for e, seq in events if e.key == f"k{n}"] == list(range(30))
 
 
-async def test_a_crash_between_publishing_and_marking_publishes_again_and_is_handled_once(
+async def test_a_crash_between_publishing_and_committing_publishes_again_and_is_handled_once(
     units, database, schema, redis, stream, effects
 ):
     class CrashAfterPublishing(RedisStreamsBroker):
         async def publish(self, stream, events) -> None:
             await super().publish(stream, events)
-            raise ConnectionError("the process died before it marked the rows")
+            raise ConnectionError("the process died before it committed the batch")
 
     await commit(units, [("k1", 0), ("k2", 0)])
-    crashing = OutboxRelay(database, schema, CrashAfterPublishing(redis), stream, retention_hours=24)
+    crashing = OutboxRelay(database, schema, CrashAfterPublishing(redis), stream)
     with pytest.raises(ConnectionError):
         await crashing.publish_pending()
     assert await relay(database, schema, redis, stream).publish_pending() == 2
@@ -137,19 +137,17 @@ async def test_a_crash_between_publishing_and_marking_publishes_again_and_is_han
     assert (await redis.xpending(stream, "svc"))["pending"] == 0
 
 
-async def test_pruning_deletes_only_published_rows_older_than_the_retention(
-    units, database, schema, redis, stream
-):
-    await commit(units, [("old-published", 0), ("new-published", 0), ("old-unpublished", 0)])
+async def test_the_outbox_keeps_only_what_is_still_to_be_published(units, database, schema, redis, stream):
+    """Published rows are deleted with the batch, so the relay never scans what it already sent."""
+    await commit(units, [(f"k{n}", 0) for n in range(30)])
+    outbox_relay = relay(database, schema, redis, stream, batch_size=20)
+    assert await outbox_relay.publish_pending() == 20
     async with database.connection() as connection:
-        await connection.execute(
-            f"""UPDATE {schema}.outbox SET created_at = now() - interval '3 days',
-                published_at = CASE key WHEN 'old-published' THEN now() - interval '25 hours'
-                                        WHEN 'new-published' THEN now() - interval '23 hours' END"""
-        )
-        assert await relay(database, schema, redis, stream).prune() == 1
-        kept = await connection.fetch(f"SELECT key FROM {schema}.outbox ORDER BY key")
-    assert [row["key"] for row in kept] == ["new-published", "old-unpublished"]
+        assert await connection.fetchval(f"SELECT count(*) FROM {schema}.outbox") == 10
+        assert await outbox_relay.publish_pending() == 10
+        assert await connection.fetchval(f"SELECT count(*) FROM {schema}.outbox") == 0
+    assert await outbox_relay.publish_pending() == 0
+    assert await redis.xlen(stream) == 30
 
 
 async def test_an_event_carries_the_trace_context_of_the_change_that_recorded_it(

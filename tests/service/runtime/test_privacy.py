@@ -119,9 +119,7 @@ async def test_merge_then_erasure_events_reach_the_hooks_and_erase_stored_answer
                 events_pb2.CustomerMerged(survivor_customer_id="c1", merged_customer_id="c2"), key="c1"
             )
             uow.record(events_pb2.CustomerErased(customer_id="c1"), key="c1")
-    await OutboxRelay(
-        database, schema, RedisStreamsBroker(redis), PROFILE_EVENTS, retention_hours=24
-    ).publish_pending()
+    await OutboxRelay(database, schema, RedisStreamsBroker(redis), PROFILE_EVENTS).publish_pending()
 
     async def merged_then_erased() -> bool:  # c2's note moved to c1, then all of c1's erased
         return (await export(service, "t1", "c1"))[1] == ["", "", ""]

@@ -57,7 +57,6 @@ async def test_a_definitions_events_jobs_and_schedules_run_with_the_server(
         assert names == {
             "tick",
             "runtime.idempotency-prune",
-            "runtime.outbox-prune",
             "runtime.stream-trim",
             "runtime.processed-events-prune",
             "runtime.jobs-prune",

@@ -2,13 +2,20 @@
 
 A use case records events with `uow.record(...)` (uow.py): protobuf messages written into the
 service's own `outbox` table in the same transaction as the change. `OutboxRelay` publishes them in
-id order, in batches (one SELECT, one pipelined broker round trip, one UPDATE per batch of up to
-`BATCH_SIZE`), and marks them published; a crash between the two publishes the batch again, so
-delivery is at-least-once and consumers remember what they handled (consumers.py).
+id order, in batches (per batch of up to `BATCH_SIZE`: one statement that takes the relay lock and
+deletes the batch returning it, one pipelined broker round trip, COMMIT); a crash after publishing
+and before the commit publishes the batch again, so delivery is at-least-once and consumers remember
+what they handled (consumers.py).
+
+The outbox holds only what is still to be published. Marking rows published and deleting them after
+a retention (as this relay once did) costs every event two more index writes and leaves dead entries
+in the index the relay scans, so its polls slow down as events pile up between vacuums. What was
+published is kept where consumers read it: the stream, trimmed only once every consumer group has
+read it (streams.py).
 
 Order: one relay per service publishes at a time (a PostgreSQL advisory lock held by the batch's
 transaction; the other replicas' relays find it taken and stand by), so a batch is read only after
-the previous one is marked, and every aggregate's events reach the stream in the order they
+the previous one is gone from the outbox, and every aggregate's events reach the stream in the order they
 committed, however many replicas run. (Outbox ids follow commit order for one aggregate because its
 changes are serialised by the aggregate's row lock and the outbox row is written last; events of
 different aggregates may interleave differently, which no consumer relies on.)
@@ -16,8 +23,7 @@ different aggregates may interleave differently, which no consumer relies on.)
 Cost: the relay sleeps while there is nothing to publish, polls with one untraced `SELECT EXISTS`
 every `IDLE_SECONDS`, and wakes at once when its own process commits events (other replicas' events
 wait at most `IDLE_SECONDS`). While the broker is down it backs off (loops.py) and then drains the
-backlog batch after batch without sleeping. Published rows are deleted after the service's
-`outbox_retention_hours` by a runtime schedule (wiring.py), once per period across replicas.
+backlog batch after batch without sleeping.
 
 The broker sits behind `EventBroker`, so Redis Streams can be replaced (Kafka, NATS); consumers.py
 is the Redis Streams consumer and streams.py its retention.
@@ -36,7 +42,7 @@ from opentelemetry.trace import SpanKind, Tracer
 from redis.asyncio import Redis
 
 from loyalty_runtime.db import Database
-from loyalty_runtime.loops import Backoff, delete_in_chunks, pause, traced
+from loyalty_runtime.loops import Backoff, pause, traced
 from loyalty_runtime.telemetry import untraced
 
 log = logging.getLogger("loyalty.events")
@@ -44,8 +50,6 @@ log = logging.getLogger("loyalty.events")
 IDLE_SECONDS = 1.0
 COALESCE_SECONDS = 0.01
 BATCH_SIZE = 500
-# Rows deleted per prune statement.
-PRUNE_CHUNK = 10_000
 # Redis Streams keep at most about this many entries per stream (XADD MAXLEN ~): a safety net for a
 # consumer group that stopped reading; streams.py trims what every group has read long before.
 STREAM_MAX_LENGTH = 1_000_000
@@ -123,7 +127,6 @@ class OutboxRelay:
         broker: EventBroker,
         stream: str,
         *,
-        retention_hours: float,
         batch_size: int = BATCH_SIZE,
         tracer: Tracer | None = None,
     ) -> None:
@@ -132,26 +135,17 @@ class OutboxRelay:
         self.broker = broker
         self.stream = stream
         self.batch_size = batch_size
-        self.retention_hours = retention_hours
         self.lock_key = zlib.crc32(f"{schema}.outbox".encode())
-        self._any_pending = f"SELECT EXISTS (SELECT 1 FROM {schema}.outbox WHERE published_at IS NULL)"
-        # Take the relay lock, and if this replica got it, mark the next batch and read it back: one
-        # statement. The marks roll back if publishing fails (the transaction does). The outer
-        # `published_at IS NULL` matters: the lock may come free only as the previous holder commits,
-        # after this statement's snapshot was taken, and PostgreSQL re-checks just the outer
-        # condition on rows that holder changed, so its batch is not taken again.
+        self._any_pending = f"SELECT EXISTS (SELECT 1 FROM {schema}.outbox)"
+        # Take the relay lock and, if this replica got it, delete the next batch returning it: one
+        # statement; the rows come back if publishing fails (the transaction rolls back). The lock
+        # may come free only as the previous holder commits, after this statement's snapshot: then
+        # the rows that holder deleted are skipped (PostgreSQL finds them gone), never sent twice.
         self._take_batch = f"""
             WITH leader AS (SELECT pg_try_advisory_xact_lock($2) AS held)
-            UPDATE {schema}.outbox SET published_at = now()
-            WHERE published_at IS NULL AND id IN (
-                SELECT id FROM {schema}.outbox
-                WHERE published_at IS NULL AND (SELECT held FROM leader)
-                ORDER BY id LIMIT $1)
+            DELETE FROM {schema}.outbox
+            WHERE id IN (SELECT id FROM {schema}.outbox WHERE (SELECT held FROM leader) ORDER BY id LIMIT $1)
             RETURNING id, tenant_id, event_type, key, payload, trace_parent, created_at"""
-        self._prune = f"""
-            DELETE FROM {schema}.outbox WHERE id IN (
-                SELECT id FROM {schema}.outbox
-                WHERE published_at < now() - make_interval(secs => $1) LIMIT {PRUNE_CHUNK})"""
 
     async def publish_pending(self) -> int:
         """Publish one batch if any is pending and this relay holds the lock; returns how many."""
@@ -162,7 +156,7 @@ class OutboxRelay:
         return await self.publish_batch()
 
     async def publish_batch(self) -> int:
-        """Publish up to `batch_size` pending events and mark them, in one transaction that holds the
+        """Publish up to `batch_size` pending events and delete them, in one transaction that holds the
         relay lock; 0 if another replica's relay holds it (or nothing is pending)."""
         with untraced():
             async with self.database.transaction() as connection:
@@ -189,12 +183,6 @@ class OutboxRelay:
             payload=bytes(row["payload"]),
             occurred_at=row["created_at"],
             trace_parent=row["trace_parent"],
-        )
-
-    async def prune(self) -> int:
-        """Delete published rows older than the retention, in bounded chunks; returns how many."""
-        return await delete_in_chunks(
-            self.database, self._prune, self.retention_hours * 3600, chunk=PRUNE_CHUNK
         )
 
     async def run(self, wakeup: asyncio.Event, stopping: asyncio.Event) -> None:
@@ -233,7 +221,6 @@ def relay_loop(stream: str) -> Callable[..., Awaitable[None]]:
             resources.definition.schema,
             RedisStreamsBroker(resources.redis),
             stream,
-            retention_hours=resources.settings.outbox_retention_hours,
             tracer=provider.get_tracer(__name__) if provider else None,
         ).run(resources.relay_wakeup, stopping)
 

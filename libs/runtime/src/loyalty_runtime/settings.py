@@ -49,6 +49,7 @@ class ServiceSettings(BaseSettings):
     slow_call_seconds: float = 0.5
     log_every_call: bool = False
     log_level: str = "INFO"
-    # Published outbox rows, handled-event records and idempotency keys are kept this long.
-    outbox_retention_hours: float = 24.0
+    # A consumer remembers the events it handled this long (a redelivery older than this would be
+    # handled again), and stored answers to idempotency keys are kept this long.
+    processed_events_retention_hours: float = 24.0
     idempotency_retention_hours: float = 168.0

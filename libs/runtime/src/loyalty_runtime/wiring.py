@@ -6,10 +6,10 @@
   scheduler (`schedules` plus the runtime's housekeeping below). Each loop takes the resources and
   the server's stop signal, backs off while PostgreSQL or Redis is down, and ends within about a
   second of the signal (loops.py).
-- Housekeeping schedules, each once per period across replicas: delete published outbox rows after
-  `outbox_retention_hours`, trim the stream to what every group has read (streams.py), forget
-  handled event ids after `outbox_retention_hours` and idempotency keys and done jobs after
-  `idempotency_retention_hours`.
+- Housekeeping schedules, each once per period across replicas: trim the stream to what every group
+  has read (streams.py), forget handled event ids after `processed_events_retention_hours` and
+  idempotency keys and done jobs after `idempotency_retention_hours`. (The outbox needs none: the
+  relay deletes what it publishes.)
 """
 
 import asyncio
@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from loyalty_runtime.consumers import EventHandlers, StreamConsumer, forget_processed_events
-from loyalty_runtime.events import OutboxRelay, RedisStreamsBroker, Subscription, relay_loop
+from loyalty_runtime.events import Subscription, relay_loop
 from loyalty_runtime.jobs import JobWorker, Schedule, Scheduler
 from loyalty_runtime.loops import delete_in_chunks
 from loyalty_runtime.privacy import CUSTOMER_DATA_SERVICE, CustomerDataServicer
@@ -137,27 +137,12 @@ def housekeeping(definition: "ServiceDefinition") -> list[Schedule]:
     every = _housekeeping_period
     schedules = [Schedule("runtime.idempotency-prune", every, _prune_idempotency_keys)]
     if definition.events:
-        schedules += [
-            Schedule("runtime.outbox-prune", every, _prune_outbox),
-            Schedule("runtime.stream-trim", every, _trim_stream),
-        ]
+        schedules.append(Schedule("runtime.stream-trim", every, _trim_stream))
     if subscriptions_of(definition):
         schedules.append(Schedule("runtime.processed-events-prune", every, _prune_processed_events))
     if definition.jobs:
         schedules.append(Schedule("runtime.jobs-prune", every, _prune_jobs))
     return schedules
-
-
-async def _prune_outbox(resources: "Resources") -> None:
-    definition = resources.definition
-    relay = OutboxRelay(
-        resources.database,
-        definition.schema,
-        RedisStreamsBroker(resources.redis),
-        definition.events,
-        retention_hours=resources.settings.outbox_retention_hours,
-    )
-    await relay.prune()
 
 
 async def _trim_stream(resources: "Resources") -> None:
@@ -166,7 +151,7 @@ async def _trim_stream(resources: "Resources") -> None:
 
 async def _prune_processed_events(resources: "Resources") -> None:
     await forget_processed_events(
-        resources.database, resources.definition.schema, resources.settings.outbox_retention_hours
+        resources.database, resources.definition.schema, resources.settings.processed_events_retention_hours
     )
 
 
