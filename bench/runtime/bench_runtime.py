@@ -8,7 +8,8 @@ a timed test: machines differ, so compare ratios within one run.
 
 Every server runs in a process of its own, on uvloop, configured as in production (default
 settings, no tracing exporter); its CPU time (user + system, /proc) per call is the figure, the
-median of `--rounds` rounds. The client runs here, in this process.
+median of `--rounds` rounds, each after a VACUUM of the database (see `vacuum`). The client runs
+here, in this process.
 
 Rows:
 - bare echo: grpc.aio with the generated servicer (bench/runtime/servers.py bare);
@@ -33,6 +34,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import asyncpg
 import grpc
 import uvloop
 
@@ -72,17 +74,42 @@ def service_server(service: str, database_url: str, redis_url: str, *, migrate: 
     return service_process(service, database_url, redis_url, internal_token=TOKEN, migrate=migrate)
 
 
+async def vacuum(database_url: str) -> None:
+    """What autovacuum does in production, done before each round: the PostgreSQL a benchmark runs
+    on may have it turned off (this machine's has), and then every round would pay for the dead rows
+    of the ones before it (pgbench vacuums before it runs, too)."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute("VACUUM ANALYZE")
+    finally:
+        await connection.close()
+
+
 async def cpu_per_call(
-    server: ServerProcess, call: Callable[[int], Awaitable[object]], calls: int, concurrency: int, rounds: int
+    server: ServerProcess,
+    call: Callable[[int], Awaitable[object]],
+    calls: int,
+    concurrency: int,
+    rounds: int,
+    database_url: str | None = None,
+    rate: float = 0.0,
 ) -> tuple[float, float]:
-    """(median server CPU in microseconds per call, median calls per second) over the rounds."""
+    """(median server CPU in microseconds per call, median calls per second) over the rounds; with
+    `rate`, the callers together offer that many calls per second (0: as fast as they can)."""
     cpu, rates = [], []
     for _ in range(rounds):
+        if database_url:
+            await vacuum(database_url)
         numbers = iter(range(calls))
+        gap = concurrency / rate if rate else 0.0  # each worker's interval between calls
 
-        async def worker(numbers=numbers) -> None:
+        async def worker(numbers=numbers, gap=gap) -> None:
+            due = time.perf_counter()
             for number in numbers:
                 await call(number)
+                if gap:
+                    due += gap
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
 
         before, started = server.cpu_seconds(), time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -112,7 +139,9 @@ async def echo_rows(args, database_url: str, redis_url: str) -> dict[str, tuple[
                 await stub.Echo(request, metadata=METADATA, timeout=10)
 
             await warm(echo)
-            rows[label] = await cpu_per_call(server, echo, args.calls, args.concurrency, args.rounds)
+            rows[label] = await cpu_per_call(
+                server, echo, args.calls, args.concurrency, args.rounds, rate=args.rate
+            )
             await channel.close()
     finally:
         bare.stop()
@@ -151,7 +180,9 @@ async def profile_rows(args, database_url: str, redis_url: str) -> dict[str, tup
             await stub.GetCustomer(request, metadata=METADATA, timeout=10)
 
         await warm(get)
-        row = await cpu_per_call(server, get, args.calls, args.concurrency, args.rounds)
+        row = await cpu_per_call(
+            server, get, args.calls, args.concurrency, args.rounds, database_url, rate=args.rate
+        )
         await channel.close()
         return {"GetCustomer": row}
     finally:
@@ -205,9 +236,15 @@ async def ledger_rows(args, database_url: str, redis_url: str) -> dict[str, tupl
             await stub.GetAccount(request, metadata=METADATA, timeout=10)
 
         await warm(earn)
-        rows = {"EarnPoints": await cpu_per_call(server, earn, args.calls, args.concurrency, args.rounds)}
+        rows = {
+            "EarnPoints": await cpu_per_call(
+                server, earn, args.calls, args.concurrency, args.rounds, database_url, rate=args.rate
+            )
+        }
         await warm(get)
-        rows["GetAccount"] = await cpu_per_call(server, get, args.calls, args.concurrency, args.rounds)
+        rows["GetAccount"] = await cpu_per_call(
+            server, get, args.calls, args.concurrency, args.rounds, database_url, rate=args.rate
+        )
         rows["EarnPoints, 2 replicas"] = await earn_on_two_replicas(
             server, accounts, args, database_url, redis_url
         )
@@ -236,7 +273,9 @@ async def earn_on_two_replicas(first: ServerProcess, accounts, args, database_ur
             await stub.EarnPoints(request, metadata=METADATA, timeout=10)
 
         await warm(earn)
-        result = await cpu_per_call(Pair(first, second), earn, args.calls, args.concurrency, args.rounds)
+        result = await cpu_per_call(
+            Pair(first, second), earn, args.calls, args.concurrency, args.rounds, database_url
+        )
         await both.close()
         return result
     finally:
@@ -298,6 +337,13 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--pgbench-seconds", type=int, default=10)
     parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="offer every server the same calls per second: a server's CPU per call falls as its load rises "
+        "(more calls share each wake-up), so at a common rate the ratios compare work, not load",
+    )
+    parser.add_argument(
         "--only", nargs="+", choices=["echo", "profile", "ledger"], default=["echo", "profile", "ledger"]
     )
     args = parser.parse_args()
@@ -328,6 +374,7 @@ def report(rows: dict[str, tuple[float, float]], tps: float | None, args) -> Non
     print(
         f"python {sys.version.split()[0]} at {os.path.realpath(sys.executable)}; {os.cpu_count()} CPUs; "
         f"concurrency {args.concurrency}; {args.calls} calls x {args.rounds} rounds (medians)"
+        + (f"; offered {args.rate:.0f} calls/s" if args.rate else "")
     )
     print(f"{'':<28}{'server CPU us/call':>20}{'x bare echo':>13}{'target':>9}{'calls/s':>10}")
     for label, (cpu, rate) in rows.items():
@@ -338,7 +385,8 @@ def report(rows: dict[str, tuple[float, float]], tps: float | None, args) -> Non
     if "EarnPoints" not in rows:
         return
     if tps:
-        for label in ("EarnPoints", "EarnPoints, 2 replicas"):
+        # Throughput only where the callers went as fast as they could.
+        for label in ("EarnPoints", "EarnPoints, 2 replicas")[1 if args.rate else 0 :]:
             rate = rows[label][1]
             print(
                 f"pgbench two-posting transfer: {tps:.0f} tps; {label}: {rate:.0f}/s = {rate / tps:.1%} (target >= 20%)"
