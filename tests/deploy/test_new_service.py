@@ -89,8 +89,9 @@ def repository(tmp_path_factory) -> Path:
     contract = root / "protos" / "loyalty" / NAME / "v1" / f"{NAME}_service.proto"
     contract.parent.mkdir(parents=True)
     contract.write_text(CONTRACT)
-    # Offline: the packages are in uv's cache since this machine's `make setup`.
-    env = clean_environment(UV_OFFLINE="1")
+    # Not offline: `make setup` installs from the lock (`uv sync --frozen`), which leaves the
+    # registry's index pages out of uv's cache, and re-locking with a new member reads them.
+    env = clean_environment()
     step = subprocess.run(
         ["make", "service", f"NAME={NAME}", f"DESCRIPTION={DESCRIPTION}", f"UV={uv()}"],
         cwd=root,

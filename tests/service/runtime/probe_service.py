@@ -17,7 +17,6 @@ from loyalty_runtime.settings import ServiceSettings
 from loyalty_runtime.uow import UnitsOfWork
 
 SCHEMA = "probe"
-STREAM = "probe.events"
 
 
 class ProbeSettings(ServiceSettings):
@@ -25,8 +24,9 @@ class ProbeSettings(ServiceSettings):
 
 
 class ProbeServicer:
-    def __init__(self, units: UnitsOfWork) -> None:
+    def __init__(self, units: UnitsOfWork, schema: str) -> None:
         self.units = units
+        self.schema = schema
 
     async def Echo(self, request: echo_pb2.EchoRequest, context) -> echo_pb2.EchoResponse:
         async with self.units.read() as uow:
@@ -36,7 +36,7 @@ class ProbeServicer:
         async with self.units.change() as uow:
             if request.sleep_ms:
                 await uow.connection.execute("SELECT pg_sleep($1)", request.sleep_ms / 1000)
-            await uow.connection.execute(f"SELECT id FROM {SCHEMA}.rows WHERE id = 1 FOR UPDATE")
+            await uow.connection.execute(f"SELECT id FROM {self.schema}.rows WHERE id = 1 FOR UPDATE")
             if request.fail_reason:
                 raise FailedPrecondition(Reason[request.fail_reason], "failed as asked")
             customer_id = str(uuid.uuid4())
@@ -44,16 +44,23 @@ class ProbeServicer:
         return echo_pb2.WaitResponse(slept_ms=request.sleep_ms)
 
 
-PROBE = ServiceDefinition(
-    name="probe",
-    settings=ProbeSettings,
-    apis=[Api(echo_pb2.DESCRIPTOR.services_by_name["EchoService"], lambda r: ProbeServicer(r.units))],
-    schema=SCHEMA,
-    events=STREAM,
-)
+def probe_definition(schema: str = SCHEMA) -> ServiceDefinition:
+    """The probe on `schema` (and its own stream): a test that must see every event it causes runs
+    one apart from the session's shared probe, whose relay would otherwise publish some of them."""
+    echo = echo_pb2.DESCRIPTOR.services_by_name["EchoService"]
+    return ServiceDefinition(
+        name="probe",
+        settings=ProbeSettings,
+        apis=[Api(echo, lambda resources: ProbeServicer(resources.units, schema))],
+        schema=schema,
+        events=f"{schema}.events",
+    )
 
 
-async def create_schema(database_url: str) -> None:
+PROBE = probe_definition()
+
+
+async def create_schema(database_url: str, schema: str = SCHEMA) -> None:
     """The runtime's tables and one row to lock (SQLAlchemy, as a service's migrations would)."""
     from sqlalchemy import Column, Integer, MetaData, Table
     from sqlalchemy.ext.asyncio import create_async_engine
@@ -61,14 +68,14 @@ async def create_schema(database_url: str) -> None:
     from loyalty_runtime.migrations import sqlalchemy_url
     from loyalty_runtime.tables import add_runtime_tables
 
-    metadata = MetaData(schema=SCHEMA)
+    metadata = MetaData(schema=schema)
     add_runtime_tables(metadata)
     Table("rows", metadata, Column("id", Integer, primary_key=True))
     engine = create_async_engine(sqlalchemy_url(database_url))
     async with engine.begin() as connection:
-        await connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+        await connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         await connection.run_sync(metadata.create_all)
-        await connection.exec_driver_sql(f"INSERT INTO {SCHEMA}.rows (id) VALUES (1) ON CONFLICT DO NOTHING")
+        await connection.exec_driver_sql(f"INSERT INTO {schema}.rows (id) VALUES (1) ON CONFLICT DO NOTHING")
     await engine.dispose()
 
 

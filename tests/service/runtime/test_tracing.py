@@ -4,6 +4,7 @@ the database; background loops trace only the work they do; health checks are no
 import asyncio
 import time
 
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -13,7 +14,17 @@ from loyalty.testing.v1 import echo_pb2, echo_pb2_grpc
 from loyalty_runtime.clients import internal_channel
 from loyalty_runtime.context import CallContext, bind_call, unbind_call
 from loyalty_runtime.testing import running_service
-from tests.service.runtime.probe_service import PROBE
+from tests.service.runtime.probe_service import create_schema, probe_definition
+
+# A probe of its own: the session's shared probe (same process, same instrumented Redis client
+# library) would otherwise relay some of these tests' events, untraced by this test's provider.
+TRACED_PROBE = probe_definition("probe_traced")
+
+
+@pytest.fixture(scope="module")
+async def traced_probe_settings(probe_settings, database_url):
+    await create_schema(database_url, TRACED_PROBE.schema)
+    return probe_settings
 
 
 async def outbox_drained(service, exporter: InMemorySpanExporter) -> None:
@@ -23,7 +34,7 @@ async def outbox_drained(service, exporter: InMemorySpanExporter) -> None:
     async with asyncio.timeout(10):
         while True:
             async with database.connection() as connection:
-                if not await connection.fetchval("SELECT count(*) FROM probe.outbox"):
+                if not await connection.fetchval(f"SELECT count(*) FROM {TRACED_PROBE.schema}.outbox"):
                     break
             await asyncio.sleep(0.05)
     await asyncio.sleep(0.1)
@@ -37,14 +48,14 @@ def recording() -> tuple[TracerProvider, InMemorySpanExporter]:
     return provider, exporter
 
 
-async def test_one_trace_follows_a_call_from_its_caller_into_the_database(probe_settings):
+async def test_one_trace_follows_a_call_from_its_caller_into_the_database(traced_probe_settings):
     provider, exporter = recording()
-    async with running_service(PROBE, probe_settings, tracer_provider=provider) as service:
+    async with running_service(TRACED_PROBE, traced_probe_settings, tracer_provider=provider) as service:
         await outbox_drained(service, exporter)
         await health_pb2_grpc.HealthStub(service.channel).Check(health_pb2.HealthCheckRequest())
         caller = internal_channel(
             service.address,
-            internal_token=probe_settings.internal_token.get_secret_value(),
+            internal_token=traced_probe_settings.internal_token.get_secret_value(),
             tracer_provider=provider,
         )
         token = bind_call(CallContext("t-trace", "gateway", deadline=time.monotonic() + 5))
@@ -77,9 +88,11 @@ async def test_one_trace_follows_a_call_from_its_caller_into_the_database(probe_
     assert not any("Health" in s.name for s in spans)
 
 
-async def test_an_idle_service_exports_nothing_and_its_relay_traces_only_what_it_publishes(probe_settings):
+async def test_an_idle_service_exports_nothing_and_its_relay_traces_only_what_it_publishes(
+    traced_probe_settings,
+):
     provider, exporter = recording()
-    async with running_service(PROBE, probe_settings, tracer_provider=provider) as service:
+    async with running_service(TRACED_PROBE, traced_probe_settings, tracer_provider=provider) as service:
         await outbox_drained(service, exporter)
         await asyncio.sleep(2.5)  # the relay polls, the readiness check pings: no spans for either
         idle = list(exporter.get_finished_spans())
