@@ -1,23 +1,93 @@
-"""The promotion service as the runtime runs it. An API without a servicer answers UNIMPLEMENTED."""
+"""The promotion service as the runtime runs it: settings, the API, schema and migrations, and the
+background flush of evaluation statistics."""
+
+import asyncio
 
 from pydantic_settings import SettingsConfigDict
 
 from loyalty.promotion.v1 import promotion_service_pb2
+from loyalty_promotion import app, repository
+from loyalty_promotion.cache import CatalogCache
+from loyalty_promotion.replica import Replica
+from loyalty_promotion.repository import SCHEMA
+from loyalty_promotion.servicer import PromotionServicer
+from loyalty_promotion.statistics import StatisticsBuffer, flush_loop
 from loyalty_runtime.catalogue import PORTS
-from loyalty_runtime.server import Api, ServiceDefinition
+from loyalty_runtime.server import Api, Resources, ServiceDefinition
 from loyalty_runtime.settings import ServiceSettings
+from loyalty_runtime.uow import utcnow
 
 
 class PromotionSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="PROMOTION_")
+    model_config = SettingsConfigDict(env_prefix=PORTS["promotion"].env_prefix)
     grpc_port: int = PORTS["promotion"].grpc_port
     metrics_port: int = PORTS["promotion"].metrics_port
+    # How often a replica looks at a tenant's catalog version in Redis, and at the latest in
+    # PostgreSQL (the bound on staleness when a Redis write was lost); see cache.py.
+    catalog_check_seconds: float = 0.2
+    catalog_database_seconds: float = 5.0
+    catalog_max_tenants: int = 1000
+    # Evaluation statistics: flush period and the buffer's bound (distinct keys between flushes).
+    statistics_flush_seconds: float = 5.0
+    statistics_max_keys: int = 50_000
+
+
+# The runtime's Resources has no place for a service's own per-process state, so the replica is
+# kept here, one per Resources (one per server), for the servicer and the flush loop to share.
+_REPLICAS: dict[int, Replica] = {}
+
+
+def replica_of(resources: Resources) -> Replica:
+    replica = _REPLICAS.get(id(resources))
+    if replica is None:
+        replica = _REPLICAS[id(resources)] = _new_replica(resources)
+    return replica
+
+
+def _new_replica(resources: Resources) -> Replica:
+    settings: PromotionSettings = resources.settings
+    database = resources.database
+
+    async def database_version(tenant: str) -> int:
+        async with database.connection() as connection:
+            return await repository.catalog_version(connection, tenant)
+
+    async def build(tenant: str):
+        async with database.connection() as connection:
+            inputs = await app.live_inputs(connection, tenant, utcnow())
+        return app.compile_catalog(inputs)
+
+    catalogs = CatalogCache(
+        resources.redis,
+        database_version=database_version,
+        build=build,
+        check_seconds=settings.catalog_check_seconds,
+        database_seconds=settings.catalog_database_seconds,
+        max_tenants=settings.catalog_max_tenants,
+    )
+    return Replica(catalogs, StatisticsBuffer(settings.statistics_max_keys), utcnow)
+
+
+async def _flush_statistics(resources: Resources, stopping: asyncio.Event) -> None:
+    replica = replica_of(resources)
+    try:
+        await flush_loop(
+            replica.statistics, resources.database, resources.settings.statistics_flush_seconds, stopping
+        )
+    finally:
+        _REPLICAS.pop(id(resources), None)
 
 
 DEFINITION = ServiceDefinition(
     name="promotion",
     settings=PromotionSettings,
     apis=[
-        Api(promotion_service_pb2.DESCRIPTOR.services_by_name["PromotionService"]),
+        Api(
+            promotion_service_pb2.DESCRIPTOR.services_by_name["PromotionService"],
+            lambda resources: PromotionServicer(resources.units, replica_of(resources)),
+        )
     ],
+    schema=SCHEMA,
+    migrations="loyalty_promotion:migrations",
+    background=[_flush_statistics],
 )

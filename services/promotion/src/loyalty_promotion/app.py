@@ -1,0 +1,463 @@
+"""The promotion service's use cases: one function per RPC. Changes run in a unit of work (the
+servicer wraps them in `units.idempotent`); evaluation reads the replica's compiled catalog and
+writes nothing."""
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+
+from loyalty.common.v1 import money_pb2
+from loyalty.promotion.v1 import campaign_pb2, evaluation_pb2, promotion_pb2, settings_pb2, statistics_pb2
+from loyalty_promotion import engine, repository
+from loyalty_promotion.commands import (
+    CampaignPage,
+    ChangeState,
+    CreateCampaign,
+    CreatePromotion,
+    EvaluateBasket,
+    GetStatistics,
+    ListCampaigns,
+    ListPromotions,
+    SimulateCampaign,
+    UpdateCampaign,
+    UpdatePromotion,
+)
+from loyalty_promotion.domain import campaigns as rules, lifecycle
+from loyalty_promotion.domain.lifecycle import LIVE, Action, State
+from loyalty_promotion.replica import Replica
+from loyalty_promotion.repository import StoredCampaign, StoredPromotion
+from loyalty_promotion.statistics import WHOLE_CAMPAIGN
+from loyalty_runtime.errors import (
+    Aborted,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Reason,
+)
+from loyalty_runtime.protobuf import timestamp
+from loyalty_runtime.uow import UnitOfWork
+
+# The engine's settings until UpdatePromotionSettings is built: its documented defaults.
+DEFAULT_SETTINGS = settings_pb2.PromotionSettings()
+DEFAULT_TIME_ZONE = "UTC"
+
+
+# --- decoding what is stored ---
+
+
+def _campaign_not_found() -> NotFound:
+    return NotFound(Reason.CAMPAIGN_NOT_FOUND, "no such campaign", field="campaign_id")
+
+
+def _campaign_of(stored: StoredCampaign, now: datetime) -> campaign_pb2.Campaign:
+    """The stored message with what the row knows: its state at `now` and its etag."""
+    campaign = campaign_pb2.Campaign.FromString(stored.payload)
+    campaign.campaign_id = stored.campaign_id
+    state = lifecycle.effective_state(State(stored.state), rules.window_of(campaign), now)
+    campaign.state = rules.STATE_TO_PB[state]
+    campaign.etag = str(stored.version)
+    return campaign
+
+
+def _promotion_of(stored: StoredPromotion) -> promotion_pb2.Promotion:
+    promotion = promotion_pb2.Promotion.FromString(stored.payload)
+    promotion.promotion_id = stored.promotion_id
+    promotion.campaign_id = stored.campaign_id
+    promotion.etag = str(stored.version)
+    return promotion
+
+
+def _stored_payload(message) -> bytes:
+    """What goes into `payload`: the message without what the row's columns hold."""
+    copy = type(message)()
+    copy.CopyFrom(message)
+    copy.ClearField("etag")
+    if isinstance(copy, campaign_pb2.Campaign):
+        copy.ClearField("state")  # the row's state column is the one truth
+    return copy.SerializeToString(deterministic=True)
+
+
+def _check_etag(etag: str, version: int) -> None:
+    if etag and etag != str(version):
+        raise Aborted(Reason.CONCURRENT_MODIFICATION, "the etag is not current; read it again", field="etag")
+
+
+async def _locked_campaign(uow: UnitOfWork, campaign_id: str) -> StoredCampaign:
+    stored = await repository.get_campaign(uow.connection, uow.tenant, campaign_id, lock=True)
+    if stored is None:
+        raise _campaign_not_found()
+    return stored
+
+
+async def _promotions(
+    connection: asyncpg.Connection, tenant: str, campaign_id: str
+) -> list[promotion_pb2.Promotion]:
+    return [_promotion_of(p) for p in await repository.promotions_of(connection, tenant, [campaign_id])]
+
+
+# --- validation on save ---
+
+
+def _refuse_if_invalid(
+    campaign: campaign_pb2.Campaign,
+    promotions: Sequence[promotion_pb2.Promotion],
+    *,
+    rename: tuple[str, str] | None = None,
+) -> None:
+    """INVALID_ARGUMENT with a field violation for every reason the engine (and the service) finds
+    that the campaign, as it would be saved, cannot work. `rename` maps the engine's path of the
+    promotion being saved ("promotions[2].") to the request's ("promotion.")."""
+    found = [FieldViolation(v.field, v.description) for v in rules.required_fields(campaign)]
+    violations = engine.validate_campaign(
+        engine.CampaignInput(campaign, list(promotions), audience=rules.audience_condition(campaign))
+    )
+    reason = Reason.CAMPAIGN_INVALID
+    for violation in violations:
+        path = violation.field
+        if rename and path.startswith(rename[0]):
+            path = rename[1] + path[len(rename[0]) :]
+        elif not path.startswith(("promotions[", "campaign.")):
+            path = "campaign." + path
+        found.append(FieldViolation(path, violation.description))
+        if reason is Reason.CAMPAIGN_INVALID and violation.reason in Reason._value2member_map_:
+            reason = Reason(violation.reason)
+    if found:
+        raise InvalidArgument(reason, found[0].description, violations=found)
+
+
+async def _catalog_changed(uow: UnitOfWork, *states: State) -> None:
+    """Bump the tenant's catalog version when the change touches a campaign that is or was live."""
+    if any(state in LIVE for state in states):
+        await repository.bump_catalog_version(uow.connection, uow.tenant)
+
+
+# --- campaigns ---
+
+
+async def create_campaign(uow: UnitOfWork, command: CreateCampaign) -> campaign_pb2.Campaign:
+    campaign = rules.new_campaign(command.campaign)
+    _refuse_if_invalid(campaign, [])
+    campaign.campaign_id = str(uuid.uuid4())
+    campaign.create_time.CopyFrom(timestamp(uow.now))
+    campaign.update_time.CopyFrom(timestamp(uow.now))
+    await repository.insert_campaign(
+        uow.connection,
+        uow.tenant,
+        campaign.campaign_id,
+        State.DRAFT.value,
+        campaign.priority,
+        _stored_payload(campaign),
+    )
+    campaign.etag = "1"
+    return campaign
+
+
+async def get_campaign(uow: UnitOfWork, campaign_id: str) -> campaign_pb2.Campaign:
+    stored = await repository.get_campaign(uow.connection, uow.tenant, campaign_id)
+    if stored is None:
+        raise _campaign_not_found()
+    return _campaign_of(stored, uow.now)
+
+
+async def list_campaigns(uow: UnitOfWork, command: ListCampaigns) -> CampaignPage:
+    """One page; type and labels live in the stored message, so rows are read in batches until the
+    page is full (bounded by the tenant's campaigns)."""
+    found: list[campaign_pb2.Campaign] = []
+    after = command.after
+    while len(found) < command.limit:
+        batch = await repository.list_campaigns(
+            uow.connection, uow.tenant, command.states, after, command.limit
+        )
+        for stored in batch:
+            campaign = _campaign_of(stored, uow.now)
+            after = (campaign.priority, campaign.campaign_id)
+            if _matches(campaign, command):
+                found.append(campaign)
+                if len(found) == command.limit:
+                    return CampaignPage(found, after)
+        if len(batch) < command.limit:
+            return CampaignPage(found, None)
+    return CampaignPage(found, after)
+
+
+def _matches(campaign: campaign_pb2.Campaign, command: ListCampaigns) -> bool:
+    if command.campaign_type and campaign.type != command.campaign_type:
+        return False
+    return all(campaign.labels.get(k) == v for k, v in command.labels.items())
+
+
+async def update_campaign(uow: UnitOfWork, command: UpdateCampaign) -> campaign_pb2.Campaign:
+    stored = await _locked_campaign(uow, command.campaign_id)
+    _check_etag(command.etag, stored.version)
+    current = _campaign_of(stored, uow.now)
+    state = _allowed(Action.EDIT, stored, current, uow.now)
+    try:
+        updated = rules.apply_mask(current, command.changes, command.mask, state)
+    except rules.EditRefused as refused:
+        raise InvalidArgument(Reason.INVALID_ARGUMENT, refused.description, field=refused.field) from None
+    _refuse_if_invalid(updated, await _promotions(uow.connection, uow.tenant, command.campaign_id))
+    return await _save(uow, stored, updated, State(stored.state))
+
+
+def _allowed(action: Action, stored: StoredCampaign, campaign: campaign_pb2.Campaign, now: datetime) -> State:
+    try:
+        return lifecycle.require_allowed(action, State(stored.state), rules.window_of(campaign), now)
+    except lifecycle.TransitionRefused as refused:
+        raise FailedPrecondition(Reason.CAMPAIGN_TRANSITION_NOT_ALLOWED, str(refused)) from None
+
+
+async def _save(
+    uow: UnitOfWork, stored: StoredCampaign, campaign: campaign_pb2.Campaign, new_state: State
+) -> campaign_pb2.Campaign:
+    campaign.update_time.CopyFrom(timestamp(uow.now))
+    version = await repository.update_campaign(
+        uow.connection,
+        uow.tenant,
+        stored.campaign_id,
+        new_state.value,
+        campaign.priority,
+        _stored_payload(campaign),
+    )
+    await _catalog_changed(uow, State(stored.state), new_state)
+    saved = StoredCampaign(stored.campaign_id, new_state.value, version, _stored_payload(campaign))
+    return _campaign_of(saved, uow.now)
+
+
+TRANSITIONS = {
+    Action.ACTIVATE: lifecycle.activate,
+    Action.PAUSE: lifecycle.pause,
+    Action.ARCHIVE: lifecycle.archive,
+}
+
+
+async def change_state(uow: UnitOfWork, command: ChangeState) -> campaign_pb2.Campaign | None:
+    """Activate, pause, archive (the campaign as it is now) or delete (None)."""
+    stored = await _locked_campaign(uow, command.campaign_id)
+    _check_etag(command.etag, stored.version)
+    campaign = _campaign_of(stored, uow.now)
+    if command.action is Action.DELETE:
+        _allowed(Action.DELETE, stored, campaign, uow.now)
+        await repository.delete_campaign(uow.connection, uow.tenant, command.campaign_id)
+        return None
+    window = rules.window_of(campaign)
+    try:
+        new_state = TRANSITIONS[command.action](State(stored.state), window, uow.now)
+    except lifecycle.TransitionRefused as refused:
+        raise FailedPrecondition(Reason.CAMPAIGN_TRANSITION_NOT_ALLOWED, str(refused)) from None
+    if command.action is Action.ACTIVATE:
+        promotions = await _promotions(uow.connection, uow.tenant, command.campaign_id)
+        if not rules.enabled(promotions):
+            raise FailedPrecondition(
+                Reason.CAMPAIGN_TRANSITION_NOT_ALLOWED, "a campaign needs an enabled promotion to start"
+            )
+        _refuse_if_invalid(campaign, promotions)
+        if not campaign.HasField("activate_time"):
+            campaign.activate_time.CopyFrom(timestamp(uow.now))
+    return await _save(uow, stored, campaign, new_state)
+
+
+# --- promotions ---
+
+
+def _promotion_not_found() -> NotFound:
+    return NotFound(Reason.PROMOTION_NOT_FOUND, "no such promotion", field="promotion_id")
+
+
+async def create_promotion(uow: UnitOfWork, command: CreatePromotion) -> promotion_pb2.Promotion:
+    stored = await _locked_campaign(uow, command.promotion.campaign_id)
+    campaign = _campaign_of(stored, uow.now)
+    _allowed(Action.EDIT, stored, campaign, uow.now)
+    promotion = rules.new_promotion(command.promotion, stored.campaign_id)
+    existing = await _promotions(uow.connection, uow.tenant, stored.campaign_id)
+    _refuse_if_invalid(
+        campaign, [*existing, promotion], rename=(f"promotions[{len(existing)}].", "promotion.")
+    )
+    promotion.promotion_id = str(uuid.uuid4())
+    promotion.create_time.CopyFrom(timestamp(uow.now))
+    promotion.update_time.CopyFrom(timestamp(uow.now))
+    await repository.insert_promotion(
+        uow.connection,
+        uow.tenant,
+        promotion.promotion_id,
+        stored.campaign_id,
+        promotion.priority,
+        _stored_payload(promotion),
+    )
+    await _catalog_changed(uow, State(stored.state))
+    promotion.etag = "1"
+    return promotion
+
+
+async def get_promotion(uow: UnitOfWork, promotion_id: str) -> promotion_pb2.Promotion:
+    stored = await repository.get_promotion(uow.connection, uow.tenant, promotion_id)
+    if stored is None:
+        raise _promotion_not_found()
+    return _promotion_of(stored)
+
+
+async def list_promotions(uow: UnitOfWork, command: ListPromotions) -> list[promotion_pb2.Promotion]:
+    """A campaign's promotions in priority order (a campaign holds few; paged in memory)."""
+    if await repository.get_campaign(uow.connection, uow.tenant, command.campaign_id) is None:
+        raise _campaign_not_found()
+    promotions = await _promotions(uow.connection, uow.tenant, command.campaign_id)
+    return [p for p in promotions if not command.state or p.state == command.state]
+
+
+async def update_promotion(uow: UnitOfWork, command: UpdatePromotion) -> promotion_pb2.Promotion:
+    found = await repository.get_promotion(uow.connection, uow.tenant, command.promotion_id)
+    if found is None:
+        raise _promotion_not_found()
+    # The campaign's lock orders every change of the campaign and its promotions.
+    stored = await _locked_campaign(uow, found.campaign_id)
+    campaign = _campaign_of(stored, uow.now)
+    _allowed(Action.EDIT, stored, campaign, uow.now)
+    promotions = await _promotions(uow.connection, uow.tenant, found.campaign_id)
+    index = next(i for i, p in enumerate(promotions) if p.promotion_id == command.promotion_id)
+    current = promotions[index]
+    _check_etag(command.etag, int(current.etag))
+    try:
+        updated = rules.apply_promotion_mask(current, command.changes, command.mask)
+    except rules.EditRefused as refused:
+        raise InvalidArgument(Reason.INVALID_ARGUMENT, refused.description, field=refused.field) from None
+    promotions[index] = updated
+    _refuse_if_invalid(campaign, promotions, rename=(f"promotions[{index}].", "promotion."))
+    updated.update_time.CopyFrom(timestamp(uow.now))
+    version = await repository.update_promotion(
+        uow.connection, uow.tenant, command.promotion_id, updated.priority, _stored_payload(updated)
+    )
+    await _catalog_changed(uow, State(stored.state))
+    updated.etag = str(version)
+    return updated
+
+
+# --- statistics ---
+
+
+async def get_statistics(uow: UnitOfWork, command: GetStatistics) -> statistics_pb2.CampaignStatistics:
+    """Sums of the flushed per-day counts (cheap: one index range of the campaign's rows)."""
+    if await repository.get_campaign(uow.connection, uow.tenant, command.campaign_id) is None:
+        raise _campaign_not_found()
+    end = command.end or uow.now
+    rows = await repository.read_statistics(
+        uow.connection,
+        uow.tenant,
+        command.campaign_id,
+        command.start.date() if command.start else None,
+        end.date(),
+    )
+    result = statistics_pb2.CampaignStatistics(
+        campaign_id=command.campaign_id, compute_time=timestamp(uow.now)
+    )
+    result.end_time.CopyFrom(timestamp(end))
+    if command.start:
+        result.start_time.CopyFrom(timestamp(command.start))
+    promotions: dict[str, statistics_pb2.PromotionStatistics] = {}
+    for promotion_id, currency, evaluations, discount, points in rows:
+        if promotion_id == WHOLE_CAMPAIGN:
+            target = result
+        else:
+            target = promotions.setdefault(
+                promotion_id, statistics_pb2.PromotionStatistics(promotion_id=promotion_id)
+            )
+        # One row per currency: evaluations and points add up across currencies, money does not.
+        target.evaluation_count += evaluations
+        target.points_offered += points
+        target.discount_offered.append(money_pb2.Money(currency_code=currency, amount_minor=discount))
+    result.promotions.extend(promotions.values())
+    return result
+
+
+# --- the compiled catalog and evaluation ---
+
+
+def _live_input(
+    campaign: campaign_pb2.Campaign, promotions: Sequence[promotion_pb2.Promotion]
+) -> engine.CampaignInput:
+    """A scheduled or active campaign as the engine compiles it: ACTIVE, its window (checked by the
+    engine at every evaluation) deciding when it applies, so the catalog need not be rebuilt when a
+    campaign's start or end comes."""
+    live = campaign_pb2.Campaign()
+    live.CopyFrom(campaign)
+    live.state = campaign_pb2.CAMPAIGN_STATE_ACTIVE
+    return engine.CampaignInput(live, rules.enabled(promotions), audience=rules.audience_condition(campaign))
+
+
+async def live_inputs(
+    connection: asyncpg.Connection, tenant: str, now: datetime
+) -> list[engine.CampaignInput]:
+    stored = await repository.campaigns_in_states(connection, tenant, [state.value for state in LIVE])
+    promotions = await repository.promotions_of(connection, tenant, [c.campaign_id for c in stored])
+    by_campaign: dict[str, list[promotion_pb2.Promotion]] = {}
+    for promotion in promotions:
+        by_campaign.setdefault(promotion.campaign_id, []).append(_promotion_of(promotion))
+    return [_live_input(_campaign_of(c, now), by_campaign.get(c.campaign_id, [])) for c in stored]
+
+
+def compile_catalog(inputs: Sequence[engine.CampaignInput]) -> engine.Catalog:
+    return engine.compile_catalog(
+        inputs, DEFAULT_SETTINGS, tz=DEFAULT_SETTINGS.time_zone or DEFAULT_TIME_ZONE
+    )
+
+
+def _basket(basket, prefix: str = "basket.") -> engine.Basket:
+    """The engine's basket, or INVALID_ARGUMENT naming each offending line and field."""
+    try:
+        return engine.decode_basket(basket)
+    except engine.BasketInvalid as invalid:
+        violations = [
+            FieldViolation(prefix + v.field.removeprefix("basket."), v.description)
+            for v in invalid.violations
+        ]
+        first = invalid.violations[0].reason
+        reason = Reason(first) if first in Reason._value2member_map_ else Reason.INVALID_ARGUMENT
+        raise InvalidArgument(reason, violations[0].description, violations=violations) from None
+
+
+def _presented(codes: Sequence[str]) -> list[engine.PresentedCode]:
+    """Codes in order, each once. Vouchers are not stored yet, so every code is unknown."""
+    return [engine.PresentedCode(code, rejection=Reason.VOUCHER_NOT_FOUND) for code in dict.fromkeys(codes)]
+
+
+async def evaluate_basket(
+    replica: Replica, tenant: str, command: EvaluateBasket
+) -> evaluation_pb2.EvaluationResult:
+    basket = _basket(command.basket)
+    customer = engine.decode_customer(command.customer)
+    catalog = await replica.catalogs.get(tenant)
+    now = command.now or replica.clock()
+    evaluation = engine.evaluate(catalog, basket, customer, _presented(command.codes), now)
+    replica.statistics.count(tenant, basket.currency, replica.clock(), evaluation.applied)
+    return engine.encode_evaluation(evaluation)
+
+
+async def simulate_campaign(uow: UnitOfWork, command: SimulateCampaign) -> tuple[list, list[str]]:
+    """The campaign as if active, together with the live ones, against each sample basket; and the
+    live campaigns that compete with it there."""
+    if not command.baskets:
+        raise InvalidArgument(
+            Reason.INVALID_ARGUMENT, "at least one sample basket is needed", field="baskets"
+        )
+    baskets = [_basket(basket, f"baskets[{i}].") for i, basket in enumerate(command.baskets)]
+    stored = await repository.get_campaign(uow.connection, uow.tenant, command.campaign_id)
+    if stored is None:
+        raise _campaign_not_found()
+    campaign = _campaign_of(stored, uow.now)
+    if campaign.state == campaign_pb2.CAMPAIGN_STATE_ARCHIVED:
+        raise FailedPrecondition(
+            Reason.CAMPAIGN_TRANSITION_NOT_ALLOWED, "an archived campaign cannot be simulated"
+        )
+    promotions = await _promotions(uow.connection, uow.tenant, command.campaign_id)
+    others = [
+        i
+        for i in await live_inputs(uow.connection, uow.tenant, uow.now)
+        if i.campaign.campaign_id != campaign.campaign_id
+    ]
+    catalog = compile_catalog([*others, _live_input(campaign, promotions)])
+    customer = engine.decode_customer(command.customer)
+    now = command.now or uow.now
+    results = [engine.encode_evaluation(engine.evaluate(catalog, b, customer, [], now)) for b in baskets]
+    conflicts = engine.conflicting_campaigns(catalog, campaign.campaign_id, baskets, customer, now)
+    return results, sorted(conflicts)

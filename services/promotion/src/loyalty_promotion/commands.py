@@ -1,0 +1,93 @@
+"""What the servicer asks the use cases (app.py) to do, already decoded from protobuf. Campaigns and
+promotions stay contract messages: the engine compiles exactly those."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from google.protobuf import field_mask_pb2
+
+from loyalty.common.v1 import basket_pb2
+from loyalty.promotion.v1 import campaign_pb2, evaluation_pb2, promotion_pb2
+from loyalty_promotion.domain.lifecycle import Action
+
+
+@dataclass(frozen=True)
+class CreateCampaign:
+    campaign: campaign_pb2.Campaign
+
+
+@dataclass(frozen=True)
+class UpdateCampaign:
+    campaign_id: str
+    changes: campaign_pb2.Campaign
+    mask: field_mask_pb2.FieldMask
+    etag: str
+
+
+@dataclass(frozen=True)
+class ChangeState:
+    """Activate, pause, archive or delete one campaign."""
+
+    campaign_id: str
+    action: Action
+    etag: str
+
+
+@dataclass(frozen=True)
+class ListCampaigns:
+    states: tuple[str, ...]
+    campaign_type: int
+    labels: dict[str, str]
+    after: tuple[int, str] | None
+    limit: int
+
+
+@dataclass(frozen=True)
+class CampaignPage:
+    campaigns: list[campaign_pb2.Campaign]
+    # (priority, campaign_id) of the last campaign when more may follow.
+    last: tuple[int, str] | None
+
+
+@dataclass(frozen=True)
+class CreatePromotion:
+    promotion: promotion_pb2.Promotion
+
+
+@dataclass(frozen=True)
+class UpdatePromotion:
+    promotion_id: str
+    changes: promotion_pb2.Promotion
+    mask: field_mask_pb2.FieldMask
+    etag: str
+
+
+@dataclass(frozen=True)
+class ListPromotions:
+    campaign_id: str
+    state: int
+    after: str
+    limit: int
+
+
+@dataclass(frozen=True)
+class GetStatistics:
+    campaign_id: str
+    start: datetime | None
+    end: datetime | None
+
+
+@dataclass(frozen=True)
+class EvaluateBasket:
+    basket: basket_pb2.Basket
+    customer: evaluation_pb2.CustomerContext
+    codes: tuple[str, ...]
+    now: datetime | None
+
+
+@dataclass(frozen=True)
+class SimulateCampaign:
+    campaign_id: str
+    baskets: tuple[basket_pb2.Basket, ...]
+    customer: evaluation_pb2.CustomerContext
+    now: datetime | None

@@ -1,0 +1,259 @@
+"""SQL on asyncpg for the promotion service's own schema. Every statement filters by the caller's
+tenant; a row of another tenant is indistinguishable from a missing one."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import asyncpg
+
+SCHEMA = "promotion"
+
+
+@dataclass(frozen=True)
+class StoredCampaign:
+    campaign_id: str
+    state: str
+    version: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class StoredPromotion:
+    promotion_id: str
+    campaign_id: str
+    version: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class StatisticsDelta:
+    """What one replica counted since its last flush for one (campaign, promotion, currency, day)."""
+
+    tenant_id: str
+    campaign_id: str
+    promotion_id: str
+    currency: str
+    day: date
+    evaluations: int
+    discount: int
+    points: int
+
+
+def _campaign(row) -> StoredCampaign | None:
+    if row is None:
+        return None
+    return StoredCampaign(str(row["campaign_id"]), row["state"], row["version"], bytes(row["payload"]))
+
+
+def _promotion(row) -> StoredPromotion | None:
+    if row is None:
+        return None
+    return StoredPromotion(
+        str(row["promotion_id"]), str(row["campaign_id"]), row["version"], bytes(row["payload"])
+    )
+
+
+_CAMPAIGN = "campaign_id, state, version, payload"
+_PROMOTION = "promotion_id, campaign_id, version, payload"
+
+
+async def insert_campaign(
+    connection: asyncpg.Connection, tenant: str, campaign_id: str, state: str, priority: int, payload: bytes
+) -> None:
+    await connection.execute(
+        f"""INSERT INTO {SCHEMA}.campaigns (tenant_id, campaign_id, state, priority, version, payload)
+            VALUES ($1, $2, $3, $4, 1, $5)""",
+        tenant,
+        campaign_id,
+        state,
+        priority,
+        payload,
+    )
+
+
+async def get_campaign(
+    connection: asyncpg.Connection, tenant: str, campaign_id: str, *, lock: bool = False
+) -> StoredCampaign | None:
+    """One campaign; with `lock`, its row is held until the transaction ends, so concurrent changes
+    of one campaign run one after the other."""
+    row = await connection.fetchrow(
+        f"SELECT {_CAMPAIGN} FROM {SCHEMA}.campaigns WHERE tenant_id = $1 AND campaign_id = $2"
+        + (" FOR UPDATE" if lock else ""),
+        tenant,
+        campaign_id,
+    )
+    return _campaign(row)
+
+
+async def update_campaign(
+    connection: asyncpg.Connection, tenant: str, campaign_id: str, state: str, priority: int, payload: bytes
+) -> int:
+    """Writes the new version (the row is locked by this transaction); returns its version."""
+    return await connection.fetchval(
+        f"""UPDATE {SCHEMA}.campaigns SET state = $3, priority = $4, payload = $5,
+                   version = version + 1, updated_at = now()
+            WHERE tenant_id = $1 AND campaign_id = $2 RETURNING version""",
+        tenant,
+        campaign_id,
+        state,
+        priority,
+        payload,
+    )
+
+
+async def delete_campaign(connection: asyncpg.Connection, tenant: str, campaign_id: str) -> None:
+    await connection.execute(
+        f"DELETE FROM {SCHEMA}.campaigns WHERE tenant_id = $1 AND campaign_id = $2", tenant, campaign_id
+    )
+
+
+async def list_campaigns(
+    connection: asyncpg.Connection,
+    tenant: str,
+    states: Sequence[str],
+    after: tuple[int, str] | None,
+    limit: int,
+) -> list[StoredCampaign]:
+    """Highest priority first, then by id; `after` = the (priority, id) of the last one seen."""
+    rows = await connection.fetch(
+        f"""SELECT {_CAMPAIGN} FROM {SCHEMA}.campaigns
+            WHERE tenant_id = $1 AND state = ANY($2::varchar[])
+              AND ($3::int IS NULL OR (-priority, campaign_id) > (-$3::int, $4::uuid))
+            ORDER BY -priority, campaign_id LIMIT $5""",
+        tenant,
+        list(states),
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return [_campaign(row) for row in rows]
+
+
+async def campaigns_in_states(
+    connection: asyncpg.Connection, tenant: str, states: Sequence[str]
+) -> list[StoredCampaign]:
+    rows = await connection.fetch(
+        f"SELECT {_CAMPAIGN} FROM {SCHEMA}.campaigns WHERE tenant_id = $1 AND state = ANY($2::varchar[])",
+        tenant,
+        list(states),
+    )
+    return [_campaign(row) for row in rows]
+
+
+async def insert_promotion(
+    connection: asyncpg.Connection,
+    tenant: str,
+    promotion_id: str,
+    campaign_id: str,
+    priority: int,
+    payload: bytes,
+) -> None:
+    await connection.execute(
+        f"""INSERT INTO {SCHEMA}.promotions (tenant_id, promotion_id, campaign_id, priority, version, payload)
+            VALUES ($1, $2, $3, $4, 1, $5)""",
+        tenant,
+        promotion_id,
+        campaign_id,
+        priority,
+        payload,
+    )
+
+
+async def get_promotion(
+    connection: asyncpg.Connection, tenant: str, promotion_id: str
+) -> StoredPromotion | None:
+    row = await connection.fetchrow(
+        f"SELECT {_PROMOTION} FROM {SCHEMA}.promotions WHERE tenant_id = $1 AND promotion_id = $2",
+        tenant,
+        promotion_id,
+    )
+    return _promotion(row)
+
+
+async def update_promotion(
+    connection: asyncpg.Connection, tenant: str, promotion_id: str, priority: int, payload: bytes
+) -> int:
+    return await connection.fetchval(
+        f"""UPDATE {SCHEMA}.promotions SET priority = $3, payload = $4, version = version + 1
+            WHERE tenant_id = $1 AND promotion_id = $2 RETURNING version""",
+        tenant,
+        promotion_id,
+        priority,
+        payload,
+    )
+
+
+async def promotions_of(
+    connection: asyncpg.Connection, tenant: str, campaign_ids: Sequence[str]
+) -> list[StoredPromotion]:
+    """The promotions of these campaigns, highest priority first within each."""
+    rows = await connection.fetch(
+        f"""SELECT {_PROMOTION} FROM {SCHEMA}.promotions
+            WHERE tenant_id = $1 AND campaign_id = ANY($2::uuid[])
+            ORDER BY campaign_id, -priority, promotion_id""",
+        tenant,
+        list(campaign_ids),
+    )
+    return [_promotion(row) for row in rows]
+
+
+async def bump_catalog_version(connection: asyncpg.Connection, tenant: str) -> int:
+    """Counts one more change of what the tenant's catalog is compiled from (in the change's
+    transaction, so the version and the change commit together)."""
+    return await connection.fetchval(
+        f"""INSERT INTO {SCHEMA}.catalog_versions (tenant_id, version) VALUES ($1, 1)
+            ON CONFLICT (tenant_id) DO UPDATE SET version = catalog_versions.version + 1
+            RETURNING version""",
+        tenant,
+    )
+
+
+async def catalog_version(connection: asyncpg.Connection, tenant: str) -> int:
+    version = await connection.fetchval(
+        f"SELECT version FROM {SCHEMA}.catalog_versions WHERE tenant_id = $1", tenant
+    )
+    return version or 0
+
+
+async def add_statistics(connection: asyncpg.Connection, deltas: Sequence[StatisticsDelta]) -> None:
+    """Adds one flush's counts in one statement (sorted, so two replicas flushing at once take the
+    rows' locks in the same order and never deadlock)."""
+    ordered = sorted(deltas, key=lambda d: (d.tenant_id, d.campaign_id, d.promotion_id, d.currency, d.day))
+    await connection.execute(
+        f"""INSERT INTO {SCHEMA}.campaign_statistics AS s
+                (tenant_id, campaign_id, promotion_id, currency, day, evaluations, discount, points)
+            SELECT * FROM unnest($1::varchar[], $2::uuid[], $3::varchar[], $4::varchar[], $5::date[],
+                                 $6::bigint[], $7::bigint[], $8::bigint[])
+            ON CONFLICT (tenant_id, campaign_id, promotion_id, currency, day) DO UPDATE SET
+                evaluations = s.evaluations + excluded.evaluations,
+                discount = s.discount + excluded.discount,
+                points = s.points + excluded.points""",
+        [d.tenant_id for d in ordered],
+        [d.campaign_id for d in ordered],
+        [d.promotion_id for d in ordered],
+        [d.currency for d in ordered],
+        [d.day for d in ordered],
+        [d.evaluations for d in ordered],
+        [d.discount for d in ordered],
+        [d.points for d in ordered],
+    )
+
+
+async def read_statistics(
+    connection: asyncpg.Connection, tenant: str, campaign_id: str, first: date | None, last: date | None
+) -> list[tuple[str, str, int, int, int]]:
+    """(promotion_id, currency, evaluations, discount, points) summed over the days in range."""
+    rows = await connection.fetch(
+        f"""SELECT promotion_id, currency, sum(evaluations)::bigint AS evaluations,
+                   sum(discount)::bigint AS discount, sum(points)::bigint AS points
+            FROM {SCHEMA}.campaign_statistics
+            WHERE tenant_id = $1 AND campaign_id = $2
+              AND ($3::date IS NULL OR day >= $3) AND ($4::date IS NULL OR day <= $4)
+            GROUP BY promotion_id, currency ORDER BY promotion_id, currency""",
+        tenant,
+        campaign_id,
+        first,
+        last,
+    )
+    return [(r["promotion_id"], r["currency"], r["evaluations"], r["discount"], r["points"]) for r in rows]

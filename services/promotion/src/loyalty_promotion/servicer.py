@@ -1,0 +1,224 @@
+"""PromotionService: each method decodes its request into a command, runs one use case (state
+changes through `units.idempotent`: the claim, the replay and the stored answer), and encodes the
+result. No SQL, no business rule, no transaction of its own.
+
+The runtime's call guard has already authenticated the caller and validated the request against the
+contract (lengths, control characters, enums, time ranges, update_mask paths). Ids are UUIDs this
+service issued; anything else cannot name a campaign, so it is answered exactly like an unknown one
+(NOT_FOUND), as is another tenant's id. RPCs not defined here answer UNIMPLEMENTED.
+"""
+
+import uuid
+
+from loyalty.promotion.v1 import promotion_service_pb2 as api
+from loyalty_promotion import app
+from loyalty_promotion.commands import (
+    ChangeState,
+    CreateCampaign,
+    CreatePromotion,
+    EvaluateBasket,
+    GetStatistics,
+    ListCampaigns,
+    ListPromotions,
+    SimulateCampaign,
+    UpdateCampaign,
+    UpdatePromotion,
+)
+from loyalty_promotion.domain.campaigns import PB_TO_STATE
+from loyalty_promotion.domain.lifecycle import Action, State
+from loyalty_promotion.replica import Replica
+from loyalty_runtime import paging
+from loyalty_runtime.context import current_tenant
+from loyalty_runtime.errors import InvalidArgument, NotFound, Reason
+from loyalty_runtime.protobuf import moment
+from loyalty_runtime.uow import UnitsOfWork
+
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
+# ListCampaigns without states: all but archived.
+DEFAULT_STATES = tuple(state.value for state in State if state is not State.ARCHIVED)
+
+
+def _id(value: str, field: str, reason: Reason) -> str:
+    """The canonical form of an id this service issued; NOT_FOUND for anything else."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise NotFound(reason, f"no such {field.removesuffix('_id')}", field=field) from None
+
+
+def _campaign_id(value: str, field: str = "campaign_id") -> str:
+    return _id(value, field, Reason.CAMPAIGN_NOT_FOUND)
+
+
+def _campaign_token(token: str) -> tuple[int, str] | None:
+    last = paging.decode_token(token)
+    if not last:
+        return None
+    priority, _, campaign_id = last.partition(":")
+    try:
+        return int(priority), str(uuid.UUID(campaign_id))
+    except ValueError:
+        raise InvalidArgument(
+            Reason.INVALID_ARGUMENT, "page_token is not one this service issued", field="page_token"
+        ) from None
+
+
+class PromotionServicer:
+    def __init__(self, units: UnitsOfWork, replica: Replica) -> None:
+        self.units = units
+        self.replica = replica
+
+    async def _changed(self) -> None:
+        """After a committed change (or its replay): every replica's catalog follows."""
+        await self.replica.catalogs.changed(current_tenant())
+
+    # --- campaigns ---
+
+    async def CreateCampaign(self, request: api.CreateCampaignRequest, context) -> api.CreateCampaignResponse:
+        return await self.units.idempotent(
+            request,
+            app.create_campaign,
+            CreateCampaign(request.campaign),
+            lambda campaign: api.CreateCampaignResponse(campaign=campaign),
+        )
+
+    async def GetCampaign(self, request: api.GetCampaignRequest, context) -> api.GetCampaignResponse:
+        campaign_id = _campaign_id(request.campaign_id)
+        async with self.units.read() as uow:
+            return api.GetCampaignResponse(campaign=await app.get_campaign(uow, campaign_id))
+
+    async def ListCampaigns(self, request: api.ListCampaignsRequest, context) -> api.ListCampaignsResponse:
+        states = tuple(PB_TO_STATE[s].value for s in request.states) or DEFAULT_STATES
+        command = ListCampaigns(
+            states=states,
+            campaign_type=request.type,
+            labels=dict(request.labels),
+            after=_campaign_token(request.page_token),
+            limit=paging.page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE),
+        )
+        async with self.units.read() as uow:
+            page = await app.list_campaigns(uow, command)
+        token = paging.encode_token(f"{page.last[0]}:{page.last[1]}") if page.last else ""
+        return api.ListCampaignsResponse(campaigns=page.campaigns, next_page_token=token)
+
+    async def UpdateCampaign(self, request: api.UpdateCampaignRequest, context) -> api.UpdateCampaignResponse:
+        command = UpdateCampaign(
+            _campaign_id(request.campaign.campaign_id, "campaign.campaign_id"),
+            request.campaign,
+            request.update_mask,
+            request.campaign.etag,
+        )
+        response = await self.units.idempotent(
+            request, app.update_campaign, command, lambda c: api.UpdateCampaignResponse(campaign=c)
+        )
+        await self._changed()
+        return response
+
+    async def _change_state(self, request, action: Action, encode):
+        command = ChangeState(_campaign_id(request.campaign_id), action, request.etag)
+        response = await self.units.idempotent(request, app.change_state, command, encode)
+        await self._changed()
+        return response
+
+    async def ActivateCampaign(
+        self, request: api.ActivateCampaignRequest, context
+    ) -> api.ActivateCampaignResponse:
+        return await self._change_state(
+            request, Action.ACTIVATE, lambda c: api.ActivateCampaignResponse(campaign=c)
+        )
+
+    async def PauseCampaign(self, request: api.PauseCampaignRequest, context) -> api.PauseCampaignResponse:
+        return await self._change_state(
+            request, Action.PAUSE, lambda c: api.PauseCampaignResponse(campaign=c)
+        )
+
+    async def ArchiveCampaign(
+        self, request: api.ArchiveCampaignRequest, context
+    ) -> api.ArchiveCampaignResponse:
+        return await self._change_state(
+            request, Action.ARCHIVE, lambda c: api.ArchiveCampaignResponse(campaign=c)
+        )
+
+    async def DeleteCampaign(self, request: api.DeleteCampaignRequest, context) -> api.DeleteCampaignResponse:
+        return await self._change_state(request, Action.DELETE, lambda _: api.DeleteCampaignResponse())
+
+    async def GetCampaignStatistics(
+        self, request: api.GetCampaignStatisticsRequest, context
+    ) -> api.GetCampaignStatisticsResponse:
+        command = GetStatistics(
+            _campaign_id(request.campaign_id), moment(request, "start_time"), moment(request, "end_time")
+        )
+        async with self.units.read() as uow:
+            return api.GetCampaignStatisticsResponse(statistics=await app.get_statistics(uow, command))
+
+    # --- promotions ---
+
+    async def CreatePromotion(
+        self, request: api.CreatePromotionRequest, context
+    ) -> api.CreatePromotionResponse:
+        promotion = type(request.promotion)()
+        promotion.CopyFrom(request.promotion)
+        promotion.campaign_id = _campaign_id(promotion.campaign_id, "promotion.campaign_id")
+        response = await self.units.idempotent(
+            request,
+            app.create_promotion,
+            CreatePromotion(promotion),
+            lambda p: api.CreatePromotionResponse(promotion=p),
+        )
+        await self._changed()
+        return response
+
+    async def GetPromotion(self, request: api.GetPromotionRequest, context) -> api.GetPromotionResponse:
+        promotion_id = _id(request.promotion_id, "promotion_id", Reason.PROMOTION_NOT_FOUND)
+        async with self.units.read() as uow:
+            return api.GetPromotionResponse(promotion=await app.get_promotion(uow, promotion_id))
+
+    async def ListPromotions(self, request: api.ListPromotionsRequest, context) -> api.ListPromotionsResponse:
+        limit = paging.page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        after = paging.decode_token(request.page_token)
+        command = ListPromotions(_campaign_id(request.campaign_id), request.state, after, limit)
+        async with self.units.read() as uow:
+            promotions = await app.list_promotions(uow, command)
+        start = next((i + 1 for i, p in enumerate(promotions) if p.promotion_id == after), 0) if after else 0
+        page = promotions[start : start + limit]
+        more = start + limit < len(promotions)
+        return api.ListPromotionsResponse(
+            promotions=page, next_page_token=paging.encode_token(page[-1].promotion_id) if more else ""
+        )
+
+    async def UpdatePromotion(
+        self, request: api.UpdatePromotionRequest, context
+    ) -> api.UpdatePromotionResponse:
+        command = UpdatePromotion(
+            _id(request.promotion.promotion_id, "promotion.promotion_id", Reason.PROMOTION_NOT_FOUND),
+            request.promotion,
+            request.update_mask,
+            request.promotion.etag,
+        )
+        response = await self.units.idempotent(
+            request, app.update_promotion, command, lambda p: api.UpdatePromotionResponse(promotion=p)
+        )
+        await self._changed()
+        return response
+
+    # --- evaluation ---
+
+    async def EvaluateBasket(self, request: api.EvaluateBasketRequest, context) -> api.EvaluateBasketResponse:
+        command = EvaluateBasket(
+            request.basket, request.customer, tuple(request.codes), moment(request, "evaluation_time")
+        )
+        result = await app.evaluate_basket(self.replica, current_tenant(), command)
+        return api.EvaluateBasketResponse(result=result)
+
+    async def SimulateCampaign(
+        self, request: api.SimulateCampaignRequest, context
+    ) -> api.SimulateCampaignResponse:
+        command = SimulateCampaign(
+            _campaign_id(request.campaign_id),
+            tuple(request.baskets),
+            request.customer,
+            moment(request, "evaluation_time"),
+        )
+        async with self.units.read() as uow:
+            results, conflicts = await app.simulate_campaign(uow, command)
+        return api.SimulateCampaignResponse(results=results, conflicting_campaign_ids=conflicts)
