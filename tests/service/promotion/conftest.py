@@ -1,0 +1,46 @@
+"""A migrated promotion schema and a running promotion server (production call guard) per test
+session; a fresh tenant per test."""
+
+import uuid
+
+import pytest
+
+from loyalty.promotion.v1 import promotion_service_pb2_grpc
+from loyalty_promotion.service import DEFINITION, PromotionSettings
+from loyalty_runtime.migrations import migrate
+from loyalty_runtime.testing import running_service
+from tests.service.promotion.helpers import Client
+
+
+@pytest.fixture(scope="session")
+async def promotion_settings(database_url, redis_url):
+    await migrate(database_url, DEFINITION.migrations, DEFINITION.schema)
+    return PromotionSettings(
+        database_url=database_url,
+        redis_url=redis_url,
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        metrics_port=0,
+        database_pool_size=20,
+        database_acquire_timeout_seconds=10.0,
+        # Short enough for tests to wait on; the defaults are 5 s.
+        statistics_flush_seconds=0.1,
+        catalog_database_seconds=1.0,
+    )
+
+
+@pytest.fixture(scope="session")
+async def promotion(promotion_settings):
+    async with running_service(DEFINITION, promotion_settings) as service:
+        service.stub = promotion_service_pb2_grpc.PromotionServiceStub(service.channel)
+        yield service
+
+
+@pytest.fixture
+def tenant(promotion) -> Client:
+    return Client(promotion, f"t-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def other_tenant(promotion) -> Client:
+    return Client(promotion, f"o-{uuid.uuid4().hex[:8]}")
