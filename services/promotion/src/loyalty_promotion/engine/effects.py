@@ -394,7 +394,7 @@ def compile_effect(message: epb.Effect, settings: spb.PromotionSettings) -> Comp
         compute, line_filter, own_cap = built[0], built[1], built[2]
     caps = [c for c in (cap, own_cap) if c is not None]
     filters = (line_filter,) if kind != "buy_x_get_y" else (line_filter, built[3])
-    basket_wide = line_filter is EVERYTHING and (
+    basket_wide = line_filter == EVERYTHING and (
         kind in ("percent_off", "tiered_spend")
         or (kind == "amount_off" and inner.mode != epb.AMOUNT_OFF_MODE_PER_UNIT)
     )
