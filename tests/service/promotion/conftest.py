@@ -23,9 +23,8 @@ async def promotion_settings(database_url, redis_url):
         metrics_port=0,
         database_pool_size=20,
         database_acquire_timeout_seconds=10.0,
-        # Short enough for tests to wait on; the defaults are 5 s.
+        # Short enough for tests to wait on; the default is 5 s.
         statistics_flush_seconds=0.1,
-        catalog_database_seconds=1.0,
     )
 
 

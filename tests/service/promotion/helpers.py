@@ -29,12 +29,18 @@ def percent_off(bps: int, *, skus=(), min_quantity: int = 0) -> promotion_pb2.Pr
     line_filter = condition_pb2.LineFilter(skus=list(skus))
     promotion = promotion_pb2.Promotion(
         display_name=f"{bps / 100:g}% off",
-        effects=[effect_pb2.Effect(percent_off=effect_pb2.PercentOffEffect(percent_bps=bps, line_filter=line_filter))],
+        effects=[
+            effect_pb2.Effect(
+                percent_off=effect_pb2.PercentOffEffect(percent_bps=bps, line_filter=line_filter)
+            )
+        ],
     )
     if min_quantity:
         promotion.condition.CopyFrom(
             condition_pb2.Condition(
-                line_quantity=condition_pb2.LineQuantityCondition(line_filter=line_filter, min_quantity=min_quantity)
+                line_quantity=condition_pb2.LineQuantityCondition(
+                    line_filter=line_filter, min_quantity=min_quantity
+                )
             )
         )
     return promotion
@@ -80,7 +86,9 @@ class Client:
         )
         return response.campaign
 
-    async def add_promotion(self, campaign_id: str, promotion: promotion_pb2.Promotion) -> promotion_pb2.Promotion:
+    async def add_promotion(
+        self, campaign_id: str, promotion: promotion_pb2.Promotion
+    ) -> promotion_pb2.Promotion:
         promotion.campaign_id = campaign_id
         response = await self.stub.CreatePromotion(
             api.CreatePromotionRequest(idempotency_key=key(), promotion=promotion), metadata=self.metadata
@@ -106,7 +114,9 @@ class Client:
         return await self.activate(campaign.campaign_id)
 
     async def get(self, campaign_id: str) -> campaign_pb2.Campaign:
-        response = await self.stub.GetCampaign(api.GetCampaignRequest(campaign_id=campaign_id), metadata=self.metadata)
+        response = await self.stub.GetCampaign(
+            api.GetCampaignRequest(campaign_id=campaign_id), metadata=self.metadata
+        )
         return response.campaign
 
     def update(self, campaign: campaign_pb2.Campaign, *paths: str, idempotency_key: str = ""):

@@ -62,14 +62,16 @@ async def test_lifecycle_through_the_api(tenant):
     assert (await tenant.activate(campaign.campaign_id)).state == pb.CAMPAIGN_STATE_ACTIVE
     assert (await tenant.pause(campaign.campaign_id)).state == pb.CAMPAIGN_STATE_PAUSED
     archived = await tenant.stub.ArchiveCampaign(
-        api.ArchiveCampaignRequest(idempotency_key=key(), campaign_id=campaign.campaign_id), metadata=tenant.metadata
+        api.ArchiveCampaignRequest(idempotency_key=key(), campaign_id=campaign.campaign_id),
+        metadata=tenant.metadata,
     )
     assert archived.campaign.state == pb.CAMPAIGN_STATE_ARCHIVED
     failure = await rpc_failure(tenant.activate(campaign.campaign_id))
     assert failure.reason == "CAMPAIGN_TRANSITION_NOT_ALLOWED"
     failure = await rpc_failure(
         tenant.stub.DeleteCampaign(
-            api.DeleteCampaignRequest(idempotency_key=key(), campaign_id=campaign.campaign_id), metadata=tenant.metadata
+            api.DeleteCampaignRequest(idempotency_key=key(), campaign_id=campaign.campaign_id),
+            metadata=tenant.metadata,
         )
     )
     assert failure.reason == "CAMPAIGN_TRANSITION_NOT_ALLOWED"
@@ -93,19 +95,24 @@ async def test_only_a_draft_is_deleted_with_its_promotions(tenant):
     campaign = await tenant.create_campaign()
     promotion = await tenant.add_promotion(campaign.campaign_id, percent_off(500))
     await tenant.stub.DeleteCampaign(
-        api.DeleteCampaignRequest(idempotency_key=key(), campaign_id=campaign.campaign_id), metadata=tenant.metadata
+        api.DeleteCampaignRequest(idempotency_key=key(), campaign_id=campaign.campaign_id),
+        metadata=tenant.metadata,
     )
     failure = await rpc_failure(tenant.get(campaign.campaign_id))
     assert (failure.code, failure.reason) == (grpc.StatusCode.NOT_FOUND, "CAMPAIGN_NOT_FOUND")
     failure = await rpc_failure(
-        tenant.stub.GetPromotion(api.GetPromotionRequest(promotion_id=promotion.promotion_id), metadata=tenant.metadata)
+        tenant.stub.GetPromotion(
+            api.GetPromotionRequest(promotion_id=promotion.promotion_id), metadata=tenant.metadata
+        )
     )
     assert failure.reason == "PROMOTION_NOT_FOUND"
 
 
 async def test_update_changes_only_the_masked_fields(tenant):
     campaign = await tenant.create_campaign(display_name="Before", description="kept", priority=1)
-    changes = pb.Campaign(campaign_id=campaign.campaign_id, display_name="After", description="ignored", priority=9)
+    changes = pb.Campaign(
+        campaign_id=campaign.campaign_id, display_name="After", description="ignored", priority=9
+    )
     updated = (await tenant.update(changes, "display_name", "priority")).campaign
     assert (updated.display_name, updated.description, updated.priority) == ("After", "kept", 9)
     assert updated.etag == "2"
@@ -212,7 +219,9 @@ async def test_a_promotion_that_cannot_work_is_refused_naming_its_field(tenant):
     assert failure.fields == ["promotion.effects[0].percent_off.percent_bps"]
     bad_cel = promotion_pb2.Promotion(
         display_name="cel",
-        condition=condition_pb2.Condition(expression=condition_pb2.ExpressionCondition(cel="basket.subtotal >")),
+        condition=condition_pb2.Condition(
+            expression=condition_pb2.ExpressionCondition(cel="basket.subtotal >")
+        ),
         effects=[effect_pb2.Effect(percent_off=effect_pb2.PercentOffEffect(percent_bps=100))],
     )
     failure = await rpc_failure(tenant.add_promotion(campaign.campaign_id, bad_cel))
@@ -237,9 +246,7 @@ async def test_garbage_in_requests_is_invalid_argument_not_internal(tenant):
         failure = await rpc_failure(tenant.stub.CreateCampaign(request, metadata=tenant.metadata))
         assert failure.code == grpc.StatusCode.INVALID_ARGUMENT, failure.message
         assert failure.fields
-    failure = await rpc_failure(
-        tenant.update(pb.Campaign(campaign_id=campaign.campaign_id), "no_such_field")
-    )
+    failure = await rpc_failure(tenant.update(pb.Campaign(campaign_id=campaign.campaign_id), "no_such_field"))
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -260,7 +267,9 @@ async def test_promotions_are_listed_and_updated(tenant):
     assert [p.promotion_id for p in rest.promotions] == [low.promotion_id]
     changes = promotion_pb2.Promotion(promotion_id=low.promotion_id, display_name="renamed", etag=low.etag)
     updated = await tenant.stub.UpdatePromotion(
-        api.UpdatePromotionRequest(idempotency_key=key(), promotion=changes, update_mask={"paths": ["display_name"]}),
+        api.UpdatePromotionRequest(
+            idempotency_key=key(), promotion=changes, update_mask={"paths": ["display_name"]}
+        ),
         metadata=tenant.metadata,
     )
     assert updated.promotion.display_name == "renamed"

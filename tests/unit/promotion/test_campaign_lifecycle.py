@@ -13,7 +13,11 @@ FUTURE = Window(start=NOW + timedelta(days=1))
 OVER = Window(end=NOW)
 RUNNING = Window(start=NOW - timedelta(days=1), end=NOW + timedelta(days=1))
 
-TRANSITIONS = {Action.ACTIVATE: lifecycle.activate, Action.PAUSE: lifecycle.pause, Action.ARCHIVE: lifecycle.archive}
+TRANSITIONS = {
+    Action.ACTIVATE: lifecycle.activate,
+    Action.PAUSE: lifecycle.pause,
+    Action.ARCHIVE: lifecycle.archive,
+}
 EXPECTED = {
     (Action.ACTIVATE, State.DRAFT): State.ACTIVE,
     (Action.ACTIVATE, State.PAUSED): State.ACTIVE,

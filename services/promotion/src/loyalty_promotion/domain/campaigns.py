@@ -113,9 +113,13 @@ def apply_mask(
     mask: field_mask_pb2.FieldMask,
     state: State,
 ) -> campaign_pb2.Campaign:
-    """`current` with the masked fields taken from `changes` (an empty mask = every updatable field);
-    EditRefused naming the first field that may not change."""
-    paths = _top_level(mask.paths) or sorted(UPDATABLE)
+    """`current` with the masked fields taken from `changes` (an empty mask = every updatable field;
+    `labels.<key>` sets or removes that one label); EditRefused naming the first field that may not
+    change."""
+    label_keys = [path.split(".", 1)[1] for path in mask.paths if path.startswith("labels.")]
+    paths = _top_level(p for p in mask.paths if not p.startswith("labels.")) or (
+        [] if label_keys else sorted(UPDATABLE)
+    )
     for path in paths:
         if path not in UPDATABLE:
             raise EditRefused(f"update_mask.{path}", f"{path} cannot be updated")
@@ -127,9 +131,15 @@ def apply_mask(
             raise EditRefused(f"campaign.{path}", f"{path} can only change while the campaign is a draft")
     updated = campaign_pb2.Campaign()
     updated.CopyFrom(current)
-    field_mask_pb2.FieldMask(paths=paths).MergeMessage(
-        changes, updated, replace_message_field=True, replace_repeated_field=True
-    )
+    if paths:
+        field_mask_pb2.FieldMask(paths=paths).MergeMessage(
+            changes, updated, replace_message_field=True, replace_repeated_field=True
+        )
+    for label in label_keys:
+        if label in changes.labels:
+            updated.labels[label] = changes.labels[label]
+        else:
+            updated.labels.pop(label, None)
     return updated
 
 

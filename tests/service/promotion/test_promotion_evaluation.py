@@ -1,0 +1,157 @@
+"""EvaluateBasket and SimulateCampaign through the real server: the engine's answer for the tenant's
+live campaigns, nothing written, statistics counted in memory and flushed in the background, bad
+baskets refused naming the line."""
+
+import asyncio
+
+import grpc
+
+from loyalty.promotion.v1 import campaign_pb2 as pb, promotion_service_pb2 as api, statistics_pb2
+from tests.conftest import rpc_failure
+from tests.service.promotion.helpers import basket, percent_off
+
+
+async def _table_counts(service) -> dict[str, int]:
+    async with service.server.resources.database.connection() as connection:
+        return {
+            table: await connection.fetchval(f"SELECT count(*) FROM promotion.{table}")
+            for table in ("campaigns", "promotions", "idempotency_keys", "catalog_versions")
+        }
+
+
+async def test_a_live_campaign_discounts_the_basket(tenant):
+    campaign = await tenant.live_campaign(percent_off(1000, skus=["oil"]))
+    result = await tenant.evaluate(basket(("oil", 2, 500), ("bread", 1, 300)))
+    assert result.subtotal.amount_minor == 1300
+    assert result.promotion_discount.amount_minor == 100
+    assert result.total_payable.amount_minor == 1200
+    (applied,) = result.applied_promotions
+    assert applied.campaign_id == campaign.campaign_id
+    by_line = {line.line_id: line.discount_total.amount_minor for line in result.lines}
+    assert by_line == {"l0": 100, "l1": 0}
+
+
+async def test_drafts_paused_and_other_tenants_campaigns_do_not_apply(tenant, other_tenant):
+    draft = await tenant.create_campaign()
+    await tenant.add_promotion(draft.campaign_id, percent_off(1000))
+    paused = await tenant.live_campaign(percent_off(2000))
+    await tenant.pause(paused.campaign_id)
+    await other_tenant.live_campaign(percent_off(3000))
+    result = await tenant.evaluate(basket(("oil", 1, 1000)))
+    assert result.promotion_discount.amount_minor == 0
+    assert list(result.applied_promotions) == []
+
+
+async def test_evaluation_writes_nothing_and_is_deterministic(tenant, promotion):
+    await tenant.live_campaign(percent_off(1500))
+    sample = basket(("oil", 3, 333), ("salt", 1, 99))
+    first = await tenant.evaluate(sample)
+    before = await _table_counts(promotion)
+    answers = await asyncio.gather(*(tenant.evaluate(sample) for _ in range(20)))
+    assert await _table_counts(promotion) == before
+    for answer in answers:
+        answer.ClearField("evaluation_time")
+    first.ClearField("evaluation_time")
+    assert all(answer == first for answer in answers)
+
+
+async def test_a_change_applies_to_the_next_evaluation_on_the_same_replica(tenant):
+    campaign = await tenant.live_campaign(percent_off(1000))
+    assert (await tenant.evaluate(basket(("oil", 1, 1000)))).promotion_discount.amount_minor == 100
+    await tenant.pause(campaign.campaign_id)
+    assert (await tenant.evaluate(basket(("oil", 1, 1000)))).promotion_discount.amount_minor == 0
+    await tenant.activate(campaign.campaign_id)
+    assert (await tenant.evaluate(basket(("oil", 1, 1000)))).promotion_discount.amount_minor == 100
+
+
+async def test_bad_baskets_are_refused_naming_the_line(tenant):
+    await tenant.live_campaign(percent_off(1000))
+    negative = basket(("oil", 1, 100), ("salt", -2, 50))
+    failure = await rpc_failure(tenant.evaluate(negative))
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert any(f.startswith("basket.lines[1].") for f in failure.fields), failure.fields
+    mixed = basket(("oil", 1, 100))
+    mixed.lines[0].unit_price.currency_code = "USD"
+    failure = await rpc_failure(tenant.evaluate(mixed))
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.fields and failure.fields[0].startswith("basket.lines[0].")
+    unknown = basket(("oil", 1, 100), currency="XXZ")
+    failure = await rpc_failure(tenant.evaluate(unknown))
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_unknown_codes_are_reported_not_failed(tenant):
+    await tenant.live_campaign(percent_off(1000))
+    result = await tenant.evaluate(basket(("oil", 1, 1000)), "NOPE", "NOPE")
+    assert [(c.code, c.accepted) for c in result.codes] == [("NOPE", False)]
+    assert result.promotion_discount.amount_minor == 100
+
+
+async def _statistics(tenant, campaign_id: str) -> statistics_pb2.CampaignStatistics:
+    response = await tenant.stub.GetCampaignStatistics(
+        api.GetCampaignStatisticsRequest(campaign_id=campaign_id), metadata=tenant.metadata
+    )
+    return response.statistics
+
+
+async def test_statistics_count_evaluations_where_the_campaign_applied(tenant):
+    campaign = await tenant.live_campaign(percent_off(1000, skus=["oil"]))
+    await asyncio.gather(*(tenant.evaluate(basket(("oil", 1, 1000))) for _ in range(5)))
+    await tenant.evaluate(basket(("bread", 1, 1000)))  # does not apply: not counted
+    for _ in range(100):
+        statistics = await _statistics(tenant, campaign.campaign_id)
+        if statistics.evaluation_count == 5:
+            break
+        await asyncio.sleep(0.05)
+    assert statistics.evaluation_count == 5
+    assert [(m.currency_code, m.amount_minor) for m in statistics.discount_offered] == [("EUR", 500)]
+    (per_promotion,) = statistics.promotions
+    assert per_promotion.evaluation_count == 5
+    assert per_promotion.discount_offered[0].amount_minor == 500
+
+
+async def test_simulation_evaluates_a_draft_and_lists_conflicting_live_campaigns(tenant):
+    rival = await tenant.live_campaign(
+        percent_off(1000, skus=["oil"]),
+        stacking=pb.StackingPolicy(mode=pb.STACKING_MODE_STACKABLE, exclusivity_group="oils"),
+    )
+    await tenant.live_campaign(percent_off(500, skus=["bread"]))
+    draft = await tenant.create_campaign(
+        stacking=pb.StackingPolicy(mode=pb.STACKING_MODE_STACKABLE, exclusivity_group="oils")
+    )
+    await tenant.add_promotion(draft.campaign_id, percent_off(2000, skus=["oil"]))
+    response = await tenant.stub.SimulateCampaign(
+        api.SimulateCampaignRequest(
+            campaign_id=draft.campaign_id, baskets=[basket(("oil", 1, 1000)), basket(("bread", 1, 1000))]
+        ),
+        metadata=tenant.metadata,
+    )
+    assert len(response.results) == 2
+    assert list(response.conflicting_campaign_ids) == [rival.campaign_id]
+    # The draft took part (it is worth more to the customer or first by priority, and it stays a draft).
+    applied = {a.campaign_id for a in response.results[0].applied_promotions}
+    assert applied & {draft.campaign_id, rival.campaign_id}
+    assert (await tenant.get(draft.campaign_id)).state == pb.CAMPAIGN_STATE_DRAFT
+    live = await tenant.evaluate(basket(("oil", 1, 1000)))
+    assert draft.campaign_id not in {a.campaign_id for a in live.applied_promotions}
+
+
+async def test_simulation_refuses_bad_baskets_naming_them(tenant):
+    draft = await tenant.create_campaign()
+    await tenant.add_promotion(draft.campaign_id, percent_off(2000))
+    failure = await rpc_failure(
+        tenant.stub.SimulateCampaign(
+            api.SimulateCampaignRequest(
+                campaign_id=draft.campaign_id, baskets=[basket(("a", 1, 1)), basket(("b", -1, 1))]
+            ),
+            metadata=tenant.metadata,
+        )
+    )
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.fields[0].startswith("baskets[1].lines[0]"), failure.fields
+    failure = await rpc_failure(
+        tenant.stub.SimulateCampaign(
+            api.SimulateCampaignRequest(campaign_id=draft.campaign_id), metadata=tenant.metadata
+        )
+    )
+    assert failure.fields == ["baskets"]
