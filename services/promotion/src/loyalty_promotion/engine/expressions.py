@@ -42,7 +42,9 @@ def compile_expression(source: str, *, formula: bool) -> Expression:
         raise ValueError(f"does not compile: {error}") from None
     allowed = FORMULA_VARIABLES if formula else CONDITION_VARIABLES
     # Macro variables (`lines.exists(l, ...)`) are reported as variables too.
-    allowed = allowed | set(re.findall(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,", source))
+    allowed = allowed | set(
+        re.findall(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,", source)
+    )
     unknown = sorted(set(program.variables()) - allowed)
     if unknown:
         raise ValueError(f"unknown variable {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
