@@ -38,7 +38,8 @@ MONOTONE = [
     ),
     campaign("pts", promo("x", epb.Effect(points_bonus=epb.PointsBonusEffect(fixed_points=50)))),
 ]
-MIXED = MONOTONE + [
+MIXED = [
+    *MONOTONE,
     campaign(
         "bogo",
         promo(
