@@ -23,8 +23,9 @@ from loyalty_promotion.commands import (
     SimulateCampaign,
     UpdateCampaign,
     UpdatePromotion,
+    UpdateSettings,
 )
-from loyalty_promotion.domain import campaigns as rules, lifecycle
+from loyalty_promotion.domain import campaigns as rules, lifecycle, settings as tenant_settings
 from loyalty_promotion.domain.lifecycle import LIVE, Action, State
 from loyalty_promotion.replica import Replica
 from loyalty_promotion.repository import StoredCampaign, StoredPromotion
@@ -40,8 +41,7 @@ from loyalty_runtime.errors import (
 from loyalty_runtime.protobuf import timestamp
 from loyalty_runtime.uow import UnitOfWork
 
-# The engine's settings until UpdatePromotionSettings is built: its documented defaults.
-DEFAULT_SETTINGS = settings_pb2.PromotionSettings()
+# A tenant that never set its settings evaluates with the engine's documented defaults, in UTC.
 DEFAULT_TIME_ZONE = "UTC"
 
 
@@ -132,6 +132,47 @@ async def _catalog_changed(uow: UnitOfWork, *states: State) -> None:
     """Bump the tenant's catalog version when the change touches a campaign that is or was live."""
     if any(state in LIVE for state in states):
         await repository.bump_catalog_version(uow.connection, uow.tenant)
+
+
+# --- the tenant's settings ---
+
+
+async def read_settings(
+    connection: asyncpg.Connection, tenant: str, *, lock: bool = False
+) -> settings_pb2.PromotionSettings:
+    stored = await repository.get_settings(connection, tenant, lock=lock)
+    if stored is None:
+        return settings_pb2.PromotionSettings(etag="0")
+    version, payload = stored
+    settings = settings_pb2.PromotionSettings.FromString(payload)
+    settings.etag = str(version)
+    return settings
+
+
+async def get_settings(uow: UnitOfWork, _: None = None) -> settings_pb2.PromotionSettings:
+    return await read_settings(uow.connection, uow.tenant)
+
+
+async def update_settings(uow: UnitOfWork, command: UpdateSettings) -> settings_pb2.PromotionSettings:
+    """Every replica's catalog is rebuilt with them (they change how every campaign evaluates)."""
+    current = await read_settings(uow.connection, uow.tenant, lock=True)
+    _check_etag(command.etag, int(current.etag))
+    try:
+        updated = tenant_settings.apply_mask(current, command.changes, command.mask)
+    except rules.EditRefused as refused:
+        raise InvalidArgument(Reason.INVALID_ARGUMENT, refused.description, field=refused.field) from None
+    found = tenant_settings.violations(updated)
+    if found:
+        raise InvalidArgument(
+            Reason.INVALID_ARGUMENT,
+            found[0].description,
+            violations=[FieldViolation(v.field, v.description) for v in found],
+        )
+    updated.update_time.CopyFrom(timestamp(uow.now))
+    version = await repository.save_settings(uow.connection, uow.tenant, _stored_payload(updated))
+    await repository.bump_catalog_version(uow.connection, uow.tenant)
+    updated.etag = str(version)
+    return updated
 
 
 # --- campaigns ---
@@ -396,10 +437,16 @@ async def live_inputs(
     return [_live_input(_campaign_of(c, now), by_campaign.get(c.campaign_id, [])) for c in stored]
 
 
-def compile_catalog(inputs: Sequence[engine.CampaignInput]) -> engine.Catalog:
-    return engine.compile_catalog(
-        inputs, DEFAULT_SETTINGS, tz=DEFAULT_SETTINGS.time_zone or DEFAULT_TIME_ZONE
-    )
+def compile_catalog(
+    inputs: Sequence[engine.CampaignInput], settings: settings_pb2.PromotionSettings
+) -> engine.Catalog:
+    return engine.compile_catalog(inputs, settings, tz=settings.time_zone or DEFAULT_TIME_ZONE)
+
+
+async def build_catalog(connection: asyncpg.Connection, tenant: str, now: datetime) -> engine.Catalog:
+    """The tenant's live campaigns and settings, compiled (what each replica caches)."""
+    settings = await read_settings(connection, tenant)
+    return compile_catalog(await live_inputs(connection, tenant, now), settings)
 
 
 def _basket(basket, prefix: str = "basket.") -> engine.Basket:
@@ -455,7 +502,8 @@ async def simulate_campaign(uow: UnitOfWork, command: SimulateCampaign) -> tuple
         for i in await live_inputs(uow.connection, uow.tenant, uow.now)
         if i.campaign.campaign_id != campaign.campaign_id
     ]
-    catalog = compile_catalog([*others, _live_input(campaign, promotions)])
+    settings = await read_settings(uow.connection, uow.tenant)
+    catalog = compile_catalog([*others, _live_input(campaign, promotions)], settings)
     customer = engine.decode_customer(command.customer)
     now = command.now or uow.now
     results = [engine.encode_evaluation(engine.evaluate(catalog, b, customer, [], now)) for b in baskets]

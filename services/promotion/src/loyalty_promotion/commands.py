@@ -7,8 +7,15 @@ from datetime import datetime
 from google.protobuf import field_mask_pb2
 
 from loyalty.common.v1 import basket_pb2
-from loyalty.promotion.v1 import campaign_pb2, evaluation_pb2, promotion_pb2
+from loyalty.promotion.v1 import campaign_pb2, evaluation_pb2, promotion_pb2, settings_pb2
 from loyalty_promotion.domain.lifecycle import Action
+
+
+@dataclass(frozen=True)
+class UpdateSettings:
+    changes: settings_pb2.PromotionSettings
+    mask: field_mask_pb2.FieldMask
+    etag: str
 
 
 @dataclass(frozen=True)

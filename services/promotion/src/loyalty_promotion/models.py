@@ -89,6 +89,17 @@ class CatalogVersionRow(Base):
     version: Mapped[int] = mapped_column(BigInteger)
 
 
+class TenantSettingsRow(Base):
+    """A tenant's PromotionSettings message; no row = the documented defaults."""
+
+    __tablename__ = "tenant_settings"
+    __table_args__ = (CheckConstraint("version > 0", name="tenant_settings_version"),)
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class CampaignStatisticsRow(Base):
     __tablename__ = "campaign_statistics"
 

@@ -216,6 +216,31 @@ async def catalog_version(connection: asyncpg.Connection, tenant: str) -> int:
     return version or 0
 
 
+async def get_settings(
+    connection: asyncpg.Connection, tenant: str, *, lock: bool = False
+) -> tuple[int, bytes] | None:
+    """(version, PromotionSettings bytes), None while the tenant has the defaults."""
+    row = await connection.fetchrow(
+        f"SELECT version, payload FROM {SCHEMA}.tenant_settings WHERE tenant_id = $1"
+        + (" FOR UPDATE" if lock else ""),
+        tenant,
+    )
+    return (row["version"], bytes(row["payload"])) if row else None
+
+
+async def save_settings(connection: asyncpg.Connection, tenant: str, payload: bytes) -> int:
+    """Insert or replace (the caller holds the row's lock, or there is no row yet and the primary
+    key makes a racing insert wait and then update); returns the new version."""
+    return await connection.fetchval(
+        f"""INSERT INTO {SCHEMA}.tenant_settings (tenant_id, version, payload) VALUES ($1, 1, $2)
+            ON CONFLICT (tenant_id) DO UPDATE SET payload = excluded.payload,
+                version = tenant_settings.version + 1
+            RETURNING version""",
+        tenant,
+        payload,
+    )
+
+
 async def add_statistics(connection: asyncpg.Connection, deltas: Sequence[StatisticsDelta]) -> None:
     """Adds one flush's counts in one statement (sorted, so two replicas flushing at once take the
     rows' locks in the same order and never deadlock)."""

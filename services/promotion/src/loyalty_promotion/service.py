@@ -54,8 +54,7 @@ def _new_replica(resources: Resources) -> Replica:
 
     async def build(tenant: str):
         async with database.connection() as connection:
-            inputs = await app.live_inputs(connection, tenant, utcnow())
-        return app.compile_catalog(inputs)
+            return await app.build_catalog(connection, tenant, utcnow())
 
     catalogs = CatalogCache(
         resources.redis,

@@ -23,6 +23,7 @@ from loyalty_promotion.commands import (
     SimulateCampaign,
     UpdateCampaign,
     UpdatePromotion,
+    UpdateSettings,
 )
 from loyalty_promotion.domain.campaigns import PB_TO_STATE
 from loyalty_promotion.domain.lifecycle import Action, State
@@ -71,6 +72,24 @@ class PromotionServicer:
     async def _changed(self) -> None:
         """After a committed change (or its replay): every replica's catalog follows."""
         await self.replica.catalogs.changed(current_tenant())
+
+    # --- the tenant's settings ---
+
+    async def GetPromotionSettings(
+        self, request: api.GetPromotionSettingsRequest, context
+    ) -> api.GetPromotionSettingsResponse:
+        async with self.units.read() as uow:
+            return api.GetPromotionSettingsResponse(settings=await app.get_settings(uow))
+
+    async def UpdatePromotionSettings(
+        self, request: api.UpdatePromotionSettingsRequest, context
+    ) -> api.UpdatePromotionSettingsResponse:
+        command = UpdateSettings(request.settings, request.update_mask, request.settings.etag)
+        response = await self.units.idempotent(
+            request, app.update_settings, command, lambda s: api.UpdatePromotionSettingsResponse(settings=s)
+        )
+        await self._changed()
+        return response
 
     # --- campaigns ---
 

@@ -1,4 +1,4 @@
-"""campaigns, promotions, catalog versions, campaign statistics, runtime tables
+"""campaigns, promotions, tenant settings, catalog versions, campaign statistics, runtime tables
 
 Revision ID: 0001
 Revises:
@@ -80,6 +80,15 @@ def upgrade() -> None:
         schema=SCHEMA,
     )
     op.create_table(
+        "tenant_settings",
+        sa.Column("tenant_id", sa.String(64), nullable=False),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.Column("payload", sa.LargeBinary(), nullable=False),
+        sa.CheckConstraint("version > 0", name="tenant_settings_version"),
+        sa.PrimaryKeyConstraint("tenant_id"),
+        schema=SCHEMA,
+    )
+    op.create_table(
         "campaign_statistics",
         sa.Column("tenant_id", sa.String(64), nullable=False),
         sa.Column("campaign_id", sa.Uuid(), nullable=False),
@@ -96,6 +105,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("campaign_statistics", schema=SCHEMA)
+    op.drop_table("tenant_settings", schema=SCHEMA)
     op.drop_table("catalog_versions", schema=SCHEMA)
     op.drop_index("promotions_by_campaign", table_name="promotions", schema=SCHEMA)
     op.drop_table("promotions", schema=SCHEMA)
