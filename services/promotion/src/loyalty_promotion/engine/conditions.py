@@ -366,7 +366,7 @@ def _expression(message, _state) -> Test:
     expression: Expression = compile_expression(message.cel, formula=False)
 
     def test(facts: Facts) -> bool:
-        result = expression.run(facts.activation)
+        result = expression.run(facts.cel_context(expression.variables))
         if not isinstance(result, bool):
             raise ExpressionError("the expression did not give true or false")
         return result

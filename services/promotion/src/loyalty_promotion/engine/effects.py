@@ -357,9 +357,9 @@ def _formula(message: epb.FormulaDiscountEffect):
 
     def compute(work: Work) -> Proposal:
         proposal = Proposal()
-        base = work.facts.activation
+        shared = {name: work.facts.cel_variable(name) for name in expression.variables - {"line"}}
         for index in work.lines(line_filter):
-            activation = dict(base, line=work.facts.line_activation(index, remaining=work.remaining[index]))
+            activation = dict(shared, line=work.facts.line_activation(index, remaining=work.remaining[index]))
             value = expression.run(activation)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ExpressionError("the formula did not give a number")

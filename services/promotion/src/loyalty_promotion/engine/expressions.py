@@ -25,8 +25,11 @@ class ExpressionError(Exception):
 class Expression:
     source: str
     program: Any
+    # The variables it reads: only those are handed to CEL (converting a variable costs time).
+    variables: frozenset[str]
 
-    def run(self, activation: dict) -> Any:
+    def run(self, activation) -> Any:
+        """activation: a dict or a cel.Context holding at least `variables`."""
         try:
             return self.program.execute(activation)
         except Exception as error:  # the binding raises several types; all mean "did not work"
@@ -48,8 +51,9 @@ def compile_expression(source: str, *, formula: bool) -> Expression:
     unknown = sorted(set(program.variables()) - allowed)
     if unknown:
         raise ValueError(f"unknown variable {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
-    _dry_run(Expression(source, program), formula)
-    return Expression(source, program)
+    expression = Expression(source, program, frozenset(program.variables()) & FORMULA_VARIABLES)
+    _dry_run(expression, formula)
+    return expression
 
 
 def _dry_run(expression: Expression, formula: bool) -> None:

@@ -5,6 +5,8 @@ from datetime import date, datetime
 from functools import cached_property
 from zoneinfo import ZoneInfo
 
+import cel
+
 from loyalty.common.v1 import basket_pb2
 from loyalty_promotion.engine.expressions import line_map
 from loyalty_promotion.engine.model import Basket, CustomerContext
@@ -33,6 +35,8 @@ class Facts:
         self.category_sets = tuple(frozenset(line.categories) for line in basket.lines)
         self._local: dict[str, datetime] = {}
         self._filter_cache: dict[int, tuple[int, ...]] = {}
+        self._cel_contexts: dict[frozenset[str], cel.Context] = {}
+        self._cel_variables: dict[str, object] = {}
         # The campaign whose conditions are being tested (for code_present without codes).
         self.current_campaign = ""
         # Set by a payment-method leaf while the tender is unknown (preview).
@@ -66,9 +70,25 @@ class Facts:
             line.line_total for i, line in enumerate(self.lines) if not line.excluded and not self.shipping[i]
         )
 
-    @cached_property
-    def activation(self) -> dict:
-        """The CEL variables (see expressions.py), built once, only when an expression runs."""
+    def cel_context(self, variables: frozenset[str]):
+        """A CEL context with just these variables, built once per evaluation and variable set:
+        handing values to CEL is what costs, so `lines` is converted only for expressions reading it."""
+        context = self._cel_contexts.get(variables)
+        if context is None:
+            context = cel.Context({name: self.cel_variable(name) for name in variables})
+            self._cel_contexts[variables] = context
+        return context
+
+    def cel_variable(self, name: str):
+        found = self._cel_variables.get(name)
+        if found is None:
+            found = self._cel_variables[name] = self._build_variable(name)
+        return found
+
+    def _build_variable(self, name: str):
+        """One CEL variable (see expressions.py)."""
+        if name == "lines":
+            return [self.line_activation(index) for index in range(len(self.lines))]
         basket, customer, local = self.basket, self.customer, self.local()
         return {
             "basket": {
@@ -80,7 +100,6 @@ class Facts:
                 "store_id": basket.store_id,
                 "payment_method": basket.payment_method,
             },
-            "lines": [self.line_activation(index) for index in range(len(self.lines))],
             "customer": {
                 "id": customer.customer_id,
                 "anonymous": customer.anonymous,
@@ -98,7 +117,7 @@ class Facts:
                 "minute": local.minute,
                 "weekday": local.isoweekday(),
             },
-        }
+        }[name]
 
     def line_activation(self, index: int, remaining: int | None = None) -> dict:
         line = self.lines[index]

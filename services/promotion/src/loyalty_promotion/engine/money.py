@@ -50,15 +50,15 @@ def allocate(total: int, weights: Sequence[int]) -> list[int]:
         return []
     if weight_sum == 0:
         return [total] + [0] * (len(weights) - 1)
-    shares = []
-    remainders = []
-    for index, weight in enumerate(weights):
-        share, remainder = divmod(total * weight, weight_sum)
-        shares.append(share)
-        remainders.append((-remainder, index))
+    if total == 0:
+        return [0] * len(weights)
+    products = [total * weight for weight in weights]
+    shares = [product // weight_sum for product in products]
     left = total - sum(shares)
-    for _, index in sorted(remainders)[:left]:
-        shares[index] += 1
+    if left:
+        ranked = sorted(range(len(weights)), key=lambda i: (-(products[i] % weight_sum), i))
+        for index in ranked[:left]:
+            shares[index] += 1
     return shares
 
 
