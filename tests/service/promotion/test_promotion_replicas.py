@@ -61,3 +61,30 @@ async def test_a_replica_rebuilds_only_when_the_version_moves(tenant, second):
         await other.evaluate(SAMPLE)
         await asyncio.sleep(0.05)
     assert cache.builds == builds
+
+
+@pytest.fixture(scope="module")
+async def rechecking(promotion_settings):
+    """A replica that re-reads PostgreSQL's version every half second whatever Redis says."""
+    settings = promotion_settings.model_copy(update={"catalog_database_seconds": 0.5})
+    async with running_service(DEFINITION, settings) as service:
+        yield service
+
+
+async def test_a_change_whose_redis_write_was_lost_still_arrives(tenant, rechecking):
+    """The change reaches PostgreSQL only (as when the writer's Redis call failed after its commit):
+    Redis keeps saying the old version, and the replica still follows within its recheck period."""
+    other = tenant.on(rechecking)
+    campaign = await tenant.live_campaign(percent_off(1000))
+    await _seconds_until(other, 100)
+    async with rechecking.server.resources.database.connection() as connection:
+        await connection.execute(
+            "UPDATE promotion.campaigns SET state = 'paused' WHERE tenant_id = $1 AND campaign_id = $2",
+            tenant.tenant_id,
+            campaign.campaign_id,
+        )
+        await connection.execute(
+            "UPDATE promotion.catalog_versions SET version = version + 1 WHERE tenant_id = $1",
+            tenant.tenant_id,
+        )
+    assert await _seconds_until(other, 0) < 1.0
