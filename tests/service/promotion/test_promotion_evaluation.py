@@ -6,7 +6,14 @@ import asyncio
 
 import grpc
 
-from loyalty.promotion.v1 import campaign_pb2 as pb, promotion_service_pb2 as api, statistics_pb2
+from loyalty.common.v1 import date_pb2
+from loyalty.promotion.v1 import (
+    campaign_pb2 as pb,
+    condition_pb2,
+    evaluation_pb2,
+    promotion_service_pb2 as api,
+    statistics_pb2,
+)
 from tests.conftest import rpc_failure
 from tests.service.promotion.helpers import basket, percent_off
 
@@ -155,3 +162,50 @@ async def test_simulation_refuses_bad_baskets_naming_them(tenant):
         )
     )
     assert failure.fields == ["baskets"]
+
+
+async def test_impossible_dates_of_the_customer_are_invalid_argument(tenant):
+    await tenant.live_campaign(percent_off(1000))
+    customer = evaluation_pb2.CustomerContext(
+        customer_id="c1", birth_date=date_pb2.Date(year=1990, month=2, day=30)
+    )
+    failure = await rpc_failure(
+        tenant.stub.EvaluateBasket(
+            api.EvaluateBasketRequest(basket=basket(("oil", 1, 100)), customer=customer),
+            metadata=tenant.metadata,
+        )
+    )
+    assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["customer.birth_date"])
+    customer = evaluation_pb2.CustomerContext(
+        customer_id="c1",
+        attributes={
+            "joined": condition_pb2.AttributeValue(date_value=date_pb2.Date(year=2020, month=13, day=1))
+        },
+    )
+    failure = await rpc_failure(
+        tenant.stub.EvaluateBasket(
+            api.EvaluateBasketRequest(basket=basket(("oil", 1, 100)), customer=customer),
+            metadata=tenant.metadata,
+        )
+    )
+    assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["customer.attributes"])
+
+
+async def test_a_promotion_that_would_not_compile_is_refused_on_save(tenant):
+    """An impossible date in a condition passes the engine's validation but not its compiler: the
+    save is refused, so the tenant's catalog keeps compiling."""
+    campaign = await tenant.create_campaign()
+    promotion = percent_off(1000)
+    promotion.condition.CopyFrom(
+        condition_pb2.Condition(
+            customer_attribute=condition_pb2.CustomerAttributeCondition(
+                attribute="joined",
+                operator=condition_pb2.ATTRIBUTE_OPERATOR_EQUALS,
+                value=condition_pb2.AttributeValue(date_value=date_pb2.Date(year=2020, month=13, day=1)),
+            )
+        )
+    )
+    failure = await rpc_failure(tenant.add_promotion(campaign.campaign_id, promotion))
+    assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["promotion"])
+    await tenant.live_campaign(percent_off(1000))
+    assert (await tenant.evaluate(basket(("oil", 1, 1000)))).promotion_discount.amount_minor == 100

@@ -4,7 +4,7 @@ writes nothing."""
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 
 import asyncpg
 
@@ -111,9 +111,8 @@ def _refuse_if_invalid(
     that the campaign, as it would be saved, cannot work. `rename` maps the engine's path of the
     promotion being saved ("promotions[2].") to the request's ("promotion.")."""
     found = [FieldViolation(v.field, v.description) for v in rules.required_fields(campaign)]
-    violations = engine.validate_campaign(
-        engine.CampaignInput(campaign, list(promotions), audience=rules.audience_condition(campaign))
-    )
+    item = engine.CampaignInput(campaign, list(promotions), audience=rules.audience_condition(campaign))
+    violations = engine.validate_campaign(item)
     reason = Reason.CAMPAIGN_INVALID
     for violation in violations:
         path = violation.field
@@ -124,8 +123,20 @@ def _refuse_if_invalid(
         found.append(FieldViolation(path, violation.description))
         if reason is Reason.CAMPAIGN_INVALID and violation.reason in Reason._value2member_map_:
             reason = Reason(violation.reason)
+    if not found:
+        found = _compile_failures(item, rename[1].rstrip(".") if rename else "campaign")
     if found:
         raise InvalidArgument(reason, found[0].description, violations=found)
+
+
+def _compile_failures(item: engine.CampaignInput, field: str) -> list[FieldViolation]:
+    """What validation missed but compiling finds (an impossible date in a condition, say): a
+    campaign that does not compile must never be saved, or it would break the tenant's catalog."""
+    try:
+        engine.compile_catalog([item], settings_pb2.PromotionSettings())
+    except (ValueError, ArithmeticError, TypeError, KeyError) as error:
+        return [FieldViolation(field, f"the campaign cannot be compiled: {error}")]
+    return []
 
 
 async def _catalog_changed(uow: UnitOfWork, *states: State) -> None:
@@ -463,6 +474,21 @@ def _basket(basket, prefix: str = "basket.") -> engine.Basket:
         raise InvalidArgument(reason, violations[0].description, violations=violations) from None
 
 
+def _customer(message: evaluation_pb2.CustomerContext) -> engine.CustomerContext:
+    """The engine's customer, or INVALID_ARGUMENT for a date that does not exist."""
+    try:
+        return engine.decode_customer(message)
+    except ValueError as error:
+        field = "customer.attributes"
+        if message.HasField("birth_date"):
+            birth = message.birth_date
+            try:
+                date(birth.year or 2000, birth.month or 1, birth.day or 1)
+            except ValueError:
+                field = "customer.birth_date"
+        raise InvalidArgument(Reason.INVALID_ARGUMENT, f"not a date: {error}", field=field) from None
+
+
 def _presented(codes: Sequence[str]) -> list[engine.PresentedCode]:
     """Codes in order, each once. Vouchers are not stored yet, so every code is unknown."""
     return [engine.PresentedCode(code, rejection=Reason.VOUCHER_NOT_FOUND) for code in dict.fromkeys(codes)]
@@ -472,7 +498,7 @@ async def evaluate_basket(
     replica: Replica, tenant: str, command: EvaluateBasket
 ) -> evaluation_pb2.EvaluationResult:
     basket = _basket(command.basket)
-    customer = engine.decode_customer(command.customer)
+    customer = _customer(command.customer)
     catalog = await replica.catalogs.get(tenant)
     now = command.now or replica.clock()
     evaluation = engine.evaluate(catalog, basket, customer, _presented(command.codes), now)
@@ -504,7 +530,7 @@ async def simulate_campaign(uow: UnitOfWork, command: SimulateCampaign) -> tuple
     ]
     settings = await read_settings(uow.connection, uow.tenant)
     catalog = compile_catalog([*others, _live_input(campaign, promotions)], settings)
-    customer = engine.decode_customer(command.customer)
+    customer = _customer(command.customer)
     now = command.now or uow.now
     results = [engine.encode_evaluation(engine.evaluate(catalog, b, customer, [], now)) for b in baskets]
     conflicts = engine.conflicting_campaigns(catalog, campaign.campaign_id, baskets, customer, now)
