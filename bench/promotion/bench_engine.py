@@ -12,7 +12,7 @@ categories and 1,000 brands, with 300 stores and 200 segments:
    8 % voucher campaigns (need a code; the basket presents one);
    8 % audience-targeted basket offers: a segment (4 %) or a store (4 %), with a spend
        threshold or a tier / first-purchase / CEL condition;
-   1 % (at most 20) basket-wide: tiered spend, spend-and-get-points, free shipping;
+   1 % (at most 5: a tenant runs few at once) basket-wide: tiered spend, spend-and-get-points, free shipping;
   10 % of all campaigns exclusive or in one of 20 exclusivity groups; priorities 0-9;
   every campaign scheduled over the run's date, 10 % with a weekly window that is open now.
 Promotions and baskets both draw 30 % of their SKUs from the 2,000 most popular (popular SKUs
@@ -223,7 +223,7 @@ def build_campaign(rng, number, globals_left):
 
 
 def build_catalog(count, rng):
-    globals_left = [min(20, max(1, count // 100))]
+    globals_left = [min(5, max(1, count // 100))]
     campaigns = [build_campaign(rng, n, globals_left) for n in range(count)]
     rules = [
         earning_pb2.EarningRule(

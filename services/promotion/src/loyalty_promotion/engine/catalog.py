@@ -76,6 +76,8 @@ class CompiledPromotion:
     hint_message: promotion_pb2.LocalizedText
     # Evaluation order: item-level before basket-level, then campaign and promotion priority.
     order: tuple
+    # Position in that order over the whole catalog (set by compile_catalog): a cheap sort key.
+    rank: int = 0
 
     @property
     def money_effects(self) -> tuple[CompiledEffect, ...]:
@@ -125,6 +127,9 @@ def compile_catalog(
                 catalog.always.append(promotion)
             for key in keys:
                 catalog.index.setdefault(key, []).append(promotion)
+    everything = sorted((p for c in catalog.campaigns.values() for p in c.promotions), key=lambda p: p.order)
+    for rank, promotion in enumerate(everything):
+        promotion.rank = rank
     for rule in earning_rules:
         if rule.state == earning_pb2.EARNING_RULE_STATE_DISABLED or validate_earning_rule(rule):
             continue

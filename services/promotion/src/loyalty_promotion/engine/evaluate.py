@@ -138,7 +138,7 @@ def _candidates(catalog: Catalog, facts: Facts) -> list[CompiledPromotion]:
     for key in keys:
         for promotion in index.get(key, ()):
             found[id(promotion)] = promotion
-    return sorted(found.values(), key=lambda p: p.order)
+    return sorted(found.values(), key=lambda p: p.rank)
 
 
 def _qualify(catalog: Catalog, facts: Facts) -> tuple[list[CompiledPromotion], list[Candidate]]:
