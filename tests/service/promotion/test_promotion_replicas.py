@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from loyalty.promotion.v1 import promotion_service_pb2 as api
 from loyalty_promotion.service import DEFINITION, replica_of
 from loyalty_runtime.testing import running_service
 from tests.service.promotion.helpers import basket, percent_off
@@ -88,3 +89,24 @@ async def test_a_change_whose_redis_write_was_lost_still_arrives(tenant, recheck
             tenant.tenant_id,
         )
     assert await _seconds_until(other, 0) < 1.0
+
+
+async def test_statistics_of_two_replicas_add_up(tenant, rechecking):
+    other = tenant.on(rechecking)
+    campaign = await tenant.live_campaign(percent_off(1000))
+    await _seconds_until(other, 100)
+    await asyncio.sleep(0.5)  # both replicas have flushed what waiting for the change counted
+    before = await _evaluations(tenant, campaign.campaign_id)
+    await asyncio.gather(*(client.evaluate(SAMPLE) for client in (tenant, other) for _ in range(10)))
+    for _ in range(100):
+        if await _evaluations(tenant, campaign.campaign_id) == before + 20:
+            break
+        await asyncio.sleep(0.05)
+    assert await _evaluations(tenant, campaign.campaign_id) == before + 20
+
+
+async def _evaluations(client, campaign_id: str) -> int:
+    response = await client.stub.GetCampaignStatistics(
+        api.GetCampaignStatisticsRequest(campaign_id=campaign_id), metadata=client.metadata
+    )
+    return response.statistics.evaluation_count
