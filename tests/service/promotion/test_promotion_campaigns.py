@@ -274,3 +274,28 @@ async def test_promotions_are_listed_and_updated(tenant):
     )
     assert updated.promotion.display_name == "renamed"
     assert list(updated.promotion.effects) == list(low.effects)
+
+
+async def test_only_a_drafts_promotions_are_deleted(tenant):
+    campaign = await tenant.create_campaign()
+    doomed = await tenant.add_promotion(campaign.campaign_id, percent_off(100))
+    kept = await tenant.add_promotion(campaign.campaign_id, percent_off(200))
+    await tenant.stub.DeletePromotion(
+        api.DeletePromotionRequest(idempotency_key=key(), promotion_id=doomed.promotion_id),
+        metadata=tenant.metadata,
+    )
+    listed = await tenant.stub.ListPromotions(
+        api.ListPromotionsRequest(campaign_id=campaign.campaign_id), metadata=tenant.metadata
+    )
+    assert [p.promotion_id for p in listed.promotions] == [kept.promotion_id]
+    await tenant.activate(campaign.campaign_id)
+    failure = await rpc_failure(
+        tenant.stub.DeletePromotion(
+            api.DeletePromotionRequest(idempotency_key=key(), promotion_id=kept.promotion_id),
+            metadata=tenant.metadata,
+        )
+    )
+    assert (failure.code, failure.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "CAMPAIGN_TRANSITION_NOT_ALLOWED",
+    )

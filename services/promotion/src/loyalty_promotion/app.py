@@ -16,6 +16,7 @@ from loyalty_promotion.commands import (
     ChangeState,
     CreateCampaign,
     CreatePromotion,
+    DeletePromotion,
     EvaluateBasket,
     GetStatistics,
     ListCampaigns,
@@ -356,6 +357,22 @@ async def list_promotions(uow: UnitOfWork, command: ListPromotions) -> list[prom
         raise _campaign_not_found()
     promotions = await _promotions(uow.connection, uow.tenant, command.campaign_id)
     return [p for p in promotions if not command.state or p.state == command.state]
+
+
+async def delete_promotion(uow: UnitOfWork, command: DeletePromotion) -> None:
+    """Only a draft's promotions go; in a campaign that ran, disable the promotion instead (its
+    redemptions and statistics keep naming it)."""
+    found = await repository.get_promotion(uow.connection, uow.tenant, command.promotion_id)
+    if found is None:
+        raise _promotion_not_found()
+    stored = await _locked_campaign(uow, found.campaign_id)
+    _check_etag(command.etag, found.version)
+    if stored.state != State.DRAFT.value:
+        raise FailedPrecondition(
+            Reason.CAMPAIGN_TRANSITION_NOT_ALLOWED,
+            "only a draft's promotions can be deleted; disable it instead",
+        )
+    await repository.delete_promotion(uow.connection, uow.tenant, command.promotion_id)
 
 
 async def update_promotion(uow: UnitOfWork, command: UpdatePromotion) -> promotion_pb2.Promotion:

@@ -70,6 +70,12 @@ class UpdatePromotion:
 
 
 @dataclass(frozen=True)
+class DeletePromotion:
+    promotion_id: str
+    etag: str
+
+
+@dataclass(frozen=True)
 class ListPromotions:
     campaign_id: str
     state: int

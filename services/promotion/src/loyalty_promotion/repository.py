@@ -184,6 +184,12 @@ async def update_promotion(
     )
 
 
+async def delete_promotion(connection: asyncpg.Connection, tenant: str, promotion_id: str) -> None:
+    await connection.execute(
+        f"DELETE FROM {SCHEMA}.promotions WHERE tenant_id = $1 AND promotion_id = $2", tenant, promotion_id
+    )
+
+
 async def promotions_of(
     connection: asyncpg.Connection, tenant: str, campaign_ids: Sequence[str]
 ) -> list[StoredPromotion]:

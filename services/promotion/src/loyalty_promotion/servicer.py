@@ -16,6 +16,7 @@ from loyalty_promotion.commands import (
     ChangeState,
     CreateCampaign,
     CreatePromotion,
+    DeletePromotion,
     EvaluateBasket,
     GetStatistics,
     ListCampaigns,
@@ -219,6 +220,16 @@ class PromotionServicer:
         )
         await self._changed()
         return response
+
+    async def DeletePromotion(
+        self, request: api.DeletePromotionRequest, context
+    ) -> api.DeletePromotionResponse:
+        command = DeletePromotion(
+            _id(request.promotion_id, "promotion_id", Reason.PROMOTION_NOT_FOUND), request.etag
+        )
+        return await self.units.idempotent(
+            request, app.delete_promotion, command, lambda _: api.DeletePromotionResponse()
+        )
 
     # --- evaluation ---
 
