@@ -11,6 +11,7 @@ from loyalty.common.v1 import errors_pb2 as err
 from loyalty.promotion.v1 import evaluation_pb2 as evpb, settings_pb2 as spb
 from loyalty_promotion.engine.catalog import Catalog, CompiledCampaign, CompiledPromotion
 from loyalty_promotion.engine.earning import base_points, bonus_points
+from loyalty_promotion.engine.conditions import TRUE
 from loyalty_promotion.engine.effects import Proposal, Work
 from loyalty_promotion.engine.expressions import ExpressionError
 from loyalty_promotion.engine.facts import Facts
@@ -125,7 +126,7 @@ def _screen_codes(catalog: Catalog, codes: Sequence[PresentedCode], settings: sp
 
 
 def _candidates(catalog: Catalog, facts: Facts) -> list[CompiledPromotion]:
-    found: dict[int, CompiledPromotion] = {id(p): p for p in catalog.always}
+    found: dict[int, CompiledPromotion] = {p.rank: p for p in catalog.always}
     keys: set[tuple] = {("store", facts.basket.store_id), ("channel", facts.basket.channel)}
     keys.update(("code", campaign_id) for campaign_id in facts.unlocked_campaigns)
     keys.update(("segment", s) for s in facts.customer.segment_ids)
@@ -137,22 +138,26 @@ def _candidates(catalog: Catalog, facts: Facts) -> list[CompiledPromotion]:
     index = catalog.index
     for key in keys:
         for promotion in index.get(key, ()):
-            found[id(promotion)] = promotion
-    return sorted(found.values(), key=lambda p: p.rank)
+            found[promotion.rank] = promotion
+    return [found[rank] for rank in sorted(found)]
 
 
 def _qualify(catalog: Catalog, facts: Facts) -> tuple[list[CompiledPromotion], list[Candidate]]:
-    """Candidates whose campaign is open and whose conditions hold (on prices before discounts)."""
+    """Candidates whose campaign is open and whose conditions hold (on prices before discounts).
+    The loop runs for every candidate of every basket: hence the fast paths."""
     qualified, rejected = [], []
-    campaign_open: dict[str, int] = {}
+    campaign_reasons: dict[int, int] = {}
     for promotion in _candidates(catalog, facts):
         campaign = promotion.campaign
         try:
-            reason = campaign_open.get(campaign.campaign_id)
+            reason = campaign_reasons.get(id(campaign))
             if reason is None:
-                reason = campaign_open[campaign.campaign_id] = _campaign_reason(campaign, facts)
+                reason = campaign_reasons[id(campaign)] = _campaign_reason(campaign, facts)
             if reason:
                 rejected.append(Candidate(campaign.campaign_id, promotion.promotion_id, reason))
+                continue
+            if promotion.condition is TRUE:
+                qualified.append(promotion)
                 continue
             verdict = _promotion_verdict(promotion, facts)
         except ExpressionError:
@@ -172,6 +177,8 @@ def _campaign_reason(campaign: CompiledCampaign, facts: Facts) -> int:
         return err.ERROR_REASON_CAMPAIGN_INACTIVE
     if campaign.needs_code and campaign.campaign_id not in facts.unlocked_campaigns:
         return err.ERROR_REASON_CODE_REQUIRED
+    if campaign.audience is TRUE:
+        return 0
     facts.current_campaign = campaign.campaign_id
     facts.touched_pending = False
     if not campaign.audience.test(facts):

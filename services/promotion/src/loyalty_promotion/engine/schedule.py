@@ -17,6 +17,8 @@ class CompiledSchedule:
     windows: tuple
 
     def open_at(self, facts: Facts) -> bool:
+        if self is ALWAYS:
+            return True
         now = facts.now
         if self.start is not None and now < self.start:
             return False
