@@ -10,8 +10,8 @@ from datetime import datetime
 from loyalty.common.v1 import errors_pb2 as err
 from loyalty.promotion.v1 import evaluation_pb2 as evpb, settings_pb2 as spb
 from loyalty_promotion.engine.catalog import Catalog, CompiledCampaign, CompiledPromotion
-from loyalty_promotion.engine.earning import base_points, bonus_points
 from loyalty_promotion.engine.conditions import TRUE
+from loyalty_promotion.engine.earning import base_points, bonus_points
 from loyalty_promotion.engine.effects import Proposal, Work
 from loyalty_promotion.engine.expressions import ExpressionError
 from loyalty_promotion.engine.facts import Facts
