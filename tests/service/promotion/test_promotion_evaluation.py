@@ -209,3 +209,31 @@ async def test_a_promotion_that_would_not_compile_is_refused_on_save(tenant):
     assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["promotion"])
     await tenant.live_campaign(percent_off(1000))
     assert (await tenant.evaluate(basket(("oil", 1, 1000)))).promotion_discount.amount_minor == 100
+
+
+async def test_a_stored_campaign_that_no_longer_compiles_is_left_out_not_fatal(tenant, promotion):
+    """As if saved before a stricter engine: the other campaigns of the tenant still apply."""
+    broken = await tenant.live_campaign(percent_off(500))
+    await tenant.live_campaign(percent_off(1000))
+    promotion_pb = percent_off(500)
+    promotion_pb.condition.customer_attribute.attribute = "joined"
+    promotion_pb.condition.customer_attribute.operator = condition_pb2.ATTRIBUTE_OPERATOR_EQUALS
+    promotion_pb.condition.customer_attribute.value.date_value.CopyFrom(
+        date_pb2.Date(year=2020, month=13, day=1)
+    )
+    async with promotion.server.resources.database.connection() as connection:
+        await connection.execute(
+            "UPDATE promotion.promotions SET payload = $3 WHERE tenant_id = $1 AND campaign_id = $2",
+            tenant.tenant_id,
+            broken.campaign_id,
+            promotion_pb.SerializeToString(),
+        )
+        await connection.execute(
+            "UPDATE promotion.catalog_versions SET version = version + 1 WHERE tenant_id = $1",
+            tenant.tenant_id,
+        )
+    await promotion.server.resources.redis.incr(f"promotion:catalog-version:{tenant.tenant_id}")
+    # No evaluation ran since the activation dropped this replica's entry: this one compiles.
+    result = await tenant.evaluate(basket(("oil", 1, 1000)))
+    assert broken.campaign_id not in {a.campaign_id for a in result.applied_promotions}
+    assert result.promotion_discount.amount_minor == 100

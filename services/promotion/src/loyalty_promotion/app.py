@@ -2,6 +2,7 @@
 servicer wraps them in `units.idempotent`); evaluation reads the replica's compiled catalog and
 writes nothing."""
 
+import logging
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -42,6 +43,9 @@ from loyalty_runtime.errors import (
 from loyalty_runtime.protobuf import timestamp
 from loyalty_runtime.uow import UnitOfWork
 
+log = logging.getLogger("loyalty.promotion")
+# What the engine's compiler raises for input its validation let through.
+COMPILE_ERRORS = (ValueError, ArithmeticError, TypeError, KeyError)
 # A tenant that never set its settings evaluates with the engine's documented defaults, in UTC.
 DEFAULT_TIME_ZONE = "UTC"
 
@@ -135,7 +139,7 @@ def _compile_failures(item: engine.CampaignInput, field: str) -> list[FieldViola
     campaign that does not compile must never be saved, or it would break the tenant's catalog."""
     try:
         engine.compile_catalog([item], settings_pb2.PromotionSettings())
-    except (ValueError, ArithmeticError, TypeError, KeyError) as error:
+    except COMPILE_ERRORS as error:
         return [FieldViolation(field, f"the campaign cannot be compiled: {error}")]
     return []
 
@@ -468,7 +472,18 @@ async def live_inputs(
 def compile_catalog(
     inputs: Sequence[engine.CampaignInput], settings: settings_pb2.PromotionSettings
 ) -> engine.Catalog:
-    return engine.compile_catalog(inputs, settings, tz=settings.time_zone or DEFAULT_TIME_ZONE)
+    """The tenant's catalog. A stored campaign the engine cannot compile (saved before a stricter
+    engine) is left out and logged by id, never allowed to fail every evaluation of the tenant."""
+    tz = settings.time_zone or DEFAULT_TIME_ZONE
+    try:
+        return engine.compile_catalog(inputs, settings, tz=tz)
+    except COMPILE_ERRORS:
+        usable = [item for item in inputs if not _compile_failures(item, "campaign")]
+        left_out = sorted(
+            {item.campaign.campaign_id for item in inputs} - {i.campaign.campaign_id for i in usable}
+        )
+        log.warning("campaigns left out of the catalog", extra={"fields": {"campaign_ids": left_out}})
+        return engine.compile_catalog(usable, settings, tz=tz)
 
 
 async def build_catalog(connection: asyncpg.Connection, tenant: str, now: datetime) -> engine.Catalog:
