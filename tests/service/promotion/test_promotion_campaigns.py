@@ -1,6 +1,7 @@
 """Campaign and promotion administration through the real server: create, read, list, update with a
 mask, the lifecycle, idempotency, tenant scoping and refusals of bad input."""
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -299,3 +300,30 @@ async def test_only_a_drafts_promotions_are_deleted(tenant):
         grpc.StatusCode.FAILED_PRECONDITION,
         "CAMPAIGN_TRANSITION_NOT_ALLOWED",
     )
+
+
+async def test_list_by_state_sees_the_state_time_gave(tenant):
+    now = datetime.now(UTC)
+    ending = schedule_pb2.Schedule(end_time=timestamp(now + timedelta(seconds=1)))
+    campaign = await tenant.live_campaign(percent_off(100), schedule=ending)
+    draft = await tenant.create_campaign()
+
+    async def listed(*states) -> list[str]:
+        page = await tenant.stub.ListCampaigns(
+            api.ListCampaignsRequest(states=states), metadata=tenant.metadata
+        )
+        return [c.campaign_id for c in page.campaigns]
+
+    assert await listed(pb.CAMPAIGN_STATE_ACTIVE) == [campaign.campaign_id]
+    await asyncio.sleep(max(0.0, (now + timedelta(seconds=1.05) - datetime.now(UTC)).total_seconds()))
+    assert await listed(pb.CAMPAIGN_STATE_ACTIVE) == []
+    assert await listed(pb.CAMPAIGN_STATE_ENDED) == [campaign.campaign_id]
+    assert sorted(await listed(pb.CAMPAIGN_STATE_ENDED, pb.CAMPAIGN_STATE_DRAFT)) == sorted(
+        [campaign.campaign_id, draft.campaign_id]
+    )
+    failure = await rpc_failure(
+        tenant.stub.ListCampaigns(
+            api.ListCampaignsRequest(states=[pb.CAMPAIGN_STATE_UNSPECIFIED]), metadata=tenant.metadata
+        )
+    )
+    assert failure.fields == ["states"]

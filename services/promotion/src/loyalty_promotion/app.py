@@ -220,13 +220,17 @@ async def get_campaign(uow: UnitOfWork, campaign_id: str) -> campaign_pb2.Campai
 
 
 async def list_campaigns(uow: UnitOfWork, command: ListCampaigns) -> CampaignPage:
-    """One page; type and labels live in the stored message, so rows are read in batches until the
-    page is full (bounded by the tenant's campaigns)."""
+    """One page of campaigns in the states asked for as they are now (a stored ACTIVE campaign past
+    its end is ENDED). Type, labels and time's effect are only known from the stored message, so
+    rows are read in batches until the page is full (bounded by the tenant's campaigns)."""
     found: list[campaign_pb2.Campaign] = []
     after = command.after
+    stored_states = set(command.states)
+    if stored_states & TIME_MOVED:
+        stored_states |= LIVE
     while len(found) < command.limit:
         batch = await repository.list_campaigns(
-            uow.connection, uow.tenant, command.states, after, command.limit
+            uow.connection, uow.tenant, sorted(s.value for s in stored_states), after, command.limit
         )
         for stored in batch:
             campaign = _campaign_of(stored, uow.now)
@@ -240,7 +244,13 @@ async def list_campaigns(uow: UnitOfWork, command: ListCampaigns) -> CampaignPag
     return CampaignPage(found, after)
 
 
+# States a stored SCHEDULED or ACTIVE campaign may be in as time passes.
+TIME_MOVED = frozenset({State.SCHEDULED, State.ACTIVE, State.ENDED})
+
+
 def _matches(campaign: campaign_pb2.Campaign, command: ListCampaigns) -> bool:
+    if rules.PB_TO_STATE[campaign.state] not in command.states:
+        return False
     if command.campaign_type and campaign.type != command.campaign_type:
         return False
     return all(campaign.labels.get(k) == v for k, v in command.labels.items())

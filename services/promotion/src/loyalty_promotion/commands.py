@@ -8,7 +8,7 @@ from google.protobuf import field_mask_pb2
 
 from loyalty.common.v1 import basket_pb2
 from loyalty.promotion.v1 import campaign_pb2, evaluation_pb2, promotion_pb2, settings_pb2
-from loyalty_promotion.domain.lifecycle import Action
+from loyalty_promotion.domain.lifecycle import Action, State
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class ChangeState:
 
 @dataclass(frozen=True)
 class ListCampaigns:
-    states: tuple[str, ...]
+    states: frozenset[State]
     campaign_type: int
     labels: dict[str, str]
     after: tuple[int, str] | None

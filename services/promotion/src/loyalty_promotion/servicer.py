@@ -37,7 +37,7 @@ from loyalty_runtime.uow import UnitsOfWork
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
 # ListCampaigns without states: all but archived.
-DEFAULT_STATES = tuple(state.value for state in State if state is not State.ARCHIVED)
+DEFAULT_STATES = frozenset(State) - {State.ARCHIVED}
 
 
 def _id(value: str, field: str, reason: Reason) -> str:
@@ -108,7 +108,9 @@ class PromotionServicer:
             return api.GetCampaignResponse(campaign=await app.get_campaign(uow, campaign_id))
 
     async def ListCampaigns(self, request: api.ListCampaignsRequest, context) -> api.ListCampaignsResponse:
-        states = tuple(PB_TO_STATE[s].value for s in request.states) or DEFAULT_STATES
+        if any(s not in PB_TO_STATE for s in request.states):
+            raise InvalidArgument(Reason.INVALID_ARGUMENT, "states must name campaign states", field="states")
+        states = frozenset(PB_TO_STATE[s] for s in request.states) or DEFAULT_STATES
         command = ListCampaigns(
             states=states,
             campaign_type=request.type,
