@@ -2,7 +2,6 @@
 session, real local HTTP and SMTP receivers, a fresh tenant per test, and helpers to enrol
 customers and wait for deliveries."""
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -56,7 +55,8 @@ async def notification_settings(database_url, redis_url, profile_service, smtp):
         database_pool_size=20,
         database_acquire_timeout_seconds=10.0,
         profile_target=f"127.0.0.1:{profile_service.server.port}",
-        delivery_workers=2,
+        # This server only answers calls; `workers` (or a test) runs the delivery loops.
+        delivery_workers=0,
         max_attempts=3,
         retry_base_seconds=0.05,
         retry_cap_seconds=0.2,
@@ -74,6 +74,15 @@ async def notification_settings(database_url, redis_url, profile_service, smtp):
 async def notification(notification_settings):
     async with running_service(DEFINITION, notification_settings) as service:
         service.stub = notification_service_pb2_grpc.NotificationServiceStub(service.channel)
+        yield service
+
+
+@pytest.fixture(scope="module")
+async def workers(notification_settings):
+    """A second replica that delivers (two loops), for the modules that want messages sent."""
+    async with running_service(
+        DEFINITION, notification_settings.model_copy(update={"delivery_workers": 2})
+    ) as service:
         yield service
 
 
@@ -106,13 +115,3 @@ async def clocked(notification_settings):
         service.stub = notification_service_pb2_grpc.NotificationServiceStub(service.channel)
         service.clock = clock
         yield service
-
-
-async def eventually(check, *, timeout: float = 10.0, every: float = 0.05):
-    """Poll `check()` (async) until it returns something truthy; that value."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value or asyncio.get_running_loop().time() > deadline:
-            return value
-        await asyncio.sleep(every)

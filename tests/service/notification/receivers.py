@@ -3,6 +3,7 @@ records every request and answers as the test scripts it, and an SMTP server (ai
 
 import asyncio
 import email
+import inspect
 import logging
 import socket
 from collections.abc import Callable
@@ -23,7 +24,7 @@ class Request:
 
 @dataclass
 class HttpReceiver:
-    """`respond(request) -> status` decides each answer (default 200)."""
+    """`respond(request) -> status` (or an awaitable of it) decides each answer (default 200)."""
 
     respond: Callable[[Request], int] = lambda _request: 200
     requests: list[Request] = field(default_factory=list)
@@ -56,6 +57,8 @@ class HttpReceiver:
                 request = Request(path, headers, body)
                 self.requests.append(request)
                 status = self.respond(request)
+                if inspect.isawaitable(status):
+                    status = await status
                 writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n".encode())
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):

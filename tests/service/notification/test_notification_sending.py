@@ -11,8 +11,10 @@ from loyalty.profile.v1 import profile_pb2, profile_service_pb2 as profile_api
 from loyalty_notification.domain.signing import SignatureRefused, verify_webhook
 from tests.conftest import rpc_failure
 from tests.service.notification.conftest import SECRET
-from tests.service.notification.helpers import EMAIL, MARKETING, WEBHOOK, key, variant
+from tests.service.notification.helpers import EMAIL, MARKETING, key, variant
 from tests.service.notification.receivers import HttpReceiver
+
+pytestmark = pytest.mark.usefixtures("workers")
 
 
 @pytest.fixture
@@ -149,7 +151,7 @@ async def test_marketing_email_over_real_smtp_with_one_click_unsubscribe(tenant,
         extra_variables={"offer": mpb.TemplateValue(string_value="<b>20%</b>")},
     )
     assert (await tenant.settled(sent.message_id)).status == mpb.MESSAGE_STATUS_SENT
-    [(recipients, email)] = [m for m in smtp.messages if m[0] == ["ana.canary@example.com"]]
+    [(_recipients, email)] = [m for m in smtp.messages if m[0] == ["ana.canary@example.com"]]
     assert email["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     link = email["List-Unsubscribe"].strip("<>")
     html_part = next(part for part in email.walk() if part.get_content_type() == "text/html")

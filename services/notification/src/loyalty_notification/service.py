@@ -29,7 +29,8 @@ class NotificationSettings(ServiceSettings):
     grpc_port: int = PORTS["notification"].grpc_port
     metrics_port: int = PORTS["notification"].metrics_port
     profile_target: str = f"dns:///loyalty-profile-headless:{PORTS['profile'].grpc_port}"
-    # Delivery loops per process (each attempts one message at a time, in its own transaction).
+    # Delivery loops per process (each attempts one message at a time, in its own transaction);
+    # 0 runs none here (replicas that only answer calls, beside replicas that deliver).
     delivery_workers: int = 4
     # Retries: exponential backoff with jitter from the base, capped; FAILED after max_attempts.
     max_attempts: int = 8
@@ -119,11 +120,13 @@ async def _never(_uow, _payload) -> None:
 
 
 async def deliver_loop(resources: Resources, stopping: asyncio.Event) -> None:
+    if resources.settings.delivery_workers <= 0:
+        return
     timeout = httpx.Timeout(resources.settings.provider_timeout_seconds)
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
     async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as client:
         dispatch = dispatcher(resources, client)
-        workers = [_worker(resources, dispatch) for _ in range(max(1, resources.settings.delivery_workers))]
+        workers = [_worker(resources, dispatch) for _ in range(resources.settings.delivery_workers)]
         await asyncio.gather(*(worker.run(stopping) for worker in workers))
 
 

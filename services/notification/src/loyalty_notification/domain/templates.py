@@ -11,9 +11,18 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError, meta, pass_context
+from jinja2 import (
+    StrictUndefined,
+    Template as JinjaTemplate,
+    TemplateError,
+    TemplateSyntaxError,
+    UndefinedError,
+    meta,
+    pass_context,
+)
 from jinja2.sandbox import SandboxedEnvironment
 
 from loyalty_notification.domain.model import Channel, Rendered, Template, Variant
@@ -80,6 +89,18 @@ def _environment_for(field: str) -> SandboxedEnvironment:
     return HTML if field in HTML_FIELDS else TEXT
 
 
+# Compiling is what rendering costs (a millisecond or more per body); a template's bodies are
+# compiled once per process. Bounded: the least recently used fall out.
+@lru_cache(maxsize=2048)
+def _compiled(field: str, source: str) -> JinjaTemplate:
+    return _environment_for(field).from_string(source)
+
+
+@lru_cache(maxsize=2048)
+def _variables_of(field: str, source: str) -> frozenset[str]:
+    return frozenset(meta.find_undeclared_variables(_environment_for(field).parse(source)))
+
+
 @dataclass(frozen=True)
 class SyntaxProblem:
     field: str  # e.g. "variants[1].html_body"
@@ -131,7 +152,7 @@ def channels_of(template: Template) -> list[Channel]:
 def referenced_variables(variant: Variant) -> set[str]:
     names: set[str] = set()
     for name in (*TEXT_FIELDS, *HTML_FIELDS):
-        names |= meta.find_undeclared_variables(_environment_for(name).parse(getattr(variant, name)))
+        names |= _variables_of(name, getattr(variant, name))
     return names
 
 
@@ -151,7 +172,7 @@ def render(variant: Variant, variables: Mapping[str, Any]) -> Rendered:
     out = {}
     for name in (*TEXT_FIELDS, *HTML_FIELDS):
         try:
-            out[name] = _environment_for(name).from_string(getattr(variant, name)).render(values)
+            out[name] = _compiled(name, getattr(variant, name)).render(values)
         except UndefinedError as error:
             raise MissingVariables([str(error.message)]) from None
     return Rendered(out["subject"], out["body"], out["html_body"], variant.locale)

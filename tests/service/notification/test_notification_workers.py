@@ -1,0 +1,90 @@
+"""Delivery workers racing and dying: each message reaches the receiver once (at most once more
+after a worker dies mid-send) and is recorded sent once."""
+
+import asyncio
+import collections
+import json
+
+from loyalty.notification.v1 import message_pb2 as mpb
+from loyalty_notification.service import DEFINITION
+from loyalty_runtime.testing import running_service
+from tests.service.notification.receivers import HttpReceiver
+
+MESSAGES = 1000
+
+
+async def _send_all(tenant, customer: str, url: str, count: int) -> list[str]:
+    requests = [tenant.send_request(customer, url=url) for _ in range(count)]
+    gate = asyncio.Semaphore(16)
+
+    async def one(request) -> str:
+        async with gate:
+            return (await tenant.stub.SendNotification(request, metadata=tenant.md)).message.message_id
+
+    return await asyncio.gather(*(one(r) for r in requests))
+
+
+async def _sent_rows(db, tenant_id: str):
+    return await db.fetch(
+        """SELECT m.message_id, m.status, m.attempt_count, count(a.*) AS attempts
+           FROM notification.messages m LEFT JOIN notification.delivery_attempts a
+             ON a.tenant_id = m.tenant_id AND a.message_id = m.message_id
+           WHERE m.tenant_id = $1 GROUP BY m.message_id, m.status, m.attempt_count""",
+        tenant_id,
+    )
+
+
+async def test_two_replicas_racing_over_a_thousand_messages_send_each_exactly_once(
+    tenant, notification_settings, db
+):
+    receiver = await HttpReceiver().start()
+    customer = await tenant.enrol()
+    await tenant.template()
+    ids = await _send_all(tenant, customer, receiver.url, MESSAGES)
+    replica = notification_settings.model_copy(update={"delivery_workers": 2})
+    async with running_service(DEFINITION, replica), running_service(DEFINITION, replica):
+        for _ in range(600):
+            rows = await _sent_rows(db, tenant.tenant_id)
+            if sum(r["status"] == "sent" for r in rows) == MESSAGES:
+                break
+            await asyncio.sleep(0.05)
+    await receiver.stop()
+
+    received = collections.Counter(json.loads(r.body)["message_id"] for r in receiver.requests)
+    assert set(received) == set(ids)
+    assert set(received.values()) == {1}
+    assert {(r["status"], r["attempt_count"], r["attempts"]) for r in rows} == {("sent", 1, 1)}
+
+
+async def test_a_worker_cancelled_mid_send_leaves_the_message_sent_at_most_once_more_and_recorded_once(
+    tenant, notification_settings, db
+):
+    """The first replica's delivery task is cancelled (the server stops) while the receiver holds
+    its request; a second replica then finds the job again and delivers it."""
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_first(_request) -> int:
+        if not arrived.is_set():
+            arrived.set()
+            await release.wait()
+        return 200
+
+    receiver = await HttpReceiver(respond=hold_the_first).start()
+    customer = await tenant.enrol()
+    await tenant.template()
+    replica = notification_settings.model_copy(update={"delivery_workers": 1})
+    async with running_service(DEFINITION, replica):
+        sent = await tenant.send(customer, url=receiver.url)
+        await asyncio.wait_for(arrived.wait(), 10)
+    release.set()  # the first request is answered only after its worker is gone
+    async with running_service(DEFINITION, replica):
+        done = await tenant.settled(sent.message_id)
+    await receiver.stop()
+
+    assert done.status == mpb.MESSAGE_STATUS_SENT
+    assert [a.status for a in done.attempts] == [mpb.DELIVERY_ATTEMPT_STATUS_SUCCEEDED]
+    ids = [json.loads(r.body)["message_id"] for r in receiver.requests]
+    assert ids == [sent.message_id, sent.message_id]  # once more, never more
+    assert len({r.headers["loyalty-message-id"] for r in receiver.requests}) == 1
+    rows = await _sent_rows(db, tenant.tenant_id)
+    assert [(r["status"], r["attempts"]) for r in rows] == [("sent", 1)]
