@@ -8,6 +8,7 @@ UpdateTemplate, DeleteTemplate, ListMessages, CancelMessage.
 import re
 import uuid
 
+from loyalty.common.v1 import customer_pb2
 from loyalty.notification.v1 import notification_service_pb2 as api
 from loyalty_notification import app
 from loyalty_notification.commands import (
@@ -22,7 +23,7 @@ from loyalty_notification.commands import (
 from loyalty_notification.directory import Directory
 from loyalty_notification.domain import templates
 from loyalty_notification.domain.model import Channel, Template, TemplateState
-from loyalty_notification.domain.policy import zone
+from loyalty_notification.domain.policy import EMAIL, zone
 from loyalty_notification.encoding import (
     CHANNELS,
     CHANNELS_PB,
@@ -114,8 +115,14 @@ def _send_command(request: api.SendNotificationRequest) -> SendNotification:
         raise _invalid("recipient", "a customer id or identifier is required")
     if kind == "customer_id" and not request.recipient.customer_id:
         raise _invalid("recipient.customer_id", "must not be empty", Reason.INVALID_RECIPIENT)
-    if kind == "identifier" and not request.recipient.identifier.value:
-        raise _invalid("recipient.identifier.value", "must not be empty", Reason.INVALID_RECIPIENT)
+    if kind == "identifier":
+        identifier = request.recipient.identifier
+        if not identifier.value or (
+            identifier.type == customer_pb2.IDENTIFIER_TYPE_EMAIL and not EMAIL.match(identifier.value)
+        ):
+            raise _invalid(
+                "recipient.identifier.value", "not an address a message can reach", Reason.INVALID_RECIPIENT
+            )
     if not request.template_key:
         raise _invalid("template_key", "is required")
     channels = tuple(_channel(c, f"channels[{i}]") for i, c in enumerate(request.channels))
