@@ -50,11 +50,13 @@ def refused_address(address: str, *, allow_loopback: bool) -> str | None:
         ip = ip.ipv4_mapped
     if ip.is_loopback:
         return None if allow_loopback else "loopback"
+    if ip.is_unspecified or ip.is_multicast:
+        return "not a public unicast address"
     if ip.is_link_local:
         return "link-local or metadata"
     if ip.is_private or ip in ipaddress.ip_network("100.64.0.0/10"):
         return "private"
-    if ip.is_multicast or ip.is_reserved or ip.is_unspecified or not ip.is_global:
+    if ip.is_reserved or not ip.is_global:
         return "not a public unicast address"
     return None
 
