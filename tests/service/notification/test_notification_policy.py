@@ -81,6 +81,15 @@ async def test_quiet_hours_defer_marketing_to_their_end_in_the_customers_zone(cl
     clocked.clock.now = datetime(2030, 6, 2, 10, 0, tzinfo=UTC)  # noon in Berlin
     assert (await client.send(customer, "offer", url=URL)).status == mpb.MESSAGE_STATUS_QUEUED
 
+    await client.define_time_zone()
+    tokyo = await client.enrol(
+        marketing=[MESSENGER], attributes={"time_zone": profile_pb2.AttributeValue(string_value="Asia/Tokyo")}
+    )
+    clocked.clock.now = datetime(2030, 6, 2, 14, 0, tzinfo=UTC)  # 16:00 in Berlin, 23:00 in Tokyo
+    in_tokyo = await client.send(tokyo, "offer", url=URL)
+    assert in_tokyo.status == mpb.MESSAGE_STATUS_SCHEDULED
+    assert in_tokyo.scheduled_time.ToDatetime(UTC) == datetime(2030, 6, 2, 22, 0, tzinfo=UTC)  # 07:00 Tokyo
+
 
 async def test_bad_input_is_refused_with_the_field_and_nothing_is_stored(tenant, db):
     customer = await tenant.enrol()

@@ -1,5 +1,6 @@
 """SendNotification end to end: a real profile server, real webhook and SMTP receivers."""
 
+import asyncio
 import json
 import time
 
@@ -67,6 +68,22 @@ async def test_the_same_key_twice_stores_and_sends_one_message(tenant, receiver)
     await tenant.settled(first.message_id)
     again = (await tenant.stub.SendNotification(request, metadata=tenant.md)).message
     assert again.message_id == first.message_id
+    assert len(receiver.requests) == 1
+
+
+async def test_the_same_key_asked_concurrently_stores_one_message(tenant, receiver, db):
+    customer = await tenant.enrol()
+    await tenant.template()
+    request = tenant.send_request(customer, url=receiver.url)
+    answers = await asyncio.gather(
+        *(tenant.stub.SendNotification(request, metadata=tenant.md) for _ in range(5))
+    )
+    assert len({a.message.message_id for a in answers}) == 1
+    await tenant.settled(answers[0].message.message_id)
+    assert (
+        await db.fetchval("SELECT count(*) FROM notification.messages WHERE tenant_id = $1", tenant.tenant_id)
+        == 1
+    )
     assert len(receiver.requests) == 1
 
 

@@ -13,6 +13,9 @@ from loyalty_notification.domain.policy import ConsentAnswer
 from loyalty_runtime.errors import Reason, Unavailable
 
 PUSH_NAMESPACE = "push"  # an EXTERNAL identifier in this namespace is a device's push token
+# The customer's IANA time zone, until the profile has a field of its own: a string custom attribute
+# of this name (unset or not a zone: the tenant's default zone of the quiet-hours policy applies).
+TIME_ZONE_ATTRIBUTE = "time_zone"
 
 CONSENT_CHANNELS = {
     profile_pb2.CONSENT_CHANNEL_EMAIL: Channel.EMAIL,
@@ -62,7 +65,9 @@ def _customer(customer: profile_pb2.Customer) -> Customer | None:
         given_name=customer.given_name,
         family_name=customer.family_name,
         locale=customer.locale,
-        time_zone=getattr(customer, "time_zone", ""),
+        time_zone=customer.attributes[TIME_ZONE_ATTRIBUTE].string_value
+        if TIME_ZONE_ATTRIBUTE in customer.attributes
+        else "",
         contacts=_contacts(customer),
         consents=tuple(
             ConsentAnswer(CONSENT_CHANNELS[c.channel], PURPOSES[c.purpose], c.granted)
