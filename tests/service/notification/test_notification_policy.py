@@ -73,7 +73,8 @@ async def test_quiet_hours_defer_marketing_to_their_end_in_the_customers_zone(cl
     assert deferred.status == mpb.MESSAGE_STATUS_SCHEDULED
     assert deferred.scheduled_time.ToDatetime(UTC) == datetime(2030, 6, 2, 5, 0, tzinfo=UTC)  # 07:00 Berlin
     job_due = await db.fetchval(
-        "SELECT run_at - now() FROM notification.jobs WHERE tenant_id = $1 AND state = 'queued'",
+        "SELECT run_at - now() FROM notification.jobs WHERE tenant_id = $1 AND state = 'queued'"
+        " AND name = 'notification.deliver'",
         client.tenant_id,
     )
     assert timedelta(hours=7, minutes=29) < job_due <= timedelta(hours=7, minutes=30)  # kept, not dropped

@@ -198,3 +198,22 @@ async def test_marketing_email_over_real_smtp_with_one_click_unsubscribe(tenant,
         )
     )
     assert forged.code == grpc.StatusCode.INVALID_ARGUMENT and forged.reason == "UNSUBSCRIBE_TOKEN_INVALID"
+
+
+async def test_a_welcome_email_follows_customer_created(tenant, smtp):
+    welcome = variant(EMAIL, "en", subject="Welcome {{ customer.given_name }}", body="Glad you joined.")
+    await tenant.template("welcome", variants=[welcome])
+    customer = await tenant.enrol(email="welcome.canary@example.com")
+
+    async def arrived():
+        for _ in range(200):
+            found = [m for m in smtp.messages if m[0] == ["welcome.canary@example.com"]]
+            if found:
+                return found
+            await asyncio.sleep(0.05)
+        return []
+
+    [(_recipients, email)] = await arrived()
+    assert email["Subject"] == "Welcome Ana"
+    assert "List-Unsubscribe" not in email  # transactional
+    assert customer

@@ -120,7 +120,7 @@ async def send_notification(
         except TargetRefused as refused:
             raise InvalidArgument(Reason.WEBHOOK_URL_REFUSED, str(refused), field="webhook_url") from None
     customer = await directory.customer(command.recipient)
-    return await units.idempotent(command.request, _send, (command, customer), encode)
+    return await units.idempotent(command.request, _decide, (command, customer), encode)
 
 
 def _draft(
@@ -177,8 +177,13 @@ def _variables(command: SendNotification, customer: Customer) -> dict:
     return {"customer": {k: v for k, v in person.items() if v}, **command.variables}
 
 
-async def _send(uow: UnitOfWork, args: tuple[SendNotification, Customer | None]) -> Message:
-    command, customer = args
+async def _decide(uow: UnitOfWork, args: tuple[SendNotification, Customer | None]) -> Message:
+    return await decide(uow, *args)
+
+
+async def decide(uow: UnitOfWork, command: SendNotification, customer: Customer | None) -> Message:
+    """Choose, render, cap, defer and store the message (with its delivery job, unless it is
+    suppressed or failed); NotFound for an unknown template, Aborted if its key is taken."""
     template = await _active_template(uow, key=command.template_key)
     if customer is None:
         return await _store(

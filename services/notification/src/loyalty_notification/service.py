@@ -16,6 +16,7 @@ from loyalty_notification.domain.model import Channel
 from loyalty_notification.providers import GatewayProvider, RateLimiter, SmtpProvider, WebhookProvider
 from loyalty_notification.repository import SCHEMA
 from loyalty_notification.servicer import NotificationServicer
+from loyalty_notification.triggers import SEND_FOR_EVENT_JOB, SUBSCRIPTIONS, EventSender
 from loyalty_runtime.catalogue import PORTS
 from loyalty_runtime.clients import internal_channel
 from loyalty_runtime.jobs import Job, JobWorker, Schedule
@@ -102,21 +103,24 @@ def dispatcher(resources: Resources, client: httpx.AsyncClient) -> Dispatcher:
     return Dispatcher(providers, RateLimiter(resources.redis), rules)
 
 
-def _worker(resources: Resources, dispatch: Dispatcher | None = None) -> JobWorker:
-    run = dispatch.deliver if dispatch else _never
+def _jobs(resources: Resources, dispatch: Dispatcher, events: EventSender) -> list[Job]:
+    attempts = resources.settings.max_attempts
+    return [
+        Job(DELIVER_JOB, jobs_pb2.DeliverMessageJob, dispatch.deliver, max_attempts=attempts),
+        Job(SEND_FOR_EVENT_JOB, jobs_pb2.SendForEventJob, events.send, max_attempts=attempts),
+    ]
+
+
+def _worker(resources: Resources, jobs: list[Job]) -> JobWorker:
     return JobWorker(
         resources.units,
         SCHEMA,
-        [Job(DELIVER_JOB, jobs_pb2.DeliverMessageJob, run, max_attempts=resources.settings.max_attempts)],
+        jobs,
         principal="notification-delivery",
         poll_seconds=resources.settings.poll_seconds,
         retention_hours=resources.settings.idempotency_retention_hours,
         on_events=resources.relay_wakeup.set,
     )
-
-
-async def _never(_uow, _payload) -> None:
-    raise RuntimeError("pruning workers run no jobs")
 
 
 async def deliver_loop(resources: Resources, stopping: asyncio.Event) -> None:
@@ -125,13 +129,13 @@ async def deliver_loop(resources: Resources, stopping: asyncio.Event) -> None:
     timeout = httpx.Timeout(resources.settings.provider_timeout_seconds)
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
     async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as client:
-        dispatch = dispatcher(resources, client)
-        workers = [_worker(resources, dispatch) for _ in range(resources.settings.delivery_workers)]
+        jobs = _jobs(resources, dispatcher(resources, client), EventSender(_directory(resources)))
+        workers = [_worker(resources, jobs) for _ in range(resources.settings.delivery_workers)]
         await asyncio.gather(*(worker.run(stopping) for worker in workers))
 
 
 async def prune_jobs(resources: Resources) -> None:
-    await _worker(resources).prune()
+    await _worker(resources, []).prune()  # pruning runs no job
 
 
 DEFINITION = ServiceDefinition(
@@ -141,6 +145,7 @@ DEFINITION = ServiceDefinition(
     schema=SCHEMA,
     migrations="loyalty_notification:migrations",
     events="notification.events",
+    subscriptions=SUBSCRIPTIONS,
     background=[deliver_loop],
     schedules=[Schedule("notification.jobs-prune", every=lambda _settings: 3600.0, run=prune_jobs)],
 )
