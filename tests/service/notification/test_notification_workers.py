@@ -4,6 +4,7 @@ after a worker dies mid-send) and is recorded sent once."""
 import asyncio
 import collections
 import json
+import time
 
 from loyalty.notification.v1 import message_pb2 as mpb
 from loyalty_notification.service import DEFINITION
@@ -88,3 +89,28 @@ async def test_a_worker_cancelled_mid_send_leaves_the_message_sent_at_most_once_
     assert len({r.headers["loyalty-message-id"] for r in receiver.requests}) == 1
     rows = await _sent_rows(db, tenant.tenant_id)
     assert [(r["status"], r["attempts"]) for r in rows] == [("sent", 1)]
+
+
+async def test_a_provider_rate_limit_throttles_and_drops_nothing(tenant, notification_settings, db):
+    rate = 10
+    receiver = await HttpReceiver().start()
+    arrivals: list[float] = []
+    receiver.respond = lambda _request: arrivals.append(time.time()) or 200
+    customer = await tenant.enrol()
+    await tenant.template()
+    ids = await _send_all(tenant, customer, receiver.url, 3 * rate)
+    limited = notification_settings.model_copy(
+        update={"delivery_workers": 2, "rate_limits": {"webhook": rate}}
+    )
+    async with running_service(DEFINITION, limited):
+        for _ in range(200):
+            if sum(r["status"] == "sent" for r in await _sent_rows(db, tenant.tenant_id)) == len(ids):
+                break
+            await asyncio.sleep(0.05)
+    await receiver.stop()
+
+    assert sorted(json.loads(r.body)["message_id"] for r in receiver.requests) == sorted(ids)
+    per_second = collections.Counter(int(moment) for moment in arrivals)
+    # Counted when taken, received a moment later: one crossing a second's boundary may land in the next.
+    assert max(per_second.values()) <= rate + 2
+    assert len(per_second) >= 3

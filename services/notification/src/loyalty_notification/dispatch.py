@@ -49,7 +49,7 @@ class Dispatcher:
         self.rules = rules
 
     async def deliver(self, uow: UnitOfWork, job: jobs_pb2.DeliverMessageJob) -> None:
-        message = await repository.message(uow, job.message_id, lock=True)
+        message = await repository.message_for_delivery(uow, job.message_id)
         if message is None or message.status not in PENDING:
             return  # sent, failed or cancelled meanwhile: nothing to do
         provider = self.providers.get(message.channel)

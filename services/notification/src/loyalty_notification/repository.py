@@ -255,12 +255,19 @@ async def insert_message(uow: UnitOfWork, m: Message) -> Message | None:
     return _message(row) if row else None
 
 
-async def message(uow: UnitOfWork, message_id: str, *, lock: bool = False) -> Message | None:
+async def message_for_delivery(uow: UnitOfWork, message_id: str) -> Message | None:
+    """The message, locked until COMMIT, without its attempts (a delivery needs only their count)."""
     row = await uow.connection.fetchrow(
-        f"SELECT * FROM {SCHEMA}.messages WHERE tenant_id = $1 AND message_id = $2"
-        + (" FOR UPDATE" if lock else ""),
+        f"SELECT * FROM {SCHEMA}.messages WHERE tenant_id = $1 AND message_id = $2 FOR UPDATE",
         uow.tenant,
         message_id,
+    )
+    return _message(row) if row else None
+
+
+async def message(uow: UnitOfWork, message_id: str) -> Message | None:
+    row = await uow.connection.fetchrow(
+        f"SELECT * FROM {SCHEMA}.messages WHERE tenant_id = $1 AND message_id = $2", uow.tenant, message_id
     )
     if row is None:
         return None
