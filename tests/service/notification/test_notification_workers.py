@@ -4,11 +4,16 @@ after a worker dies mid-send) and is recorded sent once."""
 import asyncio
 import collections
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 
 from loyalty.notification.v1 import message_pb2 as mpb
 from loyalty_notification.service import DEFINITION
 from loyalty_runtime.testing import running_service
+from tests.conftest import service_log
 from tests.service.notification.receivers import HttpReceiver
 
 MESSAGES = 1000
@@ -114,3 +119,60 @@ async def test_a_provider_rate_limit_throttles_and_drops_nothing(tenant, notific
     # Counted when taken, received a moment later: one crossing a second's boundary may land in the next.
     assert max(per_second.values()) <= rate + 2
     assert len(per_second) >= 3
+
+
+async def test_a_worker_process_sigkilled_mid_send_leaves_the_message_sent_at_most_once_more(
+    tenant, notification_settings, db
+):
+    """The delivering replica is a process of its own (`python -m loyalty_notification serve`),
+    killed with SIGKILL while the receiver holds its request; a replica started afterwards delivers."""
+    arrived, finished = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_first(_request) -> int:
+        if not arrived.is_set():
+            arrived.set()
+            await finished.wait()  # not answered before its worker is dead
+        return 200
+
+    receiver = await HttpReceiver(respond=hold_the_first).start()
+    customer = await tenant.enrol()
+    await tenant.template()
+    sent = await tenant.send(customer, url=receiver.url)
+    process = _worker_process(notification_settings)
+    try:
+        await asyncio.wait_for(arrived.wait(), 30)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    async with running_service(DEFINITION, notification_settings.model_copy(update={"delivery_workers": 1})):
+        done = await tenant.settled(sent.message_id, within=20)
+    finished.set()
+    await receiver.stop()
+
+    assert done.status == mpb.MESSAGE_STATUS_SENT
+    assert [a.status for a in done.attempts] == [mpb.DELIVERY_ATTEMPT_STATUS_SUCCEEDED]
+    assert [json.loads(r.body)["message_id"] for r in receiver.requests] == [sent.message_id] * 2
+    assert [(r["status"], r["attempts"]) for r in await _sent_rows(db, tenant.tenant_id)] == [("sent", 1)]
+
+
+def _worker_process(settings) -> subprocess.Popen:
+    env = {
+        "NOTIFICATION_DATABASE_URL": settings.database_url,
+        "NOTIFICATION_REDIS_URL": settings.redis_url,
+        "NOTIFICATION_GRPC_HOST": "127.0.0.1",
+        "NOTIFICATION_GRPC_PORT": "0",
+        "NOTIFICATION_METRICS_PORT": "0",
+        "NOTIFICATION_PROFILE_TARGET": settings.profile_target,
+        "NOTIFICATION_DELIVERY_WORKERS": "1",
+        "NOTIFICATION_POLL_SECONDS": "0.05",
+        "NOTIFICATION_WEBHOOK_ALLOW_LOOPBACK": "true",
+        "NOTIFICATION_WEBHOOK_SIGNING_SECRET": settings.webhook_signing_secret.get_secret_value(),
+        "NOTIFICATION_RATE_LIMITS": json.dumps({"webhook": 0}),
+    }
+    log = service_log("notification-killed")
+    return subprocess.Popen(
+        [sys.executable, "-m", "loyalty_notification", "serve"],
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=log,
+    )
