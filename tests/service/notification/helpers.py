@@ -131,7 +131,7 @@ class Client:
             await self.stub.GetMessage(api.GetMessageRequest(message_id=message_id), metadata=self.md)
         ).message
 
-    async def settled(self, message_id: str, *, within: float = 10.0) -> mpb.Message:
+    async def settled(self, message_id: str, *, within: float = 60.0) -> mpb.Message:
         """The message once it is sent, failed or suppressed (or as it stands at the timeout)."""
         deadline = asyncio.get_running_loop().time() + within
         while True:

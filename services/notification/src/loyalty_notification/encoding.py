@@ -1,6 +1,6 @@
 """Domain values <-> protobuf messages (the servicer's and the events' one translation)."""
 
-from datetime import date
+from datetime import UTC, date
 
 from google.protobuf.duration_pb2 import Duration
 
@@ -108,7 +108,7 @@ def decode_value(value: message_pb.TemplateValue):
         d = value.date_value
         return date(d.year, d.month, d.day)
     if kind == "timestamp_value":
-        return value.timestamp_value.ToDatetime().replace(tzinfo=None)
+        return value.timestamp_value.ToDatetime(tzinfo=UTC)
     return getattr(value, kind) if kind else None
 
 

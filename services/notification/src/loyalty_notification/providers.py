@@ -13,6 +13,7 @@ A provider never raises for the recipient's or provider's fault: it returns the 
 import asyncio
 import email.policy
 import json
+import logging
 import random
 import socket
 import time
@@ -30,6 +31,8 @@ from loyalty_notification.domain.delivery import Outcome
 # SMTP line endings, and headers folded only past RFC 5322's hard limit: the default policy would
 # encode a long List-Unsubscribe URL as RFC 2047 words, which mail clients do not read as a URL.
 EMAIL_POLICY = email.policy.SMTP.clone(max_line_length=998)
+# httpx logs every request's URL at INFO; a webhook URL may carry a token in its query.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
