@@ -1,0 +1,314 @@
+"""The notification service's use cases: one `async def` per RPC over a unit of work.
+
+SendNotification decides synchronously (the contract says so): the customer, their contact points
+and consents come from the profile service first, outside the transaction; then, in one
+transaction under the request's idempotency key, the template is chosen, the message rendered
+(strictly: a missing variable stores the message FAILED with the reason, it is never sent), the
+frequency caps counted under a per-customer lock, quiet hours applied, and the message stored with
+its delivery job (enqueued on the same connection: the job exists if and only if the message does).
+Delivery is the job's (dispatch.py).
+"""
+
+import uuid
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from loyalty.notification.v1 import jobs_pb2
+from loyalty_notification import repository
+from loyalty_notification.commands import (
+    CreateTemplate,
+    GetMessage,
+    GetTemplate,
+    RenderResult,
+    RenderTemplate,
+    SendNotification,
+    Unsubscribe,
+    UpdateCapPolicy,
+)
+from loyalty_notification.directory import Customer, Directory
+from loyalty_notification.domain import policy, signing, templates
+from loyalty_notification.domain.model import (
+    CapPolicy,
+    Channel,
+    Message,
+    Purpose,
+    Status,
+    Suppression,
+    Template,
+    TemplateState,
+)
+from loyalty_notification.domain.targets import TargetRefused
+from loyalty_notification.encoding import failed_event
+from loyalty_notification.providers import check_webhook_target
+from loyalty_runtime.errors import Aborted, FieldViolation, InvalidArgument, NotFound, Reason
+from loyalty_runtime.uow import UnitOfWork, UnitsOfWork, utcnow
+
+DELIVER_JOB = "notification.deliver"
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+# --- templates ---
+
+
+def require_valid_variants(template: Template) -> None:
+    problems = templates.syntax_problems(template.variants)
+    if problems:
+        raise InvalidArgument(
+            Reason.TEMPLATE_SYNTAX_ERROR,
+            "a template body does not parse",
+            violations=[FieldViolation(f"template.{p.field}", p.description) for p in problems],
+        )
+
+
+async def create_template(uow: UnitOfWork, command: CreateTemplate) -> Template:
+    require_valid_variants(command.template)
+    return await repository.insert_template(uow, command.template)
+
+
+async def _active_template(uow: UnitOfWork, *, template_id: str = "", key: str = "") -> Template:
+    found = (
+        await repository.template_by_id(uow, template_id)
+        if template_id
+        else await repository.template_by_key(uow, key)
+    )
+    if found is None or found.state is TemplateState.ARCHIVED:
+        raise NotFound(
+            Reason.TEMPLATE_NOT_FOUND,
+            "no such template",
+            field="template_id" if template_id else "template_key",
+        )
+    return found
+
+
+async def get_template(uow: UnitOfWork, command: GetTemplate) -> Template:
+    found = (
+        await repository.template_by_id(uow, command.template_id)
+        if command.template_id
+        else await repository.template_by_key(uow, command.key)
+    )
+    if found is None:
+        raise NotFound(Reason.TEMPLATE_NOT_FOUND, "no such template")
+    return found
+
+
+async def render_template(uow: UnitOfWork, command: RenderTemplate) -> RenderResult:
+    template = await _active_template(uow, template_id=command.template_id)
+    variant = templates.choose_variant(template, command.channel, command.locale)
+    if variant is None:
+        raise NotFound(
+            Reason.TEMPLATE_VARIANT_NOT_FOUND, "the template has no variant for this channel", field="channel"
+        )
+    try:
+        rendered = templates.render(variant, command.variables)
+    except templates.MissingVariables as missing:
+        return RenderResult("", "", "", variant.locale, missing.names)
+    return RenderResult(rendered.subject, rendered.body, rendered.html_body, rendered.locale, [])
+
+
+# --- sending ---
+
+
+async def send_notification(
+    units: UnitsOfWork, directory: Directory, command: SendNotification, encode, *, allow_loopback: bool
+):
+    if Channel.WEBHOOK in command.channels:
+        try:
+            await check_webhook_target(command.webhook_url, allow_loopback=allow_loopback)
+        except TargetRefused as refused:
+            raise InvalidArgument(Reason.WEBHOOK_URL_REFUSED, str(refused), field="webhook_url") from None
+    customer = await directory.customer(command.recipient)
+    return await units.idempotent(command.request, _decide, (command, customer), encode)
+
+
+def _draft(
+    uow: UnitOfWork, command: SendNotification, customer_id: str, template: Template | None
+) -> Message:
+    """The message before a decision: no channel, queued now."""
+    now = uow.now
+    return Message(
+        message_id=new_id(),
+        idempotency_key=command.idempotency_key,
+        customer_id=customer_id,
+        template_id=template.template_id if template else None,
+        template_key=command.template_key,
+        template_version=template.version if template else 0,
+        channel=None,
+        locale="",
+        purpose=template.purpose if template else Purpose.TRANSACTIONAL,
+        status=Status.QUEUED,
+        suppression_reason=None,
+        recipient="",
+        recipient_hint="",
+        subject="",
+        body="",
+        html_body="",
+        correlation_id=command.correlation_id,
+        failure_reason="",
+        attempt_count=0,
+        create_time=now,
+        scheduled_time=max(now, command.send_time) if command.send_time else now,
+        sent_time=None,
+        update_time=now,
+    )
+
+
+def _candidates(command: SendNotification, customer: Customer, template: Template) -> list[policy.Candidate]:
+    channels = list(command.channels) or templates.channels_of(template)
+    contacts = {**customer.contacts, Channel.WEBHOOK: command.webhook_url}
+    return [
+        policy.Candidate(
+            channel,
+            contacts.get(channel, ""),
+            templates.choose_variant(template, channel, command.locale or customer.locale) is not None,
+        )
+        for channel in channels
+    ]
+
+
+def _variables(command: SendNotification, customer: Customer) -> dict:
+    person = {
+        "customer_id": customer.customer_id,
+        "given_name": customer.given_name,
+        "family_name": customer.family_name,
+    }
+    return {"customer": {k: v for k, v in person.items() if v}, **command.variables}
+
+
+async def _decide(uow: UnitOfWork, args: tuple[SendNotification, Customer | None]) -> Message:
+    return await decide(uow, *args)
+
+
+async def decide(uow: UnitOfWork, command: SendNotification, customer: Customer | None) -> Message:
+    """Choose, render, cap, defer and store the message (with its delivery job, unless it is
+    suppressed or failed); NotFound for an unknown template, Aborted if its key is taken."""
+    template = await _active_template(uow, key=command.template_key)
+    if customer is None:
+        return await _store(
+            uow, _suppressed(_draft(uow, command, "", template), Suppression.CUSTOMER_UNAVAILABLE)
+        )
+    uow.concerns(customer.customer_id)
+    draft = _draft(uow, command, customer.customer_id, template)
+    chosen = policy.choose_channel(
+        _candidates(command, customer, template), customer.consents, template.purpose
+    )
+    if isinstance(chosen, Suppression):
+        return await _store(uow, _suppressed(draft, chosen))
+    if not policy.valid_contact(chosen.channel, chosen.contact):
+        raise InvalidArgument(
+            Reason.INVALID_RECIPIENT, "the customer's contact point cannot be delivered to", field="recipient"
+        )
+    variant = templates.choose_variant(template, chosen.channel, command.locale or customer.locale)
+    draft = _addressed(draft, chosen, variant.locale)
+    try:
+        rendered = templates.render(variant, _variables(command, customer))
+    except templates.MissingVariables as missing:
+        failed = _with(draft, status=Status.FAILED, failure_reason=f"missing template variables: {missing}")
+        stored = await _store(uow, failed)
+        uow.record(failed_event(stored), key=stored.message_id)
+        return stored
+    draft = _with(draft, subject=rendered.subject, body=rendered.body, html_body=rendered.html_body)
+    if template.purpose is Purpose.MARKETING:
+        held = await _marketing_limits(uow, draft, customer)
+        if held is not None:
+            draft = held
+    if draft.status is Status.SUPPRESSED:
+        return await _store(uow, draft)
+    stored = await _store(uow, draft)
+    await uow.enqueue(
+        DELIVER_JOB,
+        jobs_pb2.DeliverMessageJob(message_id=stored.message_id),
+        run_at=_wall(uow, stored.scheduled_time),
+    )
+    return stored
+
+
+async def _marketing_limits(uow: UnitOfWork, draft: Message, customer: Customer) -> Message | None:
+    """Capped (suppressed) or deferred by quiet hours; None when neither applies."""
+    caps = await repository.cap_policy(uow)
+    if caps.caps:
+        await repository.lock_customer(uow, customer.customer_id)
+        counts = await repository.counted_messages(uow, customer.customer_id, caps.caps)
+        if policy.caps_exceeded(caps.caps, draft.channel, counts):
+            return _suppressed(draft, Suppression.FREQUENCY_CAPPED)
+    until = policy.quiet_until(caps.quiet_hours, customer.time_zone, draft.scheduled_time)
+    if until is not None:
+        return _with(draft, status=Status.SCHEDULED, scheduled_time=until)
+    if draft.scheduled_time > uow.now:
+        return _with(draft, status=Status.SCHEDULED)
+    return None
+
+
+def _wall(uow: UnitOfWork, due: datetime) -> datetime:
+    """A due time on the unit of work's clock as a wall-clock time for the job table (PostgreSQL's
+    clock decides when jobs run): the same delay from now. Under the real clock they are equal."""
+    return utcnow() + max(timedelta(0), due - uow.now)
+
+
+def _with(message: Message, **changes) -> Message:
+    return replace(message, **changes)
+
+
+def _suppressed(message: Message, reason: Suppression) -> Message:
+    return _with(message, status=Status.SUPPRESSED, suppression_reason=reason)
+
+
+def _addressed(message: Message, chosen: policy.Candidate, locale: str) -> Message:
+    return _with(
+        message,
+        channel=chosen.channel,
+        recipient=chosen.contact,
+        recipient_hint=policy.mask(chosen.channel, chosen.contact),
+        locale=locale,
+    )
+
+
+async def _store(uow: UnitOfWork, message: Message) -> Message:
+    stored = await repository.insert_message(uow, message)
+    if stored is None:
+        # A concurrent call with the same key stored it first: its answer is the answer.
+        raise Aborted(Reason.CONCURRENT_MODIFICATION, "the same message is being requested concurrently")
+    return stored
+
+
+async def get_message(uow: UnitOfWork, command: GetMessage) -> Message:
+    found = await repository.message(uow, command.message_id)
+    if found is None:
+        raise NotFound(Reason.MESSAGE_NOT_FOUND, "no such message", field="message_id")
+    return found
+
+
+# --- frequency caps ---
+
+
+async def get_cap_policy(uow: UnitOfWork, _command=None) -> CapPolicy:
+    return await repository.cap_policy(uow)
+
+
+async def update_cap_policy(uow: UnitOfWork, command: UpdateCapPolicy) -> CapPolicy:
+    current = await repository.cap_policy(uow)
+    merged = CapPolicy(
+        caps=command.policy.caps if command.caps else current.caps,
+        quiet_hours=command.policy.quiet_hours if command.quiet_hours else current.quiet_hours,
+    )
+    return await repository.save_cap_policy(uow, merged)
+
+
+# --- unsubscribe ---
+
+
+async def unsubscribe(
+    units: UnitsOfWork, directory: Directory, command: Unsubscribe, secret: str, tenant: str
+):
+    """Withdraw the marketing consent the token names, in the profile service (idempotent there on a
+    key derived from this request's)."""
+    subject = signing.read_unsubscribe_token(secret, command.token)
+    if subject is None or subject.tenant_id != tenant or subject.channel not in {c.value for c in Channel}:
+        raise InvalidArgument(
+            Reason.UNSUBSCRIBE_TOKEN_INVALID, "the unsubscribe link is not valid", field="token"
+        )
+    channel = Channel(subject.channel)
+    await directory.withdraw_marketing(subject.customer_id, channel, f"unsubscribe:{command.idempotency_key}")
+    return subject.customer_id, channel

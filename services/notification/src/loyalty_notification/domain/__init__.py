@@ -1,0 +1,1 @@
+"""The notification service's rules: pure functions and dataclasses, no I/O."""

@@ -1,0 +1,82 @@
+"""Signatures: webhook requests (Stripe's scheme) and one-click unsubscribe tokens (RFC 8058).
+
+Webhook: the header `Loyalty-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+The receiver recomputes it over the raw body, compares in constant time and refuses a timestamp
+older than its tolerance (5 minutes by default), so a captured request cannot be replayed later;
+within the tolerance it drops a `Loyalty-Message-Id` it has already seen (a retry after a lost answer
+carries the same id, so duplicates are detectable too).
+
+Unsubscribe token: base64url("<tenant>|<customer>|<channel>") "." base64url(HMAC-SHA256), so the
+link cannot be altered to unsubscribe someone else.
+"""
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+SIGNATURE_HEADER = "Loyalty-Signature"
+MESSAGE_ID_HEADER = "Loyalty-Message-Id"
+DEFAULT_TOLERANCE_SECONDS = 300
+
+
+def _mac(secret: str, data: bytes) -> bytes:
+    return hmac.new(secret.encode(), data, hashlib.sha256).digest()
+
+
+def sign_webhook(secret: str, body: bytes, timestamp: int) -> str:
+    digest = _mac(secret, f"{timestamp}.".encode() + body).hex()
+    return f"t={timestamp},v1={digest}"
+
+
+class SignatureRefused(Exception):
+    """The signature does not match, is malformed, or is too old (a replay)."""
+
+
+def verify_webhook(
+    secret: str, header: str, body: bytes, now: int, tolerance: int = DEFAULT_TOLERANCE_SECONDS
+) -> int:
+    """The signed timestamp, if `header` signs `body` and is recent; else SignatureRefused."""
+    parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    if "t" not in parts or "v1" not in parts or not parts["t"].isdigit():
+        raise SignatureRefused("malformed signature header")
+    timestamp = int(parts["t"])
+    expected = _mac(secret, f"{timestamp}.".encode() + body).hex()
+    if not hmac.compare_digest(expected, parts["v1"]):
+        raise SignatureRefused("signature does not match")
+    if abs(now - timestamp) > tolerance:
+        raise SignatureRefused("timestamp outside the tolerance: a replay")
+    return timestamp
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class Unsubscription:
+    tenant_id: str
+    customer_id: str
+    channel: str  # a Channel value
+
+
+def unsubscribe_token(secret: str, subject: Unsubscription) -> str:
+    payload = f"{subject.tenant_id}|{subject.customer_id}|{subject.channel}".encode()
+    return f"{_b64(payload)}.{_b64(_mac(secret, payload))}"
+
+
+def read_unsubscribe_token(secret: str, token: str) -> Unsubscription | None:
+    """The token's subject, or None when it was not signed with `secret` or was altered."""
+    try:
+        payload_text, mac_text = token.split(".", 1)
+        payload, mac = _unb64(payload_text), _unb64(mac_text)
+    except (ValueError, TypeError):
+        return None
+    if not hmac.compare_digest(mac, _mac(secret, payload)):
+        return None
+    parts = payload.decode(errors="replace").split("|")
+    return Unsubscription(*parts) if len(parts) == 3 else None

@@ -1,0 +1,80 @@
+"""Messages other services' events start: a welcome on `customer.created`, a tier message on
+`tier.changed`. The consumer (in the event's unit of work, at most once per event) only enqueues a
+job; the job, on a delivery replica, looks the customer up in profile and decides exactly as
+SendNotification does, under a key derived from the event, so a redelivered event or a rerun job
+stores one message. A tenant without the template (`welcome`, `tier_changed`) sends nothing."""
+
+from loyalty.common.v1 import customer_pb2
+from loyalty.ledger.v1 import events_pb2 as ledger_events
+from loyalty.notification.v1 import jobs_pb2
+from loyalty.profile.v1 import events_pb2 as profile_events
+from loyalty_notification import app
+from loyalty_notification.commands import SendNotification
+from loyalty_notification.directory import Directory
+from loyalty_runtime.errors import Aborted, NotFound
+from loyalty_runtime.events import Subscription
+from loyalty_runtime.uow import UnitOfWork
+
+SEND_FOR_EVENT_JOB = "notification.send-for-event"
+WELCOME, TIER_CHANGED = "welcome", "tier_changed"
+
+
+async def _enqueue(uow: UnitOfWork, job: jobs_pb2.SendForEventJob) -> None:
+    await uow.enqueue(SEND_FOR_EVENT_JOB, job, dedupe_key=job.idempotency_key)
+
+
+async def on_customer_created(uow: UnitOfWork, event: profile_events.CustomerCreated) -> None:
+    await _enqueue(
+        uow,
+        jobs_pb2.SendForEventJob(
+            customer_id=event.customer_id,
+            template_key=WELCOME,
+            idempotency_key=f"customer.created:{event.customer_id}",
+        ),
+    )
+
+
+async def on_tier_changed(uow: UnitOfWork, event: ledger_events.TierChanged) -> None:
+    if not event.to_tier:
+        return  # below every tier: nothing to congratulate on
+    await _enqueue(
+        uow,
+        jobs_pb2.SendForEventJob(
+            customer_id=event.customer_id,
+            template_key=TIER_CHANGED,
+            idempotency_key=f"tier.changed:{event.account_id}:{event.to_tier}:{event.qualifying_points}",
+            variables={"from_tier": event.from_tier, "to_tier": event.to_tier},
+        ),
+    )
+
+
+SUBSCRIPTIONS = [
+    Subscription("profile.events", profile_events.CustomerCreated, on_customer_created),
+    Subscription("ledger.events", ledger_events.TierChanged, on_tier_changed),
+]
+
+
+class EventSender:
+    def __init__(self, directory: Directory) -> None:
+        self.directory = directory
+
+    async def send(self, uow: UnitOfWork, job: jobs_pb2.SendForEventJob) -> None:
+        ref = customer_pb2.CustomerRef(customer_id=job.customer_id)
+        command = SendNotification(
+            request=job,
+            idempotency_key=job.idempotency_key,
+            recipient=ref,
+            template_key=job.template_key,
+            channels=(),
+            locale="",
+            variables=dict(job.variables),
+        )
+        customer = await self.directory.customer(ref)
+        if customer is None:
+            return  # erased or merged away before the job ran
+        try:
+            await app.decide(uow, command, customer)
+        except NotFound:
+            return  # the tenant has no such template
+        except Aborted:
+            return  # stored already (a rerun of this job)

@@ -1,0 +1,117 @@
+"""A running profile server and notification server (production call guard, delivery workers) per
+session, real local HTTP and SMTP receivers, a fresh tenant per test, and helpers to enrol
+customers and wait for deliveries."""
+
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from loyalty.notification.v1 import notification_service_pb2_grpc
+from loyalty.profile.v1 import profile_service_pb2_grpc
+from loyalty_notification.service import DEFINITION, NotificationSettings
+from loyalty_profile.service import DEFINITION as PROFILE, ProfileSettings
+from loyalty_runtime.db import asyncpg_dsn
+from loyalty_runtime.migrations import migrate
+from loyalty_runtime.testing import running_service
+from tests.service.notification.helpers import Client
+from tests.service.notification.receivers import SmtpReceiver
+
+SECRET = "test-webhook-secret"
+
+
+@pytest.fixture(scope="session")
+async def profile_service(database_url, redis_url):
+    await migrate(database_url, PROFILE.migrations, PROFILE.schema)
+    settings = ProfileSettings(
+        database_url=database_url,
+        redis_url=redis_url,
+        grpc_port=0,
+        grpc_host="127.0.0.1",
+        database_pool_size=10,
+    )
+    async with running_service(PROFILE, settings) as service:
+        service.stub = profile_service_pb2_grpc.ProfileServiceStub(service.channel)
+        yield service
+
+
+@pytest.fixture(scope="session")
+def smtp():
+    receiver = SmtpReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
+async def notification_settings(database_url, redis_url, profile_service, smtp):
+    await migrate(database_url, DEFINITION.migrations, DEFINITION.schema)
+    return NotificationSettings(
+        database_url=database_url,
+        redis_url=redis_url,
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        metrics_port=0,
+        database_pool_size=20,
+        database_acquire_timeout_seconds=10.0,
+        profile_target=f"127.0.0.1:{profile_service.server.port}",
+        # This server only answers calls; `workers` (or a test) runs the delivery loops.
+        delivery_workers=0,
+        max_attempts=3,
+        retry_base_seconds=0.05,
+        retry_cap_seconds=0.2,
+        poll_seconds=0.05,
+        provider_timeout_seconds=2.0,
+        rate_limits={"webhook": 0, "smtp": 0, "sms": 0, "push": 0},
+        webhook_signing_secret=SECRET,
+        webhook_allow_loopback=True,
+        smtp_port=smtp.port,
+        unsubscribe_url="https://loyalty.example/unsubscribe",
+    )
+
+
+@pytest.fixture(scope="session")
+async def notification(notification_settings):
+    async with running_service(DEFINITION, notification_settings) as service:
+        service.stub = notification_service_pb2_grpc.NotificationServiceStub(service.channel)
+        yield service
+
+
+@pytest.fixture(scope="module")
+async def workers(notification_settings):
+    """A second replica that delivers (two loops), for the modules that want messages sent."""
+    async with running_service(
+        DEFINITION, notification_settings.model_copy(update={"delivery_workers": 2})
+    ) as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+async def db(notification_settings):
+    pool = await asyncpg.create_pool(asyncpg_dsn(notification_settings.database_url), min_size=1, max_size=4)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+def tenant(notification, profile_service) -> Client:
+    return Client(notification, profile_service, f"t-{uuid.uuid4().hex[:8]}")
+
+
+class Clock:
+    """The server's clock: stands still until the test moves it."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+async def clocked(notification_settings):
+    clock = Clock(datetime(2030, 6, 1, 12, tzinfo=UTC))
+    async with running_service(DEFINITION, notification_settings, clock=clock) as service:
+        service.stub = notification_service_pb2_grpc.NotificationServiceStub(service.channel)
+        service.clock = clock
+        yield service
