@@ -23,7 +23,18 @@ TRACED_PROBE = probe_definition("probe_traced")
 
 @pytest.fixture(scope="module")
 async def traced_probe_settings(probe_settings, database_url):
+    """The traced probe's schema, with the runtime's housekeeping schedules (due at once in a new
+    schema) already run once, untraced, so the tests' idle windows see only what they cause."""
     await create_schema(database_url, TRACED_PROBE.schema)
+    async with running_service(TRACED_PROBE, probe_settings) as service:
+        database = service.server.resources.database
+        due = f"SELECT count(*) = 0 OR bool_or(next_run_at <= now()) FROM {TRACED_PROBE.schema}.schedules"
+        async with asyncio.timeout(10):
+            while True:
+                async with database.connection() as connection:
+                    if not await connection.fetchval(due):
+                        break
+                await asyncio.sleep(0.05)
     return probe_settings
 
 
