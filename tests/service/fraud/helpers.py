@@ -62,7 +62,7 @@ def earn(points: int, *, customer: str = "c1", **fields):
         idempotency_key=fields.pop("idempotency_key", key()),
         customer_id=customer,
         points=points,
-        source=api.EARN_SOURCE_PURCHASE,
+        source=fields.pop("source", api.EARN_SOURCE_PURCHASE),
         **fields,
     )
 
