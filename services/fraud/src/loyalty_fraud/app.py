@@ -1,10 +1,12 @@
 """The fraud service's use cases: one `async def` per RPC taking the unit of work and a command.
 
-An assessment is: one statement for the tenant's rules and settings, one for the blocklist, one Redis
-round trip for every velocity counter (counters.py), then, unless it is a dry run, one statement
-recording the decision (and one opening a review case). It is idempotent on the request's key: the
-recorded decision is the first thing looked up, Redis counts a key once, and two concurrent calls
-with one key meet at the assessments' unique index, where the second replays the first's decision.
+An assessment is: one statement reading everything it needs (a decision already recorded under its
+key, the tenant's rules and settings, the blocklist entries that could match), one Redis round trip
+for every velocity counter (counters.py), then, unless it is a dry run, one statement recording the
+decision (with its review case and the case's audit line). Each write is one statement, so no
+explicit transaction is needed. It is idempotent on the request's key: the recorded decision is read
+first, Redis counts a key once, and two concurrent calls with one key meet at the assessments'
+unique index, where the second replays the first's decision.
 
 Assessments are answered as the contract's message that is also what is stored, so a replay and a
 listing answer byte for byte what the first call answered.
@@ -58,28 +60,40 @@ def _settings(body: bytes | None) -> model.Settings:
 async def assess(uow: UnitOfWork, counters: Counters, command: Assess) -> apb.Assessment:
     action = replace(command.action, now=uow.now)
     kind = action.kind.value
-    if not command.dry_run and (first := await _recorded(uow, kind, action.subject_id, command.fingerprint)):
-        return first
-    bodies, settings_body = await repository.rules_and_settings(uow)
-    rules = [_rule(body) for body in bodies]
-    blocked = fraud_rules.blocklist_matches(await _blocklist_candidates(uow, action), action)
+    lookups = fraud_rules.blocklist_lookups(action)
+    rows = await repository.assessment_inputs(
+        uow,
+        kind,
+        action.subject_id,
+        [kind_.value for kind_, _ in lookups],
+        [value for _, value in lookups],
+        ranges=action.ip_address is not None,
+    )
+    parts: dict[str, list] = {"assessment": [], "rule": [], "settings": [], "blocklist": []}
+    for row in rows:
+        parts[row["part"]].append(row)
+    if not command.dry_run and parts["assessment"]:
+        return _replayed(parts["assessment"][0], kind, command.fingerprint)
+    rules = [_rule(row["body"]) for row in parts["rule"]]
+    entries = [_entry(row["body"]) for row in parts["blocklist"]]
+    blocked = fraud_rules.blocklist_matches(entries, action)
     needed = fraud_rules.counters_for(rules, action)
     now_ms = int(uow.now.timestamp() * 1000)
-    totals = await counters.count(
-        uow.tenant, f"{kind}:{action.subject_id}", needed, now_ms, record=not command.dry_run
-    )
-    verdict = fraud_rules.decide(
-        rules, _settings(settings_body), action, blocked=blocked, counters=needed, totals=totals
-    )
+    subject = f"{kind}:{action.subject_id}"
+    totals = await counters.count(uow.tenant, subject, needed, now_ms, record=not command.dry_run)
+    settings = _settings(parts["settings"][0]["body"] if parts["settings"] else None)
+    verdict = fraud_rules.decide(rules, settings, action, blocked=blocked, counters=needed, totals=totals)
     if command.dry_run:
         return encoding.encode_assessment(Assessed("", action, verdict, True, uow.now))
     return await _record(uow, Assessed(new_id(), action, verdict, False, uow.now), command.fingerprint)
 
 
-async def _recorded(uow: UnitOfWork, kind: str, subject_key: str, digest: bytes) -> apb.Assessment | None:
-    row = await repository.assessment_by_subject(uow, kind, subject_key)
-    if row is None:
-        return None
+@lru_cache(maxsize=4096)
+def _entry(body: bytes) -> model.BlocklistEntry:
+    return encoding.decode_entry(bpb.BlocklistEntry.FromString(body))
+
+
+def _replayed(row, kind: str, digest: bytes) -> apb.Assessment:
     if bytes(row["fingerprint"]) != digest:
         raise FailedPrecondition(
             Reason.IDEMPOTENCY_KEY_REUSED,
@@ -89,26 +103,13 @@ async def _recorded(uow: UnitOfWork, kind: str, subject_key: str, digest: bytes)
     return apb.Assessment.FromString(row["body"])
 
 
-async def _blocklist_candidates(uow: UnitOfWork, action: model.Action) -> list[model.BlocklistEntry]:
-    lookups = fraud_rules.blocklist_lookups(action)
-    if not lookups and action.ip_address is None:
-        return []
-    bodies = await repository.blocklist_candidates(
-        uow,
-        [kind.value for kind, _ in lookups],
-        [value for _, value in lookups],
-        ranges=action.ip_address is not None,
-    )
-    return [encoding.decode_entry(bpb.BlocklistEntry.FromString(body)) for body in bodies]
-
-
 async def _record(uow: UnitOfWork, assessed: Assessed, digest: bytes) -> apb.Assessment:
     """Record the decision (a REVIEW opens its case); a concurrent first call's decision wins."""
     if assessed.verdict.decision is model.Decision.REVIEW:
         assessed = replace(assessed, review_case_id=new_id())
     message = encoding.encode_assessment(assessed)
     action = assessed.action
-    inserted = await repository.insert_assessment(
+    recorded = await repository.record_assessment(
         uow,
         assessed.assessment_id,
         action.kind.value,
@@ -117,12 +118,12 @@ async def _record(uow: UnitOfWork, assessed: Assessed, digest: bytes) -> apb.Ass
         action.customer_id,
         assessed.verdict.decision.name.lower(),
         message.SerializeToString(deterministic=True),
+        assessed.review_case_id,
     )
-    if not inserted:
-        return await _recorded(uow, action.kind.value, action.subject_id, digest)
-    if assessed.review_case_id:
-        await repository.open_case(uow, assessed.review_case_id, assessed.assessment_id, action.customer_id)
-    return message
+    if recorded:
+        return message
+    row = await repository.assessment_by_subject(uow, action.kind.value, action.subject_id)
+    return _replayed(row, action.kind.value, digest)
 
 
 async def get_assessment(uow: UnitOfWork, assessment_id: str) -> apb.Assessment:

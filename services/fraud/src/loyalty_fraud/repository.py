@@ -11,15 +11,32 @@ S = SCHEMA
 # --- rules and settings ---------------------------------------------------------------------------
 
 
-async def rules_and_settings(uow: UnitOfWork) -> tuple[list[bytes], bytes | None]:
-    """The tenant's rules that take part (enabled and shadow) and its settings, in one statement."""
-    rows = await uow.connection.fetch(
-        f"""SELECT body, false AS is_settings FROM {S}.rules WHERE tenant_id = $1 AND state <> 'disabled'
-            UNION ALL SELECT body, true FROM {S}.settings WHERE tenant_id = $1""",
-        uow.tenant,
+async def assessment_inputs(
+    uow: UnitOfWork, kind: str, subject_key: str, types: list[str], values: list[str], *, ranges: bool
+) -> list:
+    """Everything an assessment reads, in one statement: rows of (part, body, fingerprint) where part
+    is 'assessment' (the decision already recorded under this key), 'rule' (enabled and shadow),
+    'settings' or 'blocklist' (unexpired entries with one of the exact (type, value) pairs, and every
+    IP range if asked)."""
+    return list(
+        await uow.connection.fetch(
+            f"""SELECT 'assessment' AS part, body, fingerprint FROM {S}.assessments
+                    WHERE tenant_id = $1 AND kind = $2 AND subject_key = $3
+                UNION ALL SELECT 'rule', body, NULL FROM {S}.rules WHERE tenant_id = $1 AND state <> 'disabled'
+                UNION ALL SELECT 'settings', body, NULL FROM {S}.settings WHERE tenant_id = $1
+                UNION ALL SELECT 'blocklist', body, NULL FROM {S}.blocklist_entries
+                    WHERE tenant_id = $1 AND (expire_at IS NULL OR expire_at > $4)
+                    AND ((type, value) IN (SELECT * FROM unnest($5::text[], $6::text[]))
+                         OR ($7 AND type = 'ip_range'))""",
+            uow.tenant,
+            kind,
+            subject_key,
+            uow.now,
+            types,
+            values,
+            ranges,
+        )
     )
-    settings = next((row["body"] for row in rows if row["is_settings"]), None)
-    return [row["body"] for row in rows if not row["is_settings"]], settings
 
 
 async def insert_rule(uow: UnitOfWork, rule_id: str, state: str, body: bytes) -> None:
@@ -93,23 +110,6 @@ async def put_settings(uow: UnitOfWork, body: bytes) -> None:
 # --- blocklist ------------------------------------------------------------------------------------
 
 
-async def blocklist_candidates(
-    uow: UnitOfWork, types: list[str], values: list[str], *, ranges: bool
-) -> list[bytes]:
-    """Unexpired entries with one of the exact (type, value) pairs, and every IP range if asked."""
-    rows = await uow.connection.fetch(
-        f"""SELECT body FROM {S}.blocklist_entries
-            WHERE tenant_id = $1 AND (expire_at IS NULL OR expire_at > $2)
-            AND ((type, value) IN (SELECT * FROM unnest($3::text[], $4::text[])) OR ($5 AND type = 'ip_range'))""",
-        uow.tenant,
-        uow.now,
-        types,
-        values,
-        ranges,
-    )
-    return [row["body"] for row in rows]
-
-
 async def insert_entry(
     uow: UnitOfWork, entry_id: str, kind: str, value: str, expire_at: datetime | None, body: bytes
 ) -> bytes | None:
@@ -180,7 +180,7 @@ async def assessment_by_subject(uow: UnitOfWork, kind: str, subject_key: str):
     )
 
 
-async def insert_assessment(
+async def record_assessment(
     uow: UnitOfWork,
     assessment_id: str,
     kind: str,
@@ -189,13 +189,25 @@ async def insert_assessment(
     customer_id: str,
     decision: str,
     body: bytes,
+    review_case_id: str,
 ) -> bool:
-    """False when a concurrent call with the same key committed first (this one waited for it)."""
+    """Record the decision, its review case (when `review_case_id`) and the case's audit line in one
+    statement; False when a concurrent call with the same key committed first (this one waited)."""
     return bool(
         await uow.connection.fetchval(
-            f"""INSERT INTO {S}.assessments (tenant_id, assessment_id, kind, subject_key, fingerprint,
-                    customer_id, decision, created_at, body)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING RETURNING true""",
+            f"""WITH recorded AS (
+                    INSERT INTO {S}.assessments (tenant_id, assessment_id, kind, subject_key, fingerprint,
+                        customer_id, decision, created_at, body)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING RETURNING assessment_id),
+                opened AS (
+                    INSERT INTO {S}.review_cases (tenant_id, review_case_id, assessment_id, customer_id, state,
+                        created_at)
+                    SELECT $1, $10::text, assessment_id, $6, 'open', $8 FROM recorded WHERE $10::text <> ''
+                    RETURNING review_case_id),
+                audited AS (
+                    INSERT INTO {S}.review_case_audit (tenant_id, review_case_id, action, principal, note, at)
+                    SELECT $1, review_case_id, 'open', $11, '', $8 FROM opened)
+                SELECT count(*) > 0 FROM recorded""",
             uow.tenant,
             assessment_id,
             kind,
@@ -205,6 +217,8 @@ async def insert_assessment(
             decision,
             uow.now,
             body,
+            review_case_id,
+            uow.call.principal or "",
         )
     )
 
@@ -253,22 +267,6 @@ async def list_assessments(
 
 CASE_COLUMNS = """c.review_case_id, c.state, c.customer_id, c.resolved_by, c.resolution_note, c.created_at,
     c.resolved_at, a.body AS assessment"""
-
-
-async def open_case(uow: UnitOfWork, case_id: str, assessment_id: str, customer_id: str) -> None:
-    await uow.connection.execute(
-        f"""WITH opened AS (
-                INSERT INTO {S}.review_cases (tenant_id, review_case_id, assessment_id, customer_id, state,
-                    created_at) VALUES ($1, $2, $3, $4, 'open', $5))
-            INSERT INTO {S}.review_case_audit (tenant_id, review_case_id, action, principal, note, at)
-            VALUES ($1, $2, 'open', $6, '', $5)""",
-        uow.tenant,
-        case_id,
-        assessment_id,
-        customer_id,
-        uow.now,
-        uow.call.principal or "",
-    )
 
 
 async def case(uow: UnitOfWork, case_id: str):

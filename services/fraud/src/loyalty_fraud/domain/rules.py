@@ -10,6 +10,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
+from functools import lru_cache
 
 from loyalty_fraud.domain.model import (
     MONEY_METRICS,
@@ -242,8 +243,13 @@ def blocklist_matches(entries: Iterable[BlocklistEntry], action: Action) -> list
     return matches
 
 
+@lru_cache(maxsize=65_536)
+def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(cidr)
+
+
 def _in_range(address, cidr: str) -> bool:
-    network = ipaddress.ip_network(cidr)
+    network = _network(cidr)  # parsed once per process: every assessment with an IP checks every range
     return address.version == network.version and address in network
 
 
