@@ -1,7 +1,9 @@
 """The decision, from rules, counters and blocklist matches. Pure: the counters' totals come in.
 
 Conventions: a rule fires when the measure *exceeds* its limit (velocity: with this action included),
-so a limit of 5 lets the fifth action through and stops the sixth. Only ENABLED rules and blocklist
+so a limit of 5 lets the fifth action through and stops the sixth. Every assessed action counts,
+declined ones included: refused attempts are exactly what a code-guessing lock-out counts, and the
+lock lasts until the window has slid past them (the cool-down). Only ENABLED rules and blocklist
 hits change the decision; SHADOW rules are reported and change nothing. The score is the sum of the
 enabled rules' scores, capped at 1000; it decides when no rule forces a more severe decision.
 """
