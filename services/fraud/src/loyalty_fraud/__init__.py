@@ -1,1 +1,1 @@
-"""The fraud service. Its RPCs answer UNIMPLEMENTED until the issue that builds its domain lands."""
+"""The fraud service: checkout, redemption and earn decisions, velocity rules, blocklists, review cases."""

@@ -1,15 +1,19 @@
-"""The fraud service as the runtime runs it. An API without a servicer answers UNIMPLEMENTED."""
+"""The fraud service as the runtime runs it: settings, its API, its schema and migrations."""
 
 from pydantic_settings import SettingsConfigDict
 
 from loyalty.fraud.v1 import fraud_service_pb2
+from loyalty_fraud.counters import Counters
+from loyalty_fraud.models import SCHEMA
+from loyalty_fraud.servicer import FraudServicer
 from loyalty_runtime.catalogue import PORTS
 from loyalty_runtime.server import Api, ServiceDefinition
 from loyalty_runtime.settings import ServiceSettings
 
 
 class FraudSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="FRAUD_")
+    model_config = SettingsConfigDict(env_prefix=PORTS["fraud"].env_prefix)
+
     grpc_port: int = PORTS["fraud"].grpc_port
     metrics_port: int = PORTS["fraud"].metrics_port
 
@@ -18,6 +22,11 @@ DEFINITION = ServiceDefinition(
     name="fraud",
     settings=FraudSettings,
     apis=[
-        Api(fraud_service_pb2.DESCRIPTOR.services_by_name["FraudService"]),
+        Api(
+            fraud_service_pb2.DESCRIPTOR.services_by_name["FraudService"],
+            lambda resources: FraudServicer(resources.units, Counters(resources.redis)),
+        )
     ],
+    schema=SCHEMA,
+    migrations="loyalty_fraud:migrations",
 )

@@ -1,0 +1,443 @@
+"""The fraud service's use cases: one `async def` per RPC taking the unit of work and a command.
+
+An assessment is: one statement reading everything it needs (a decision already recorded under its
+key, the tenant's rules and settings, the blocklist entries that could match), one Redis round trip
+for every velocity counter (counters.py), then, unless it is a dry run, one statement recording the
+decision (with its review case and the case's audit line). Each write is one statement, so no
+explicit transaction is needed. It is idempotent on the request's key: the recorded decision is read
+first, Redis counts a key once, and two concurrent calls with one key meet at the assessments'
+unique index, where the second replays the first's decision.
+
+Assessments are answered as the contract's message that is also what is stored, so a replay and a
+listing answer byte for byte what the first call answered.
+"""
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+from functools import lru_cache
+
+from loyalty.fraud.v1 import assessment_pb2 as apb, blocklist_pb2 as bpb, review_pb2, rule_pb2 as rpb
+from loyalty_fraud import encoding, repository
+from loyalty_fraud.counters import Counters
+from loyalty_fraud.domain import model, rules as fraud_rules
+from loyalty_fraud.encoding import Assessed
+from loyalty_runtime.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Reason
+from loyalty_runtime.protobuf import timestamp
+from loyalty_runtime.uow import UnitOfWork
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _etag() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+# --- assessments ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Assess:
+    action: model.Action
+    fingerprint: bytes
+    dry_run: bool
+
+
+@lru_cache(maxsize=4096)
+def _rule(body: bytes) -> model.Rule:
+    """Stored rules were validated when written; decoding each once per process saves every call."""
+    return encoding.decode_rule(rpb.Rule.FromString(body))
+
+
+@lru_cache(maxsize=1024)
+def _settings(body: bytes | None) -> model.Settings:
+    message = rpb.FraudSettings.FromString(body) if body is not None else encoding.default_settings()
+    return encoding.decode_settings(message)
+
+
+async def assess(uow: UnitOfWork, counters: Counters, command: Assess) -> apb.Assessment:
+    action = replace(command.action, now=uow.now)
+    kind = action.kind.value
+    lookups = fraud_rules.blocklist_lookups(action)
+    rows = await repository.assessment_inputs(
+        uow,
+        kind,
+        action.subject_id,
+        [kind_.value for kind_, _ in lookups],
+        [value for _, value in lookups],
+        ranges=action.ip_address is not None,
+    )
+    parts: dict[str, list] = {"assessment": [], "rule": [], "settings": [], "blocklist": []}
+    for row in rows:
+        parts[row["part"]].append(row)
+    if not command.dry_run and parts["assessment"]:
+        return _replayed(parts["assessment"][0], kind, command.fingerprint)
+    rules = [_rule(row["body"]) for row in parts["rule"]]
+    entries = [_entry(row["body"]) for row in parts["blocklist"]]
+    blocked = fraud_rules.blocklist_matches(entries, action)
+    needed = fraud_rules.counters_for(rules, action)
+    now_ms = int(uow.now.timestamp() * 1000)
+    subject = f"{kind}:{action.subject_id}"
+    totals = await counters.count(uow.tenant, subject, needed, now_ms, record=not command.dry_run)
+    settings = _settings(parts["settings"][0]["body"] if parts["settings"] else None)
+    verdict = fraud_rules.decide(rules, settings, action, blocked=blocked, counters=needed, totals=totals)
+    if command.dry_run:
+        return encoding.encode_assessment(Assessed("", action, verdict, True, uow.now))
+    return await _record(uow, Assessed(new_id(), action, verdict, False, uow.now), command.fingerprint)
+
+
+@lru_cache(maxsize=4096)
+def _entry(body: bytes) -> model.BlocklistEntry:
+    return encoding.decode_entry(bpb.BlocklistEntry.FromString(body))
+
+
+def _replayed(row, kind: str, digest: bytes) -> apb.Assessment:
+    if bytes(row["fingerprint"]) != digest:
+        raise FailedPrecondition(
+            Reason.IDEMPOTENCY_KEY_REUSED,
+            "this key was assessed with a different request",
+            field="checkout_id" if kind == "checkout" else "idempotency_key",
+        )
+    return apb.Assessment.FromString(row["body"])
+
+
+async def _record(uow: UnitOfWork, assessed: Assessed, digest: bytes) -> apb.Assessment:
+    """Record the decision (a REVIEW opens its case); a concurrent first call's decision wins."""
+    if assessed.verdict.decision is model.Decision.REVIEW:
+        assessed = replace(assessed, review_case_id=new_id())
+    message = encoding.encode_assessment(assessed)
+    action = assessed.action
+    recorded = await repository.record_assessment(
+        uow,
+        assessed.assessment_id,
+        action.kind.value,
+        action.subject_id,
+        digest,
+        action.customer_id,
+        assessed.verdict.decision.name.lower(),
+        message.SerializeToString(deterministic=True),
+        assessed.review_case_id,
+    )
+    if recorded:
+        return message
+    row = await repository.assessment_by_subject(uow, action.kind.value, action.subject_id)
+    return _replayed(row, action.kind.value, digest)
+
+
+async def get_assessment(uow: UnitOfWork, assessment_id: str) -> apb.Assessment:
+    body = await repository.assessment(uow, assessment_id)
+    if body is None:
+        raise NotFound(Reason.ASSESSMENT_NOT_FOUND, "assessment not found", field="assessment_id")
+    return apb.Assessment.FromString(body)
+
+
+@dataclass(frozen=True)
+class ListAssessments:
+    customer_id: str
+    kind: model.Kind | None
+    decision: model.Decision | None
+    start: datetime | None
+    end: datetime | None
+    before: tuple[datetime, str] | None
+    limit: int
+
+
+async def list_assessments(uow: UnitOfWork, command: ListAssessments) -> list:
+    """Rows of (assessment_id, created_at, body), newest first; one more than a page tells of the next."""
+    return await repository.list_assessments(
+        uow,
+        customer_id=command.customer_id,
+        kind=command.kind.value if command.kind else None,
+        decision=command.decision.name.lower() if command.decision else None,
+        start=command.start,
+        end=command.end,
+        before=command.before,
+        limit=command.limit + 1,
+    )
+
+
+# --- rules ----------------------------------------------------------------------------------------
+
+UPDATABLE = (
+    "display_name",
+    "description",
+    "state",
+    "applies_to",
+    "action",
+    "score",
+    "reason",
+    "velocity",
+    "threshold",
+)
+
+
+def _stamped(rule: rpb.Rule, now: datetime) -> rpb.Rule:
+    rule.update_time.CopyFrom(timestamp(now))
+    rule.etag = _etag()
+    if rule.state == rpb.RULE_STATE_UNSPECIFIED:
+        rule.state = rpb.RULE_STATE_ENABLED
+    return rule
+
+
+def _state(rule: rpb.Rule) -> str:
+    return encoding.RULE_STATES.decode(rule.state, "rule.state").value
+
+
+async def create_rule(uow: UnitOfWork, rule: rpb.Rule) -> rpb.Rule:
+    created = rpb.Rule()
+    created.CopyFrom(rule)
+    created.rule_id = new_id()
+    created.create_time.CopyFrom(timestamp(uow.now))
+    _stamped(created, uow.now)
+    encoding.decode_rule(created)
+    await repository.insert_rule(
+        uow, created.rule_id, _state(created), created.SerializeToString(deterministic=True)
+    )
+    return created
+
+
+async def get_rule(uow: UnitOfWork, rule_id: str, *, lock: bool = False) -> rpb.Rule:
+    body = await repository.rule(uow, rule_id, lock=lock)
+    if body is None:
+        raise NotFound(Reason.RULE_NOT_FOUND, "rule not found", field="rule_id")
+    return rpb.Rule.FromString(body)
+
+
+@dataclass(frozen=True)
+class UpdateRule:
+    rule: rpb.Rule
+    paths: tuple[str, ...]
+
+
+def _require_etag(given: str, current: str, field: str) -> None:
+    if given and given != current:
+        raise Aborted(Reason.CONCURRENT_MODIFICATION, "the rule changed since it was read", field=field)
+
+
+async def update_rule(uow: UnitOfWork, command: UpdateRule) -> rpb.Rule:
+    current = await get_rule(uow, command.rule.rule_id, lock=True)
+    _require_etag(command.rule.etag, current.etag, "rule.etag")
+    paths = command.paths or UPDATABLE
+    for path in paths:
+        if path not in UPDATABLE:
+            raise InvalidArgument(Reason.INVALID_ARGUMENT, f"{path} cannot be updated", field="update_mask")
+        if path in ("velocity", "threshold") and current.WhichOneof("kind") != path:
+            raise InvalidArgument(
+                Reason.INVALID_ARGUMENT,
+                "a rule's kind (velocity or threshold) is immutable",
+                field=f"rule.{path}",
+            )
+        current.ClearField(path)
+        if path == "applies_to":
+            current.applies_to.extend(command.rule.applies_to)
+        elif path in ("velocity", "threshold"):
+            getattr(current, path).CopyFrom(getattr(command.rule, path))
+        else:
+            setattr(current, path, getattr(command.rule, path))
+    _stamped(current, uow.now)
+    encoding.decode_rule(current)
+    await repository.update_rule(
+        uow, current.rule_id, _state(current), current.SerializeToString(deterministic=True)
+    )
+    return current
+
+
+async def delete_rule(uow: UnitOfWork, rule_id: str, etag: str) -> None:
+    current = await get_rule(uow, rule_id, lock=True)
+    _require_etag(etag, current.etag, "etag")
+    await repository.delete_rule(uow, rule_id)
+
+
+async def list_rules(
+    uow: UnitOfWork, state: model.RuleState | None, after: str, limit: int
+) -> list[rpb.Rule]:
+    bodies = await repository.list_rules(uow, state.value if state else None, after, limit + 1)
+    return [rpb.Rule.FromString(body) for body in bodies]
+
+
+# --- settings -------------------------------------------------------------------------------------
+
+SETTINGS_FIELDS = (
+    "review_threshold",
+    "decline_threshold",
+    "degraded_checkout_decision",
+    "degraded_redemption_decision",
+    "degraded_earn_decision",
+)
+
+
+async def get_settings(uow: UnitOfWork, *, lock: bool = False) -> rpb.FraudSettings:
+    body = await repository.settings(uow, lock=lock)
+    return rpb.FraudSettings.FromString(body) if body is not None else encoding.default_settings()
+
+
+@dataclass(frozen=True)
+class UpdateSettings:
+    settings: rpb.FraudSettings
+    paths: tuple[str, ...]
+
+
+async def update_settings(uow: UnitOfWork, command: UpdateSettings) -> rpb.FraudSettings:
+    current = await get_settings(uow, lock=True)
+    if command.settings.etag and command.settings.etag != current.etag:
+        raise Aborted(
+            Reason.CONCURRENT_MODIFICATION, "the settings changed since they were read", field="settings.etag"
+        )
+    for path in command.paths or SETTINGS_FIELDS:
+        if path not in SETTINGS_FIELDS:
+            raise InvalidArgument(Reason.INVALID_ARGUMENT, f"{path} cannot be updated", field="update_mask")
+        setattr(current, path, getattr(command.settings, path))
+    fraud_rules.validate_settings(encoding.decode_settings(current))
+    current.update_time.CopyFrom(timestamp(uow.now))
+    current.etag = _etag()
+    await repository.put_settings(uow, current.SerializeToString(deterministic=True))
+    return current
+
+
+# --- blocklist ------------------------------------------------------------------------------------
+
+
+async def create_entry(uow: UnitOfWork, entry: bpb.BlocklistEntry) -> bpb.BlocklistEntry:
+    """Blocking a value already blocked returns the existing entry."""
+    kind = encoding.BLOCKLIST_TYPES.decode(entry.type, "entry.type")
+    created = bpb.BlocklistEntry()
+    created.CopyFrom(entry)
+    created.value = fraud_rules.require_blocklist_value(kind, entry.value, "entry.value")
+    created.entry_id = new_id()
+    created.create_time.CopyFrom(timestamp(uow.now))
+    created.update_time.CopyFrom(timestamp(uow.now))
+    expire_at = entry.expire_time.ToDatetime(tzinfo=uow.now.tzinfo) if entry.HasField("expire_time") else None
+    body = await repository.insert_entry(
+        uow,
+        created.entry_id,
+        kind.value,
+        created.value,
+        expire_at,
+        created.SerializeToString(deterministic=True),
+    )
+    if body is None:
+        body = await repository.entry_by_value(uow, kind.value, created.value)
+    return bpb.BlocklistEntry.FromString(body)
+
+
+async def get_entry(uow: UnitOfWork, entry_id: str) -> bpb.BlocklistEntry:
+    body = await repository.entry(uow, entry_id)
+    if body is None:
+        raise NotFound(Reason.BLOCKLIST_ENTRY_NOT_FOUND, "blocklist entry not found", field="entry_id")
+    return bpb.BlocklistEntry.FromString(body)
+
+
+async def delete_entry(uow: UnitOfWork, entry_id: str) -> None:
+    if not await repository.delete_entry(uow, entry_id):
+        raise NotFound(Reason.BLOCKLIST_ENTRY_NOT_FOUND, "blocklist entry not found", field="entry_id")
+
+
+@dataclass(frozen=True)
+class ListEntries:
+    kind: model.BlocklistEntryType | None
+    value: str
+    show_expired: bool
+    after: str
+    limit: int
+
+
+async def list_entries(uow: UnitOfWork, command: ListEntries) -> list[bpb.BlocklistEntry]:
+    bodies = await repository.list_entries(
+        uow,
+        command.kind.value if command.kind else None,
+        command.value,
+        command.show_expired,
+        command.after,
+        command.limit + 1,
+    )
+    return [bpb.BlocklistEntry.FromString(body) for body in bodies]
+
+
+# --- review cases ---------------------------------------------------------------------------------
+
+CASE_STATES = {
+    "open": review_pb2.REVIEW_CASE_STATE_OPEN,
+    "approved": review_pb2.REVIEW_CASE_STATE_APPROVED,
+    "rejected": review_pb2.REVIEW_CASE_STATE_REJECTED,
+}
+
+
+def _case(row) -> review_pb2.ReviewCase:
+    case = review_pb2.ReviewCase(
+        review_case_id=row["review_case_id"],
+        state=CASE_STATES[row["state"]],
+        assessment=apb.Assessment.FromString(row["assessment"]),
+        customer_id=row["customer_id"],
+        resolved_by=row["resolved_by"],
+        resolution_note=row["resolution_note"],
+        create_time=timestamp(row["created_at"]),
+    )
+    if row["resolved_at"] is not None:
+        case.resolve_time.CopyFrom(timestamp(row["resolved_at"]))
+    return case
+
+
+async def get_case(uow: UnitOfWork, case_id: str) -> review_pb2.ReviewCase:
+    row = await repository.case(uow, case_id)
+    if row is None:
+        raise NotFound(Reason.REVIEW_CASE_NOT_FOUND, "review case not found", field="review_case_id")
+    return _case(row)
+
+
+@dataclass(frozen=True)
+class ListCases:
+    state: str | None
+    customer_id: str
+    after: tuple[datetime, str] | None
+    limit: int
+
+
+async def list_cases(uow: UnitOfWork, command: ListCases) -> list:
+    """Rows (for the page token) and their cases, oldest first, one more than a page."""
+    rows = await repository.list_cases(
+        uow, command.state, command.customer_id, command.after, command.limit + 1
+    )
+    return [(row, _case(row)) for row in rows]
+
+
+@dataclass(frozen=True)
+class ResolveCase:
+    case_id: str
+    resolution: str  # "approved" or "rejected"
+    note: str
+    blocklist_customer: bool
+
+
+@dataclass(frozen=True)
+class Resolved:
+    case: review_pb2.ReviewCase
+    entry: bpb.BlocklistEntry | None
+
+
+async def resolve_case(uow: UnitOfWork, command: ResolveCase) -> Resolved:
+    """Open -> approved or rejected, audited in the same statement; resolving it the same way again
+    answers the case as it is, the other way is refused."""
+    if command.blocklist_customer and command.resolution != "rejected":
+        raise InvalidArgument(
+            Reason.INVALID_ARGUMENT, "only a rejection can blocklist the customer", field="blocklist_customer"
+        )
+    resolved = await repository.resolve_case(uow, command.case_id, command.resolution, command.note)
+    case = await get_case(uow, command.case_id)
+    if not resolved and case.state != CASE_STATES[command.resolution]:
+        raise FailedPrecondition(
+            Reason.REVIEW_CASE_RESOLVED, "the case was resolved the other way", field="resolution"
+        )
+    entry = None
+    if command.blocklist_customer and case.customer_id:
+        entry = await create_entry(
+            uow,
+            bpb.BlocklistEntry(
+                type=bpb.BLOCKLIST_ENTRY_TYPE_CUSTOMER,
+                value=case.customer_id,
+                note=command.note,
+                review_case_id=case.review_case_id,
+            ),
+        )
+    return Resolved(case, entry)

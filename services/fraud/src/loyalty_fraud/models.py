@@ -1,0 +1,108 @@
+"""The fraud service's tables (schema `fraud`) for Alembic. Nothing reads them through the ORM
+(repository.py speaks SQL on asyncpg).
+
+Rules, blocklist entries and assessments keep their contract message (`body`, serialised protobuf)
+next to the columns that are filtered, sorted or constrained on: the message is what is answered,
+the columns are what is queried. The audit of review cases is append-only (migration 0001).
+"""
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, Identity, Index, LargeBinary, MetaData, String, func, text
+from sqlalchemy.dialects.postgresql import BIGINT
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from loyalty_runtime.tables import add_runtime_tables
+
+SCHEMA = "fraud"
+Id = String(36)
+Tenant = String(64)
+Moment = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(schema=SCHEMA)
+
+
+add_runtime_tables(Base.metadata)
+
+
+class RuleRow(Base):
+    __tablename__ = "rules"
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    rule_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(Moment)
+    updated_at: Mapped[datetime] = mapped_column(Moment)
+
+
+class SettingsRow(Base):
+    __tablename__ = "settings"
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime] = mapped_column(Moment)
+
+
+class AssessmentRow(Base):
+    __tablename__ = "assessments"
+    __table_args__ = (
+        # The request's key: a retry finds the first decision.
+        Index("assessments_subject_uq", "tenant_id", "kind", "subject_key", unique=True),
+        Index("assessments_newest", "tenant_id", text("created_at DESC"), text("assessment_id DESC")),
+        Index("assessments_customer", "tenant_id", "customer_id", text("created_at DESC")),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    assessment_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    subject_key: Mapped[str] = mapped_column(String(200))
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary)
+    customer_id: Mapped[str] = mapped_column(String(200))
+    decision: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(Moment)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class BlocklistEntryRow(Base):
+    __tablename__ = "blocklist_entries"
+    __table_args__ = (Index("blocklist_value_uq", "tenant_id", "type", "value", unique=True),)
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    entry_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(200))
+    expire_at: Mapped[datetime | None] = mapped_column(Moment, nullable=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(Moment)
+
+
+class ReviewCaseRow(Base):
+    __tablename__ = "review_cases"
+    __table_args__ = (Index("review_cases_queue", "tenant_id", "state", "created_at", "review_case_id"),)
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    review_case_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    assessment_id: Mapped[str] = mapped_column(Id)
+    customer_id: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16))
+    resolved_by: Mapped[str] = mapped_column(String(200), server_default="")
+    resolution_note: Mapped[str] = mapped_column(String(2000), server_default="")
+    created_at: Mapped[datetime] = mapped_column(Moment)
+    resolved_at: Mapped[datetime | None] = mapped_column(Moment, nullable=True)
+
+
+class ReviewCaseAuditRow(Base):
+    """Who did what to a case, when: append-only."""
+
+    __tablename__ = "review_case_audit"
+
+    seq: Mapped[int] = mapped_column(BIGINT, Identity(always=True), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(Tenant)
+    review_case_id: Mapped[str] = mapped_column(Id, index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    principal: Mapped[str] = mapped_column(String(200))
+    note: Mapped[str] = mapped_column(String(2000))
+    at: Mapped[datetime] = mapped_column(Moment, server_default=func.now())

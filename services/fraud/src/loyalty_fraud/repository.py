@@ -1,0 +1,332 @@
+"""SQL on asyncpg for the fraud service's tables (models.py). Every statement is scoped by the
+caller's tenant ($1)."""
+
+from datetime import datetime
+
+from loyalty_fraud.models import SCHEMA
+from loyalty_runtime.uow import UnitOfWork
+
+S = SCHEMA
+
+# --- rules and settings ---------------------------------------------------------------------------
+
+
+async def assessment_inputs(
+    uow: UnitOfWork, kind: str, subject_key: str, types: list[str], values: list[str], *, ranges: bool
+) -> list:
+    """Everything an assessment reads, in one statement: rows of (part, body, fingerprint) where part
+    is 'assessment' (the decision already recorded under this key), 'rule' (enabled and shadow),
+    'settings' or 'blocklist' (unexpired entries with one of the exact (type, value) pairs, and every
+    IP range if asked)."""
+    return list(
+        await uow.connection.fetch(
+            f"""SELECT 'assessment' AS part, body, fingerprint FROM {S}.assessments
+                    WHERE tenant_id = $1 AND kind = $2 AND subject_key = $3
+                UNION ALL SELECT 'rule', body, NULL FROM {S}.rules WHERE tenant_id = $1 AND state <> 'disabled'
+                UNION ALL SELECT 'settings', body, NULL FROM {S}.settings WHERE tenant_id = $1
+                UNION ALL SELECT 'blocklist', body, NULL FROM {S}.blocklist_entries
+                    WHERE tenant_id = $1 AND (expire_at IS NULL OR expire_at > $4)
+                    AND ((type, value) IN (SELECT * FROM unnest($5::text[], $6::text[]))
+                         OR ($7 AND type = 'ip_range'))""",
+            uow.tenant,
+            kind,
+            subject_key,
+            uow.now,
+            types,
+            values,
+            ranges,
+        )
+    )
+
+
+async def insert_rule(uow: UnitOfWork, rule_id: str, state: str, body: bytes) -> None:
+    await uow.connection.execute(
+        f"INSERT INTO {S}.rules (tenant_id, rule_id, state, body, created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5, $5)",
+        uow.tenant,
+        rule_id,
+        state,
+        body,
+        uow.now,
+    )
+
+
+async def rule(uow: UnitOfWork, rule_id: str, *, lock: bool = False) -> bytes | None:
+    return await uow.connection.fetchval(
+        f"SELECT body FROM {S}.rules WHERE tenant_id = $1 AND rule_id = $2" + (" FOR UPDATE" if lock else ""),
+        uow.tenant,
+        rule_id,
+    )
+
+
+async def update_rule(uow: UnitOfWork, rule_id: str, state: str, body: bytes) -> None:
+    await uow.connection.execute(
+        f"UPDATE {S}.rules SET state = $3, body = $4, updated_at = $5 WHERE tenant_id = $1 AND rule_id = $2",
+        uow.tenant,
+        rule_id,
+        state,
+        body,
+        uow.now,
+    )
+
+
+async def delete_rule(uow: UnitOfWork, rule_id: str) -> bool:
+    return (
+        await uow.connection.execute(
+            f"DELETE FROM {S}.rules WHERE tenant_id = $1 AND rule_id = $2", uow.tenant, rule_id
+        )
+        != "DELETE 0"
+    )
+
+
+async def list_rules(uow: UnitOfWork, state: str | None, after: str, limit: int) -> list[bytes]:
+    rows = await uow.connection.fetch(
+        f"""SELECT body FROM {S}.rules WHERE tenant_id = $1 AND ($2::text IS NULL OR state = $2)
+            AND rule_id > $3 ORDER BY rule_id LIMIT $4""",
+        uow.tenant,
+        state,
+        after,
+        limit,
+    )
+    return [row["body"] for row in rows]
+
+
+async def settings(uow: UnitOfWork, *, lock: bool = False) -> bytes | None:
+    return await uow.connection.fetchval(
+        f"SELECT body FROM {S}.settings WHERE tenant_id = $1" + (" FOR UPDATE" if lock else ""), uow.tenant
+    )
+
+
+async def put_settings(uow: UnitOfWork, body: bytes) -> None:
+    await uow.connection.execute(
+        f"""INSERT INTO {S}.settings (tenant_id, body, updated_at) VALUES ($1, $2, $3)
+            ON CONFLICT (tenant_id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at""",
+        uow.tenant,
+        body,
+        uow.now,
+    )
+
+
+# --- blocklist ------------------------------------------------------------------------------------
+
+
+async def insert_entry(
+    uow: UnitOfWork, entry_id: str, kind: str, value: str, expire_at: datetime | None, body: bytes
+) -> bytes | None:
+    """The new entry's body, or None when the value is blocked already."""
+    return await uow.connection.fetchval(
+        f"""INSERT INTO {S}.blocklist_entries (tenant_id, entry_id, type, value, expire_at, body, created_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING body""",
+        uow.tenant,
+        entry_id,
+        kind,
+        value,
+        expire_at,
+        body,
+        uow.now,
+    )
+
+
+async def entry_by_value(uow: UnitOfWork, kind: str, value: str) -> bytes | None:
+    return await uow.connection.fetchval(
+        f"SELECT body FROM {S}.blocklist_entries WHERE tenant_id = $1 AND type = $2 AND value = $3",
+        uow.tenant,
+        kind,
+        value,
+    )
+
+
+async def entry(uow: UnitOfWork, entry_id: str) -> bytes | None:
+    return await uow.connection.fetchval(
+        f"SELECT body FROM {S}.blocklist_entries WHERE tenant_id = $1 AND entry_id = $2", uow.tenant, entry_id
+    )
+
+
+async def delete_entry(uow: UnitOfWork, entry_id: str) -> bool:
+    status = await uow.connection.execute(
+        f"DELETE FROM {S}.blocklist_entries WHERE tenant_id = $1 AND entry_id = $2", uow.tenant, entry_id
+    )
+    return status != "DELETE 0"
+
+
+async def list_entries(
+    uow: UnitOfWork, kind: str | None, value: str, show_expired: bool, after: str, limit: int
+) -> list[bytes]:
+    rows = await uow.connection.fetch(
+        f"""SELECT body FROM {S}.blocklist_entries WHERE tenant_id = $1
+            AND ($2::text IS NULL OR type = $2) AND ($3 = '' OR value = $3)
+            AND ($4 OR expire_at IS NULL OR expire_at > $5) AND entry_id > $6
+            ORDER BY entry_id LIMIT $7""",
+        uow.tenant,
+        kind,
+        value,
+        show_expired,
+        uow.now,
+        after,
+        limit,
+    )
+    return [row["body"] for row in rows]
+
+
+# --- assessments ----------------------------------------------------------------------------------
+
+
+async def assessment_by_subject(uow: UnitOfWork, kind: str, subject_key: str):
+    return await uow.connection.fetchrow(
+        f"SELECT fingerprint, body FROM {S}.assessments WHERE tenant_id = $1 AND kind = $2 AND subject_key = $3",
+        uow.tenant,
+        kind,
+        subject_key,
+    )
+
+
+async def record_assessment(
+    uow: UnitOfWork,
+    assessment_id: str,
+    kind: str,
+    subject_key: str,
+    fingerprint: bytes,
+    customer_id: str,
+    decision: str,
+    body: bytes,
+    review_case_id: str,
+) -> bool:
+    """Record the decision, its review case (when `review_case_id`) and the case's audit line in one
+    statement; False when a concurrent call with the same key committed first (this one waited)."""
+    return bool(
+        await uow.connection.fetchval(
+            f"""WITH recorded AS (
+                    INSERT INTO {S}.assessments (tenant_id, assessment_id, kind, subject_key, fingerprint,
+                        customer_id, decision, created_at, body)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING RETURNING assessment_id),
+                opened AS (
+                    INSERT INTO {S}.review_cases (tenant_id, review_case_id, assessment_id, customer_id, state,
+                        created_at)
+                    SELECT $1, $10::text, assessment_id, $6, 'open', $8 FROM recorded WHERE $10::text <> ''
+                    RETURNING review_case_id),
+                audited AS (
+                    INSERT INTO {S}.review_case_audit (tenant_id, review_case_id, action, principal, note, at)
+                    SELECT $1, review_case_id, 'open', $11, '', $8 FROM opened)
+                SELECT count(*) > 0 FROM recorded""",
+            uow.tenant,
+            assessment_id,
+            kind,
+            subject_key,
+            fingerprint,
+            customer_id,
+            decision,
+            uow.now,
+            body,
+            review_case_id,
+            uow.call.principal or "",
+        )
+    )
+
+
+async def assessment(uow: UnitOfWork, assessment_id: str) -> bytes | None:
+    return await uow.connection.fetchval(
+        f"SELECT body FROM {S}.assessments WHERE tenant_id = $1 AND assessment_id = $2",
+        uow.tenant,
+        assessment_id,
+    )
+
+
+async def list_assessments(
+    uow: UnitOfWork,
+    *,
+    customer_id: str,
+    kind: str | None,
+    decision: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    before: tuple[datetime, str] | None,
+    limit: int,
+) -> list:
+    """Newest first; `before` is the (created_at, assessment_id) of the last row of the page before."""
+    rows = await uow.connection.fetch(
+        f"""SELECT assessment_id, created_at, body FROM {S}.assessments WHERE tenant_id = $1
+            AND ($2 = '' OR customer_id = $2) AND ($3::text IS NULL OR kind = $3)
+            AND ($4::text IS NULL OR decision = $4)
+            AND ($5::timestamptz IS NULL OR created_at >= $5) AND ($6::timestamptz IS NULL OR created_at < $6)
+            AND ($7::timestamptz IS NULL OR (created_at, assessment_id) < ($7, $8))
+            ORDER BY created_at DESC, assessment_id DESC LIMIT $9""",
+        uow.tenant,
+        customer_id,
+        kind,
+        decision,
+        start,
+        end,
+        before[0] if before else None,
+        before[1] if before else "",
+        limit,
+    )
+    return list(rows)
+
+
+# --- review cases ---------------------------------------------------------------------------------
+
+CASE_COLUMNS = """c.review_case_id, c.state, c.customer_id, c.resolved_by, c.resolution_note, c.created_at,
+    c.resolved_at, a.body AS assessment"""
+
+
+async def case(uow: UnitOfWork, case_id: str):
+    return await uow.connection.fetchrow(
+        f"""SELECT {CASE_COLUMNS} FROM {S}.review_cases c
+            JOIN {S}.assessments a ON a.tenant_id = c.tenant_id AND a.assessment_id = c.assessment_id
+            WHERE c.tenant_id = $1 AND c.review_case_id = $2""",
+        uow.tenant,
+        case_id,
+    )
+
+
+async def list_cases(
+    uow: UnitOfWork, state: str | None, customer_id: str, after: tuple[datetime, str] | None, limit: int
+) -> list:
+    """Oldest first (the queue's order)."""
+    return list(
+        await uow.connection.fetch(
+            f"""SELECT {CASE_COLUMNS} FROM {S}.review_cases c
+                JOIN {S}.assessments a ON a.tenant_id = c.tenant_id AND a.assessment_id = c.assessment_id
+                WHERE c.tenant_id = $1 AND ($2::text IS NULL OR c.state = $2) AND ($3 = '' OR c.customer_id = $3)
+                AND ($4::timestamptz IS NULL OR (c.created_at, c.review_case_id) > ($4, $5))
+                ORDER BY c.created_at, c.review_case_id LIMIT $6""",
+            uow.tenant,
+            state,
+            customer_id,
+            after[0] if after else None,
+            after[1] if after else "",
+            limit,
+        )
+    )
+
+
+async def resolve_case(uow: UnitOfWork, case_id: str, state: str, note: str) -> bool:
+    """Resolve an open case and audit it in one statement; False when it was not open."""
+    return bool(
+        await uow.connection.fetchval(
+            f"""WITH resolved AS (
+                    UPDATE {S}.review_cases SET state = $3, resolution_note = $4, resolved_by = $5, resolved_at = $6
+                    WHERE tenant_id = $1 AND review_case_id = $2 AND state = 'open' RETURNING review_case_id),
+                audited AS (
+                    INSERT INTO {S}.review_case_audit (tenant_id, review_case_id, action, principal, note, at)
+                    SELECT $1, review_case_id, $3, $5, $4, $6 FROM resolved)
+                SELECT count(*) > 0 FROM resolved""",
+            uow.tenant,
+            case_id,
+            state,
+            note,
+            uow.call.principal or "",
+            uow.now,
+        )
+    )
+
+
+async def case_audit(uow: UnitOfWork, case_id: str) -> list:
+    return list(
+        await uow.connection.fetch(
+            f"""SELECT action, principal, note, at FROM {S}.review_case_audit
+                WHERE tenant_id = $1 AND review_case_id = $2 ORDER BY seq""",
+            uow.tenant,
+            case_id,
+        )
+    )
