@@ -14,9 +14,15 @@ def key() -> str:
 
 def metric(name, op, value=None, *, window=c.METRIC_WINDOW_LIFETIME, values=()) -> c.Condition:
     def operand(v):
-        return c.Value(money_value=money_pb2.Money(currency_code="EUR", amount_minor=v[1])) if isinstance(v, tuple) else c.Value(int_value=v)
+        return (
+            c.Value(money_value=money_pb2.Money(currency_code="EUR", amount_minor=v[1]))
+            if isinstance(v, tuple)
+            else c.Value(int_value=v)
+        )
 
-    condition = c.MetricCondition(metric=name, window=window, operator=op, values=[operand(v) for v in values])
+    condition = c.MetricCondition(
+        metric=name, window=window, operator=op, values=[operand(v) for v in values]
+    )
     if value is not None:
         condition.value.CopyFrom(operand(value))
     return c.Condition(metric=condition)
@@ -59,15 +65,20 @@ class Client:
     async def static_segment(self, name: str | None = None) -> pb.Segment:
         response = await self.CreateSegment(
             api.CreateSegmentRequest(
-                idempotency_key=key(), segment=pb.Segment(display_name=name or key(), type=pb.SEGMENT_TYPE_STATIC)
+                idempotency_key=key(),
+                segment=pb.Segment(display_name=name or key(), type=pb.SEGMENT_TYPE_STATIC),
             )
         )
         return response.segment
 
-    async def purchase(self, customer: str, at: datetime, total: int, purchase_key: str | None = None) -> bool:
+    async def purchase(
+        self, customer: str, at: datetime, total: int, purchase_key: str | None = None
+    ) -> bool:
         response = await self.RecordPurchase(
             api.RecordPurchaseRequest(
-                idempotency_key=purchase_key or key(), customer_id=customer, purchase_time=timestamp(at),
+                idempotency_key=purchase_key or key(),
+                customer_id=customer,
+                purchase_time=timestamp(at),
                 net_total=money_pb2.Money(currency_code="EUR", amount_minor=total),
             )
         )
@@ -76,8 +87,11 @@ class Client:
     async def refund(self, customer: str, at: datetime, total: int, return_key: str | None = None) -> bool:
         response = await self.RecordReturn(
             api.RecordReturnRequest(
-                idempotency_key=return_key or key(), customer_id=customer, checkout_id=key(),
-                return_time=timestamp(at), refunded_total=money_pb2.Money(currency_code="EUR", amount_minor=total),
+                idempotency_key=return_key or key(),
+                customer_id=customer,
+                checkout_id=key(),
+                return_time=timestamp(at),
+                refunded_total=money_pb2.Money(currency_code="EUR", amount_minor=total),
             )
         )
         return response.recorded

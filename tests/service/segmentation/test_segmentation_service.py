@@ -10,7 +10,12 @@ from google.protobuf import field_mask_pb2
 from google.rpc import status_pb2
 from redis.asyncio import Redis
 
-from loyalty.segmentation.v1 import condition_pb2 as c, events_pb2, segment_pb2 as pb, segmentation_service_pb2 as api
+from loyalty.segmentation.v1 import (
+    condition_pb2 as c,
+    events_pb2,
+    segment_pb2 as pb,
+    segmentation_service_pb2 as api,
+)
 from loyalty_runtime.errors import bad_request, error_info
 from tests.service.segmentation.conftest import Clock
 from tests.service.segmentation.helpers import all_of, key, metric, negation
@@ -18,10 +23,10 @@ from tests.service.segmentation.helpers import all_of, key, metric, negation
 NOW = Clock.start
 COUNT, SPEND = c.CUSTOMER_METRIC_PURCHASE_COUNT, c.CUSTOMER_METRIC_PURCHASE_SPEND
 GTE, EQ = c.COMPARISON_OPERATOR_GREATER_THAN_OR_EQUALS, c.COMPARISON_OPERATOR_EQUALS
-VIP = metric(SPEND, c.COMPARISON_OPERATOR_GREATER_THAN, ("EUR", 5000_00), window=c.METRIC_WINDOW_LAST_365_DAYS)
-CHURN = all_of(
-    metric(COUNT, GTE, 3), metric(COUNT, EQ, 0, window=c.METRIC_WINDOW_LAST_90_DAYS)
+VIP = metric(
+    SPEND, c.COMPARISON_OPERATOR_GREATER_THAN, ("EUR", 5000_00), window=c.METRIC_WINDOW_LAST_365_DAYS
 )
+CHURN = all_of(metric(COUNT, GTE, 3), metric(COUNT, EQ, 0, window=c.METRIC_WINDOW_LAST_90_DAYS))
 
 
 def details(error: grpc.aio.AioRpcError) -> status_pb2.Status:
@@ -110,7 +115,9 @@ async def test_a_rule_change_recomputes_membership_in_bulk(tenant, redis_url):
     segment = await tenant.rule_segment(metric(SPEND, GTE, ("EUR", 300)))
     assert await tenant.members(segment.segment_id) == {"b", "c"}
     assert segment.member_count == 2
-    changed = pb.Segment(segment_id=segment.segment_id, rule=metric(SPEND, GTE, ("EUR", 100)), etag=segment.etag)
+    changed = pb.Segment(
+        segment_id=segment.segment_id, rule=metric(SPEND, GTE, ("EUR", 100)), etag=segment.etag
+    )
     response = await tenant.UpdateSegment(
         api.UpdateSegmentRequest(
             idempotency_key=key(), segment=changed, update_mask=field_mask_pb2.FieldMask(paths=["rule"])
@@ -129,7 +136,9 @@ async def test_a_stale_etag_is_refused(tenant):
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await tenant.UpdateSegment(
             api.UpdateSegmentRequest(
-                idempotency_key=key(), segment=changed, update_mask=field_mask_pb2.FieldMask(paths=["display_name"])
+                idempotency_key=key(),
+                segment=changed,
+                update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
             )
         )
     assert raised.value.code() == grpc.StatusCode.ABORTED
@@ -173,12 +182,16 @@ async def test_static_members_are_added_only_for_known_customers_and_removed(ten
     await tenant.purchase("known", NOW, 100)
     segment = await tenant.static_segment()
     added = await tenant.AddSegmentMembers(
-        api.AddSegmentMembersRequest(idempotency_key=key(), segment_id=segment.segment_id, customer_ids=["known", "ghost"])
+        api.AddSegmentMembersRequest(
+            idempotency_key=key(), segment_id=segment.segment_id, customer_ids=["known", "ghost"]
+        )
     )
     assert (added.added_count, list(added.unknown_customer_ids)) == (1, ["ghost"])
     assert await tenant.segments_of("known") == {segment.segment_id}
     removed = await tenant.RemoveSegmentMembers(
-        api.RemoveSegmentMembersRequest(idempotency_key=key(), segment_id=segment.segment_id, customer_ids=["known"])
+        api.RemoveSegmentMembersRequest(
+            idempotency_key=key(), segment_id=segment.segment_id, customer_ids=["known"]
+        )
     )
     assert removed.removed_count == 1
     assert await tenant.segments_of("known") == set()
@@ -189,7 +202,9 @@ async def test_a_rule_segment_refuses_explicit_members(tenant):
     segment = await tenant.rule_segment(VIP)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await tenant.AddSegmentMembers(
-            api.AddSegmentMembersRequest(idempotency_key=key(), segment_id=segment.segment_id, customer_ids=["x"])
+            api.AddSegmentMembersRequest(
+                idempotency_key=key(), segment_id=segment.segment_id, customer_ids=["x"]
+            )
         )
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
@@ -197,7 +212,9 @@ async def test_a_rule_segment_refuses_explicit_members(tenant):
 async def test_delete_removes_every_member(tenant):
     segment = await tenant.rule_segment(metric(COUNT, GTE, 1))
     await tenant.purchase("dora", NOW, 100)
-    deleted = await tenant.DeleteSegment(api.DeleteSegmentRequest(idempotency_key=key(), segment_id=segment.segment_id))
+    deleted = await tenant.DeleteSegment(
+        api.DeleteSegmentRequest(idempotency_key=key(), segment_id=segment.segment_id)
+    )
     assert deleted.segment.state == pb.SEGMENT_STATE_DELETED
     assert await tenant.segments_of("dora") == set()
     await tenant.purchase("dora", NOW, 100)
@@ -226,5 +243,7 @@ async def test_tenants_never_see_each_other(tenant, other_tenant):
 
 async def test_record_activity_is_not_built_yet(tenant):
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await tenant.RecordActivity(api.RecordActivityRequest(idempotency_key=key(), customer_id="x", activity_type="a.b"))
+        await tenant.RecordActivity(
+            api.RecordActivityRequest(idempotency_key=key(), customer_id="x", activity_type="a.b")
+        )
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED

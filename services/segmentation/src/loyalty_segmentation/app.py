@@ -139,8 +139,13 @@ async def create_segment(uow: UnitOfWork, command: CreateSegment, changed: Chang
     segment_id = uuid.uuid4()
     rule = command.rule.SerializeToString(deterministic=True) if command.rule is not None else None
     inserted = await repository.insert_segment(
-        uow, segment_id, command.display_name, command.description,
-        "static" if command.static else "rule", rule, command.labels,
+        uow,
+        segment_id,
+        command.display_name,
+        command.description,
+        "static" if command.static else "rule",
+        rule,
+        command.labels,
     )
     if not inserted:
         raise AlreadyExists(
@@ -157,8 +162,9 @@ async def get_segment(uow: UnitOfWork, segment_id: uuid.UUID) -> SegmentRow:
     return segment
 
 
-async def list_segments(uow: UnitOfWork, after: str, limit: int, type_: str | None, show_deleted: bool,
-                        labels: dict[str, str]) -> list[SegmentRow]:
+async def list_segments(
+    uow: UnitOfWork, after: str, limit: int, type_: str | None, show_deleted: bool, labels: dict[str, str]
+) -> list[SegmentRow]:
     return await repository.list_segments(uow, after, limit, type_, show_deleted, labels)
 
 
@@ -189,7 +195,8 @@ async def update_segment(uow: UnitOfWork, command: UpdateSegment, changed: Chang
     if "rule" in command.fields:
         if segment.type != "rule" or command.rule is None:
             raise InvalidArgument(
-                Reason.SEGMENT_RULE_INVALID, "only a rule segment has a rule, and it needs one",
+                Reason.SEGMENT_RULE_INVALID,
+                "only a rule segment has a rule, and it needs one",
                 field="segment.rule",
             )
         rules.validate(command.rule)
@@ -203,7 +210,9 @@ async def update_segment(uow: UnitOfWork, command: UpdateSegment, changed: Chang
 async def delete_segment(uow: UnitOfWork, command: DeleteSegment, changed: Changed) -> SegmentRow:
     """Soft delete: every member leaves (with their events); the definition stays."""
     segment = await _live_segment(uow, command.segment_id, command.etag, "segment_id")
-    members = await repository.remove_members(uow, segment.segment_id, await repository.all_members(uow, segment.segment_id))
+    members = await repository.remove_members(
+        uow, segment.segment_id, await repository.all_members(uow, segment.segment_id)
+    )
     for customer_id in members:
         _publish(uow, events_pb2.SegmentLeft, segment.segment_id, customer_id)
     changed.customers.update(members)
@@ -264,7 +273,12 @@ async def record_purchase(uow: UnitOfWork, command: RecordPurchase, changed: Cha
 async def record_return(uow: UnitOfWork, command: RecordReturn, changed: Changed) -> bool:
     await repository.touch_customer(uow, command.customer_id)
     recorded = await repository.insert_return(
-        uow, command.key, command.customer_id, command.checkout_id, command.returned_at, command.refunded_total
+        uow,
+        command.key,
+        command.customer_id,
+        command.checkout_id,
+        command.returned_at,
+        command.refunded_total,
     )
     if recorded:
         await _after_record(uow, command.customer_id, changed)
@@ -301,7 +315,9 @@ def encode_metrics(customer_id: str, row) -> metrics_pb2.CustomerMetrics:
         return metrics
     for window, suffix in rules.WINDOW_SUFFIX.items():
         count, spend = row[f"purchases_{suffix}"], row[f"spend_{suffix}"]
-        entry = metrics.windows.add(window=window, purchase_count=count, return_count=row[f"returns_{suffix}"])
+        entry = metrics.windows.add(
+            window=window, purchase_count=count, return_count=row[f"returns_{suffix}"]
+        )
         entry.spend.amount_minor = spend
         entry.average_order_value.amount_minor = spend // count if count else 0
     if row["first_at"] is not None:

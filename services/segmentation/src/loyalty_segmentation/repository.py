@@ -22,7 +22,9 @@ ENTERED, LEFT = "segment.entered", "segment.left"
 def _window(column: str, suffix: str) -> str:
     if suffix == "life":
         return f"{column} <= $2::timestamptz"
-    return f"{column} > $2::timestamptz - interval '{WINDOW_DAYS[suffix]} days' AND {column} <= $2::timestamptz"
+    return (
+        f"{column} > $2::timestamptz - interval '{WINDOW_DAYS[suffix]} days' AND {column} <= $2::timestamptz"
+    )
 
 
 SUFFIXES = ("7", "30", "90", "365", "life")
@@ -143,8 +145,15 @@ def _segment(row) -> SegmentRow | None:
     return None if row is None else SegmentRow(**row)
 
 
-async def insert_segment(uow: UnitOfWork, segment_id: uuid.UUID, name: str, description: str,
-                         type_: str, rule: bytes | None, labels: dict) -> bool:
+async def insert_segment(
+    uow: UnitOfWork,
+    segment_id: uuid.UUID,
+    name: str,
+    description: str,
+    type_: str,
+    rule: bytes | None,
+    labels: dict,
+) -> bool:
     """False when a live segment of the tenant already has this name."""
     return bool(
         await uow.connection.fetchval(
@@ -152,7 +161,14 @@ async def insert_segment(uow: UnitOfWork, segment_id: uuid.UUID, name: str, desc
                     labels, member_count, version, created_at, updated_at)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 1, $8, $8)
                 ON CONFLICT (tenant_id, display_name) WHERE deleted_at IS NULL DO NOTHING RETURNING true""",
-            uow.tenant, segment_id, name, description, type_, rule, labels, uow.now,
+            uow.tenant,
+            segment_id,
+            name,
+            description,
+            type_,
+            rule,
+            labels,
+            uow.now,
         )
     )
 
@@ -161,19 +177,26 @@ async def segment(uow: UnitOfWork, segment_id: uuid.UUID, *, lock: bool = False)
     row = await uow.connection.fetchrow(
         f"SELECT {SEGMENT_COLUMNS} FROM {S}.segments WHERE tenant_id = $1 AND segment_id = $2"
         + (" FOR UPDATE" if lock else ""),
-        uow.tenant, segment_id,
+        uow.tenant,
+        segment_id,
     )
     return _segment(row)
 
 
-async def list_segments(uow: UnitOfWork, after: str, limit: int, type_: str | None,
-                        show_deleted: bool, labels: dict) -> list[SegmentRow]:
+async def list_segments(
+    uow: UnitOfWork, after: str, limit: int, type_: str | None, show_deleted: bool, labels: dict
+) -> list[SegmentRow]:
     rows = await uow.connection.fetch(
         f"""SELECT {SEGMENT_COLUMNS} FROM {S}.segments
             WHERE tenant_id = $1 AND (display_name, segment_id::text) > ($2, $3)
               AND ($4::varchar IS NULL OR type = $4) AND ($5 OR deleted_at IS NULL) AND labels @> $6
             ORDER BY display_name, segment_id LIMIT $7""",
-        uow.tenant, *_name_key(after), type_, show_deleted, labels, limit,
+        uow.tenant,
+        *_name_key(after),
+        type_,
+        show_deleted,
+        labels,
+        limit,
     )
     return [SegmentRow(**row) for row in rows]
 
@@ -188,8 +211,15 @@ async def update_segment(uow: UnitOfWork, segment: SegmentRow) -> None:
         f"""UPDATE {S}.segments SET display_name = $3, description = $4, rule = $5, labels = $6,
                 version = version + 1, updated_at = $7, deleted_at = $8, member_count = $9
             WHERE tenant_id = $1 AND segment_id = $2""",
-        uow.tenant, segment.segment_id, segment.display_name, segment.description, segment.rule,
-        segment.labels, uow.now, segment.deleted_at, segment.member_count,
+        uow.tenant,
+        segment.segment_id,
+        segment.display_name,
+        segment.description,
+        segment.rule,
+        segment.labels,
+        uow.now,
+        segment.deleted_at,
+        segment.member_count,
     )
 
 
@@ -198,7 +228,9 @@ async def name_taken(uow: UnitOfWork, name: str, segment_id: uuid.UUID) -> bool:
         await uow.connection.fetchval(
             f"""SELECT true FROM {S}.segments WHERE tenant_id = $1 AND display_name = $2
                 AND segment_id <> $3 AND deleted_at IS NULL""",
-            uow.tenant, name, segment_id,
+            uow.tenant,
+            name,
+            segment_id,
         )
     )
 
@@ -225,14 +257,19 @@ async def evaluate(uow: UnitOfWork, predicates: list[str], values: list[int], cu
     return await uow.connection.fetch(evaluate_for(predicates), uow.tenant, uow.now, customers, *values)
 
 
-async def count_matching(uow: UnitOfWork, predicate: str, values: list[int], sample: int) -> tuple[int, int, list[str]]:
+async def count_matching(
+    uow: UnitOfWork, predicate: str, values: list[int], sample: int
+) -> tuple[int, int, list[str]]:
     row = await uow.connection.fetchrow(
         f"""WITH m AS ({metrics(ALL_CUSTOMERS)})
             SELECT count(*) FILTER (WHERE {predicate}) AS matching, count(*) AS total,
                    (array_agg(m.customer_id ORDER BY m.customer_id) FILTER (WHERE {predicate}))[1:$3]
                    AS sample
             FROM m""",
-        uow.tenant, uow.now, sample, *values,
+        uow.tenant,
+        uow.now,
+        sample,
+        *values,
     )
     return row["matching"], row["total"], list(row["sample"] or [])
 
@@ -242,28 +279,42 @@ async def touch_customer(uow: UnitOfWork, customer_id: str) -> None:
     await uow.connection.execute(
         f"""INSERT INTO {S}.customers (tenant_id, customer_id, first_seen_at) VALUES ($1, $2, $3)
             ON CONFLICT (tenant_id, customer_id) DO UPDATE SET first_seen_at = {S}.customers.first_seen_at""",
-        uow.tenant, customer_id, uow.now,
+        uow.tenant,
+        customer_id,
+        uow.now,
     )
 
 
-async def insert_purchase(uow: UnitOfWork, key: str, customer_id: str, at: datetime, total: int,
-                          currency: str) -> bool:
+async def insert_purchase(
+    uow: UnitOfWork, key: str, customer_id: str, at: datetime, total: int, currency: str
+) -> bool:
     return bool(
         await uow.connection.fetchval(
             f"""INSERT INTO {S}.purchases (tenant_id, purchase_key, customer_id, purchased_at, net_total,
                     currency_code) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true""",
-            uow.tenant, key, customer_id, at, total, currency,
+            uow.tenant,
+            key,
+            customer_id,
+            at,
+            total,
+            currency,
         )
     )
 
 
-async def insert_return(uow: UnitOfWork, key: str, customer_id: str, checkout_id: str, at: datetime,
-                        total: int) -> bool:
+async def insert_return(
+    uow: UnitOfWork, key: str, customer_id: str, checkout_id: str, at: datetime, total: int
+) -> bool:
     return bool(
         await uow.connection.fetchval(
             f"""INSERT INTO {S}.returns (tenant_id, return_key, customer_id, checkout_id, returned_at,
                     refunded_total) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true""",
-            uow.tenant, key, customer_id, checkout_id, at, total,
+            uow.tenant,
+            key,
+            customer_id,
+            checkout_id,
+            at,
+            total,
         )
     )
 
@@ -272,7 +323,8 @@ async def memberships(uow: UnitOfWork, customer_id: str) -> list:
     return await uow.connection.fetch(
         f"""SELECT m.segment_id, m.joined_at FROM {S}.segment_members m
             WHERE m.tenant_id = $1 AND m.customer_id = $2 ORDER BY m.segment_id""",
-        uow.tenant, customer_id,
+        uow.tenant,
+        customer_id,
     )
 
 
@@ -281,7 +333,8 @@ async def rule_memberships(uow: UnitOfWork, customer_ids: list[str]) -> set[tupl
         f"""SELECT m.segment_id, m.customer_id FROM {S}.segment_members m
             JOIN {S}.segments s USING (tenant_id, segment_id)
             WHERE m.tenant_id = $1 AND m.customer_id = ANY($2::varchar[]) AND s.type = 'rule'""",
-        uow.tenant, customer_ids,
+        uow.tenant,
+        customer_ids,
     )
     return {(row["segment_id"], row["customer_id"]) for row in rows}
 
@@ -290,7 +343,10 @@ async def add_members(uow: UnitOfWork, segment_id: uuid.UUID, customer_ids: list
     rows = await uow.connection.fetch(
         f"""INSERT INTO {S}.segment_members (tenant_id, segment_id, customer_id, joined_at)
             SELECT $1, $2, c, $3 FROM unnest($4::varchar[]) c ON CONFLICT DO NOTHING RETURNING customer_id""",
-        uow.tenant, segment_id, uow.now, customer_ids,
+        uow.tenant,
+        segment_id,
+        uow.now,
+        customer_ids,
     )
     return [row["customer_id"] for row in rows]
 
@@ -299,7 +355,9 @@ async def remove_members(uow: UnitOfWork, segment_id: uuid.UUID, customer_ids: l
     rows = await uow.connection.fetch(
         f"""DELETE FROM {S}.segment_members WHERE tenant_id = $1 AND segment_id = $2
             AND customer_id = ANY($3::varchar[]) RETURNING customer_id""",
-        uow.tenant, segment_id, customer_ids,
+        uow.tenant,
+        segment_id,
+        customer_ids,
     )
     return [row["customer_id"] for row in rows]
 
@@ -307,7 +365,8 @@ async def remove_members(uow: UnitOfWork, segment_id: uuid.UUID, customer_ids: l
 async def all_members(uow: UnitOfWork, segment_id: uuid.UUID) -> list[str]:
     rows = await uow.connection.fetch(
         f"SELECT customer_id FROM {S}.segment_members WHERE tenant_id = $1 AND segment_id = $2",
-        uow.tenant, segment_id,
+        uow.tenant,
+        segment_id,
     )
     return [row["customer_id"] for row in rows]
 
@@ -316,7 +375,8 @@ async def set_member_count(uow: UnitOfWork, segment_id: uuid.UUID) -> None:
     await uow.connection.execute(
         f"""UPDATE {S}.segments SET member_count = (SELECT count(*) FROM {S}.segment_members
                 WHERE tenant_id = $1 AND segment_id = $2) WHERE tenant_id = $1 AND segment_id = $2""",
-        uow.tenant, segment_id,
+        uow.tenant,
+        segment_id,
     )
 
 
@@ -325,14 +385,17 @@ async def adjust_counts(uow: UnitOfWork, deltas: dict[uuid.UUID, int]) -> None:
         f"""UPDATE {S}.segments s SET member_count = s.member_count + d.delta
             FROM unnest($2::uuid[], $3::bigint[]) AS d(segment_id, delta)
             WHERE s.tenant_id = $1 AND s.segment_id = d.segment_id""",
-        uow.tenant, list(deltas), list(deltas.values()),
+        uow.tenant,
+        list(deltas),
+        list(deltas.values()),
     )
 
 
 async def known_customers(uow: UnitOfWork, customer_ids: list[str]) -> set[str]:
     rows = await uow.connection.fetch(
         f"SELECT customer_id FROM {S}.customers WHERE tenant_id = $1 AND customer_id = ANY($2::varchar[])",
-        uow.tenant, customer_ids,
+        uow.tenant,
+        customer_ids,
     )
     return {row["customer_id"] for row in rows}
 
@@ -341,7 +404,10 @@ async def members_page(uow: UnitOfWork, segment_id: uuid.UUID, after: str, limit
     return await uow.connection.fetch(
         f"""SELECT customer_id, joined_at FROM {S}.segment_members
             WHERE tenant_id = $1 AND segment_id = $2 AND customer_id > $3 ORDER BY customer_id LIMIT $4""",
-        uow.tenant, segment_id, after, limit,
+        uow.tenant,
+        segment_id,
+        after,
+        limit,
     )
 
 
@@ -349,7 +415,8 @@ async def purchase_facts(uow: UnitOfWork, customer_id: str):
     return await uow.connection.fetchrow(
         f"""SELECT count(*) AS lifetime, max(purchased_at) AS last_at FROM {S}.purchases
             WHERE tenant_id = $1 AND customer_id = $2""",
-        uow.tenant, customer_id,
+        uow.tenant,
+        customer_id,
     )
 
 
@@ -365,7 +432,8 @@ async def erase_customer(uow: UnitOfWork, customer_id: str) -> list[uuid.UUID]:
         )
     rows = await uow.connection.fetch(
         f"""DELETE FROM {S}.segment_members WHERE tenant_id = $1 AND customer_id = $2 RETURNING segment_id""",
-        uow.tenant, customer_id,
+        uow.tenant,
+        customer_id,
     )
     return [row["segment_id"] for row in rows]
 
@@ -374,7 +442,9 @@ async def move_history(uow: UnitOfWork, survivor: str, merged: str) -> None:
     for table in ("purchases", "returns"):
         await uow.connection.execute(
             f"UPDATE {S}.{table} SET customer_id = $2 WHERE tenant_id = $1 AND customer_id = $3",
-            uow.tenant, survivor, merged,
+            uow.tenant,
+            survivor,
+            merged,
         )
 
 

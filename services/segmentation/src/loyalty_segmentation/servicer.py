@@ -45,7 +45,9 @@ def _id(value: str, field: str) -> uuid.UUID:
 
 def _customer(value: str, field: str = "customer_id") -> str:
     if not value.strip() or len(value) > MAX_ID:
-        raise InvalidArgument(Reason.INVALID_ARGUMENT, f"a customer id of 1 to {MAX_ID} characters", field=field)
+        raise InvalidArgument(
+            Reason.INVALID_ARGUMENT, f"a customer id of 1 to {MAX_ID} characters", field=field
+        )
     return value
 
 
@@ -107,11 +109,16 @@ def decode_create(segment: pb.Segment) -> CreateSegment:
     static = segment.type == pb.SEGMENT_TYPE_STATIC
     if static == segment.HasField("rule"):
         raise InvalidArgument(
-            Reason.SEGMENT_RULE_INVALID, "a rule segment needs a rule; a static one has none", field="segment.rule"
+            Reason.SEGMENT_RULE_INVALID,
+            "a rule segment needs a rule; a static one has none",
+            field="segment.rule",
         )
     return CreateSegment(
-        _name(segment.display_name), segment.description, static,
-        None if static else segment.rule, dict(segment.labels),
+        _name(segment.display_name),
+        segment.description,
+        static,
+        None if static else segment.rule,
+        dict(segment.labels),
     )
 
 
@@ -132,7 +139,9 @@ class SegmentationServicer:
     async def CreateSegment(self, request: api.CreateSegmentRequest, context) -> api.CreateSegmentResponse:
         require_key(request.idempotency_key)
         return await self._changed(
-            request, app.create_segment, decode_create(request.segment),
+            request,
+            app.create_segment,
+            decode_create(request.segment),
             lambda row: api.CreateSegmentResponse(segment=encode_segment(row)),
         )
 
@@ -147,7 +156,9 @@ class SegmentationServicer:
         after = paging.decode_token(request.page_token)
         type_ = {pb.SEGMENT_TYPE_RULE: "rule", pb.SEGMENT_TYPE_STATIC: "static"}.get(request.type)
         async with self.units.read() as uow:
-            rows = await app.list_segments(uow, after, size + 1, type_, request.show_deleted, dict(request.labels))
+            rows = await app.list_segments(
+                uow, after, size + 1, type_, request.show_deleted, dict(request.labels)
+            )
         response = api.ListSegmentsResponse(segments=[encode_segment(row) for row in rows[:size]])
         if len(rows) > size:
             last = rows[size - 1]
@@ -163,13 +174,18 @@ class SegmentationServicer:
             )
         segment = request.segment
         command = UpdateSegment(
-            _id(segment.segment_id, "segment.segment_id"), fields,
+            _id(segment.segment_id, "segment.segment_id"),
+            fields,
             _name(segment.display_name) if "display_name" in fields else "",
-            segment.description, segment.rule if segment.HasField("rule") else None,
-            dict(segment.labels), segment.etag,
+            segment.description,
+            segment.rule if segment.HasField("rule") else None,
+            dict(segment.labels),
+            segment.etag,
         )
         return await self._changed(
-            request, app.update_segment, command,
+            request,
+            app.update_segment,
+            command,
             lambda row: api.UpdateSegmentResponse(segment=encode_segment(row)),
         )
 
@@ -177,7 +193,9 @@ class SegmentationServicer:
         require_key(request.idempotency_key)
         command = DeleteSegment(_id(request.segment_id, "segment_id"), request.etag)
         return await self._changed(
-            request, app.delete_segment, command,
+            request,
+            app.delete_segment,
+            command,
             lambda row: api.DeleteSegmentResponse(segment=encode_segment(row)),
         )
 
@@ -185,15 +203,22 @@ class SegmentationServicer:
         require_key(request.idempotency_key)
         command = ChangeMembers(_id(request.segment_id, "segment_id"), _customers(request.customer_ids))
         return await self._changed(
-            request, app.add_members, command,
-            lambda r: api.AddSegmentMembersResponse(added_count=r.count, unknown_customer_ids=r.unknown_customer_ids),
+            request,
+            app.add_members,
+            command,
+            lambda r: api.AddSegmentMembersResponse(
+                added_count=r.count, unknown_customer_ids=r.unknown_customer_ids
+            ),
         )
 
     async def RemoveSegmentMembers(self, request: api.RemoveSegmentMembersRequest, context):
         require_key(request.idempotency_key)
         command = ChangeMembers(_id(request.segment_id, "segment_id"), _customers(request.customer_ids))
         return await self._changed(
-            request, app.remove_members, command, lambda r: api.RemoveSegmentMembersResponse(removed_count=r.count)
+            request,
+            app.remove_members,
+            command,
+            lambda r: api.RemoveSegmentMembersResponse(removed_count=r.count),
         )
 
     async def ListCustomerSegments(self, request: api.ListCustomerSegmentsRequest, context):
@@ -227,7 +252,10 @@ class SegmentationServicer:
         async with self.units.read() as uow:
             segment, rows = await app.segment_members(uow, segment_id, after, size + 1)
         response = api.ListSegmentMembersResponse(
-            members=[pb.SegmentMember(customer_id=r["customer_id"], join_time=timestamp(r["joined_at"])) for r in rows[:size]],
+            members=[
+                pb.SegmentMember(customer_id=r["customer_id"], join_time=timestamp(r["joined_at"]))
+                for r in rows[:size]
+            ],
             total_size=segment.member_count,
         )
         if len(rows) > size:
@@ -238,11 +266,15 @@ class SegmentationServicer:
         if not request.HasField("rule"):
             raise InvalidArgument(Reason.SEGMENT_RULE_INVALID, "a rule is required", field="rule")
         if not 0 <= request.sample_size <= MAX_SAMPLE:
-            raise InvalidArgument(Reason.INVALID_ARGUMENT, f"sample_size is 0 to {MAX_SAMPLE}", field="sample_size")
+            raise InvalidArgument(
+                Reason.INVALID_ARGUMENT, f"sample_size is 0 to {MAX_SAMPLE}", field="sample_size"
+            )
         async with self.units.read() as uow:
             result = await app.estimate(uow, Estimate(request.rule, request.sample_size))
         return api.EstimateSegmentSizeResponse(
-            matching_count=result.matching, total_customer_count=result.total, exact=True,
+            matching_count=result.matching,
+            total_customer_count=result.total,
+            exact=True,
             sample_customer_ids=result.sample,
         )
 
@@ -261,14 +293,20 @@ class SegmentationServicer:
 
     async def RecordPurchase(self, request: api.RecordPurchaseRequest, context):
         command = RecordPurchase(
-            require_key(request.idempotency_key), _customer(request.customer_id),
-            _time(request, "purchase_time"), _amount(request, "net_total"), request.net_total.currency_code,
+            require_key(request.idempotency_key),
+            _customer(request.customer_id),
+            _time(request, "purchase_time"),
+            _amount(request, "net_total"),
+            request.net_total.currency_code,
         )
         return api.RecordPurchaseResponse(recorded=await self._record(app.record_purchase, command))
 
     async def RecordReturn(self, request: api.RecordReturnRequest, context):
         command = RecordReturn(
-            require_key(request.idempotency_key), _customer(request.customer_id), request.checkout_id,
-            _time(request, "return_time"), _amount(request, "refunded_total"),
+            require_key(request.idempotency_key),
+            _customer(request.customer_id),
+            request.checkout_id,
+            _time(request, "return_time"),
+            _amount(request, "refunded_total"),
         )
         return api.RecordReturnResponse(recorded=await self._record(app.record_return, command))

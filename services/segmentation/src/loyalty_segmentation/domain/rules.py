@@ -89,7 +89,8 @@ def _check(node: pb.Condition, path: str, depth: int, out: list[FieldViolation])
     if kind in ("all_of", "any_of"):
         children = getattr(node, kind).conditions
         return 1 + sum(
-            _check(child, f"{path}.{kind}.conditions[{i}]", depth + 1, out) for i, child in enumerate(children)
+            _check(child, f"{path}.{kind}.conditions[{i}]", depth + 1, out)
+            for i, child in enumerate(children)
         )
     if kind == "negation":
         if not node.negation.HasField("condition"):
