@@ -89,16 +89,19 @@ def bulk_recompute(predicate: str) -> str:
     return who changed (for the cache). $1 tenant, $2 now, $3 segment id (text), rule values $4..."""
     payload = event_payload_sql("$3::text", "changed.customer_id")
     return f"""
-        WITH m AS ({metrics(ALL_CUSTOMERS)}),
-        matched AS (SELECT m.customer_id FROM m WHERE {predicate}),
+        WITH m AS (SELECT m.customer_id, {predicate} AS hit FROM ({metrics(ALL_CUSTOMERS)}) m),
+        diff AS (
+            SELECT m.customer_id, m.hit, s.customer_id IS NOT NULL AS was FROM m
+            LEFT JOIN {S}.segment_members s
+              ON s.tenant_id = $1 AND s.segment_id = $3::uuid AND s.customer_id = m.customer_id),
         entered AS (
             INSERT INTO {S}.segment_members (tenant_id, segment_id, customer_id, joined_at)
-            SELECT $1, $3::uuid, customer_id, $2 FROM matched
+            SELECT $1, $3::uuid, customer_id, $2 FROM diff WHERE hit AND NOT was
             ON CONFLICT DO NOTHING RETURNING customer_id),
         gone AS (
-            DELETE FROM {S}.segment_members s
-            WHERE s.tenant_id = $1 AND s.segment_id = $3::uuid
-              AND NOT EXISTS (SELECT 1 FROM matched x WHERE x.customer_id = s.customer_id)
+            DELETE FROM {S}.segment_members s USING diff d
+            WHERE s.tenant_id = $1 AND s.segment_id = $3::uuid AND s.customer_id = d.customer_id
+              AND d.was AND NOT d.hit
             RETURNING s.customer_id),
         changed AS (
             SELECT '{ENTERED}' AS event_type, customer_id FROM entered
@@ -107,7 +110,7 @@ def bulk_recompute(predicate: str) -> str:
             INSERT INTO {S}.outbox (tenant_id, event_type, key, payload)
             SELECT $1, changed.event_type, changed.customer_id, {payload} FROM changed),
         counted AS (
-            UPDATE {S}.segments SET member_count = (SELECT count(*) FROM matched), refreshed_at = $2
+            UPDATE {S}.segments SET member_count = (SELECT count(*) FROM diff WHERE hit), refreshed_at = $2
             WHERE tenant_id = $1 AND segment_id = $3::uuid)
         SELECT customer_id FROM changed"""
 
