@@ -80,3 +80,12 @@ async def test_concurrent_records_for_one_customer_leave_the_right_membership(te
     assert await tenant.members(five.segment_id) == {"busy"}
     segment = (await tenant.GetSegment(api.GetSegmentRequest(segment_id=five.segment_id))).segment
     assert segment.member_count == 1
+
+
+async def test_concurrent_records_of_many_customers_count_every_member(tenant):
+    buyers = await tenant.rule_segment(metric(COUNT, GTE, 1))
+    customers = [f"buyer-{i}" for i in range(20)]
+    await asyncio.gather(*(tenant.purchase(customer, NOW, 10) for customer in customers))
+    assert await tenant.members(buyers.segment_id) == set(customers)
+    segment = (await tenant.GetSegment(api.GetSegmentRequest(segment_id=buyers.segment_id))).segment
+    assert segment.member_count == len(customers)

@@ -67,7 +67,7 @@ histories = st.lists(
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rule_set=st.lists(rules, min_size=1, max_size=3), history=histories)
 async def test_incremental_and_bulk_memberships_agree(segmentation, rule_set, history):
     segmentation.clock.now = NOW

@@ -240,10 +240,12 @@ async def name_taken(uow: UnitOfWork, name: str, segment_id: uuid.UUID) -> bool:
 
 async def live_rule_segments(uow: UnitOfWork) -> list[SegmentRow]:
     """The tenant's live rule segments, locked against a concurrent bulk recompute (which takes them
-    FOR UPDATE), so an incremental update and a recompute never interleave."""
+    FOR UPDATE), so an incremental update and a recompute never interleave. KEY SHARE, not SHARE:
+    incremental updates of other customers still adjust the member count (an UPDATE that leaves
+    the key alone) without waiting on each other's locks in a cycle."""
     rows = await uow.connection.fetch(
         f"""SELECT {SEGMENT_COLUMNS} FROM {S}.segments
-            WHERE tenant_id = $1 AND type = 'rule' AND deleted_at IS NULL ORDER BY segment_id FOR SHARE""",
+            WHERE tenant_id = $1 AND type = 'rule' AND deleted_at IS NULL ORDER BY segment_id FOR KEY SHARE""",
         uow.tenant,
     )
     return [SegmentRow(**row) for row in rows]
