@@ -1,1 +1,1 @@
-"""The segmentation service. Its RPCs answer UNIMPLEMENTED until the issue that builds its domain lands."""
+"""The segmentation service: segment rules over behavioural metrics, static segments, materialised memberships."""

@@ -1,0 +1,107 @@
+"""Tables of the segmentation schema, described for Alembic (the service speaks SQL text, see
+repository.py). Every table leads with tenant_id and every statement filters by it."""
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Uuid,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from loyalty_runtime.tables import add_runtime_tables
+from loyalty_segmentation.repository import SCHEMA
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(schema=SCHEMA)
+
+
+class SegmentRow(Base):
+    __tablename__ = "segments"
+    __table_args__ = (
+        CheckConstraint("type IN ('rule', 'static')", name="segments_type"),
+        CheckConstraint("(type = 'rule') = (rule IS NOT NULL)", name="segments_rule"),
+        # Names are unique among a tenant's live segments; a deleted one frees its name.
+        Index(
+            "segments_live_names",
+            "tenant_id",
+            "display_name",
+            unique=True,
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    segment_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(String(2000))
+    type: Mapped[str] = mapped_column(String(8))
+    # The serialised loyalty.segmentation.v1.Condition; NULL for a static segment.
+    rule: Mapped[bytes | None] = mapped_column(LargeBinary)
+    labels: Mapped[dict] = mapped_column(JSONB)
+    member_count: Mapped[int] = mapped_column(BigInteger)
+    refreshed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MemberRow(Base):
+    __tablename__ = "segment_members"
+    __table_args__ = (Index("segment_members_by_customer", "tenant_id", "customer_id"),)
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    segment_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CustomerRow(Base):
+    """Every customer segmentation knows of (from profile events or a record): the population
+    rules are evaluated over, including customers who never bought."""
+
+    __tablename__ = "customers"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PurchaseRow(Base):
+    __tablename__ = "purchases"
+    __table_args__ = (Index("purchases_by_customer", "tenant_id", "customer_id", "purchased_at"),)
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The checkout id: a purchase recorded twice is one row.
+    purchase_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    purchased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    net_total: Mapped[int] = mapped_column(BigInteger)
+    currency_code: Mapped[str] = mapped_column(String(3))
+
+
+class ReturnRow(Base):
+    __tablename__ = "returns"
+    __table_args__ = (Index("returns_by_customer", "tenant_id", "customer_id", "returned_at"),)
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    return_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    checkout_id: Mapped[str] = mapped_column(String(200))
+    returned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    refunded_total: Mapped[int] = mapped_column(BigInteger)
+
+
+add_runtime_tables(Base.metadata)

@@ -1,0 +1,84 @@
+"""Incremental and bulk membership agree exactly: random customers with random purchase and return
+histories are recorded one by one into segments that exist beforehand (incremental path), then the
+same rules are created afresh (bulk path, one statement each) and both memberships compared."""
+
+from datetime import timedelta
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from loyalty.segmentation.v1 import condition_pb2 as c
+from tests.service.segmentation.conftest import Clock
+from tests.service.segmentation.helpers import Client, all_of, any_of, key, metric, negation
+
+NOW = Clock.start
+WINDOWS = [
+    c.METRIC_WINDOW_LAST_7_DAYS,
+    c.METRIC_WINDOW_LAST_30_DAYS,
+    c.METRIC_WINDOW_LAST_90_DAYS,
+    c.METRIC_WINDOW_LAST_365_DAYS,
+    c.METRIC_WINDOW_LIFETIME,
+]
+OPERATORS = [
+    c.COMPARISON_OPERATOR_EQUALS,
+    c.COMPARISON_OPERATOR_NOT_EQUALS,
+    c.COMPARISON_OPERATOR_LESS_THAN,
+    c.COMPARISON_OPERATOR_LESS_THAN_OR_EQUALS,
+    c.COMPARISON_OPERATOR_GREATER_THAN,
+    c.COMPARISON_OPERATOR_GREATER_THAN_OR_EQUALS,
+]
+COUNTED = [c.CUSTOMER_METRIC_PURCHASE_COUNT, c.CUSTOMER_METRIC_RETURN_COUNT]
+MONEY = [c.CUSTOMER_METRIC_PURCHASE_SPEND, c.CUSTOMER_METRIC_AVERAGE_ORDER_VALUE]
+DAYS = [c.CUSTOMER_METRIC_DAYS_SINCE_LAST_PURCHASE, c.CUSTOMER_METRIC_DAYS_SINCE_FIRST_PURCHASE]
+
+leaves = st.one_of(
+    st.builds(
+        lambda m, op, v, w: metric(m, op, v, window=w),
+        st.sampled_from(COUNTED),
+        st.sampled_from(OPERATORS),
+        st.integers(0, 4),
+        st.sampled_from(WINDOWS),
+    ),
+    st.builds(
+        lambda m, op, v, w: metric(m, op, ("EUR", v), window=w),
+        st.sampled_from(MONEY),
+        st.sampled_from(OPERATORS),
+        st.integers(-500, 3000),
+        st.sampled_from(WINDOWS),
+    ),
+    st.builds(
+        lambda m, v: metric(m, c.COMPARISON_OPERATOR_BETWEEN, values=(v, v + 60)),
+        st.sampled_from(DAYS),
+        st.integers(0, 400),
+    ),
+)
+rules = st.recursive(
+    leaves,
+    lambda children: st.one_of(
+        st.lists(children, max_size=3).map(lambda xs: all_of(*xs)),
+        st.lists(children, max_size=3).map(lambda xs: any_of(*xs)),
+        children.map(negation),
+    ),
+    max_leaves=6,
+)
+# (customer, is_return, days before now, amount)
+histories = st.lists(
+    st.tuples(st.sampled_from("abc"), st.booleans(), st.integers(-2, 500), st.integers(0, 1500)),
+    max_size=25,
+)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rule_set=st.lists(rules, min_size=1, max_size=3), history=histories)
+async def test_incremental_and_bulk_memberships_agree(segmentation, rule_set, history):
+    segmentation.clock.now = NOW
+    tenant = Client(segmentation, f"h-{key()[:10]}")
+    incremental = [await tenant.rule_segment(rule) for rule in rule_set]
+    for customer, is_return, days, amount in history:
+        at = NOW - timedelta(days=days, hours=amount % 24)
+        if is_return:
+            await tenant.refund(customer, at, amount)
+        else:
+            await tenant.purchase(customer, at, amount)
+    bulk = [await tenant.rule_segment(rule) for rule in rule_set]
+    for live, fresh in zip(incremental, bulk, strict=True):
+        assert await tenant.members(live.segment_id) == await tenant.members(fresh.segment_id)
