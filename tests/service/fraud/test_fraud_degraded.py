@@ -2,6 +2,8 @@
 the rules needing no counters, name the ones skipped, carry the tenant's policy; when Redis returns,
 counting resumes without a restart."""
 
+from datetime import UTC, datetime
+
 import pytest
 
 from loyalty.fraud.v1 import (
@@ -11,9 +13,8 @@ from loyalty.fraud.v1 import (
     rule_pb2 as rpb,
 )
 from loyalty_fraud.service import DEFINITION
-from loyalty_runtime.testing import running_service
+from loyalty_runtime.testing import StoppedClock, running_service
 from tests.proxy import TcpProxy
-from tests.service.fraud.conftest import Clock
 from tests.service.fraud.helpers import Client, key, velocity
 
 ALLOW, REVIEW, DECLINE = apb.DECISION_ALLOW, apb.DECISION_REVIEW, apb.DECISION_DECLINE
@@ -23,7 +24,9 @@ ALLOW, REVIEW, DECLINE = apb.DECISION_ALLOW, apb.DECISION_REVIEW, apb.DECISION_D
 async def proxied(fraud_settings):
     proxy = await TcpProxy.to(fraud_settings.redis_url).start()
     settings = fraud_settings.model_copy(update={"redis_url": proxy.url_for(fraud_settings.redis_url)})
-    async with running_service(DEFINITION, settings, clock=Clock()) as service:
+    async with running_service(
+        DEFINITION, settings, clock=StoppedClock(datetime(2030, 1, 31, 12, tzinfo=UTC))
+    ) as service:
         service.stub = fraud_service_pb2_grpc.FraudServiceStub(service.channel)
         service.proxy = proxy
         yield service

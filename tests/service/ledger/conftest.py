@@ -7,26 +7,19 @@ from datetime import UTC, datetime
 import pytest
 
 from loyalty.ledger.v1 import ledger_service_pb2_grpc
-from loyalty_ledger.service import DEFINITION, LedgerSettings
-from loyalty_runtime.migrations import migrate
-from loyalty_runtime.testing import running_service
+from loyalty_ledger.service import DEFINITION
+from loyalty_runtime.testing import StoppedClock, migrated_settings, running_service
 from tests.service.ledger.helpers import Client
 
 
 @pytest.fixture(scope="session")
 async def ledger_settings(database_url, redis_url):
-    await migrate(database_url, DEFINITION.migrations, DEFINITION.schema)
-    return LedgerSettings(
-        database_url=database_url,
-        redis_url=redis_url,
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        metrics_port=0,
+    return await migrated_settings(
+        DEFINITION,
+        database_url,
+        redis_url,
         expiry_interval_seconds=0,
         tier_interval_seconds=0,
-        database_pool_size=20,
-        # Tests pile many calls onto one account on purpose; production sheds them sooner (0.5 s).
-        database_acquire_timeout_seconds=10.0,
     )
 
 
@@ -37,22 +30,13 @@ async def ledger(ledger_settings):
         yield service
 
 
-class Clock:
-    """The server's clock: stands still until the test moves it."""
-
-    start = datetime(2030, 1, 31, 12, tzinfo=UTC)
-
-    def __init__(self) -> None:
-        self.now = self.start
-
-    def __call__(self) -> datetime:
-        return self.now
+START = datetime(2030, 1, 31, 12, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 async def clocked(ledger_settings):
     """A second server whose units of work take `now` from `clocked.clock`."""
-    clock = Clock()
+    clock = StoppedClock(START)
     async with running_service(DEFINITION, ledger_settings, clock=clock) as service:
         service.stub = ledger_service_pb2_grpc.LedgerServiceStub(service.channel)
         service.clock = clock

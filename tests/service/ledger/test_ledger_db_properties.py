@@ -41,6 +41,7 @@ from loyalty_ledger.domain.model import (
 )
 from loyalty_runtime.errors import DomainError
 from tests.conftest import RpcFailure
+from tests.service.ledger.conftest import START
 
 TIERS = (Tier("SILVER", "Silver", 100, 12_000), Tier("GOLD", "Gold", 300, 15_000))
 HOLD_TTL = 600
@@ -154,7 +155,7 @@ class Run:
             return False, error.reason.name
 
     async def setup(self) -> None:
-        self.clock.now = self.clock.start
+        self.clock.now = START
         strict = (
             pb.Program(
                 display_name="strict",

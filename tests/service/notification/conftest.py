@@ -10,11 +10,10 @@ import pytest
 
 from loyalty.notification.v1 import notification_service_pb2_grpc
 from loyalty.profile.v1 import profile_service_pb2_grpc
-from loyalty_notification.service import DEFINITION, NotificationSettings
-from loyalty_profile.service import DEFINITION as PROFILE, ProfileSettings
+from loyalty_notification.service import DEFINITION
+from loyalty_profile.service import DEFINITION as PROFILE
 from loyalty_runtime.db import asyncpg_dsn
-from loyalty_runtime.migrations import migrate
-from loyalty_runtime.testing import running_service
+from loyalty_runtime.testing import StoppedClock, migrated_settings, running_service
 from tests.service.notification.helpers import Client
 from tests.service.notification.receivers import SmtpReceiver
 
@@ -23,14 +22,7 @@ SECRET = "test-webhook-secret"
 
 @pytest.fixture(scope="session")
 async def profile_service(database_url, redis_url):
-    await migrate(database_url, PROFILE.migrations, PROFILE.schema)
-    settings = ProfileSettings(
-        database_url=database_url,
-        redis_url=redis_url,
-        grpc_port=0,
-        grpc_host="127.0.0.1",
-        database_pool_size=10,
-    )
+    settings = await migrated_settings(PROFILE, database_url, redis_url)
     async with running_service(PROFILE, settings) as service:
         service.stub = profile_service_pb2_grpc.ProfileServiceStub(service.channel)
         yield service
@@ -45,15 +37,10 @@ def smtp():
 
 @pytest.fixture(scope="session")
 async def notification_settings(database_url, redis_url, profile_service, smtp):
-    await migrate(database_url, DEFINITION.migrations, DEFINITION.schema)
-    return NotificationSettings(
-        database_url=database_url,
-        redis_url=redis_url,
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        metrics_port=0,
-        database_pool_size=20,
-        database_acquire_timeout_seconds=10.0,
+    return await migrated_settings(
+        DEFINITION,
+        database_url,
+        redis_url,
         profile_target=f"127.0.0.1:{profile_service.server.port}",
         # This server only answers calls; `workers` (or a test) runs the delivery loops.
         delivery_workers=0,
@@ -98,19 +85,9 @@ def tenant(notification, profile_service) -> Client:
     return Client(notification, profile_service, f"t-{uuid.uuid4().hex[:8]}")
 
 
-class Clock:
-    """The server's clock: stands still until the test moves it."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture(scope="module")
 async def clocked(notification_settings):
-    clock = Clock(datetime(2030, 6, 1, 12, tzinfo=UTC))
+    clock = StoppedClock(datetime(2030, 6, 1, 12, tzinfo=UTC))
     async with running_service(DEFINITION, notification_settings, clock=clock) as service:
         service.stub = notification_service_pb2_grpc.NotificationServiceStub(service.channel)
         service.clock = clock

@@ -10,10 +10,9 @@ from redis.asyncio import Redis
 
 from loyalty.common.v1 import customer_pb2
 from loyalty.profile.v1 import events_pb2, profile_service_pb2 as api, profile_service_pb2_grpc
-from loyalty_profile.service import DEFINITION, ProfileSettings
+from loyalty_profile.service import DEFINITION
 from loyalty_runtime.db import asyncpg_dsn
-from loyalty_runtime.migrations import migrate
-from loyalty_runtime.testing import running_service
+from loyalty_runtime.testing import migrated_settings, running_service
 
 EMAIL = customer_pb2.IDENTIFIER_TYPE_EMAIL
 PHONE = customer_pb2.IDENTIFIER_TYPE_PHONE
@@ -30,14 +29,10 @@ EVENT_MESSAGES = {
 
 @pytest.fixture(scope="session")
 async def profile_settings(database_url, redis_url):
-    await migrate(database_url, DEFINITION.migrations, DEFINITION.schema)
-    return ProfileSettings(
-        database_url=database_url,
-        redis_url=redis_url,
-        grpc_port=0,
-        grpc_host="127.0.0.1",
-        metrics_port=0,
-        database_pool_size=10,
+    return await migrated_settings(
+        DEFINITION,
+        database_url,
+        redis_url,
     )
 
 

@@ -6,23 +6,17 @@ import uuid
 import pytest
 
 from loyalty.promotion.v1 import promotion_service_pb2_grpc
-from loyalty_promotion.service import DEFINITION, PromotionSettings
-from loyalty_runtime.migrations import migrate
-from loyalty_runtime.testing import running_service
+from loyalty_promotion.service import DEFINITION
+from loyalty_runtime.testing import migrated_settings, running_service
 from tests.service.promotion.helpers import Client
 
 
 @pytest.fixture(scope="session")
 async def promotion_settings(database_url, redis_url):
-    await migrate(database_url, DEFINITION.migrations, DEFINITION.schema)
-    return PromotionSettings(
-        database_url=database_url,
-        redis_url=redis_url,
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        metrics_port=0,
-        database_pool_size=20,
-        database_acquire_timeout_seconds=10.0,
+    return await migrated_settings(
+        DEFINITION,
+        database_url,
+        redis_url,
         # Short enough for tests to wait on; the default is 5 s.
         statistics_flush_seconds=0.1,
     )

@@ -12,10 +12,10 @@ from loyalty.segmentation.v1 import condition_pb2 as c, segmentation_service_pb2
 from loyalty_runtime.context import CallContext, bind_call, unbind_call
 from loyalty_segmentation import app
 from loyalty_segmentation.cache import MembershipCache
-from tests.service.segmentation.conftest import Clock
+from tests.service.segmentation.conftest import START
 from tests.service.segmentation.helpers import metric, negation
 
-NOW = Clock.start
+NOW = START
 COUNT = c.CUSTOMER_METRIC_PURCHASE_COUNT
 GTE = c.COMPARISON_OPERATOR_GREATER_THAN_OR_EQUALS
 

@@ -7,10 +7,10 @@ from datetime import timedelta
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from loyalty.segmentation.v1 import condition_pb2 as c
-from tests.service.segmentation.conftest import Clock
+from tests.service.segmentation.conftest import START
 from tests.service.segmentation.helpers import Client, all_of, any_of, key, metric, negation
 
-NOW = Clock.start
+NOW = START
 WINDOWS = [
     c.METRIC_WINDOW_LAST_7_DAYS,
     c.METRIC_WINDOW_LAST_30_DAYS,

@@ -17,10 +17,10 @@ from loyalty.segmentation.v1 import (
     segmentation_service_pb2 as api,
 )
 from loyalty_runtime.errors import bad_request, error_info
-from tests.service.segmentation.conftest import Clock
+from tests.service.segmentation.conftest import START
 from tests.service.segmentation.helpers import all_of, key, metric, negation
 
-NOW = Clock.start
+NOW = START
 COUNT, SPEND = c.CUSTOMER_METRIC_PURCHASE_COUNT, c.CUSTOMER_METRIC_PURCHASE_SPEND
 GTE, EQ = c.COMPARISON_OPERATOR_GREATER_THAN_OR_EQUALS, c.COMPARISON_OPERATOR_EQUALS
 VIP = metric(

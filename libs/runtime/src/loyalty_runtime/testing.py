@@ -4,7 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import grpc
 from opentelemetry.sdk.trace import TracerProvider
@@ -39,6 +39,40 @@ def internal_metadata(settings: ServiceSettings, tenant_id: str, *, principal: s
         (PRINCIPAL_HEADER, principal),
         (SCOPES_HEADER, ",".join(scopes)),
     )
+
+
+class StoppedClock:
+    """A server clock (`running_service(..., clock=)`) that stands still until the test moves it."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+async def migrated_settings(
+    definition: ServiceDefinition, database_url: str, redis_url: str, **overrides
+) -> ServiceSettings:
+    """Migrate `definition`'s schema and return its settings for a test server: port 0 on loopback,
+    pool waits long enough for the tests' deliberate pile-ups on one row (production sheds them
+    after 0.5 s), and `overrides`. The pool keeps the production default: the session-wide servers
+    of both xdist workers together must stay within PostgreSQL's connection limit (100 by default)."""
+    from loyalty_runtime.migrations import migrate  # Alembic: a test's import, never a server's
+
+    await migrate(database_url, definition.migrations, definition.schema)
+    defaults = {
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "grpc_host": "127.0.0.1",
+        "grpc_port": 0,
+        "metrics_port": 0,
+        "database_acquire_timeout_seconds": 10.0,
+    }
+    return definition.settings(**(defaults | overrides))
 
 
 @asynccontextmanager
