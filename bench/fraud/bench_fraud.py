@@ -43,8 +43,7 @@ from loyalty.fraud.v1 import (
     fraud_service_pb2_grpc,
     rule_pb2 as rpb,
 )
-from loyalty_devstack.benchkit import ServerProcess, service_process
-from loyalty_devstack.infra import Infra, create_database, drop_database, plain_url
+from loyalty_devstack.benchkit import ServerProcess, scratch_database, service_process
 
 
 def hashed(value: str) -> str:
@@ -216,18 +215,10 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
     args.rate = 0.0
-    base_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/loyalty_bench")
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    infra = Infra(postgres_url=base_url, redis_url=redis_url)
-    scratch = f"{base_url.rpartition('/')[2].split('?')[0]}_{uuid.uuid4().hex[:8]}"
-    await create_database(infra, scratch)
-    database_url = plain_url(base_url, scratch)
-    try:
+    async with scratch_database() as (database_url, redis_url):
         echo = await echo_rows(args, database_url, redis_url)
         redis_row = median_row(await bare_redis_rows(args, redis_url))
         fraud_row = median_row(await fraud_rows(args, database_url, redis_url))
-    finally:
-        await drop_database(infra, scratch)
     report(args, echo, redis_row, fraud_row)
 
 

@@ -35,8 +35,7 @@ from loyalty.notification.v1 import (
     template_pb2 as tpb,
 )
 from loyalty.profile.v1 import profile_service_pb2 as profile_api, profile_service_pb2_grpc
-from loyalty_devstack.benchkit import service_process
-from loyalty_devstack.infra import Infra, create_database, drop_database
+from loyalty_devstack.benchkit import scratch_database, service_process
 from loyalty_runtime.context import AUTHORIZATION_HEADER, PRINCIPAL_HEADER, TENANT_HEADER
 
 INTERNAL_TOKEN = "bench-internal-token"
@@ -163,66 +162,62 @@ async def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="delivery processes per round")
     parser.add_argument("--loops", type=int, default=4, help="delivery loops per delivery process")
     args = parser.parse_args()
-    database_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/loyalty_bench")
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    infra = Infra(postgres_url=database_url, redis_url=redis_url)
-    scratch = f"{database_url.rpartition('/')[2].split('?')[0]}_{uuid.uuid4().hex[:8]}"
-    await create_database(infra, scratch)
-    url_db = infra.database_url(scratch)
-    processes = []
-    try:
-        profile_server = service_process("profile", url_db, redis_url, internal_token=INTERNAL_TOKEN)
-        processes.append(profile_server)
-        profile_channel = await profile_server.channel()
-        common = {
-            "PROFILE_TARGET": f"127.0.0.1:{profile_server.port}",
-            "WEBHOOK_ALLOW_LOOPBACK": "true",
-            "RATE_LIMITS": json.dumps({"webhook": 0}),
-            "DATABASE_POOL_SIZE": "10",
-        }
-        api_server = service_process(
-            "notification",
-            url_db,
-            redis_url,
-            internal_token=INTERNAL_TOKEN,
-            settings={**common, "DELIVERY_WORKERS": "0"},
-        )
-        processes.append(api_server)
-        notification = notification_service_pb2_grpc.NotificationServiceStub(await api_server.channel())
-        profile = profile_service_pb2_grpc.ProfileServiceStub(profile_channel)
-        receiver = Receiver()
-        url = f"http://127.0.0.1:{await receiver.start()}/hook"
-        print(
-            f"{platform.python_implementation()} {platform.python_version()} ({platform.python_compiler()}); "
-            f"{os.cpu_count()} CPUs; {args.messages} messages per round, {args.loops} loops per delivery process"
-        )
-        print(
-            f"{'delivery procs':<16}{'enqueue/s':>11}{'enqueue CPU ms':>16}{'delivered/s':>13}{'delivery CPU ms':>17}"
-        )
-        workers = []
-        for count in sorted(args.workers):
-            while len(workers) < count:
-                worker = service_process(
-                    "notification",
-                    url_db,
-                    redis_url,
-                    internal_token=INTERNAL_TOKEN,
-                    migrate=False,
-                    settings={**common, "DELIVERY_WORKERS": str(args.loops), "POLL_SECONDS": "0.05"},
-                )
-                processes.append(worker)
-                await (await worker.channel()).close()
-                workers.append(worker)
-            figures = await _round(profile, notification, api_server, workers, receiver, url, args.messages)
-            print(
-                f"{count:<16}{figures['enqueue_per_s']:>11.0f}{figures['enqueue_cpu_ms']:>16.2f}"
-                f"{figures['delivered_per_s']:>13.0f}{figures['delivery_cpu_ms']:>17.2f}",
-                flush=True,
+    async with scratch_database() as (url_db, redis_url):
+        processes = []
+        try:
+            profile_server = service_process("profile", url_db, redis_url, internal_token=INTERNAL_TOKEN)
+            processes.append(profile_server)
+            profile_channel = await profile_server.channel()
+            common = {
+                "PROFILE_TARGET": f"127.0.0.1:{profile_server.port}",
+                "WEBHOOK_ALLOW_LOOPBACK": "true",
+                "RATE_LIMITS": json.dumps({"webhook": 0}),
+                "DATABASE_POOL_SIZE": "10",
+            }
+            api_server = service_process(
+                "notification",
+                url_db,
+                redis_url,
+                internal_token=INTERNAL_TOKEN,
+                settings={**common, "DELIVERY_WORKERS": "0"},
             )
-    finally:
-        for process in reversed(processes):
-            process.stop()
-        await drop_database(infra, scratch)
+            processes.append(api_server)
+            notification = notification_service_pb2_grpc.NotificationServiceStub(await api_server.channel())
+            profile = profile_service_pb2_grpc.ProfileServiceStub(profile_channel)
+            receiver = Receiver()
+            url = f"http://127.0.0.1:{await receiver.start()}/hook"
+            print(
+                f"{platform.python_implementation()} {platform.python_version()} ({platform.python_compiler()}); "
+                f"{os.cpu_count()} CPUs; {args.messages} messages per round, {args.loops} loops per delivery process"
+            )
+            print(
+                f"{'delivery procs':<16}{'enqueue/s':>11}{'enqueue CPU ms':>16}{'delivered/s':>13}{'delivery CPU ms':>17}"
+            )
+            workers = []
+            for count in sorted(args.workers):
+                while len(workers) < count:
+                    worker = service_process(
+                        "notification",
+                        url_db,
+                        redis_url,
+                        internal_token=INTERNAL_TOKEN,
+                        migrate=False,
+                        settings={**common, "DELIVERY_WORKERS": str(args.loops), "POLL_SECONDS": "0.05"},
+                    )
+                    processes.append(worker)
+                    await (await worker.channel()).close()
+                    workers.append(worker)
+                figures = await _round(
+                    profile, notification, api_server, workers, receiver, url, args.messages
+                )
+                print(
+                    f"{count:<16}{figures['enqueue_per_s']:>11.0f}{figures['enqueue_cpu_ms']:>16.2f}"
+                    f"{figures['delivered_per_s']:>13.0f}{figures['delivery_cpu_ms']:>17.2f}",
+                    flush=True,
+                )
+        finally:
+            for process in reversed(processes):
+                process.stop()
 
 
 if __name__ == "__main__":

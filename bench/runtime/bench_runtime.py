@@ -42,8 +42,8 @@ from loyalty.common.v1 import customer_pb2
 from loyalty.ledger.v1 import ledger_pb2, ledger_service_pb2 as ledger_api, ledger_service_pb2_grpc
 from loyalty.profile.v1 import profile_service_pb2 as profile_api, profile_service_pb2_grpc
 from loyalty.testing.v1 import echo_pb2, echo_pb2_grpc
-from loyalty_devstack.benchkit import ServerProcess, service_process
-from loyalty_devstack.infra import Infra, create_database, drop_database, free_port, plain_url
+from loyalty_devstack.benchkit import ServerProcess, scratch_database, service_process
+from loyalty_devstack.infra import free_port
 from loyalty_runtime.context import AUTHORIZATION_HEADER, PRINCIPAL_HEADER, TENANT_HEADER
 
 HERE = Path(__file__).resolve().parent
@@ -347,13 +347,7 @@ async def main() -> None:
         "--only", nargs="+", choices=["echo", "profile", "ledger"], default=["echo", "profile", "ledger"]
     )
     args = parser.parse_args()
-    base_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/loyalty_bench")
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    infra = Infra(postgres_url=base_url, redis_url=redis_url)
-    scratch = f"{base_url.rpartition('/')[2].split('?')[0]}_{uuid.uuid4().hex[:8]}"
-    await create_database(infra, scratch)
-    database_url = plain_url(base_url, scratch)
-    try:
+    async with scratch_database() as (database_url, redis_url):
         rows = await echo_rows(args, database_url, redis_url)
         if "profile" in args.only:
             rows |= await profile_rows(args, database_url, redis_url)
@@ -361,8 +355,6 @@ async def main() -> None:
         if "ledger" in args.only:
             rows |= await ledger_rows(args, database_url, redis_url)
             tps = pgbench_transfer_tps(database_url, args.concurrency, args.pgbench_seconds)
-    finally:
-        await drop_database(infra, scratch)
     report(rows, tps, args)
 
 

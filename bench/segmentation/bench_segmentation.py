@@ -34,8 +34,8 @@ from loyalty.segmentation.v1 import (
     segmentation_service_pb2_grpc,
 )
 from loyalty.testing.v1 import echo_pb2, echo_pb2_grpc
-from loyalty_devstack.benchkit import ServerProcess, service_process
-from loyalty_devstack.infra import Infra, create_database, drop_database, free_port
+from loyalty_devstack.benchkit import ServerProcess, scratch_database, service_process
+from loyalty_devstack.infra import free_port
 from loyalty_runtime.context import AUTHORIZATION_HEADER, PRINCIPAL_HEADER, TENANT_HEADER
 from loyalty_runtime.db import asyncpg_dsn
 from loyalty_runtime.protobuf import timestamp
@@ -176,41 +176,37 @@ async def main() -> None:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--drain-limit", type=float, default=120.0, help="seconds to wait for the relay")
     args = parser.parse_args()
-    database_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/loyalty_bench")
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    infra = Infra(postgres_url=database_url, redis_url=redis_url)
-    scratch = f"{database_url.rpartition('/')[2].split('?')[0]}_{uuid.uuid4().hex[:8]}"
-    await create_database(infra, scratch)
-    url = infra.database_url(scratch)
-    server = service_process(
-        "segmentation", url, redis_url, internal_token=TOKEN, settings={"REFRESH_INTERVAL_SECONDS": "0"}
-    )
-    port = free_port()
-    bare = ServerProcess(
-        "bare-echo", [sys.executable, str(RUNTIME_BENCH / "servers.py"), "bare", str(port)], {}, port
-    )
-    try:
-        print(f"Python {platform.python_version()}; {os.cpu_count()} CPUs; server on uvloop")
-        stub = segmentation_service_pb2_grpc.SegmentationServiceStub(await server.channel())
-        await recompute_rows(stub, asyncpg_dsn(url), sorted(args.customers), args.drain_limit)
-        for concurrency in (1, 16):
-            rate = await record_rate(stub, args.records, concurrency)
-            print(f"RecordPurchase (2 live rule segments), concurrency {concurrency}: {rate:.0f} records/s")
-        request = api.ListCustomerSegmentsRequest(customer_id="c00000042")
-        segments_cpu = await cpu_per_call(
-            server, lambda: stub.ListCustomerSegments(request, metadata=METADATA, timeout=10), args.calls
+    async with scratch_database() as (url, redis_url):
+        server = service_process(
+            "segmentation", url, redis_url, internal_token=TOKEN, settings={"REFRESH_INTERVAL_SECONDS": "0"}
         )
-        echo = echo_pb2_grpc.EchoServiceStub(await bare.channel())
-        hello = echo_pb2.EchoRequest(text="hello")
-        bare_cpu = await cpu_per_call(bare, lambda: echo.Echo(hello, timeout=10), args.calls)
-        print(f"ListCustomerSegments, warm cache: {segments_cpu:.0f} us server CPU per call")
-        print(
-            f"bare grpc.aio echo:               {bare_cpu:.0f} us server CPU per call ({segments_cpu / bare_cpu:.1f}x)"
+        port = free_port()
+        bare = ServerProcess(
+            "bare-echo", [sys.executable, str(RUNTIME_BENCH / "servers.py"), "bare", str(port)], {}, port
         )
-    finally:
-        server.stop()
-        bare.stop()
-        await drop_database(infra, scratch)
+        try:
+            print(f"Python {platform.python_version()}; {os.cpu_count()} CPUs; server on uvloop")
+            stub = segmentation_service_pb2_grpc.SegmentationServiceStub(await server.channel())
+            await recompute_rows(stub, asyncpg_dsn(url), sorted(args.customers), args.drain_limit)
+            for concurrency in (1, 16):
+                rate = await record_rate(stub, args.records, concurrency)
+                print(
+                    f"RecordPurchase (2 live rule segments), concurrency {concurrency}: {rate:.0f} records/s"
+                )
+            request = api.ListCustomerSegmentsRequest(customer_id="c00000042")
+            segments_cpu = await cpu_per_call(
+                server, lambda: stub.ListCustomerSegments(request, metadata=METADATA, timeout=10), args.calls
+            )
+            echo = echo_pb2_grpc.EchoServiceStub(await bare.channel())
+            hello = echo_pb2.EchoRequest(text="hello")
+            bare_cpu = await cpu_per_call(bare, lambda: echo.Echo(hello, timeout=10), args.calls)
+            print(f"ListCustomerSegments, warm cache: {segments_cpu:.0f} us server CPU per call")
+            print(
+                f"bare grpc.aio echo:               {bare_cpu:.0f} us server CPU per call ({segments_cpu / bare_cpu:.1f}x)"
+            )
+        finally:
+            server.stop()
+            bare.stop()
 
 
 if __name__ == "__main__":

@@ -6,9 +6,7 @@ import uuid
 import asyncpg
 import pytest
 from alembic import command
-from alembic.autogenerate import compare_metadata
 from alembic.config import Config
-from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from loyalty_devstack.infra import create_database, drop_database
@@ -17,6 +15,7 @@ from loyalty_fraud.service import DEFINITION
 from loyalty_runtime import append_only
 from loyalty_runtime.db import asyncpg_dsn
 from loyalty_runtime.migrations import migrate, sqlalchemy_url
+from loyalty_runtime.testing import model_differences
 
 
 @pytest.fixture
@@ -25,18 +24,6 @@ async def scratch(infra):
     await create_database(infra, name)
     yield infra.database_url(name)
     await drop_database(infra, name)
-
-
-def _differences(connection) -> list:
-    context = MigrationContext.configure(
-        connection,
-        opts={
-            "include_schemas": True,
-            "version_table_schema": SCHEMA,
-            "include_name": lambda name, kind, _parent: kind != "schema" or name == SCHEMA,
-        },
-    )
-    return compare_metadata(context, Base.metadata)
 
 
 def _downgrade(connection) -> None:
@@ -58,7 +45,7 @@ async def _sync(database_url: str, step):
 
 async def test_the_migration_reaches_the_models_and_goes_back(scratch):
     await migrate(scratch, DEFINITION.migrations, DEFINITION.schema)
-    assert await _sync(scratch, _differences) == []
+    assert await model_differences(scratch, SCHEMA, Base.metadata) == []
     connection = await asyncpg.connect(asyncpg_dsn(scratch))
     try:
         protected = [row["relname"] for row in await connection.fetch(append_only.PROTECTED_TABLES, SCHEMA)]

@@ -13,9 +13,7 @@ import uuid
 import asyncpg
 import pytest
 from alembic import command
-from alembic.autogenerate import compare_metadata
 from alembic.config import Config
-from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -26,7 +24,7 @@ from loyalty_ledger.service import DEFINITION
 from loyalty_runtime import append_only
 from loyalty_runtime.db import asyncpg_dsn
 from loyalty_runtime.migrations import sqlalchemy_url
-from loyalty_runtime.testing import running_service
+from loyalty_runtime.testing import model_differences, running_service
 from loyalty_runtime.uow import fingerprint
 from tests.conftest import rpc_failure
 
@@ -70,20 +68,8 @@ def _upgrade_to_old_head(connection) -> None:
     command.upgrade(config, "0002")
 
 
-def _differences(connection) -> list:
-    context = MigrationContext.configure(
-        connection,
-        opts={
-            "include_schemas": True,
-            "version_table_schema": SCHEMA,
-            "include_name": lambda name, kind, _parent: kind != "schema" or name == SCHEMA,
-        },
-    )
-    return compare_metadata(context, Base.metadata)
-
-
 async def _at_head(database_url: str) -> None:
-    assert await _sync(database_url, _differences) == []
+    assert await model_differences(database_url, SCHEMA, Base.metadata) == []
     connection = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         assert await connection.fetchval("SELECT version_num FROM ledger.alembic_version") == "0003"

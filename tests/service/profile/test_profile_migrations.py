@@ -9,9 +9,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 from alembic import command
-from alembic.autogenerate import compare_metadata
 from alembic.config import Config
-from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -21,7 +19,7 @@ from loyalty_profile.models import Base
 from loyalty_profile.service import DEFINITION, ProfileSettings
 from loyalty_runtime.db import asyncpg_dsn
 from loyalty_runtime.migrations import sqlalchemy_url
-from loyalty_runtime.testing import running_service
+from loyalty_runtime.testing import model_differences, running_service
 from tests.service.profile.conftest import card, key
 
 HEAD = "0002"
@@ -197,25 +195,5 @@ async def test_0002_goes_down_to_0001_and_up_again(infra):
             await connection.close()
 
 
-def _differences(connection) -> list:
-    context = MigrationContext.configure(
-        connection,
-        opts={
-            "include_schemas": True,
-            "version_table_schema": DEFINITION.schema,
-            "include_name": lambda name, kind, _parent: kind != "schema" or name == DEFINITION.schema,
-            "compare_type": True,
-            "compare_server_default": True,
-        },
-    )
-    return compare_metadata(context, Base.metadata)
-
-
 async def test_the_models_describe_exactly_what_the_migrations_create(profile_settings):
-    engine = create_async_engine(sqlalchemy_url(profile_settings.database_url))
-    try:
-        async with engine.connect() as connection:
-            differences = await connection.run_sync(_differences)
-    finally:
-        await engine.dispose()
-    assert differences == []
+    assert await model_differences(profile_settings.database_url, DEFINITION.schema, Base.metadata) == []

@@ -7,12 +7,33 @@ import os
 import subprocess
 import sys
 import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from loyalty_devstack.infra import free_port
+from loyalty_devstack.infra import Infra, create_database, drop_database, free_port, plain_url
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/loyalty_bench"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@asynccontextmanager
+async def scratch_database() -> AsyncIterator[tuple[str, str]]:
+    """A database of its own for one benchmark run, beside `$DATABASE_URL`'s, dropped at the end; yields
+    its URL and `$REDIS_URL` (both default to localhost)."""
+    base_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+    redis_url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+    infra = Infra(postgres_url=base_url, redis_url=redis_url)
+    name = f"{base_url.rpartition('/')[2].split('?')[0]}_{uuid.uuid4().hex[:8]}"
+    await create_database(infra, name)
+    try:
+        yield plain_url(base_url, name), redis_url
+    finally:
+        await drop_database(infra, name)
 
 
 class ServerProcess:

@@ -116,3 +116,31 @@ ECHO = ServiceDefinition(
     settings=EchoSettings,
     apis=[Api(echo_pb2.DESCRIPTOR.services_by_name["EchoService"], lambda _resources: EchoServicer())],
 )
+
+
+async def model_differences(database_url: str, schema: str, metadata) -> list:
+    """What Alembic's autogenerate finds between a service's models (`metadata`) and the `schema` its
+    migrations built in `database_url`, types and server defaults included: [] when the models
+    describe exactly what the migrations create (a model change without its migration shows here)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from loyalty_runtime.migrations import sqlalchemy_url
+
+    def compare(connection) -> list:
+        options = {
+            "include_schemas": True,
+            "version_table_schema": schema,
+            "include_name": lambda name, kind, _parent: kind != "schema" or name == schema,
+            "compare_type": True,
+            "compare_server_default": True,
+        }
+        return compare_metadata(MigrationContext.configure(connection, opts=options), metadata)
+
+    engine = create_async_engine(sqlalchemy_url(database_url))
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(compare)
+    finally:
+        await engine.dispose()
