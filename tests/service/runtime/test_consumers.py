@@ -279,6 +279,38 @@ async def test_replicas_take_turns_and_a_crashed_leaders_successor_keeps_each_ke
     assert consumed(stream, "retried") == 0
 
 
+async def test_leaders_that_stall_past_their_lease_still_keep_each_keys_order(
+    units, database, schema, redis, stream, effects
+):
+    """Handlers that stall longer than the lease hand leadership back and forth while events keep
+    arriving: a stalled leader must not read entries from under its successor, and a successor must
+    not handle a key's later entries while an earlier one is still another consumer's."""
+    violations: list = []
+    ordered = in_order(effects, violations)
+    stalls = iter([0.5, 0, 0, 0, 0, 0, 0, 0.4, 0, 0, 0, 0, 0, 0, 0, 0, 0.6] * 20)
+
+    async def handle(uow, event) -> None:
+        await asyncio.sleep(next(stalls, 0))
+        await ordered(uow, event)
+
+    options = {"batch_size": 4, "max_backlog": 8, "lease_seconds": 0.2, "claim_idle_seconds": 0.25}
+    replicas = [consumer(redis, stream, units, schema, handle, **options) for _ in range(3)]
+    stopping = asyncio.Event()
+    tasks = [asyncio.create_task(r.run(stopping)) for r in replicas]
+    keys = [f"k{n}" for n in range(4)]
+    try:
+        for wave in range(6):
+            events = [(k, updated(k, seq)) for seq in range(wave * 5, wave * 5 + 5) for k in keys]
+            await publish(units, database, schema, redis, stream, events)
+            await asyncio.sleep(0.3)
+        await eventually(handled_all(effects, database, {("t1", k): (30, 29) for k in keys}), within=30)
+    finally:
+        stopping.set()
+        await asyncio.gather(*tasks)
+    assert violations == []
+    assert (await redis.xpending(stream, GROUP))["pending"] == 0
+
+
 async def test_a_database_outage_pauses_the_consumer_without_counting_deliveries(
     units, database, database_url, schema, redis, stream, effects, caplog
 ):

@@ -20,13 +20,15 @@ one `StreamConsumer` per subscribed stream (wiring.py). What it guarantees:
 - In order per aggregate, with any number of replicas: one consumer per group reads at a time. The
   replicas compete for a lease (`<stream>.lease.<group>` in Redis, renewed every third of
   `lease_seconds`); the holder reads, handles one event after another in stream order, and while an
-  event waits for its retry, later events with the same key wait behind it (other keys go on). A
-  new leader first takes over the entries its predecessor left pending (XCLAIM, once they have been
-  idle `claim_idle_seconds`: see `_take_over` for why not XAUTOCLAIM) and handles them before
-  reading anything new, so one key's events are handled in stream order across a crash too. Two exceptions, both documented trade-offs: a
-  dead-lettered event no longer holds its key back, and a leader paused for longer than its lease
-  (a stop-the-world stall) can overlap its successor for up to `claim_idle_seconds`; once-handling
-  holds even then (processed_events). The price: one process per service handles a stream at a time
+  event waits for its retry, later events with the same key wait behind it (other keys go on). Only
+  the lease's holder can read (the lease check and XREADGROUP are one script), so a leader stalled
+  past its lease cannot take new entries from under its successor. A new leader first takes over
+  the entries other consumers left pending (XCLAIM, once they have been idle `claim_idle_seconds`:
+  see `_take_over` for why not XAUTOCLAIM), handles only what is older than the oldest entry it
+  could not take yet, and reads nothing new until it has taken them all, so one key's events are
+  handled in stream order across crashes and stalls too. One exception, a documented trade-off: a
+  dead-lettered event no longer holds its key back. Once-handling holds throughout
+  (processed_events). The price: one process per service handles a stream at a time
   (bench/runtime/bench_events.py measures it); beyond that the broker interface is where a
   partitioned broker (Kafka) goes.
 - Traced: an event's traceparent becomes the parent of its handling span (and thereby of the
@@ -83,6 +85,15 @@ if not holder then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 e
 return 0
 """
 _RESIGN = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+# Reads new entries only while this consumer holds the lease: {1, entries} with XREADGROUP's reply,
+# {0, id of the stream's last entry} when there is nothing new (to block on), {-1} without the lease.
+_READ_AS_LEADER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
+local reply = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[1], 'COUNT', ARGV[3], 'STREAMS', KEYS[2], '>')
+if reply then return {1, reply[1][2]} end
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+return {0, last[1] and last[1][1] or '0-0'}
+"""
 
 
 def consumer_name() -> str:
@@ -245,9 +256,10 @@ class StreamConsumer:
         self.leading = False
         self._lead = redis.register_script(_LEAD)
         self._resign = redis.register_script(_RESIGN)
+        self._read_as_leader = redis.register_script(_READ_AS_LEADER)
         self._renew_at = 0.0
         self._recover_at = 0.0
-        self._predecessor_pending = False
+        self._barrier: tuple[int, int] | None = None  # the oldest entry others hold that we could not take
         self._group_ready = False
         self._stopping = asyncio.Event()
         self._failures = Backoff(log, f"{self.group} handling {stream}")
@@ -279,8 +291,8 @@ class StreamConsumer:
             )
         if leading and not self.leading:
             self._recover_at = 0.0  # a new leader first takes over what its predecessor left
-        if not leading:
-            self.backlog.clear()  # still pending in Redis under this name: the leader claims them
+        # A consumer that loses the lease keeps its backlog: those entries are still pending under
+        # its name, and are handled (or found done) when it leads again, unless the leader takes them.
         self.leading = leading
         self._renew_at = now + self.lease_seconds / 3
         return leading
@@ -304,10 +316,10 @@ class StreamConsumer:
         if self._now() >= self._recover_at:
             await self._take_over()
         await self._work()
-        if self._predecessor_pending or len(self.backlog) >= self.max_backlog:
+        if self._barrier is not None or len(self.backlog) >= self.max_backlog:
             return max(0.0, min([self._recover_at, *self._retry_times()]) - self._now())
-        await self._read()
-        await self._work()
+        if await self._read():
+            await self._work()
         return 0.0
 
     def _now(self) -> float:
@@ -326,65 +338,82 @@ class StreamConsumer:
         self._group_ready = True
 
     async def _take_over(self) -> None:
-        """Claim what other consumers of the group left pending, once idle `claim_idle_seconds`;
-        until all is taken, read nothing new (those entries come first in their keys' order).
+        """Claim what other consumers of the group left pending, in stream order, once idle
+        `claim_idle_seconds`. The first entry that cannot be taken yet is the barrier: nothing from it
+        on is handled, and nothing new is read, until it is taken (those entries come first in their
+        keys' order).
 
-        XPENDING IDLE + XCLAIM rather than XAUTOCLAIM: XAUTOCLAIM cannot leave out the claimer's own
+        XPENDING + XCLAIM rather than XAUTOCLAIM: XAUTOCLAIM cannot leave out the claimer's own
         entries, and claiming those (held behind a retry, or waiting out a database outage) would
         count deliveries that never happened."""
-        mine = {p.entry_id for p in self.backlog}
+        mine = {p.entry_id: p for p in self.backlog}
         with untraced():
-            stale = await self._stale_entries_of_others()
+            claimable, barrier = await self._pending_of_others()
+            ids = [row["message_id"] for row in claimable]
             claimed = (
-                await self.redis.xclaim(
-                    self.stream,
-                    self.group,
-                    self.consumer,
-                    self.claim_idle_ms,
-                    [row["message_id"] for row in stale],
-                )
-                if stale
+                await self.redis.xclaim(self.stream, self.group, self.consumer, self.claim_idle_ms, ids)
+                if ids
                 else []
             )
-            summary = await self.redis.xpending(self.stream, self.group)
-        deliveries = {row["message_id"]: row["times_delivered"] + 1 for row in stale}
+        deliveries = {row["message_id"]: row["times_delivered"] + 1 for row in claimable}
+        taken = set()
         for entry_id, fields in claimed:
-            if fields is not None and entry_id.decode() not in mine:
+            taken.add(entry_id)
+            if fields is None:
+                continue
+            if entry_id.decode() in mine:  # ours before the leader took it: ours again
+                mine[entry_id.decode()].deliveries = deliveries[entry_id]
+            else:
                 self.backlog.append(Pending(entry_id.decode(), fields, deliveries.get(entry_id, 1)))
+        # An entry that was not taken after all (its holder touched it) holds the line too.
+        untaken = [entry_order(i.decode()) for i in ids if i not in taken]
+        self._barrier = min([*untaken, *([barrier] if barrier else [])], default=None)
         self.backlog.sort(key=lambda p: entry_order(p.entry_id))
-        self._predecessor_pending = any(c["name"].decode() != self.consumer for c in summary["consumers"])
-        wait = min(1.0, self.recover_seconds) if self._predecessor_pending else self.recover_seconds
+        wait = min(1.0, self.recover_seconds) if self._barrier is not None else self.recover_seconds
         self._recover_at = self._now() + wait
 
-    async def _stale_entries_of_others(self) -> list[dict]:
+    async def _pending_of_others(self) -> tuple[list[dict], tuple[int, int] | None]:
+        """Other consumers' pending entries in stream order: those idle long enough to claim (as many
+        as the backlog has room for), up to the first that is not (returned as the barrier)."""
         room = self.max_backlog - len(self.backlog)
-        stale: list[dict] = []
+        claimable: list[dict] = []
         start = "-"
-        while room > len(stale):
+        while True:
             rows = await self.redis.xpending_range(
-                self.stream, self.group, min=start, max="+", count=self.batch_size, idle=self.claim_idle_ms
+                self.stream, self.group, min=start, max="+", count=self.batch_size
             )
-            stale += [row for row in rows if row["consumer"].decode() != self.consumer]
+            for row in rows:
+                if row["consumer"].decode() == self.consumer:
+                    continue
+                if row["time_since_delivered"] < self.claim_idle_ms or len(claimable) >= room:
+                    return claimable, entry_order(row["message_id"].decode())
+                claimable.append(row)
             if len(rows) < self.batch_size:
-                break
+                return claimable, None
             start = "(" + rows[-1]["message_id"].decode()
-        return stale[:room]
 
-    async def _read(self) -> None:
+    async def _read(self) -> bool:
+        """Take up to a batch of new entries, as the lease's holder only; with none there, wait for
+        one (until the next retry is due, at most `block_seconds`). True if any were taken."""
+        count = min(self.batch_size, self.max_backlog - len(self.backlog))
+        with untraced():
+            reply = await self._read_as_leader(
+                keys=[self.lease_key, self.stream], args=[self.consumer, self.group, count]
+            )
+        if reply[0] == 1:
+            self.backlog += [Pending(entry_id.decode(), _pairs(fields), 1) for entry_id, fields in reply[1]]
+            return True
+        if reply[0] == -1:
+            self.leading = False
+            return False
         retries = self._retry_times()
         wait_ms = (
             self.block_ms if not retries else min(self.block_ms, int((min(retries) - self._now()) * 1000))
         )
-        with untraced():
-            reply = await self.redis.xreadgroup(
-                self.group,
-                self.consumer,
-                {self.stream: ">"},
-                count=min(self.batch_size, self.max_backlog - len(self.backlog)),
-                block=wait_ms if wait_ms > 0 else None,  # None: do not block (0 would block forever)
-            )
-        for _stream, entries in reply or ():
-            self.backlog += [Pending(entry_id.decode(), fields, 1) for entry_id, fields in entries]
+        if wait_ms > 0:
+            with untraced():
+                await self.redis.xread({self.stream: reply[1]}, count=1, block=wait_ms)
+        return False
 
     async def _work(self) -> None:
         """Handle what is due in stream order; a key whose event waits for a retry holds back its
@@ -393,6 +422,8 @@ class StreamConsumer:
         done: list[Pending] = []
         try:
             for pending in list(self.backlog):
+                if self._barrier is not None and entry_order(pending.entry_id) > self._barrier:
+                    break  # another consumer still holds an older entry, perhaps of this key
                 if self._stopping.is_set() or not await self.lead():
                     break
                 key = pending.envelope.key if pending.envelope else ""
@@ -482,3 +513,8 @@ class StreamConsumer:
 
     def _count(self, pending: Pending, outcome: str) -> None:
         CONSUMED.labels(self.stream, self.group, pending.event_type, outcome).inc()
+
+
+def _pairs(fields: list[bytes]) -> dict[bytes, bytes]:
+    """A script's reply gives an entry's fields as a flat [name, value, ...] list."""
+    return dict(zip(fields[::2], fields[1::2], strict=True))
