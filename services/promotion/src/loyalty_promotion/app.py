@@ -10,8 +10,16 @@ from datetime import date, datetime
 import asyncpg
 
 from loyalty.common.v1 import money_pb2
-from loyalty.promotion.v1 import campaign_pb2, evaluation_pb2, promotion_pb2, settings_pb2, statistics_pb2
-from loyalty_promotion import engine, repository
+from loyalty.promotion.v1 import (
+    campaign_pb2,
+    earning_pb2,
+    evaluation_pb2,
+    events_pb2,
+    promotion_pb2,
+    settings_pb2,
+    statistics_pb2,
+)
+from loyalty_promotion import app_earning, engine, repository
 from loyalty_promotion.commands import (
     CampaignPage,
     ChangeState,
@@ -323,7 +331,19 @@ async def change_state(uow: UnitOfWork, command: ChangeState) -> campaign_pb2.Ca
         _refuse_if_invalid(campaign, promotions)
         if not campaign.HasField("activate_time"):
             campaign.activate_time.CopyFrom(timestamp(uow.now))
-    return await _save(uow, stored, campaign, new_state)
+    saved = await _save(uow, stored, campaign, new_state)
+    uow.record(_state_event(command.action, saved), key=saved.campaign_id)
+    return saved
+
+
+def _state_event(action: Action, campaign: campaign_pb2.Campaign):
+    if action is Action.ACTIVATE:
+        return events_pb2.CampaignActivated(
+            campaign_id=campaign.campaign_id, state=campaign.state, type=campaign.type
+        )
+    if action is Action.PAUSE:
+        return events_pb2.CampaignPaused(campaign_id=campaign.campaign_id)
+    return events_pb2.CampaignArchived(campaign_id=campaign.campaign_id)
 
 
 # --- promotions ---
@@ -480,26 +500,29 @@ async def live_inputs(
 
 
 def compile_catalog(
-    inputs: Sequence[engine.CampaignInput], settings: settings_pb2.PromotionSettings
+    inputs: Sequence[engine.CampaignInput],
+    settings: settings_pb2.PromotionSettings,
+    earning_rules: Sequence[earning_pb2.EarningRule] = (),
 ) -> engine.Catalog:
     """The tenant's catalog. A stored campaign the engine cannot compile (saved before a stricter
     engine) is left out and logged by id, never allowed to fail every evaluation of the tenant."""
     tz = settings.time_zone or DEFAULT_TIME_ZONE
     try:
-        return engine.compile_catalog(inputs, settings, tz=tz)
+        return engine.compile_catalog(inputs, settings, earning_rules=earning_rules, tz=tz)
     except COMPILE_ERRORS:
         usable = [item for item in inputs if not _compile_failures(item, "campaign")]
         left_out = sorted(
             {item.campaign.campaign_id for item in inputs} - {i.campaign.campaign_id for i in usable}
         )
         log.warning("campaigns left out of the catalog", extra={"fields": {"campaign_ids": left_out}})
-        return engine.compile_catalog(usable, settings, tz=tz)
+        return engine.compile_catalog(usable, settings, earning_rules=earning_rules, tz=tz)
 
 
 async def build_catalog(connection: asyncpg.Connection, tenant: str, now: datetime) -> engine.Catalog:
     """The tenant's live campaigns and settings, compiled (what each replica caches)."""
     settings = await read_settings(connection, tenant)
-    return compile_catalog(await live_inputs(connection, tenant, now), settings)
+    rules = await app_earning.enabled_rules(connection, tenant)
+    return compile_catalog(await live_inputs(connection, tenant, now), settings, rules)
 
 
 def _basket(basket, prefix: str = "basket.") -> engine.Basket:
@@ -571,7 +594,8 @@ async def simulate_campaign(uow: UnitOfWork, command: SimulateCampaign) -> tuple
         if i.campaign.campaign_id != campaign.campaign_id
     ]
     settings = await read_settings(uow.connection, uow.tenant)
-    catalog = compile_catalog([*others, _live_input(campaign, promotions)], settings)
+    rules = await app_earning.enabled_rules(uow.connection, uow.tenant)
+    catalog = compile_catalog([*others, _live_input(campaign, promotions)], settings, rules)
     customer = _customer(command.customer)
     now = command.now or uow.now
     results = [engine.encode_evaluation(engine.evaluate(catalog, b, customer, [], now)) for b in baskets]

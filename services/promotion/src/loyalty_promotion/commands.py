@@ -7,7 +7,7 @@ from datetime import datetime
 from google.protobuf import field_mask_pb2
 
 from loyalty.common.v1 import basket_pb2
-from loyalty.promotion.v1 import campaign_pb2, evaluation_pb2, promotion_pb2, settings_pb2
+from loyalty.promotion.v1 import campaign_pb2, earning_pb2, evaluation_pb2, promotion_pb2, settings_pb2
 from loyalty_promotion.domain.lifecycle import Action, State
 
 
@@ -104,3 +104,33 @@ class SimulateCampaign:
     baskets: tuple[basket_pb2.Basket, ...]
     customer: evaluation_pb2.CustomerContext
     now: datetime | None
+
+
+@dataclass(frozen=True)
+class UpdateEarningRule:
+    earning_rule_id: str
+    changes: earning_pb2.EarningRule
+    mask: field_mask_pb2.FieldMask
+    etag: str
+
+
+@dataclass(frozen=True)
+class DeleteEarningRule:
+    earning_rule_id: str
+    etag: str
+
+
+@dataclass(frozen=True)
+class ListEarningRules:
+    program_id: str
+    state: int
+    after: tuple[int, str] | None
+    limit: int
+
+
+@dataclass(frozen=True)
+class UpdateBurnPolicy:
+    program_id: str
+    changes: earning_pb2.BurnPolicy
+    mask: field_mask_pb2.FieldMask
+    etag: str

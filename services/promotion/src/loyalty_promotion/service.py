@@ -88,5 +88,6 @@ DEFINITION = ServiceDefinition(
     ],
     schema=SCHEMA,
     migrations="loyalty_promotion:migrations",
+    events="promotion.events",
     background=[_flush_statistics],
 )

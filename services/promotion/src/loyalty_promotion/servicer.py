@@ -11,18 +11,22 @@ service issued; anything else cannot name a campaign, so it is answered exactly 
 import uuid
 
 from loyalty.promotion.v1 import promotion_service_pb2 as api
-from loyalty_promotion import app
+from loyalty_promotion import app, app_earning
 from loyalty_promotion.commands import (
     ChangeState,
     CreateCampaign,
     CreatePromotion,
+    DeleteEarningRule,
     DeletePromotion,
     EvaluateBasket,
     GetStatistics,
     ListCampaigns,
+    ListEarningRules,
     ListPromotions,
     SimulateCampaign,
+    UpdateBurnPolicy,
     UpdateCampaign,
+    UpdateEarningRule,
     UpdatePromotion,
     UpdateSettings,
 )
@@ -52,7 +56,7 @@ def _campaign_id(value: str, field: str = "campaign_id") -> str:
     return _id(value, field, Reason.CAMPAIGN_NOT_FOUND)
 
 
-def _campaign_token(token: str) -> tuple[int, str] | None:
+def _priority_token(token: str) -> tuple[int, str] | None:
     last = paging.decode_token(token)
     if not last:
         return None
@@ -63,6 +67,12 @@ def _campaign_token(token: str) -> tuple[int, str] | None:
         raise InvalidArgument(
             Reason.INVALID_ARGUMENT, "page_token is not one this service issued", field="page_token"
         ) from None
+
+
+def _program_id(value: str, field: str) -> str:
+    if not value.strip():
+        raise InvalidArgument(Reason.INVALID_ARGUMENT, "a programme id is required", field=field)
+    return value
 
 
 class PromotionServicer:
@@ -115,7 +125,7 @@ class PromotionServicer:
             states=states,
             campaign_type=request.type,
             labels=dict(request.labels),
-            after=_campaign_token(request.page_token),
+            after=_priority_token(request.page_token),
             limit=paging.page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE),
         )
         async with self.units.read() as uow:
@@ -232,6 +242,95 @@ class PromotionServicer:
         return await self.units.idempotent(
             request, app.delete_promotion, command, lambda _: api.DeletePromotionResponse()
         )
+
+    # --- earning rules and burn policies ---
+
+    def _rule_id(self, value: str, field: str = "earning_rule_id") -> str:
+        return _id(value, field, Reason.EARNING_RULE_NOT_FOUND)
+
+    async def CreateEarningRule(
+        self, request: api.CreateEarningRuleRequest, context
+    ) -> api.CreateEarningRuleResponse:
+        response = await self.units.idempotent(
+            request,
+            app_earning.create_earning_rule,
+            request.earning_rule,
+            lambda r: api.CreateEarningRuleResponse(earning_rule=r),
+        )
+        await self._changed()
+        return response
+
+    async def GetEarningRule(self, request: api.GetEarningRuleRequest, context) -> api.GetEarningRuleResponse:
+        rule_id = self._rule_id(request.earning_rule_id)
+        async with self.units.read() as uow:
+            return api.GetEarningRuleResponse(earning_rule=await app_earning.get_earning_rule(uow, rule_id))
+
+    async def ListEarningRules(
+        self, request: api.ListEarningRulesRequest, context
+    ) -> api.ListEarningRulesResponse:
+        limit = paging.page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        command = ListEarningRules(
+            request.program_id, request.state, _priority_token(request.page_token), limit
+        )
+        async with self.units.read() as uow:
+            rules = await app_earning.list_earning_rules(uow, command)
+        page, more = rules[:limit], len(rules) > limit
+        token = paging.encode_token(f"{page[-1].priority}:{page[-1].earning_rule_id}") if more else ""
+        return api.ListEarningRulesResponse(
+            earning_rules=[r for r in page if not request.state or r.state == request.state],
+            next_page_token=token,
+        )
+
+    async def UpdateEarningRule(
+        self, request: api.UpdateEarningRuleRequest, context
+    ) -> api.UpdateEarningRuleResponse:
+        command = UpdateEarningRule(
+            self._rule_id(request.earning_rule.earning_rule_id, "earning_rule.earning_rule_id"),
+            request.earning_rule,
+            request.update_mask,
+            request.earning_rule.etag,
+        )
+        response = await self.units.idempotent(
+            request,
+            app_earning.update_earning_rule,
+            command,
+            lambda r: api.UpdateEarningRuleResponse(earning_rule=r),
+        )
+        await self._changed()
+        return response
+
+    async def DeleteEarningRule(
+        self, request: api.DeleteEarningRuleRequest, context
+    ) -> api.DeleteEarningRuleResponse:
+        command = DeleteEarningRule(self._rule_id(request.earning_rule_id), request.etag)
+        response = await self.units.idempotent(
+            request, app_earning.delete_earning_rule, command, lambda _: api.DeleteEarningRuleResponse()
+        )
+        await self._changed()
+        return response
+
+    async def GetBurnPolicy(self, request: api.GetBurnPolicyRequest, context) -> api.GetBurnPolicyResponse:
+        program_id = _program_id(request.program_id, "program_id")
+        async with self.units.read() as uow:
+            return api.GetBurnPolicyResponse(burn_policy=await app_earning.get_burn_policy(uow, program_id))
+
+    async def UpdateBurnPolicy(
+        self, request: api.UpdateBurnPolicyRequest, context
+    ) -> api.UpdateBurnPolicyResponse:
+        command = UpdateBurnPolicy(
+            _program_id(request.burn_policy.program_id, "burn_policy.program_id"),
+            request.burn_policy,
+            request.update_mask,
+            request.burn_policy.etag,
+        )
+        response = await self.units.idempotent(
+            request,
+            app_earning.update_burn_policy,
+            command,
+            lambda p: api.UpdateBurnPolicyResponse(burn_policy=p),
+        )
+        await self._changed()
+        return response
 
     # --- evaluation ---
 

@@ -49,7 +49,7 @@ from loyalty_promotion.engine.model import (
     PresentedCode,
     Violation,
 )
-from loyalty_promotion.engine.validation import validate_basket, validate_campaign
+from loyalty_promotion.engine.validation import validate_basket, validate_campaign, validate_earning_rule
 
 __all__ = [
     "MAX_LINES",
@@ -77,4 +77,5 @@ __all__ = [
     "evaluate",
     "validate_basket",
     "validate_campaign",
+    "validate_earning_rule",
 ]
