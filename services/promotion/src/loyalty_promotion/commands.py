@@ -7,7 +7,14 @@ from datetime import datetime
 from google.protobuf import field_mask_pb2
 
 from loyalty.common.v1 import basket_pb2
-from loyalty.promotion.v1 import campaign_pb2, earning_pb2, evaluation_pb2, promotion_pb2, settings_pb2
+from loyalty.promotion.v1 import (
+    campaign_pb2,
+    earning_pb2,
+    evaluation_pb2,
+    promotion_pb2,
+    settings_pb2,
+    voucher_pb2,
+)
 from loyalty_promotion.domain.lifecycle import Action, State
 
 
@@ -134,3 +141,55 @@ class UpdateBurnPolicy:
     changes: earning_pb2.BurnPolicy
     mask: field_mask_pb2.FieldMask
     etag: str
+
+
+@dataclass(frozen=True)
+class ListVouchers:
+    campaign_id: str
+    state: int
+    holder_customer_id: str
+    batch_id: str | None
+    after: str | None
+    limit: int
+
+
+@dataclass(frozen=True)
+class UpdateVoucher:
+    voucher_id: str
+    changes: voucher_pb2.Voucher
+    mask: field_mask_pb2.FieldMask
+    etag: str
+
+
+@dataclass(frozen=True)
+class SetVoucherEnabled:
+    voucher_id: str
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class ReserveRedemptions:
+    checkout_id: str
+    basket: basket_pb2.Basket
+    customer: evaluation_pb2.CustomerContext
+    codes: tuple[str, ...]
+    fingerprint: bytes
+
+
+@dataclass(frozen=True)
+class ListRedemptions:
+    campaign_id: str | None
+    customer_id: str
+    voucher_id: str | None
+    state: str
+    before: tuple[datetime, str] | None
+    limit: int
+
+
+@dataclass(frozen=True)
+class ReverseRedemptions:
+    checkout_id: str
+    return_id: str
+    lines: tuple[tuple[str, int, int], ...]
+    full_return: bool
+    fingerprint: bytes

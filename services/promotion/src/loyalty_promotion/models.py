@@ -278,8 +278,10 @@ class ReservationRow(Base):
 
 
 class RedemptionRow(Base):
-    """One applied promotion of one checkout; `scopes` = the customer_usage rows it holds a use of,
-    `counted` = whether it holds a use of its campaign's budget and its voucher."""
+    """One applied promotion of one checkout. The `first` row of each campaign in a checkout holds
+    the campaign's one redemption: its voucher's use, its `scopes` (customer_usage rows) and one
+    redemption of the budget; every row of a `budgeted` campaign holds its discount and points in
+    campaign_usage."""
 
     __tablename__ = "redemptions"
     __table_args__ = (
@@ -304,7 +306,8 @@ class RedemptionRow(Base):
     discount_reversed: Mapped[int] = _counter()
     points_reversed: Mapped[int] = _counter()
     scopes: Mapped[list[str]] = mapped_column(ARRAY(String(120)))
-    counted: Mapped[bool] = mapped_column(Boolean)
+    first: Mapped[bool] = mapped_column(Boolean)
+    budgeted: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 

@@ -364,7 +364,7 @@ async def list_earning_rules(
     """Highest priority first, then by id; every programme's when program_id is empty."""
     rows = await connection.fetch(
         f"""SELECT earning_rule_id, version, payload FROM {SCHEMA}.earning_rules
-            WHERE tenant_id = $1 AND ($2 = '' OR program_id = $2)
+            WHERE tenant_id = $1 AND ($2::varchar = '' OR program_id = $2::varchar)
               AND ($3::int IS NULL OR (-priority, earning_rule_id) > (-$3::int, $4::uuid))
             ORDER BY -priority, earning_rule_id LIMIT $5""",
         tenant,

@@ -6,13 +6,14 @@ import asyncio
 from pydantic_settings import SettingsConfigDict
 
 from loyalty.promotion.v1 import promotion_service_pb2
-from loyalty_promotion import app, repository
+from loyalty_promotion import app, app_redemptions, repository
 from loyalty_promotion.cache import CatalogCache
 from loyalty_promotion.replica import Replica
 from loyalty_promotion.repository import SCHEMA
 from loyalty_promotion.servicer import PromotionServicer
 from loyalty_promotion.statistics import StatisticsBuffer, flush_loop
 from loyalty_runtime.catalogue import PORTS
+from loyalty_runtime.jobs import Schedule
 from loyalty_runtime.server import Api, Resources, ServiceDefinition
 from loyalty_runtime.settings import ServiceSettings
 from loyalty_runtime.uow import utcnow
@@ -30,6 +31,10 @@ class PromotionSettings(ServiceSettings):
     # Evaluation statistics: flush period and the buffer's bound (distinct keys between flushes).
     statistics_flush_seconds: float = 5.0
     statistics_max_keys: int = 50_000
+    # A reservation not committed within this long expires; the sweep that releases expired
+    # reservations runs this often.
+    reservation_ttl_seconds: float = 900.0
+    reservation_sweep_seconds: float = 10.0
 
 
 # The runtime's Resources has no place for a service's own per-process state, so the replica is
@@ -83,11 +88,20 @@ DEFINITION = ServiceDefinition(
     apis=[
         Api(
             promotion_service_pb2.DESCRIPTOR.services_by_name["PromotionService"],
-            lambda resources: PromotionServicer(resources.units, replica_of(resources)),
+            lambda resources: PromotionServicer(
+                resources.units, replica_of(resources), resources.settings.reservation_ttl_seconds
+            ),
         )
     ],
     schema=SCHEMA,
     migrations="loyalty_promotion:migrations",
     events="promotion.events",
     background=[_flush_statistics],
+    schedules=[
+        Schedule(
+            "promotion.reservations-expiry",
+            every=lambda settings: settings.reservation_sweep_seconds,
+            run=lambda resources: app_redemptions.expire_reservations(resources.units),
+        )
+    ],
 )

@@ -9,9 +9,10 @@ service issued; anything else cannot name a campaign, so it is answered exactly 
 """
 
 import uuid
+from datetime import UTC, datetime
 
 from loyalty.promotion.v1 import promotion_service_pb2 as api
-from loyalty_promotion import app, app_earning
+from loyalty_promotion import app, app_codes, app_earning, app_redemptions
 from loyalty_promotion.commands import (
     ChangeState,
     CreateCampaign,
@@ -23,12 +24,17 @@ from loyalty_promotion.commands import (
     ListCampaigns,
     ListEarningRules,
     ListPromotions,
+    ListRedemptions,
+    ListVouchers,
+    ReserveRedemptions,
+    SetVoucherEnabled,
     SimulateCampaign,
     UpdateBurnPolicy,
     UpdateCampaign,
     UpdateEarningRule,
     UpdatePromotion,
     UpdateSettings,
+    UpdateVoucher,
 )
 from loyalty_promotion.domain.campaigns import PB_TO_STATE
 from loyalty_promotion.domain.lifecycle import Action, State
@@ -40,6 +46,9 @@ from loyalty_runtime.protobuf import moment
 from loyalty_runtime.uow import UnitsOfWork
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
+# Vouchers and redemptions page larger (the contract's defaults).
+DEFAULT_CODE_PAGE, MAX_CODE_PAGE = 100, 1000
+MAX_CHECKOUT_ID = 128
 # ListCampaigns without states: all but archived.
 DEFAULT_STATES = frozenset(State) - {State.ARCHIVED}
 
@@ -75,10 +84,42 @@ def _program_id(value: str, field: str) -> str:
     return value
 
 
+def _voucher_id(value: str, field: str = "voucher_id") -> str:
+    return _id(value, field, Reason.VOUCHER_NOT_FOUND)
+
+
+def _checkout_id(value: str) -> str:
+    if not value or len(value) > MAX_CHECKOUT_ID:
+        raise InvalidArgument(
+            Reason.INVALID_ARGUMENT,
+            f"a checkout id of 1 to {MAX_CHECKOUT_ID} characters is required",
+            field="checkout_id",
+        )
+    return value
+
+
+def _optional_id(value: str, field: str, reason: Reason) -> str | None:
+    return _id(value, field, reason) if value else None
+
+
+def _redemption_token(token: str):
+    last = paging.decode_token(token)
+    if not last:
+        return None
+    nanos, _, redemption_id = last.partition(":")
+    try:
+        return datetime.fromtimestamp(int(nanos) / 1e9, UTC), str(uuid.UUID(redemption_id))
+    except ValueError:
+        raise InvalidArgument(
+            Reason.INVALID_ARGUMENT, "page_token is not one this service issued", field="page_token"
+        ) from None
+
+
 class PromotionServicer:
-    def __init__(self, units: UnitsOfWork, replica: Replica) -> None:
+    def __init__(self, units: UnitsOfWork, replica: Replica, reservation_ttl_seconds: float = 900.0) -> None:
         self.units = units
         self.replica = replica
+        self.reservation_ttl_seconds = reservation_ttl_seconds
 
     async def _changed(self) -> None:
         """After a committed change (or its replay): every replica's catalog follows."""
@@ -338,7 +379,7 @@ class PromotionServicer:
         command = EvaluateBasket(
             request.basket, request.customer, tuple(request.codes), moment(request, "evaluation_time")
         )
-        result = await app.evaluate_basket(self.replica, current_tenant(), command)
+        result = await app.evaluate_basket(self.replica, self.units, current_tenant(), command)
         return api.EvaluateBasketResponse(result=result)
 
     async def SimulateCampaign(
@@ -353,3 +394,126 @@ class PromotionServicer:
         async with self.units.read() as uow:
             results, conflicts = await app.simulate_campaign(uow, command)
         return api.SimulateCampaignResponse(results=results, conflicting_campaign_ids=conflicts)
+
+    # --- vouchers ---
+
+    async def CreateVoucher(self, request: api.CreateVoucherRequest, context) -> api.CreateVoucherResponse:
+        voucher = type(request.voucher)()
+        voucher.CopyFrom(request.voucher)
+        voucher.campaign_id = _campaign_id(voucher.campaign_id, "voucher.campaign_id")
+        return await self.units.idempotent(
+            request, app_codes.create_voucher, voucher, lambda v: api.CreateVoucherResponse(voucher=v)
+        )
+
+    async def GetVoucher(self, request: api.GetVoucherRequest, context) -> api.GetVoucherResponse:
+        which = request.WhichOneof("voucher")
+        if which is None:
+            raise InvalidArgument(
+                Reason.INVALID_ARGUMENT, "voucher_id or code is required", field="voucher_id"
+            )
+        voucher_id = _voucher_id(request.voucher_id) if which == "voucher_id" else ""
+        async with self.units.read() as uow:
+            voucher = await app_codes.get_voucher(uow, voucher_id, request.code)
+        return api.GetVoucherResponse(voucher=voucher)
+
+    async def ListVouchers(self, request: api.ListVouchersRequest, context) -> api.ListVouchersResponse:
+        after = paging.decode_token(request.page_token)
+        command = ListVouchers(
+            _campaign_id(request.campaign_id),
+            request.state,
+            request.holder_customer_id,
+            _optional_id(request.batch_id, "batch_id", Reason.VOUCHER_BATCH_NOT_FOUND),
+            _optional_id(after, "page_token", Reason.INVALID_ARGUMENT),
+            paging.page_size(request.page_size, default=DEFAULT_CODE_PAGE, maximum=MAX_CODE_PAGE),
+        )
+        async with self.units.read() as uow:
+            vouchers, last = await app_codes.list_vouchers(uow, command)
+        return api.ListVouchersResponse(
+            vouchers=vouchers, next_page_token=paging.encode_token(last) if last else ""
+        )
+
+    async def UpdateVoucher(self, request: api.UpdateVoucherRequest, context) -> api.UpdateVoucherResponse:
+        command = UpdateVoucher(
+            _voucher_id(request.voucher.voucher_id, "voucher.voucher_id"),
+            request.voucher,
+            request.update_mask,
+            request.voucher.etag,
+        )
+        return await self.units.idempotent(
+            request, app_codes.update_voucher, command, lambda v: api.UpdateVoucherResponse(voucher=v)
+        )
+
+    async def DisableVoucher(self, request: api.DisableVoucherRequest, context) -> api.DisableVoucherResponse:
+        command = SetVoucherEnabled(_voucher_id(request.voucher_id), enabled=False)
+        return await self.units.idempotent(
+            request, app_codes.set_voucher_enabled, command, lambda v: api.DisableVoucherResponse(voucher=v)
+        )
+
+    async def EnableVoucher(self, request: api.EnableVoucherRequest, context) -> api.EnableVoucherResponse:
+        command = SetVoucherEnabled(_voucher_id(request.voucher_id), enabled=True)
+        return await self.units.idempotent(
+            request, app_codes.set_voucher_enabled, command, lambda v: api.EnableVoucherResponse(voucher=v)
+        )
+
+    # --- redemptions (keyed by the checkout id: each is its own idempotency) ---
+
+    async def ReserveRedemptions(
+        self, request: api.ReserveRedemptionsRequest, context
+    ) -> api.ReserveRedemptionsResponse:
+        command = ReserveRedemptions(
+            _checkout_id(request.checkout_id),
+            request.basket,
+            request.customer,
+            tuple(request.codes),
+            app_redemptions.fingerprint(request),
+        )
+        catalog = await self.replica.catalogs.get(current_tenant())
+        async with self.units.change() as uow:
+            reservation = await app_redemptions.reserve(uow, catalog, command, self.reservation_ttl_seconds)
+        return api.ReserveRedemptionsResponse(reservation=reservation)
+
+    async def CommitRedemptions(
+        self, request: api.CommitRedemptionsRequest, context
+    ) -> api.CommitRedemptionsResponse:
+        checkout_id = _checkout_id(request.checkout_id)
+        async with self.units.change() as uow:
+            reservation = await app_redemptions.commit(uow, checkout_id)
+        return api.CommitRedemptionsResponse(reservation=reservation)
+
+    async def RollbackRedemptions(
+        self, request: api.RollbackRedemptionsRequest, context
+    ) -> api.RollbackRedemptionsResponse:
+        checkout_id = _checkout_id(request.checkout_id)
+        async with self.units.change() as uow:
+            reservation = await app_redemptions.rollback(uow, checkout_id)
+        return api.RollbackRedemptionsResponse(reservation=reservation)
+
+    async def GetReservation(self, request: api.GetReservationRequest, context) -> api.GetReservationResponse:
+        checkout_id = _checkout_id(request.checkout_id)
+        async with self.units.read() as uow:
+            reservation = await app_redemptions.get_reservation(uow, checkout_id)
+        return api.GetReservationResponse(reservation=reservation)
+
+    async def ListRedemptions(
+        self, request: api.ListRedemptionsRequest, context
+    ) -> api.ListRedemptionsResponse:
+        limit = paging.page_size(request.page_size, default=DEFAULT_CODE_PAGE, maximum=MAX_CODE_PAGE)
+        if request.state and request.state not in app_redemptions.PB_TO_REDEMPTION_STATE:
+            raise InvalidArgument(
+                Reason.INVALID_ARGUMENT, "state must name a redemption state", field="state"
+            )
+        command = ListRedemptions(
+            _optional_id(request.campaign_id, "campaign_id", Reason.CAMPAIGN_NOT_FOUND),
+            request.customer_id,
+            _optional_id(request.voucher_id, "voucher_id", Reason.VOUCHER_NOT_FOUND),
+            app_redemptions.PB_TO_REDEMPTION_STATE.get(request.state, ""),
+            _redemption_token(request.page_token),
+            limit,
+        )
+        async with self.units.read() as uow:
+            redemptions = await app_redemptions.list_redemptions(uow, command)
+        token = ""
+        if len(redemptions) == limit:
+            last = redemptions[-1]
+            token = paging.encode_token(f"{last.create_time.ToNanoseconds()}:{last.redemption_id}")
+        return api.ListRedemptionsResponse(redemptions=redemptions, next_page_token=token)
