@@ -235,3 +235,57 @@ async def test_a_reservation_never_committed_frees_its_use_after_expiry(short_li
     late = await rpc_failure(codes.commit(co))
     assert (late.code, late.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RESERVATION_EXPIRED")
     assert (await codes.reserve(checkout(), CART, "LAST")).reservation.redemptions
+
+
+def returning(co: str, return_id: str, *lines: tuple[str, int], full: bool = False):
+    return api.ReverseRedemptionsRequest(
+        checkout_id=co,
+        return_id=return_id,
+        lines=[redemption_pb2.ReturnLine(line_id=line_id, quantity=q) for line_id, q in lines],
+        full_return=full,
+    )
+
+
+async def test_returns_reverse_in_proportion_and_a_full_return_gives_the_use_back(codes):
+    campaign = await codes.voucher_campaign()
+    voucher = await codes.voucher(campaign.campaign_id, "RETURN", max_redemptions=1)
+    co = checkout()
+    cart = basket(("A", 3, 1000))  # 10% off: 300 over 3 units
+    await codes.reserve(co, cart, "RETURN", customer_id="c-ret")
+    await codes.commit(co)
+    first = await codes.stub.ReverseRedemptions(returning(co, "r1", ("l0", 1)), metadata=codes.metadata)
+    assert (
+        first.reversal.lines[0].discount_reversed.amount_minor,
+        first.reversal.refund_amount.amount_minor,
+    ) == (
+        100,
+        900,
+    )
+    assert list(first.reversal.reinstated_voucher_ids) == []
+    again = await codes.stub.ReverseRedemptions(returning(co, "r1", ("l0", 1)), metadata=codes.metadata)
+    assert again.reversal == first.reversal
+    reused = await rpc_failure(
+        codes.stub.ReverseRedemptions(returning(co, "r1", ("l0", 2)), metadata=codes.metadata)
+    )
+    assert (reused.code, reused.reason) == (grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
+    too_many = await rpc_failure(
+        codes.stub.ReverseRedemptions(returning(co, "r2", ("l0", 3)), metadata=codes.metadata)
+    )
+    assert (too_many.code, too_many.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["lines"])
+    rest = await codes.stub.ReverseRedemptions(returning(co, "r3", full=True), metadata=codes.metadata)
+    assert rest.reversal.lines[0].discount_reversed.amount_minor == 200
+    assert list(rest.reversal.reinstated_voucher_ids) == [voucher.voucher_id]
+    assert [(r.state, r.discount_reversed.amount_minor) for r in rest.reservation.redemptions] == [
+        (redemption_pb2.REDEMPTION_STATE_REVERSED, 300)
+    ]
+    assert len(rest.reservation.reversals) == 2
+    assert (await codes.get_voucher(voucher_id=voucher.voucher_id)).redemption_count == 0
+    not_committed = checkout()
+    await codes.reserve(not_committed, cart)
+    refused = await rpc_failure(
+        codes.stub.ReverseRedemptions(returning(not_committed, "r1", full=True), metadata=codes.metadata)
+    )
+    assert (refused.code, refused.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "RESERVATION_NOT_COMMITTED",
+    )

@@ -18,14 +18,15 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from loyalty.common.v1 import money_pb2
+from loyalty.common.v1 import basket_pb2, money_pb2
 from loyalty.promotion.v1 import campaign_pb2, evaluation_pb2, events_pb2, redemption_pb2
 from loyalty_promotion import app, app_codes, engine, repository_codes as sql
-from loyalty_promotion.commands import ListRedemptions, ReserveRedemptions
-from loyalty_promotion.domain import vouchers as limits
+from loyalty_promotion.commands import ListRedemptions, ReserveRedemptions, ReverseRedemptions
+from loyalty_promotion.domain import returns, vouchers as limits
+from loyalty_promotion.domain.returns import CommittedLine
 from loyalty_promotion.repository_codes import StoredRedemption, StoredReservation, StoredVoucher
 from loyalty_runtime.context import CallContext, bind_call, unbind_call
-from loyalty_runtime.errors import AlreadyExists, FailedPrecondition, NotFound, Reason
+from loyalty_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Reason
 from loyalty_runtime.protobuf import timestamp
 from loyalty_runtime.uow import UnitOfWork, UnitsOfWork
 
@@ -249,6 +250,7 @@ async def reserve(
         command.checkout_id,
         customer.customer_id or None,
         result.SerializeToString(),
+        command.basket.SerializeToString(deterministic=True),
         redemptions,
     )
     return redemption_pb2.Reservation(
@@ -440,3 +442,138 @@ async def list_redemptions(uow: UnitOfWork, command: ListRedemptions) -> list[re
         limit=command.limit,
     )
     return [redemption_of(r) for r in stored]
+
+
+# --- returns ---
+
+
+def _committed_lines(
+    basket: basket_pb2.Basket, result: evaluation_pb2.EvaluationResult
+) -> list[CommittedLine]:
+    outcomes = {line.line_id: line for line in result.lines}
+    lines = []
+    for line in basket.lines:
+        outcome = outcomes[line.line_id]
+        weighed = line.quantity_milli > 0
+        lines.append(
+            CommittedLine(
+                line.line_id,
+                line.quantity_milli if weighed else line.quantity,
+                weighed,
+                outcome.final_total.amount_minor,
+                outcome.points_to_earn,
+                tuple((d.promotion_id, d.amount.amount_minor) for d in outcome.discounts),
+            )
+        )
+    return lines
+
+
+def _returned(reversals: list[redemption_pb2.RedemptionReversal], weighed: set[str]) -> dict[str, int]:
+    returned: dict[str, int] = {}
+    for reversal in reversals:
+        for line in reversal.lines:
+            units = line.quantity_milli if line.line_id in weighed else line.quantity
+            returned[line.line_id] = returned.get(line.line_id, 0) + units
+    return returned
+
+
+async def reverse(
+    uow: UnitOfWork, command: ReverseRedemptions
+) -> tuple[redemption_pb2.RedemptionReversal, redemption_pb2.Reservation]:
+    """A return on a committed checkout, in proportion to the units returned; a redemption all of
+    whose discounted lines are back is REVERSED and gives back its code's and customer's uses.
+    Idempotent on (checkout_id, return_id)."""
+    stored = await sql.get_reservation(uow.connection, uow.tenant, command.checkout_id, lock=True)
+    if stored is None or stored.fingerprint == b"":
+        raise _not_found()
+    done_before = await sql.get_reversal(uow.connection, uow.tenant, command.checkout_id, command.return_id)
+    if done_before is not None:
+        if done_before[0] != command.fingerprint:
+            raise AlreadyExists(
+                Reason.IDEMPOTENCY_KEY_REUSED, "this return id was used for other lines", field="return_id"
+            )
+        reversal = redemption_pb2.RedemptionReversal.FromString(done_before[1])
+        return reversal, await reservation_of(uow.connection, uow.tenant, stored, uow.now)
+    if stored.state != "committed":
+        raise FailedPrecondition(
+            Reason.RESERVATION_NOT_COMMITTED, "only a committed checkout can be returned"
+        )
+    basket = basket_pb2.Basket.FromString(stored.basket)
+    result = evaluation_pb2.EvaluationResult.FromString(stored.result)
+    lines = _committed_lines(basket, result)
+    previous = [
+        redemption_pb2.RedemptionReversal.FromString(p)
+        for p in await sql.reversals_of(uow.connection, uow.tenant, command.checkout_id)
+    ]
+    weighed = {line.line_id for line in lines if line.weighed}
+    returned = _returned(previous, weighed)
+    try:
+        plan = returns.plan_return(lines, returned, command.lines, command.full_return)
+    except returns.ReturnRefused as refused:
+        raise InvalidArgument(Reason.INVALID_ARGUMENT, refused.description, field=refused.field) from None
+    for part in plan:
+        returned[part.line_id] = returned.get(part.line_id, 0) + part.units
+    back = returns.fully_returned(lines, returned)
+    redemptions = await sql.redemptions_of(uow.connection, uow.tenant, command.checkout_id)
+    changes, reinstated = _redemption_changes(lines, plan, back, redemptions)
+    await sql.reverse_redemptions(uow.connection, uow.tenant, changes, uow.now)
+    reversal = _reversal_message(command, result.subtotal.currency_code, plan, weighed, reinstated, uow.now)
+    await sql.insert_reversal(
+        uow.connection,
+        uow.tenant,
+        command.checkout_id,
+        command.return_id,
+        command.fingerprint,
+        reversal.SerializeToString(),
+        uow.now,
+    )
+    return reversal, await reservation_of(uow.connection, uow.tenant, stored, uow.now)
+
+
+def _redemption_changes(lines, plan, back: set[str], redemptions: list[StoredRedemption]):
+    """(id, discount back, points back, fully reversed) per committed redemption, and the vouchers
+    whose use comes back."""
+    taken: dict[str, int] = {}
+    for part in plan:
+        for promotion_id, amount in part.by_promotion.items():
+            taken[promotion_id] = taken.get(promotion_id, 0) + amount
+    touched: dict[str, set[str]] = {}
+    for line in lines:
+        for promotion_id, _ in line.discounts:
+            touched.setdefault(promotion_id, set()).add(line.line_id)
+    changes, reinstated = [], []
+    for r in redemptions:
+        if r.state != "committed":
+            continue
+        done = bool(touched.get(r.promotion_id)) and touched[r.promotion_id] <= back
+        points = r.points - r.points_reversed if done else 0
+        discount = r.discount - r.discount_reversed if done else min(taken.get(r.promotion_id, 0), r.discount)
+        if discount or points or done:
+            changes.append((r.redemption_id, discount, points, done))
+        if done and r.first and r.voucher_id:
+            reinstated.append(r.voucher_id)
+    return changes, reinstated
+
+
+def _reversal_message(
+    command, currency: str, plan, weighed: set[str], reinstated, now
+) -> redemption_pb2.RedemptionReversal:
+    return redemption_pb2.RedemptionReversal(
+        return_id=command.return_id,
+        checkout_id=command.checkout_id,
+        lines=[
+            redemption_pb2.LineReversal(
+                line_id=part.line_id,
+                quantity=0 if part.line_id in weighed else part.units,
+                quantity_milli=part.units if part.line_id in weighed else 0,
+                discount_reversed=_money(currency, part.discount),
+                points_to_reverse=part.points,
+                refund_amount=_money(currency, part.refund),
+            )
+            for part in plan
+        ],
+        points_to_reverse=sum(part.points for part in plan),
+        refund_amount=_money(currency, sum(part.refund for part in plan)),
+        reinstated_voucher_ids=sorted(reinstated),
+        create_time=timestamp(now),
+    )

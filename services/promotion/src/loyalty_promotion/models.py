@@ -271,6 +271,8 @@ class ReservationRow(Base):
     customer_id: Mapped[str | None] = mapped_column(String(64))
     fingerprint: Mapped[bytes] = mapped_column(LargeBinary)
     result: Mapped[bytes] = mapped_column(LargeBinary)
+    # The Basket reserved (returns are computed against its lines).
+    basket: Mapped[bytes] = mapped_column(LargeBinary)
     expire_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
     commit_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

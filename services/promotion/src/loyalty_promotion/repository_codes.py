@@ -291,22 +291,22 @@ class StoredReservation:
     customer_id: str | None
     fingerprint: bytes
     result: bytes
+    basket: bytes
     expire_at: datetime
     created_at: datetime
     commit_at: datetime | None
     rollback_at: datetime | None
 
 
-_RESERVATION = (
-    "checkout_id, state, customer_id, fingerprint, result, expire_at, created_at, commit_at, rollback_at"
-)
+_RESERVATION = "checkout_id, state, customer_id, fingerprint, result, basket, expire_at, created_at, commit_at, rollback_at"
 
 
 def _reservation(row) -> StoredReservation | None:
     if row is None:
         return None
     values = dict(row)
-    values["fingerprint"], values["result"] = bytes(values["fingerprint"]), bytes(values["result"])
+    for name in ("fingerprint", "result", "basket"):
+        values[name] = bytes(values[name])
     return StoredReservation(**values)
 
 
@@ -324,8 +324,8 @@ async def claim_reservation(
     return bool(
         await connection.fetchval(
             f"""INSERT INTO {SCHEMA}.reservations
-                    (tenant_id, checkout_id, state, fingerprint, result, expire_at, created_at, rollback_at)
-                VALUES ($1, $2, $3::varchar, $4, '', $5, $6::timestamptz, CASE WHEN $3::varchar = 'rolled_back' THEN $6::timestamptz END)
+                    (tenant_id, checkout_id, state, fingerprint, result, basket, expire_at, created_at, rollback_at)
+                VALUES ($1, $2, $3::varchar, $4, '', '', $5, $6::timestamptz, CASE WHEN $3::varchar = 'rolled_back' THEN $6::timestamptz END)
                 ON CONFLICT DO NOTHING RETURNING true""",
             tenant,
             checkout_id,
@@ -406,9 +406,10 @@ async def save_reserved(
     checkout_id: str,
     customer_id: str | None,
     result: bytes,
+    basket: bytes,
     redemptions: Sequence[StoredRedemption],
 ) -> None:
-    """The reservation's result and its redemptions, in one statement."""
+    """The reservation's result, basket and redemptions, in one statement."""
     columns = (
         list(
             zip(
@@ -436,7 +437,7 @@ async def save_reserved(
     )
     await connection.execute(
         f"""WITH saved AS (
-                UPDATE {SCHEMA}.reservations SET customer_id = $3, result = $4
+                UPDATE {SCHEMA}.reservations SET customer_id = $3, result = $4, basket = $18
                 WHERE tenant_id = $1 AND checkout_id = $2
             )
             INSERT INTO {SCHEMA}.redemptions (tenant_id, redemption_id, checkout_id, customer_id,
@@ -454,6 +455,7 @@ async def save_reserved(
         result,
         redemptions[0].created_at if redemptions else None,
         *[list(c) for c in columns],
+        basket,
     )
 
 
@@ -583,3 +585,87 @@ async def reversals_of(connection: asyncpg.Connection, tenant: str, checkout_id:
         checkout_id,
     )
     return [bytes(r["payload"]) for r in rows]
+
+
+async def get_reversal(
+    connection: asyncpg.Connection, tenant: str, checkout_id: str, return_id: str
+) -> tuple[bytes, bytes] | None:
+    """(fingerprint, RedemptionReversal bytes) of a processed return."""
+    row = await connection.fetchrow(
+        f"""SELECT fingerprint, payload FROM {SCHEMA}.reversals
+            WHERE tenant_id = $1 AND checkout_id = $2 AND return_id = $3""",
+        tenant,
+        checkout_id,
+        return_id,
+    )
+    return (bytes(row["fingerprint"]), bytes(row["payload"])) if row else None
+
+
+async def insert_reversal(
+    connection: asyncpg.Connection,
+    tenant: str,
+    checkout_id: str,
+    return_id: str,
+    fingerprint: bytes,
+    payload: bytes,
+    now: datetime,
+) -> None:
+    await connection.execute(
+        f"""INSERT INTO {SCHEMA}.reversals (tenant_id, checkout_id, return_id, fingerprint, payload, created_at)
+            VALUES ($1, $2, $3, $4, $5, $6)""",
+        tenant,
+        checkout_id,
+        return_id,
+        fingerprint,
+        payload,
+        now,
+    )
+
+
+async def reverse_redemptions(
+    connection: asyncpg.Connection,
+    tenant: str,
+    changes: Sequence[tuple[str, int, int, bool]],
+    now: datetime,
+) -> None:
+    """Applies (redemption id, discount taken back, points taken back, now fully reversed) in one
+    statement: the budget gets the amounts back, and a fully reversed redemption gives back its
+    code's use and the customer's uses too."""
+    if not changes:
+        return
+    ids, discounts, points, done = (list(c) for c in zip(*changes, strict=True))
+    await connection.execute(
+        f"""WITH changed AS (
+                UPDATE {SCHEMA}.redemptions d SET discount_reversed = d.discount_reversed + c.discount,
+                    points_reversed = d.points_reversed + c.points,
+                    state = CASE WHEN c.done THEN 'reversed' ELSE d.state END, updated_at = $6
+                FROM unnest($2::uuid[], $3::bigint[], $4::bigint[], $5::bool[]) AS c(id, discount, points, done)
+                WHERE d.tenant_id = $1 AND d.redemption_id = c.id AND d.state = 'committed'
+                RETURNING d.*, c.discount AS back_discount, c.points AS back_points, c.done
+            ), by_budget AS (
+                UPDATE {SCHEMA}.campaign_usage u
+                SET discount_committed = u.discount_committed - r.d, points_committed = u.points_committed - r.p,
+                    redemptions_committed = u.redemptions_committed - r.n
+                FROM (SELECT campaign_id, sum(back_discount) AS d, sum(back_points) AS p,
+                             count(*) FILTER (WHERE done AND first) AS n
+                      FROM changed WHERE budgeted GROUP BY campaign_id) r
+                WHERE u.tenant_id = $1 AND u.campaign_id = r.campaign_id
+                RETURNING 1
+            ), by_voucher AS (
+                UPDATE {SCHEMA}.vouchers v SET redemption_count = v.redemption_count - r.n
+                FROM (SELECT voucher_id, count(*) AS n FROM changed
+                      WHERE done AND first AND voucher_id IS NOT NULL GROUP BY voucher_id) r
+                WHERE v.tenant_id = $1 AND v.voucher_id = r.voucher_id
+                RETURNING 1
+            )
+            UPDATE {SCHEMA}.customer_usage c SET uses = c.uses - r.n
+            FROM (SELECT customer_id, scope, count(*) AS n FROM changed, unnest(changed.scopes) AS scope
+                  WHERE done GROUP BY customer_id, scope) r
+            WHERE c.tenant_id = $1 AND c.customer_id = r.customer_id AND c.scope = r.scope""",
+        tenant,
+        ids,
+        discounts,
+        points,
+        done,
+        now,
+    )

@@ -27,6 +27,7 @@ from loyalty_promotion.commands import (
     ListRedemptions,
     ListVouchers,
     ReserveRedemptions,
+    ReverseRedemptions,
     SetVoucherEnabled,
     SimulateCampaign,
     UpdateBurnPolicy,
@@ -517,3 +518,23 @@ class PromotionServicer:
             last = redemptions[-1]
             token = paging.encode_token(f"{last.create_time.ToNanoseconds()}:{last.redemption_id}")
         return api.ListRedemptionsResponse(redemptions=redemptions, next_page_token=token)
+
+    async def ReverseRedemptions(
+        self, request: api.ReverseRedemptionsRequest, context
+    ) -> api.ReverseRedemptionsResponse:
+        if not request.return_id or len(request.return_id) > MAX_CHECKOUT_ID:
+            raise InvalidArgument(
+                Reason.INVALID_ARGUMENT,
+                f"a return id of 1 to {MAX_CHECKOUT_ID} characters is required",
+                field="return_id",
+            )
+        command = ReverseRedemptions(
+            _checkout_id(request.checkout_id),
+            request.return_id,
+            tuple((line.line_id, line.quantity, line.quantity_milli) for line in request.lines),
+            request.full_return,
+            app_redemptions.fingerprint(request),
+        )
+        async with self.units.change() as uow:
+            reversal, reservation = await app_redemptions.reverse(uow, command)
+        return api.ReverseRedemptionsResponse(reversal=reversal, reservation=reservation)

@@ -150,6 +150,7 @@ def upgrade() -> None:
         sa.Column("customer_id", sa.String(64), nullable=True),
         sa.Column("fingerprint", sa.LargeBinary(), nullable=False),
         sa.Column("result", sa.LargeBinary(), nullable=False),
+        sa.Column("basket", sa.LargeBinary(), nullable=False),
         sa.Column("expire_at", sa.DateTime(timezone=True), nullable=False),
         _now("created_at"),
         sa.Column("commit_at", sa.DateTime(timezone=True), nullable=True),
