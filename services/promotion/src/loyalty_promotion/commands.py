@@ -193,3 +193,22 @@ class ReverseRedemptions:
     lines: tuple[tuple[str, int, int], ...]
     full_return: bool
     fingerprint: bytes
+
+
+@dataclass(frozen=True)
+class GenerateVouchers:
+    campaign_id: str
+    count: int
+    pattern: voucher_pb2.CodePattern
+    holders: tuple[str, ...]
+    max_redemptions: int
+    max_redemptions_per_customer: int
+    metadata: dict[str, str]
+    # The request, for its validity timestamps.
+    source: object
+
+
+@dataclass(frozen=True)
+class ImportVouchers:
+    campaign_id: str
+    vouchers: tuple[voucher_pb2.VoucherImport, ...]

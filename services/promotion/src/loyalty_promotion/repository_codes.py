@@ -669,3 +669,88 @@ async def reverse_redemptions(
         done,
         now,
     )
+
+
+# --- batches ---
+
+
+async def insert_batch(
+    connection: asyncpg.Connection, tenant: str, batch_id: str, campaign_id: str, payload: bytes
+) -> None:
+    await connection.execute(
+        f"INSERT INTO {SCHEMA}.voucher_batches (tenant_id, batch_id, campaign_id, payload) VALUES ($1, $2, $3, $4)",
+        tenant,
+        batch_id,
+        campaign_id,
+        payload,
+    )
+
+
+async def get_batch(
+    connection: asyncpg.Connection, tenant: str, batch_id: str, *, lock: bool = False
+) -> bytes | None:
+    payload = await connection.fetchval(
+        f"SELECT payload FROM {SCHEMA}.voucher_batches WHERE tenant_id = $1 AND batch_id = $2"
+        + (" FOR UPDATE" if lock else ""),
+        tenant,
+        batch_id,
+    )
+    return bytes(payload) if payload is not None else None
+
+
+async def save_batch(connection: asyncpg.Connection, tenant: str, batch_id: str, payload: bytes) -> None:
+    await connection.execute(
+        f"UPDATE {SCHEMA}.voucher_batches SET payload = $3 WHERE tenant_id = $1 AND batch_id = $2",
+        tenant,
+        batch_id,
+        payload,
+    )
+
+
+@dataclass(frozen=True)
+class CodeTerms:
+    """What every code of one batch shares."""
+
+    campaign_id: str
+    batch_id: str
+    start_time: datetime | None
+    end_time: datetime | None
+    max_redemptions: int
+    max_per_customer: int
+    metadata: dict[str, str]
+    now: datetime
+
+
+async def copy_codes(
+    connection: asyncpg.Connection, tenant: str, terms: CodeTerms, codes: Sequence[tuple[str, str | None]]
+) -> list[str]:
+    """Writes (code, holder) rows with COPY into a staging table, then into vouchers in one
+    statement that skips codes the tenant has already; returns the skipped ones (to draw again)."""
+    await connection.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS staged_codes (code varchar(64), holder varchar(64)) ON COMMIT DELETE ROWS"
+    )
+    await connection.copy_records_to_table("staged_codes", records=codes, columns=["code", "holder"])
+    return [
+        row["code"]
+        for row in await connection.fetch(
+            f"""WITH added AS (
+                    INSERT INTO {SCHEMA}.vouchers (tenant_id, voucher_id, campaign_id, code, unique_code,
+                        start_time, end_time, max_redemptions, max_per_customer, holder_customer_id,
+                        batch_id, metadata, created_at, updated_at)
+                    SELECT $1, gen_random_uuid(), $2, s.code, true, $3, $4, $5, $6, s.holder, $7, $8::jsonb, $9, $9
+                    FROM staged_codes s
+                    ON CONFLICT (tenant_id, code) DO NOTHING
+                    RETURNING code
+                )
+                SELECT s.code FROM staged_codes s WHERE NOT EXISTS (SELECT 1 FROM added a WHERE a.code = s.code)""",
+            tenant,
+            terms.campaign_id,
+            terms.start_time,
+            terms.end_time,
+            terms.max_redemptions,
+            terms.max_per_customer,
+            terms.batch_id,
+            json.dumps(terms.metadata),
+            terms.now,
+        )
+    ]

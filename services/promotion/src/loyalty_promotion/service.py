@@ -5,15 +5,16 @@ import asyncio
 
 from pydantic_settings import SettingsConfigDict
 
-from loyalty.promotion.v1 import promotion_service_pb2
-from loyalty_promotion import app, app_redemptions, repository
+from loyalty.promotion.v1 import jobs_pb2, promotion_service_pb2
+from loyalty_promotion import app, app_generation, app_redemptions, repository
+from loyalty_promotion.app_generation import GENERATE_JOB
 from loyalty_promotion.cache import CatalogCache
 from loyalty_promotion.replica import Replica
 from loyalty_promotion.repository import SCHEMA
 from loyalty_promotion.servicer import PromotionServicer
 from loyalty_promotion.statistics import StatisticsBuffer, flush_loop
 from loyalty_runtime.catalogue import PORTS
-from loyalty_runtime.jobs import Schedule
+from loyalty_runtime.jobs import Job, JobWorker, Schedule
 from loyalty_runtime.server import Api, Resources, ServiceDefinition
 from loyalty_runtime.settings import ServiceSettings
 from loyalty_runtime.uow import utcnow
@@ -35,6 +36,10 @@ class PromotionSettings(ServiceSettings):
     # reservations runs this often.
     reservation_ttl_seconds: float = 900.0
     reservation_sweep_seconds: float = 10.0
+    # Job workers making large voucher batches (0 = none on this replica), and how often an idle
+    # one looks for work.
+    generation_workers: int = 1
+    job_poll_seconds: float = 1.0
 
 
 # The runtime's Resources has no place for a service's own per-process state, so the replica is
@@ -82,6 +87,24 @@ async def _flush_statistics(resources: Resources, stopping: asyncio.Event) -> No
         _REPLICAS.pop(id(resources), None)
 
 
+async def _generate_codes(resources: Resources, stopping: asyncio.Event) -> None:
+    if resources.settings.generation_workers <= 0:
+        return
+    jobs = [Job(GENERATE_JOB, jobs_pb2.GenerateVouchersJob, app_generation.run_generation)]
+    workers = [
+        JobWorker(
+            resources.units,
+            SCHEMA,
+            jobs,
+            principal="promotion-generation",
+            poll_seconds=resources.settings.job_poll_seconds,
+            retention_hours=resources.settings.idempotency_retention_hours,
+        )
+        for _ in range(resources.settings.generation_workers)
+    ]
+    await asyncio.gather(*(worker.run(stopping) for worker in workers))
+
+
 DEFINITION = ServiceDefinition(
     name="promotion",
     settings=PromotionSettings,
@@ -96,7 +119,7 @@ DEFINITION = ServiceDefinition(
     schema=SCHEMA,
     migrations="loyalty_promotion:migrations",
     events="promotion.events",
-    background=[_flush_statistics],
+    background=[_flush_statistics, _generate_codes],
     schedules=[
         Schedule(
             "promotion.reservations-expiry",

@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime
 
 from loyalty.promotion.v1 import promotion_service_pb2 as api
-from loyalty_promotion import app, app_codes, app_earning, app_redemptions
+from loyalty_promotion import app, app_codes, app_earning, app_generation, app_redemptions
 from loyalty_promotion.commands import (
     ChangeState,
     CreateCampaign,
@@ -20,7 +20,9 @@ from loyalty_promotion.commands import (
     DeleteEarningRule,
     DeletePromotion,
     EvaluateBasket,
+    GenerateVouchers,
     GetStatistics,
+    ImportVouchers,
     ListCampaigns,
     ListEarningRules,
     ListPromotions,
@@ -538,3 +540,44 @@ class PromotionServicer:
         async with self.units.change() as uow:
             reversal, reservation = await app_redemptions.reverse(uow, command)
         return api.ReverseRedemptionsResponse(reversal=reversal, reservation=reservation)
+
+    # --- bulk codes ---
+
+    async def GenerateVouchers(
+        self, request: api.GenerateVouchersRequest, context
+    ) -> api.GenerateVouchersResponse:
+        command = GenerateVouchers(
+            _campaign_id(request.campaign_id),
+            request.count,
+            request.pattern,
+            tuple(request.holder_customer_ids),
+            request.max_redemptions,
+            request.max_redemptions_per_customer,
+            dict(request.metadata),
+            request,
+        )
+        return await self.units.idempotent(
+            request,
+            app_generation.generate_vouchers,
+            command,
+            lambda b: api.GenerateVouchersResponse(batch=b),
+        )
+
+    async def GetVoucherBatch(
+        self, request: api.GetVoucherBatchRequest, context
+    ) -> api.GetVoucherBatchResponse:
+        batch_id = _id(request.batch_id, "batch_id", Reason.VOUCHER_BATCH_NOT_FOUND)
+        async with self.units.read() as uow:
+            return api.GetVoucherBatchResponse(batch=await app_generation.get_batch(uow, batch_id))
+
+    async def ImportVouchers(self, request: api.ImportVouchersRequest, context) -> api.ImportVouchersResponse:
+        command = ImportVouchers(_campaign_id(request.campaign_id), tuple(request.vouchers))
+        return await self.units.idempotent(
+            request,
+            app_generation.import_vouchers,
+            command,
+            lambda found: api.ImportVouchersResponse(
+                batch=found[0],
+                rejections=[api.VoucherImportRejection(code=code, message=why) for code, why in found[1]],
+            ),
+        )
