@@ -4,6 +4,9 @@ by one guarded statement (`UPDATE ... WHERE <room left> RETURNING`, or an upsert
 has the same guard): the row lock orders concurrent takers, and each sees the previous one's count."""
 
 import json
+import secrets
+import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -721,15 +724,35 @@ class CodeTerms:
     now: datetime
 
 
+def ordered_ids(count: int) -> list[uuid.UUID]:
+    """UUIDv7-style ids (milliseconds, then random bits): a batch's ids grow, so its rows append
+    to the primary-key and campaign indexes instead of landing at random pages of them, which is
+    most of what a million-row insert costs."""
+    high = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76
+    randoms = secrets.token_bytes(10 * count)
+    ids = []
+    for n in range(count):
+        low = int.from_bytes(randoms[10 * n : 10 * n + 10])
+        rand_a, rand_b = (low >> 68) & 0xFFF, low & ((1 << 62) - 1)
+        ids.append(uuid.UUID(int=high | rand_a << 64 | 0b10 << 62 | rand_b))
+    return sorted(ids)
+
+
 async def copy_codes(
     connection: asyncpg.Connection, tenant: str, terms: CodeTerms, codes: Sequence[tuple[str, str | None]]
 ) -> list[str]:
     """Writes (code, holder) rows with COPY into a staging table, then into vouchers in one
     statement that skips codes the tenant has already; returns the skipped ones (to draw again)."""
     await connection.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS staged_codes (code varchar(64), holder varchar(64)) ON COMMIT DELETE ROWS"
+        "CREATE TEMP TABLE IF NOT EXISTS staged_codes (voucher_id uuid, code varchar(64), holder varchar(64))"
+        " ON COMMIT DELETE ROWS"
     )
-    await connection.copy_records_to_table("staged_codes", records=codes, columns=["code", "holder"])
+    ids = ordered_ids(len(codes))
+    await connection.copy_records_to_table(
+        "staged_codes",
+        records=[(voucher_id, code, holder) for voucher_id, (code, holder) in zip(ids, codes, strict=True)],
+        columns=["voucher_id", "code", "holder"],
+    )
     return [
         row["code"]
         for row in await connection.fetch(
@@ -737,8 +760,8 @@ async def copy_codes(
                     INSERT INTO {SCHEMA}.vouchers (tenant_id, voucher_id, campaign_id, code, unique_code,
                         start_time, end_time, max_redemptions, max_per_customer, holder_customer_id,
                         batch_id, metadata, created_at, updated_at)
-                    SELECT $1, gen_random_uuid(), $2, s.code, true, $3, $4, $5, $6, s.holder, $7, $8::jsonb, $9, $9
-                    FROM staged_codes s
+                    SELECT $1, s.voucher_id, $2, s.code, true, $3, $4, $5, $6, s.holder, $7, $8::jsonb, $9, $9
+                    FROM staged_codes s ORDER BY s.voucher_id
                     ON CONFLICT (tenant_id, code) DO NOTHING
                     RETURNING code
                 )
