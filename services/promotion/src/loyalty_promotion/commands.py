@@ -212,3 +212,11 @@ class GenerateVouchers:
 class ImportVouchers:
     campaign_id: str
     vouchers: tuple[voucher_pb2.VoucherImport, ...]
+
+
+@dataclass(frozen=True)
+class ListCustomerOffers:
+    customer: evaluation_pb2.CustomerContext
+    # None = no basket to qualify against.
+    basket: basket_pb2.Basket | None
+    kinds: tuple[int, ...]

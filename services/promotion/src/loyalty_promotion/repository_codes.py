@@ -777,3 +777,16 @@ async def copy_codes(
             terms.now,
         )
     ]
+
+
+async def vouchers_of_holder(
+    connection: asyncpg.Connection, tenant: str, customer_id: str, limit: int
+) -> list[StoredVoucher]:
+    rows = await connection.fetch(
+        f"""SELECT {_VOUCHER} FROM {SCHEMA}.vouchers WHERE tenant_id = $1 AND holder_customer_id = $2
+            ORDER BY voucher_id LIMIT $3""",
+        tenant,
+        customer_id,
+        limit,
+    )
+    return [_voucher(row) for row in rows]

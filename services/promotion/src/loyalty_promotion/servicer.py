@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime
 
 from loyalty.promotion.v1 import promotion_service_pb2 as api
-from loyalty_promotion import app, app_codes, app_earning, app_generation, app_redemptions
+from loyalty_promotion import app, app_codes, app_earning, app_generation, app_offers, app_redemptions
 from loyalty_promotion.commands import (
     ChangeState,
     CreateCampaign,
@@ -24,6 +24,7 @@ from loyalty_promotion.commands import (
     GetStatistics,
     ImportVouchers,
     ListCampaigns,
+    ListCustomerOffers,
     ListEarningRules,
     ListPromotions,
     ListRedemptions,
@@ -52,6 +53,7 @@ DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
 # Vouchers and redemptions page larger (the contract's defaults).
 DEFAULT_CODE_PAGE, MAX_CODE_PAGE = 100, 1000
 MAX_CHECKOUT_ID = 128
+OFFERS_PAGE = 200
 # ListCampaigns without states: all but archived.
 DEFAULT_STATES = frozenset(State) - {State.ARCHIVED}
 
@@ -116,6 +118,15 @@ def _redemption_token(token: str):
         raise InvalidArgument(
             Reason.INVALID_ARGUMENT, "page_token is not one this service issued", field="page_token"
         ) from None
+
+
+def _offset_token(token: str) -> int:
+    value = paging.decode_token(token)
+    if value and not value.isdigit():
+        raise InvalidArgument(
+            Reason.INVALID_ARGUMENT, "page_token is not one this service issued", field="page_token"
+        )
+    return int(value or 0)
 
 
 class PromotionServicer:
@@ -580,4 +591,24 @@ class PromotionServicer:
                 batch=found[0],
                 rejections=[api.VoucherImportRejection(code=code, message=why) for code, why in found[1]],
             ),
+        )
+
+    # --- wallet ---
+
+    async def ListCustomerOffers(
+        self, request: api.ListCustomerOffersRequest, context
+    ) -> api.ListCustomerOffersResponse:
+        """A wallet is small and sorted by expiry, so it is built whole and paged by position."""
+        limit = paging.page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=OFFERS_PAGE)
+        start = _offset_token(request.page_token)
+        command = ListCustomerOffers(
+            request.customer, request.basket if request.HasField("basket") else None, tuple(request.kinds)
+        )
+        catalog = await self.replica.catalogs.get(current_tenant())
+        async with self.units.read() as uow:
+            offers = await app_offers.list_customer_offers(uow, catalog, command)
+        page = offers[start : start + limit]
+        more = start + limit < len(offers)
+        return api.ListCustomerOffersResponse(
+            offers=page, next_page_token=paging.encode_token(str(start + limit)) if more else ""
         )

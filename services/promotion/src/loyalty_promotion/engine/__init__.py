@@ -31,7 +31,7 @@ Use from the service:
 
 from loyalty_promotion.engine.catalog import CampaignInput, Catalog, compile_catalog
 from loyalty_promotion.engine.encoding import decode_basket, decode_customer, encode_evaluation
-from loyalty_promotion.engine.evaluate import conflicting_campaigns, evaluate
+from loyalty_promotion.engine.evaluate import OfferCandidate, conflicting_campaigns, customer_offers, evaluate
 from loyalty_promotion.engine.model import (
     MAX_LINES,
     Applied,
@@ -66,11 +66,13 @@ __all__ = [
     "Line",
     "LineDiscount",
     "LineOutcome",
+    "OfferCandidate",
     "PointsEntry",
     "PresentedCode",
     "Violation",
     "compile_catalog",
     "conflicting_campaigns",
+    "customer_offers",
     "decode_basket",
     "decode_customer",
     "encode_evaluation",

@@ -515,3 +515,42 @@ def conflicting_campaigns(
 def _lines_touched(promotions, facts, settings) -> set[int]:
     outcome = _apply(promotions, facts, settings)
     return {i for i, line in enumerate(outcome.discounts) if line}
+
+
+@dataclass(frozen=True, slots=True)
+class OfferCandidate:
+    """An automatic promotion the customer may use now (its campaign is open and its audience
+    admits them in this basket's channel and store)."""
+
+    campaign_id: str
+    promotion_id: str
+    display_name: str
+    message: str
+    start: datetime | None
+    end: datetime | None
+
+
+def customer_offers(
+    catalog: Catalog, basket: Basket, customer: CustomerContext, now: datetime
+) -> list[OfferCandidate]:
+    """The automatic promotions (no code needed) open to this customer now, for a wallet. A
+    campaign whose audience depends on the payment method counts as open (the tender is unknown)."""
+    facts = Facts(basket, customer, {}, now, catalog.tz)
+    found = []
+    for campaign in catalog.campaigns.values():
+        if campaign.needs_code:
+            continue
+        if _campaign_reason(campaign, facts) not in (0, err.ERROR_REASON_PAYMENT_METHOD_PENDING):
+            continue
+        for promotion in campaign.promotions:
+            found.append(
+                OfferCandidate(
+                    campaign.campaign_id,
+                    promotion.promotion_id,
+                    promotion.display_name,
+                    localized(promotion.customer_message, customer.locale) or promotion.display_name,
+                    campaign.schedule.start,
+                    campaign.schedule.end,
+                )
+            )
+    return found
