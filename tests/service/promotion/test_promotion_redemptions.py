@@ -11,6 +11,7 @@ import pytest
 from loyalty.common.v1 import errors_pb2 as err
 from loyalty.promotion.v1 import (
     campaign_pb2,
+    events_pb2,
     promotion_service_pb2 as api,
     promotion_service_pb2_grpc,
     redemption_pb2,
@@ -19,7 +20,7 @@ from loyalty.promotion.v1 import (
 from loyalty_promotion.service import DEFINITION
 from loyalty_runtime.testing import running_service
 from tests.conftest import rpc_failure
-from tests.service.promotion.helpers import Client, Codes, basket, eur
+from tests.service.promotion.helpers import Client, Codes, basket, eur, percent_off
 
 CART = basket(("A", 1, 1000))
 RESERVED, COMMITTED = redemption_pb2.RESERVATION_STATE_RESERVED, redemption_pb2.RESERVATION_STATE_COMMITTED
@@ -289,3 +290,70 @@ async def test_returns_reverse_in_proportion_and_a_full_return_gives_the_use_bac
         grpc.StatusCode.FAILED_PRECONDITION,
         "RESERVATION_NOT_COMMITTED",
     )
+
+
+async def test_two_racing_reserves_of_one_checkout_make_one_reservation(codes):
+    campaign = await codes.voucher_campaign()
+    voucher = await codes.voucher(campaign.campaign_id, "RACE", max_redemptions=5)
+    co = checkout()
+    first, second = await asyncio.gather(codes.reserve(co, CART, "RACE"), codes.reserve(co, CART, "RACE"))
+    assert first.reservation.redemptions[0].redemption_id == second.reservation.redemptions[0].redemption_id
+    assert (await codes.get_voucher(voucher_id=voucher.voucher_id)).reserved_count == 1
+    await asyncio.gather(codes.commit(co), codes.commit(co), codes.rollback(checkout()))
+    assert (await codes.get_voucher(voucher_id=voucher.voucher_id)).redemption_count == 1
+
+
+async def test_an_automatic_promotion_with_a_redemption_budget_stops_at_it(codes, tenant):
+    campaign = await tenant.live_campaign(percent_off(1000), budget=campaign_pb2.Budget(max_redemptions=3))
+    results = await asyncio.gather(*(retried(lambda: codes.reserve(checkout(), CART)) for _ in range(12)))
+    applied = [r.reservation for r in results if r.reservation.redemptions]
+    assert len(applied) == 3
+    refused = next(r.reservation for r in results if not r.reservation.redemptions)
+    assert [(c.campaign_id, c.reason) for c in refused.result.candidates] == [
+        (campaign.campaign_id, err.ERROR_REASON_BUDGET_EXHAUSTED)
+    ]
+    usage = (await tenant.get(campaign.campaign_id)).budget.usage
+    assert (usage.redemptions_reserved, usage.redemptions_committed) == (3, 0)
+
+
+async def test_a_per_customer_offer_needs_a_customer(codes):
+    campaign = await codes.voucher_campaign(budget=campaign_pb2.Budget(max_redemptions_per_customer=2))
+    await codes.voucher(campaign.campaign_id, "KNOWN")
+    anonymous = (await codes.reserve(checkout(), CART, "KNOWN")).reservation
+    assert not anonymous.redemptions
+    assert anonymous.result.codes[0].reason == err.ERROR_REASON_CUSTOMER_LIMIT_REACHED
+    assert (await codes.reserve(checkout(), CART, "KNOWN", customer_id="c-k")).reservation.redemptions
+
+
+async def test_commit_and_rollback_publish_redemption_events(codes, redis_url):
+    from redis.asyncio import Redis
+
+    campaign = await codes.voucher_campaign()
+    voucher = await codes.voucher(campaign.campaign_id, "EVENTS")
+    co = checkout()
+    await codes.reserve(co, CART, "EVENTS", customer_id="c-ev")
+    await codes.commit(co)
+    await codes.rollback(co)
+    redis = Redis.from_url(redis_url)
+    try:
+        for _ in range(100):
+            entries = [
+                (f[b"type"].decode(), f[b"key"].decode(), f[b"payload"])
+                for _, f in await redis.xrange("promotion.events")
+                if f[b"tenant"].decode() == codes.client.tenant_id and f[b"type"].startswith(b"redemptions.")
+            ]
+            if len(entries) >= 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await redis.aclose()
+    assert [(kind, k) for kind, k, _ in entries] == [
+        ("redemptions.committed", co),
+        ("redemptions.released", co),
+    ]
+    committed = events_pb2.RedemptionsCommitted.FromString(entries[0][2])
+    assert (committed.customer_id, [r.voucher_id for r in committed.redemptions]) == (
+        "c-ev",
+        [voucher.voucher_id],
+    )
+    assert not events_pb2.RedemptionsReleased.FromString(entries[1][2]).expired
