@@ -598,7 +598,7 @@ async def evaluate_basket(
     if command.codes:
         async with units.read() as uow:
             presented, _, as_presented = await app_codes.resolve_codes(
-                uow.connection, tenant, command.codes, customer.customer_id, now
+                uow.connection, tenant, catalog, command.codes, customer, now
             )
             evaluation = await app_codes.evaluate_within_limits(
                 uow.connection, tenant, catalog, basket, customer, presented, now

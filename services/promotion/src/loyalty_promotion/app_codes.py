@@ -105,14 +105,20 @@ def _check_limits(voucher: StoredVoucher, prefix: str = "voucher.") -> None:
         )
 
 
-async def voucher_campaign(uow: UnitOfWork, campaign_id: str, field: str) -> campaign_pb2.Campaign:
-    """The VOUCHER campaign codes are attached to; refused when unknown, of another type, or archived."""
+async def voucher_campaign(
+    uow: UnitOfWork, campaign_id: str, field: str, kind: int = campaign_pb2.CAMPAIGN_TYPE_VOUCHER
+) -> campaign_pb2.Campaign:
+    """The campaign codes are attached to (VOUCHER, or REFERRAL for referral codes); refused when
+    unknown, of another type, or archived."""
     stored = await repository.get_campaign(uow.connection, uow.tenant, campaign_id, lock=False)
     if stored is None:
         raise NotFound(Reason.CAMPAIGN_NOT_FOUND, "no such campaign", field=field)
     campaign = campaign_pb2.Campaign.FromString(stored.payload)
-    if campaign.type != campaign_pb2.CAMPAIGN_TYPE_VOUCHER:
-        raise InvalidArgument(Reason.INVALID_ARGUMENT, "codes belong to a VOUCHER campaign", field=field)
+    if campaign.type != kind:
+        name = campaign_pb2.CampaignType.Name(kind).removeprefix("CAMPAIGN_TYPE_")
+        raise InvalidArgument(
+            Reason.INVALID_ARGUMENT, f"these codes belong to a {name} campaign", field=field
+        )
     if stored.state == State.ARCHIVED.value:
         raise FailedPrecondition(Reason.CAMPAIGN_TRANSITION_NOT_ALLOWED, "the campaign is archived")
     return campaign
@@ -136,6 +142,7 @@ def new_voucher(
         max_redemptions=requested.max_redemptions or (1 if unique else 0),
         max_per_customer=requested.max_redemptions_per_customer,
         holder_customer_id=requested.holder_customer_id or None,
+        referrer_customer_id=None,
         redemption_count=0,
         reserved_count=0,
         batch_id=batch_id,
@@ -240,10 +247,16 @@ async def set_voucher_enabled(uow: UnitOfWork, command: SetVoucherEnabled) -> vo
 
 
 async def resolve_codes(
-    connection: asyncpg.Connection, tenant: str, presented: Sequence[str], customer_id: str, now: datetime
+    connection: asyncpg.Connection,
+    tenant: str,
+    catalog: engine.Catalog,
+    presented: Sequence[str],
+    customer: engine.CustomerContext,
+    now: datetime,
 ) -> tuple[list[engine.PresentedCode], dict[str, StoredVoucher], dict[str, str]]:
     """The engine's codes (normalised, each once, in order) with the service's verdict on each;
     the vouchers found by code; and each normalised code's form as presented."""
+    customer_id = customer.customer_id
     as_presented: dict[str, str] = {}
     for raw in presented:
         as_presented.setdefault(rules.normalize(raw), raw)
@@ -258,7 +271,9 @@ async def resolve_codes(
         if voucher is None:
             result.append(engine.PresentedCode(code, rejection=Reason.VOUCHER_NOT_FOUND))
             continue
-        reason = rules.rejection(voucher.facts, customer_id, now)
+        reason = rules.rejection(voucher.facts, customer_id, now) or _referral_refusal(
+            catalog, voucher, customer
+        )
         used_up = not customer_id or used.get(f"v:{voucher.voucher_id}", 0) >= voucher.max_per_customer
         if reason is None and voucher.max_per_customer and used_up:
             reason = Reason.CUSTOMER_LIMIT_REACHED
@@ -268,6 +283,22 @@ async def resolve_codes(
             campaigns.add(voucher.campaign_id)
         result.append(engine.PresentedCode(code, voucher.campaign_id, int(reason or 0)))
     return result, found, as_presented
+
+
+def _referral_refusal(
+    catalog: engine.Catalog, voucher: StoredVoucher, customer: engine.CustomerContext
+) -> Reason | None:
+    """A referral code works for identified customers other than its referrer, and only for a
+    first purchase when the programme says so."""
+    if not voucher.referrer_customer_id:
+        return None
+    if customer.customer_id == voucher.referrer_customer_id:
+        return Reason.REFERRAL_SELF_REFERRAL
+    settings = catalog.referrals.get(voucher.campaign_id)
+    first_only = settings is not None and settings.first_purchase_only
+    if customer.anonymous or (first_only and customer.lifetime_purchase_count > 0):
+        return Reason.REFERRAL_NOT_ELIGIBLE
+    return None
 
 
 def limited_campaigns(catalog: engine.Catalog, evaluation: engine.Evaluation) -> list[str]:

@@ -20,7 +20,7 @@ import asyncpg
 
 from loyalty.common.v1 import basket_pb2, money_pb2
 from loyalty.promotion.v1 import campaign_pb2, evaluation_pb2, events_pb2, redemption_pb2
-from loyalty_promotion import app, app_codes, engine, repository_codes as sql
+from loyalty_promotion import app, app_codes, app_referrals, engine, repository_codes as sql
 from loyalty_promotion.commands import ListRedemptions, ReserveRedemptions, ReverseRedemptions
 from loyalty_promotion.domain import returns, vouchers as limits
 from loyalty_promotion.domain.returns import CommittedLine
@@ -237,7 +237,7 @@ async def reserve(
     if not claimed:
         return await _existing(uow, command.checkout_id, command.fingerprint)
     presented, vouchers, as_presented = await app_codes.resolve_codes(
-        uow.connection, uow.tenant, command.codes, customer.customer_id, uow.now
+        uow.connection, uow.tenant, catalog, command.codes, customer, uow.now
     )
     evaluation = await _reserve_holds(uow, catalog, basket, customer, presented, vouchers)
     redemptions = _redemption_rows(
@@ -330,7 +330,9 @@ def _redemption_rows(
 # --- commit, roll back, expire ---
 
 
-async def commit(uow: UnitOfWork, checkout_id: str) -> redemption_pb2.Reservation:
+async def commit(uow: UnitOfWork, checkout_id: str, catalog: engine.Catalog) -> redemption_pb2.Reservation:
+    """`catalog` (the replica's, fetched before the transaction) says which campaigns are referral
+    programmes and their confirmation delays."""
     stored = await sql.get_reservation(uow.connection, uow.tenant, checkout_id, lock=True)
     if stored is None:
         raise _not_found()
@@ -352,6 +354,9 @@ async def commit(uow: UnitOfWork, checkout_id: str) -> redemption_pb2.Reservatio
         ),
         key=checkout_id,
     )
+    await app_referrals.record_conversions(
+        uow, catalog.referrals, checkout_id, stored.customer_id or "", redemptions
+    )
     return _reservation_from(stored, redemptions, [])
 
 
@@ -360,6 +365,7 @@ async def _release(uow: UnitOfWork, stored: StoredReservation, to_state: str) ->
     released = await sql.set_reservation_state(
         uow.connection, uow.tenant, stored.checkout_id, to_state, uow.now
     )
+    await sql.cancel_conversions(uow.connection, uow.tenant, stored.checkout_id)
     redemptions = await sql.move_uses(
         uow.connection,
         uow.tenant,
@@ -400,6 +406,12 @@ async def expire(uow: UnitOfWork, checkout_id: str) -> bool:
         return False
     await _release(uow, stored, "expired")
     return True
+
+
+async def sweep(units: UnitsOfWork) -> None:
+    """The schedule's run: expired reservations released, due referral conversions confirmed."""
+    await expire_reservations(units)
+    await app_referrals.confirm_due(units)
 
 
 async def expire_reservations(units: UnitsOfWork) -> int:
@@ -517,6 +529,8 @@ async def reverse(
     redemptions = await sql.redemptions_of(uow.connection, uow.tenant, command.checkout_id)
     changes, reinstated = _redemption_changes(lines, plan, back, redemptions)
     await sql.reverse_redemptions(uow.connection, uow.tenant, changes, uow.now)
+    if reinstated:  # a referral purchase returned before its confirmation converts nothing
+        await sql.cancel_conversions(uow.connection, uow.tenant, command.checkout_id)
     reversal = _reversal_message(command, result.subtotal.currency_code, plan, weighed, reinstated, uow.now)
     await sql.insert_reversal(
         uow.connection,

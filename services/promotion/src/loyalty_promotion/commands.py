@@ -220,3 +220,27 @@ class ListCustomerOffers:
     # None = no basket to qualify against.
     basket: basket_pb2.Basket | None
     kinds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CreateReferralCode:
+    campaign_id: str
+    referrer: str
+
+
+@dataclass(frozen=True)
+class ListReferralCodes:
+    campaign_id: str | None
+    referrer: str
+    after: str | None
+    limit: int
+
+
+@dataclass(frozen=True)
+class ListReferralConversions:
+    campaign_id: str | None
+    referrer: str
+    referee: str
+    state: str
+    before: tuple[datetime, str] | None
+    limit: int

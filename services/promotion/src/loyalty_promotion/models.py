@@ -178,6 +178,14 @@ class VoucherRow(Base):
         Index("vouchers_by_code", "tenant_id", "code", unique=True),
         Index("vouchers_by_campaign", "tenant_id", "campaign_id", "voucher_id"),
         Index(
+            "vouchers_by_referrer",
+            "tenant_id",
+            "campaign_id",
+            "referrer_customer_id",
+            unique=True,
+            postgresql_where=text("referrer_customer_id IS NOT NULL"),
+        ),
+        Index(
             "vouchers_by_holder",
             "tenant_id",
             "holder_customer_id",
@@ -195,6 +203,8 @@ class VoucherRow(Base):
     max_redemptions: Mapped[int] = mapped_column(BigInteger)
     max_per_customer: Mapped[int] = mapped_column(BigInteger)
     holder_customer_id: Mapped[str | None] = mapped_column(String(64))
+    # Set on a referral code: the customer whose code it is (one per referrer and campaign).
+    referrer_customer_id: Mapped[str | None] = mapped_column(String(64))
     redemption_count: Mapped[int] = _counter()
     reserved_count: Mapped[int] = _counter()
     batch_id: Mapped[str | None] = mapped_column(Uuid)
@@ -325,3 +335,28 @@ class ReversalRow(Base):
     fingerprint: Mapped[bytes] = mapped_column(LargeBinary)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = _now()
+
+
+class ReferralConversionRow(Base):
+    """A referee's committed purchase with a referral code: pending until `confirm_at` (the
+    programme's confirmation delay), then confirmed (published) or cancelled by a rollback."""
+
+    __tablename__ = "referral_conversions"
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'confirmed', 'cancelled')", name="referral_conversions_state"),
+        Index("referral_conversions_by_checkout", "tenant_id", "checkout_id", "voucher_id", unique=True),
+        Index("referral_conversions_due", "confirm_at", postgresql_where=text("state = 'pending'")),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    conversion_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(Uuid)
+    voucher_id: Mapped[str] = mapped_column(Uuid)
+    code: Mapped[str] = mapped_column(String(64))
+    referrer_customer_id: Mapped[str] = mapped_column(String(64))
+    referee_customer_id: Mapped[str] = mapped_column(String(64))
+    checkout_id: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16))
+    confirm_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

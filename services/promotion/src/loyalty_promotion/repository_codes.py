@@ -17,7 +17,7 @@ from loyalty_promotion.domain.vouchers import Usage, VoucherFacts
 from loyalty_promotion.repository import SCHEMA
 
 _VOUCHER = """voucher_id, campaign_id, code, unique_code, start_time, end_time, max_redemptions,
-    max_per_customer, holder_customer_id, redemption_count, reserved_count, batch_id, metadata,
+    max_per_customer, holder_customer_id, referrer_customer_id, redemption_count, reserved_count, batch_id, metadata,
     disabled_at, version, created_at, updated_at"""
 
 
@@ -32,6 +32,7 @@ class StoredVoucher:
     max_redemptions: int
     max_per_customer: int
     holder_customer_id: str | None
+    referrer_customer_id: str | None
     redemption_count: int
     reserved_count: int
     batch_id: str | None
@@ -76,9 +77,9 @@ async def insert_voucher(connection: asyncpg.Connection, tenant: str, voucher: S
         await connection.fetchval(
             f"""INSERT INTO {SCHEMA}.vouchers (tenant_id, voucher_id, campaign_id, code, unique_code,
                     start_time, end_time, max_redemptions, max_per_customer, holder_customer_id,
-                    batch_id, metadata, created_at, updated_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $13)
-                ON CONFLICT (tenant_id, code) DO NOTHING RETURNING true""",
+                    batch_id, metadata, created_at, updated_at, referrer_customer_id)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $13, $14)
+                ON CONFLICT DO NOTHING RETURNING true""",
             tenant,
             voucher.voucher_id,
             voucher.campaign_id,
@@ -92,6 +93,7 @@ async def insert_voucher(connection: asyncpg.Connection, tenant: str, voucher: S
             voucher.batch_id,
             json.dumps(voucher.metadata),
             voucher.created_at,
+            voucher.referrer_customer_id,
         )
     )
 
@@ -790,3 +792,155 @@ async def vouchers_of_holder(
         limit,
     )
     return [_voucher(row) for row in rows]
+
+
+# --- referrals ---
+
+
+async def referral_code(
+    connection: asyncpg.Connection, tenant: str, campaign_id: str, referrer: str
+) -> StoredVoucher | None:
+    row = await connection.fetchrow(
+        f"""SELECT {_VOUCHER} FROM {SCHEMA}.vouchers
+            WHERE tenant_id = $1 AND campaign_id = $2 AND referrer_customer_id = $3""",
+        tenant,
+        campaign_id,
+        referrer,
+    )
+    return _voucher(row)
+
+
+async def list_referral_codes(
+    connection: asyncpg.Connection,
+    tenant: str,
+    campaign_id: str | None,
+    referrer: str,
+    after: str | None,
+    limit: int,
+) -> list[tuple[StoredVoucher, int]]:
+    """Referral codes by voucher id, each with its confirmed conversions."""
+    rows = await connection.fetch(
+        f"""SELECT {_VOUCHER}, (SELECT count(*) FROM {SCHEMA}.referral_conversions c
+                                WHERE c.tenant_id = v.tenant_id AND c.voucher_id = v.voucher_id
+                                  AND c.state = 'confirmed') AS conversions
+            FROM {SCHEMA}.vouchers v
+            WHERE tenant_id = $1 AND referrer_customer_id IS NOT NULL
+              AND ($2::uuid IS NULL OR campaign_id = $2) AND ($3::varchar = '' OR referrer_customer_id = $3::varchar)
+              AND ($4::uuid IS NULL OR voucher_id > $4)
+            ORDER BY voucher_id LIMIT $5""",
+        tenant,
+        campaign_id,
+        referrer,
+        after,
+        limit,
+    )
+    found = []
+    for row in rows:
+        values = dict(row)
+        conversions = values.pop("conversions")
+        found.append((_voucher(values), conversions))
+    return found
+
+
+_CONVERSION = """conversion_id, campaign_id, voucher_id, code, referrer_customer_id, referee_customer_id,
+    checkout_id, state, confirm_at, created_at, confirmed_at"""
+
+
+async def add_conversions(
+    connection: asyncpg.Connection,
+    tenant: str,
+    checkout_id: str,
+    referee: str,
+    voucher_ids: Sequence[str],
+    delays: dict[str, float],
+    now: datetime,
+) -> list[dict]:
+    """A conversion per referral code among these vouchers (once per checkout and code): confirmed
+    at once where its campaign has no confirmation delay, pending otherwise."""
+    rows = await connection.fetch(
+        f"""INSERT INTO {SCHEMA}.referral_conversions (tenant_id, conversion_id, campaign_id, voucher_id, code,
+                referrer_customer_id, referee_customer_id, checkout_id, state, confirm_at, created_at, confirmed_at)
+            SELECT $1::varchar, gen_random_uuid(), v.campaign_id, v.voucher_id, v.code, v.referrer_customer_id,
+                   $3::varchar, $2::varchar,
+                   CASE WHEN d.seconds > 0 THEN 'pending' ELSE 'confirmed' END,
+                   $6::timestamptz + make_interval(secs => d.seconds), $6,
+                   CASE WHEN d.seconds > 0 THEN NULL ELSE $6::timestamptz END
+            FROM {SCHEMA}.vouchers v
+            JOIN unnest($4::uuid[], $5::float8[]) AS d(campaign_id, seconds) ON d.campaign_id = v.campaign_id
+            WHERE v.tenant_id = $1::varchar AND v.voucher_id = ANY($7::uuid[]) AND v.referrer_customer_id IS NOT NULL
+            ON CONFLICT DO NOTHING
+            RETURNING {_CONVERSION}""",
+        tenant,
+        checkout_id,
+        referee,
+        list(delays),
+        list(delays.values()),
+        now,
+        list(voucher_ids),
+    )
+    return [dict(r) for r in rows]
+
+
+async def cancel_conversions(connection: asyncpg.Connection, tenant: str, checkout_id: str) -> None:
+    await connection.execute(
+        f"""UPDATE {SCHEMA}.referral_conversions SET state = 'cancelled'
+            WHERE tenant_id = $1 AND checkout_id = $2 AND state = 'pending'""",
+        tenant,
+        checkout_id,
+    )
+
+
+async def due_conversions(connection: asyncpg.Connection, now: datetime, limit: int) -> list[tuple[str, str]]:
+    """(tenant, conversion id) of pending conversions past their confirmation time, every tenant's."""
+    rows = await connection.fetch(
+        f"""SELECT tenant_id, conversion_id FROM {SCHEMA}.referral_conversions
+            WHERE state = 'pending' AND confirm_at <= $1 ORDER BY confirm_at LIMIT $2""",
+        now,
+        limit,
+    )
+    return [(r["tenant_id"], str(r["conversion_id"])) for r in rows]
+
+
+async def confirm_conversion(
+    connection: asyncpg.Connection, tenant: str, conversion_id: str, now: datetime
+) -> dict | None:
+    row = await connection.fetchrow(
+        f"""UPDATE {SCHEMA}.referral_conversions SET state = 'confirmed', confirmed_at = $3
+            WHERE tenant_id = $1 AND conversion_id = $2 AND state = 'pending' AND confirm_at <= $3
+            RETURNING {_CONVERSION}""",
+        tenant,
+        conversion_id,
+        now,
+    )
+    return dict(row) if row else None
+
+
+async def list_conversions(
+    connection: asyncpg.Connection,
+    tenant: str,
+    *,
+    campaign_id: str | None,
+    referrer: str,
+    referee: str,
+    state: str,
+    before: tuple[datetime, str] | None,
+    limit: int,
+) -> list[dict]:
+    rows = await connection.fetch(
+        f"""SELECT {_CONVERSION} FROM {SCHEMA}.referral_conversions
+            WHERE tenant_id = $1 AND ($2::uuid IS NULL OR campaign_id = $2)
+              AND ($3::varchar = '' OR referrer_customer_id = $3::varchar)
+              AND ($4::varchar = '' OR referee_customer_id = $4::varchar)
+              AND ($5::varchar = '' OR state = $5::varchar)
+              AND ($6::timestamptz IS NULL OR (created_at, conversion_id) < ($6, $7::uuid))
+            ORDER BY created_at DESC, conversion_id DESC LIMIT $8""",
+        tenant,
+        campaign_id,
+        referrer,
+        referee,
+        state,
+        before[0] if before else None,
+        before[1] if before else None,
+        limit,
+    )
+    return [dict(r) for r in rows]

@@ -124,7 +124,7 @@ DEFINITION = ServiceDefinition(
         Schedule(
             "promotion.reservations-expiry",
             every=lambda settings: settings.reservation_sweep_seconds,
-            run=lambda resources: app_redemptions.expire_reservations(resources.units),
+            run=lambda resources: app_redemptions.sweep(resources.units),
         )
     ],
 )

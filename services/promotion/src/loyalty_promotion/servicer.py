@@ -12,11 +12,20 @@ import uuid
 from datetime import UTC, datetime
 
 from loyalty.promotion.v1 import promotion_service_pb2 as api
-from loyalty_promotion import app, app_codes, app_earning, app_generation, app_offers, app_redemptions
+from loyalty_promotion import (
+    app,
+    app_codes,
+    app_earning,
+    app_generation,
+    app_offers,
+    app_redemptions,
+    app_referrals,
+)
 from loyalty_promotion.commands import (
     ChangeState,
     CreateCampaign,
     CreatePromotion,
+    CreateReferralCode,
     DeleteEarningRule,
     DeletePromotion,
     EvaluateBasket,
@@ -28,6 +37,8 @@ from loyalty_promotion.commands import (
     ListEarningRules,
     ListPromotions,
     ListRedemptions,
+    ListReferralCodes,
+    ListReferralConversions,
     ListVouchers,
     ReserveRedemptions,
     ReverseRedemptions,
@@ -490,8 +501,9 @@ class PromotionServicer:
         self, request: api.CommitRedemptionsRequest, context
     ) -> api.CommitRedemptionsResponse:
         checkout_id = _checkout_id(request.checkout_id)
+        catalog = await self.replica.catalogs.get(current_tenant())
         async with self.units.change() as uow:
-            reservation = await app_redemptions.commit(uow, checkout_id)
+            reservation = await app_redemptions.commit(uow, checkout_id, catalog)
         return api.CommitRedemptionsResponse(reservation=reservation)
 
     async def RollbackRedemptions(
@@ -612,3 +624,56 @@ class PromotionServicer:
         return api.ListCustomerOffersResponse(
             offers=page, next_page_token=paging.encode_token(str(start + limit)) if more else ""
         )
+
+    # --- referrals ---
+
+    async def CreateReferralCode(
+        self, request: api.CreateReferralCodeRequest, context
+    ) -> api.CreateReferralCodeResponse:
+        command = CreateReferralCode(_campaign_id(request.campaign_id), request.referrer_customer_id)
+        return await self.units.idempotent(
+            request,
+            app_referrals.create_referral_code,
+            command,
+            lambda found: api.CreateReferralCodeResponse(referral_code=found[0], created=found[1]),
+        )
+
+    async def ListReferralCodes(
+        self, request: api.ListReferralCodesRequest, context
+    ) -> api.ListReferralCodesResponse:
+        after = paging.decode_token(request.page_token)
+        command = ListReferralCodes(
+            _optional_id(request.campaign_id, "campaign_id", Reason.CAMPAIGN_NOT_FOUND),
+            request.referrer_customer_id,
+            _optional_id(after, "page_token", Reason.INVALID_ARGUMENT),
+            paging.page_size(request.page_size, default=DEFAULT_CODE_PAGE, maximum=MAX_CODE_PAGE),
+        )
+        async with self.units.read() as uow:
+            codes, last = await app_referrals.list_referral_codes(uow, command)
+        return api.ListReferralCodesResponse(
+            referral_codes=codes, next_page_token=paging.encode_token(last) if last else ""
+        )
+
+    async def ListReferralConversions(
+        self, request: api.ListReferralConversionsRequest, context
+    ) -> api.ListReferralConversionsResponse:
+        limit = paging.page_size(request.page_size, default=DEFAULT_CODE_PAGE, maximum=MAX_CODE_PAGE)
+        if request.state and request.state not in app_referrals.PB_TO_CONVERSION_STATE:
+            raise InvalidArgument(
+                Reason.INVALID_ARGUMENT, "state must name a conversion state", field="state"
+            )
+        command = ListReferralConversions(
+            _optional_id(request.campaign_id, "campaign_id", Reason.CAMPAIGN_NOT_FOUND),
+            request.referrer_customer_id,
+            request.referee_customer_id,
+            app_referrals.PB_TO_CONVERSION_STATE.get(request.state, ""),
+            _redemption_token(request.page_token),
+            limit,
+        )
+        async with self.units.read() as uow:
+            conversions = await app_referrals.list_conversions(uow, command)
+        token = ""
+        if len(conversions) == limit:
+            last = conversions[-1]
+            token = paging.encode_token(f"{last.create_time.ToNanoseconds()}:{last.conversion_id}")
+        return api.ListReferralConversionsResponse(conversions=conversions, next_page_token=token)

@@ -100,6 +100,8 @@ class Catalog:
     # its Budget, for campaigns with any limit; promotion id -> max_redemptions_per_customer.
     budgets: dict[str, campaign_pb2.Budget] = field(default_factory=dict)
     promotion_limits: dict[str, int] = field(default_factory=dict)
+    # Referral campaigns' settings (who may use a referral code), by campaign id.
+    referrals: dict[str, campaign_pb2.ReferralSettings] = field(default_factory=dict)
 
     @property
     def promotion_count(self) -> int:
@@ -125,6 +127,8 @@ def compile_catalog(
             continue
         compiled = _compile_campaign(item, settings)
         catalog.campaigns[compiled.campaign_id] = compiled
+        if item.campaign.HasField("referral"):
+            catalog.referrals[compiled.campaign_id] = item.campaign.referral
         if _limited(item.campaign.budget):
             catalog.budgets[compiled.campaign_id] = item.campaign.budget
         for promotion in item.promotions:

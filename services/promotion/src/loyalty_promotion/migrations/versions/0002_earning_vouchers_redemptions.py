@@ -74,6 +74,7 @@ def upgrade() -> None:
         sa.Column("max_redemptions", sa.BigInteger(), nullable=False),
         sa.Column("max_per_customer", sa.BigInteger(), nullable=False),
         sa.Column("holder_customer_id", sa.String(64), nullable=True),
+        sa.Column("referrer_customer_id", sa.String(64), nullable=True),
         _counter("redemption_count"),
         _counter("reserved_count"),
         sa.Column("batch_id", sa.Uuid(), nullable=True),
@@ -101,6 +102,48 @@ def upgrade() -> None:
         ["tenant_id", "holder_customer_id"],
         schema=SCHEMA,
         postgresql_where=sa.text("holder_customer_id IS NOT NULL"),
+    )
+    op.create_index(
+        "vouchers_by_referrer",
+        "vouchers",
+        ["tenant_id", "campaign_id", "referrer_customer_id"],
+        unique=True,
+        schema=SCHEMA,
+        postgresql_where=sa.text("referrer_customer_id IS NOT NULL"),
+    )
+    op.create_table(
+        "referral_conversions",
+        sa.Column("tenant_id", sa.String(64), nullable=False),
+        sa.Column("conversion_id", sa.Uuid(), nullable=False),
+        sa.Column("campaign_id", sa.Uuid(), nullable=False),
+        sa.Column("voucher_id", sa.Uuid(), nullable=False),
+        sa.Column("code", sa.String(64), nullable=False),
+        sa.Column("referrer_customer_id", sa.String(64), nullable=False),
+        sa.Column("referee_customer_id", sa.String(64), nullable=False),
+        sa.Column("checkout_id", sa.String(128), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("confirm_at", sa.DateTime(timezone=True), nullable=False),
+        _now("created_at"),
+        sa.Column("confirmed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.CheckConstraint(
+            "state IN ('pending', 'confirmed', 'cancelled')", name="referral_conversions_state"
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "conversion_id"),
+        schema=SCHEMA,
+    )
+    op.create_index(
+        "referral_conversions_by_checkout",
+        "referral_conversions",
+        ["tenant_id", "checkout_id", "voucher_id"],
+        unique=True,
+        schema=SCHEMA,
+    )
+    op.create_index(
+        "referral_conversions_due",
+        "referral_conversions",
+        ["confirm_at"],
+        schema=SCHEMA,
+        postgresql_where=sa.text("state = 'pending'"),
     )
     op.create_table(
         "voucher_batches",
@@ -211,6 +254,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in (
+        "referral_conversions",
         "reversals",
         "redemptions",
         "reservations",
