@@ -217,7 +217,7 @@ def _duration_ms(duration) -> int:
 def _pattern(pattern: rpb.PatternRule) -> model.Pattern:
     kind = PATTERN_KINDS.decode(pattern.kind, "rule.pattern.kind")
     window_ms = _duration_ms(pattern.window)
-    if kind in model.USUAL_PATTERNS:
+    if kind in model.WINDOWLESS_PATTERNS:
         window_ms = 0
     elif not 0 < window_ms <= MAX_WINDOW_MS:
         raise _invalid("rule.pattern.window", "the window must be positive and at most 90 days")

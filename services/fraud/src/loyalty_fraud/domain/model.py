@@ -70,6 +70,8 @@ class PatternKind(enum.Enum):
 # The kinds measured against a customer's or store's usual earn: all their history, no window.
 USUAL_PATTERNS = frozenset({PatternKind.EARN_ABOVE_CUSTOMER_USUAL, PatternKind.EARN_ABOVE_STORE_USUAL})
 DEFAULT_MIN_EARNS = 5
+# The kinds that look at no window of history.
+WINDOWLESS_PATTERNS = USUAL_PATTERNS | {PatternKind.REFERRAL_SHARED_FINGERPRINT}
 
 
 class Fingerprint(enum.Enum):
@@ -111,7 +113,7 @@ class Threshold:
 @dataclass(frozen=True)
 class Pattern:
     kind: PatternKind
-    # 0 for the usual-earn kinds, which look at all history.
+    # 0 for the kinds that look at no window (WINDOWLESS_PATTERNS).
     window_ms: int
     max_value: int
     min_value: int = 0
