@@ -23,6 +23,8 @@ class FraudSettings(ServiceSettings):
     metrics_port: int = PORTS["fraud"].metrics_port
     # How stale a replica's copy of a tenant's rules may be after another replica changed them.
     config_check_seconds: float = 0.2
+    # ...and how stale when Redis lost the version's raise (a failover): PostgreSQL is asked this often.
+    config_database_seconds: float = 5.0
 
 
 DEFINITION = ServiceDefinition(
@@ -34,7 +36,11 @@ DEFINITION = ServiceDefinition(
             lambda resources: FraudServicer(
                 resources.units,
                 Counters(resources.redis),
-                ConfigCache(resources.redis, check_seconds=resources.settings.config_check_seconds),
+                ConfigCache(
+                    resources.redis,
+                    check_seconds=resources.settings.config_check_seconds,
+                    database_seconds=resources.settings.config_database_seconds,
+                ),
             ),
         )
     ],
