@@ -583,3 +583,35 @@ async def customer_updated(uow: UnitOfWork, event) -> None:
         await repository.record_account_change(
             uow, event.customer_id, f"customer.updated:{uow.now.isoformat()}", fields
         )
+
+
+# --- customer data --------------------------------------------------------------------------------
+
+
+async def export_customer_data(uow: UnitOfWork, customer_id: str) -> list:
+    """The decisions about the customer, and the fingerprints (keyed hashes) fraud saw them with."""
+    records: list = [
+        apb.Assessment.FromString(body) for body in await repository.customer_assessments(uow, customer_id)
+    ]
+    seen = apb.PartyFingerprints()
+    for row in await repository.customer_fingerprints(uow, customer_id):
+        kind = model.Fingerprint(row["type"])
+        if kind is model.Fingerprint.PHONE:
+            seen.phone_hash = row["value"]
+        elif kind is model.Fingerprint.EMAIL:
+            seen.email_hash = row["value"]
+        elif kind is model.Fingerprint.DEVICE:
+            seen.device_hashes.append(row["value"])
+        else:
+            seen.card_hashes.append(row["value"])
+    if seen.ByteSize():
+        records.append(seen)
+    return records
+
+
+async def erase_customer(uow: UnitOfWork, customer_id: str) -> None:
+    await repository.erase_history(uow, customer_id)
+
+
+async def merge_customers(uow: UnitOfWork, survivor_id: str, merged_id: str) -> None:
+    await repository.merge_history(uow, survivor_id, merged_id)

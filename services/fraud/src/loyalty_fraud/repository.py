@@ -463,3 +463,69 @@ async def case_audit(uow: UnitOfWork, case_id: str) -> list:
             case_id,
         )
     )
+
+
+# --- customer data --------------------------------------------------------------------------------
+
+
+async def customer_assessments(uow: UnitOfWork, customer_id: str) -> list[bytes]:
+    rows = await uow.connection.fetch(
+        f"SELECT body FROM {S}.assessments WHERE tenant_id = $1 AND customer_id = $2 ORDER BY created_at, assessment_id",
+        uow.tenant,
+        customer_id,
+    )
+    return [row["body"] for row in rows]
+
+
+async def customer_fingerprints(uow: UnitOfWork, customer_id: str) -> list:
+    return list(
+        await uow.connection.fetch(
+            f"SELECT type, value FROM {S}.customer_fingerprints WHERE tenant_id = $1 AND customer_id = $2"
+            " ORDER BY type, value",
+            uow.tenant,
+            customer_id,
+        )
+    )
+
+
+async def erase_history(uow: UnitOfWork, customer_id: str) -> None:
+    """The pattern rules' history of the customer; their recorded decisions keep the (pseudonymous) id."""
+    await uow.connection.execute(
+        f"""WITH facts AS (DELETE FROM {S}.activity WHERE tenant_id = $1 AND customer_id = $2),
+                prints AS (DELETE FROM {S}.customer_fingerprints WHERE tenant_id = $1 AND customer_id = $2)
+            DELETE FROM {S}.earn_stats WHERE tenant_id = $1 AND scope = 'customer' AND scope_id = $2""",
+        uow.tenant,
+        customer_id,
+    )
+
+
+async def merge_history(uow: UnitOfWork, survivor_id: str, merged_id: str) -> None:
+    """The duplicate's history becomes the survivor's (its earns add to the survivor's usual)."""
+    await uow.connection.execute(
+        f"UPDATE {S}.activity SET customer_id = $2 WHERE tenant_id = $1 AND customer_id = $3",
+        uow.tenant,
+        survivor_id,
+        merged_id,
+    )
+    await uow.connection.execute(
+        f"""WITH moved AS (DELETE FROM {S}.customer_fingerprints WHERE tenant_id = $1 AND customer_id = $3
+                RETURNING type, value, first_seen_at)
+            INSERT INTO {S}.customer_fingerprints (tenant_id, customer_id, type, value, first_seen_at)
+            SELECT $1, $2, type, value, first_seen_at FROM moved
+            ON CONFLICT (tenant_id, customer_id, type, value)
+            DO UPDATE SET first_seen_at = least({S}.customer_fingerprints.first_seen_at, excluded.first_seen_at)""",
+        uow.tenant,
+        survivor_id,
+        merged_id,
+    )
+    await uow.connection.execute(
+        f"""WITH moved AS (DELETE FROM {S}.earn_stats WHERE tenant_id = $1 AND scope = 'customer' AND scope_id = $3
+                RETURNING earns, points)
+            INSERT INTO {S}.earn_stats AS s (tenant_id, scope, scope_id, earns, points)
+            SELECT $1, 'customer', $2, earns, points FROM moved
+            ON CONFLICT (tenant_id, scope, scope_id)
+            DO UPDATE SET earns = s.earns + excluded.earns, points = s.points + excluded.points""",
+        uow.tenant,
+        survivor_id,
+        merged_id,
+    )

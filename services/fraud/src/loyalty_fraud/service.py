@@ -11,7 +11,7 @@ from loyalty_fraud.models import SCHEMA
 from loyalty_fraud.servicer import FraudServicer
 from loyalty_runtime.catalogue import PORTS
 from loyalty_runtime.events import Subscription
-from loyalty_runtime.privacy import PROFILE_EVENTS
+from loyalty_runtime.privacy import PROFILE_EVENTS, CustomerData
 from loyalty_runtime.server import Api, ServiceDefinition
 from loyalty_runtime.settings import ServiceSettings
 
@@ -48,4 +48,7 @@ DEFINITION = ServiceDefinition(
     migrations="loyalty_fraud:migrations",
     events="fraud.events",
     subscriptions=[Subscription(PROFILE_EVENTS, profile_events.CustomerUpdated, app.customer_updated)],
+    customer_data=CustomerData(
+        export=app.export_customer_data, erase=app.erase_customer, merge=app.merge_customers
+    ),
 )
