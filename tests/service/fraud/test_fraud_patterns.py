@@ -337,3 +337,44 @@ async def test_an_invalid_pattern_rule_is_refused_naming_the_field(tenant, rule,
     failure = await rpc_failure(tenant.CreateRule(api.CreateRuleRequest(idempotency_key=key(), rule=rule)))
     assert (failure.code.name, failure.fields) == ("INVALID_ARGUMENT", [field])
     assert list((await tenant.ListRules(api.ListRulesRequest())).rules) == []
+
+
+# --- enrolments -----------------------------------------------------------------------------------
+
+
+def enrolment(customer: str, **fields) -> api.AssessEnrolmentRequest:
+    return api.AssessEnrolmentRequest(
+        idempotency_key=fields.pop("idempotency_key", key()), customer_id=customer, **fields
+    )
+
+
+async def test_enrolments_from_one_device_are_counted_and_blocklists_apply(tenant, other_tenant):
+    from loyalty.fraud.v1 import blocklist_pb2 as bpb
+    from tests.conftest import rpc_failure
+
+    await tenant.rule(
+        velocity(rpb.VELOCITY_KEY_DEVICE, max_count=3, applies_to=[apb.ASSESSMENT_KIND_ENROLMENT])
+    )
+    farm = apb.RiskSignals(device_hash=DEVICE_A)
+    answers = [
+        (await tenant.AssessEnrolment(enrolment(f"new-{i}", signals=farm))).assessment for i in range(4)
+    ]
+    assert [a.decision for a in answers] == [ALLOW, ALLOW, ALLOW, DECLINE]
+    assert answers[0].kind == apb.ASSESSMENT_KIND_ENROLMENT
+    assert (await other_tenant.AssessEnrolment(enrolment("new-9", signals=farm))).assessment.decision == ALLOW
+    await tenant.CreateBlocklistEntry(
+        api.CreateBlocklistEntryRequest(
+            idempotency_key=key(),
+            entry=bpb.BlocklistEntry(type=bpb.BLOCKLIST_ENTRY_TYPE_EMAIL_DOMAIN, value="mailinator.com"),
+        )
+    )
+    throwaway = apb.RiskSignals(email_domain="mailinator.com")
+    assert (
+        await tenant.AssessEnrolment(enrolment("new-5", signals=throwaway))
+    ).assessment.decision == DECLINE
+    failure = await rpc_failure(tenant.AssessEnrolment(enrolment("")))
+    assert failure.fields == ["customer_id"]
+    failure = await rpc_failure(
+        tenant.AssessEnrolment(enrolment("x", signals=apb.RiskSignals(email_domain="Not A Domain")))
+    )
+    assert failure.fields == ["signals.email_domain"]

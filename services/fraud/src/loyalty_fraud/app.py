@@ -318,6 +318,7 @@ SETTINGS_FIELDS = (
     "degraded_earn_decision",
     "degraded_return_decision",
     "degraded_referral_decision",
+    "degraded_enrolment_decision",
     "brute_force",
 )
 

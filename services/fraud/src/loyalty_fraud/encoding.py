@@ -186,6 +186,19 @@ def referral_action(request: api.AssessReferralRequest) -> model.Action:
     )
 
 
+def enrolment_action(request: api.AssessEnrolmentRequest) -> model.Action:
+    if not request.idempotency_key:
+        raise _invalid("idempotency_key", "idempotency_key is required")
+    if not request.customer_id:
+        raise _invalid("customer_id", "customer_id is required")
+    return model.Action(
+        model.Kind.ENROLMENT,
+        request.idempotency_key,
+        customer_id=request.customer_id,
+        **_signals(request.signals),
+    )
+
+
 # --- rules ----------------------------------------------------------------------------------------
 
 DEFAULT_REASON = {"velocity": Reason.VELOCITY_LIMIT, "threshold": Reason.THRESHOLD_EXCEEDED}
@@ -307,6 +320,7 @@ DEGRADED_FIELDS = {
     model.Kind.EARN: "degraded_earn_decision",
     model.Kind.RETURN: "degraded_return_decision",
     model.Kind.REFERRAL: "degraded_referral_decision",
+    model.Kind.ENROLMENT: "degraded_enrolment_decision",
 }
 
 

@@ -84,6 +84,12 @@ class FraudServicer:
         assessment = await self._assess(encoding.referral_action(request), request)
         return api.AssessReferralResponse(assessment=assessment)
 
+    async def AssessEnrolment(
+        self, request: api.AssessEnrolmentRequest, context
+    ) -> api.AssessEnrolmentResponse:
+        assessment = await self._assess(encoding.enrolment_action(request), request)
+        return api.AssessEnrolmentResponse(assessment=assessment)
+
     async def GetAssessment(self, request: api.GetAssessmentRequest, context) -> api.GetAssessmentResponse:
         async with self.units.read() as uow:
             return api.GetAssessmentResponse(assessment=await app.get_assessment(uow, request.assessment_id))

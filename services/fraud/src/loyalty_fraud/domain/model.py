@@ -13,6 +13,7 @@ class Kind(enum.Enum):
     EARN = "earn"
     RETURN = "return"
     REFERRAL = "referral"
+    ENROLMENT = "enrolment"
 
 
 class Decision(enum.IntEnum):
