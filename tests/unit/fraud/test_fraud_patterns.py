@@ -143,3 +143,16 @@ def test_patterns_are_judged_without_counters_and_change_nothing_in_shadow():
     shadow = rule(P.BURN_AFTER_LARGE_EARN, 1000, state=RuleState.SHADOW)
     verdict = rules.decide([shadow], Settings(), burn, blocked=[], counters=[], totals=[], history=history)
     assert verdict.decision == Decision.ALLOW and verdict.findings[0].detail.startswith("shadow: ")
+
+
+def test_a_credential_change_the_caller_reports_counts_as_an_account_change():
+    takeover = rule(P.BURN_NEW_DEVICE_AFTER_ACCOUNT_CHANGE, 0, window_ms=DAY)
+    burn = {"points_burned": 10, "device_hash": H}
+    inside = action(credentials_changed_at=NOW - timedelta(hours=23), **burn)
+    assert patterns.fired([takeover], inside, patterns.History())[0][1].endswith(
+        "23 h after a change of password or login"
+    )
+    outside = action(credentials_changed_at=NOW - timedelta(days=1), **burn)
+    assert not fires(takeover, outside, patterns.History())
+    known = patterns.History(fingerprints={"c": frozenset({(Fingerprint.DEVICE, H)})})
+    assert not fires(takeover, inside, known)

@@ -74,6 +74,7 @@ def _signals(signals: apb.RiskSignals, channel: int = 0) -> dict:
         "terminal_id": signals.terminal_id,
         "store_id": signals.store_id,
         "enrolled_at": moment(signals, "customer_enrol_time"),
+        "credentials_changed_at": moment(signals, "credential_change_time"),
     }
 
 

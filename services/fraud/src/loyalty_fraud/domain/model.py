@@ -175,6 +175,8 @@ class Action:
     terminal_id: str = ""
     store_id: str = ""
     enrolled_at: datetime | None = None
+    # The last password or login change the caller knows of.
+    credentials_changed_at: datetime | None = None
     now: datetime | None = None
     # Returns: the purchase returned, the value refunded and the points taken back.
     returned_checkout_id: str = ""

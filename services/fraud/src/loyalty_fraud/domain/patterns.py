@@ -167,6 +167,9 @@ def _fires(pattern: Pattern, action: Action, history: History) -> str | None:
         if (Fingerprint.DEVICE, action.device_hash) in known:
             return None
         changes = _since(history.activity, now, pattern.window_ms, ACCOUNT_CHANGE)
+        changed_at = action.credentials_changed_at
+        if changed_at is not None and now - timedelta(milliseconds=pattern.window_ms) < changed_at <= now:
+            changes.append(Fact(action.customer_id, ACCOUNT_CHANGE, "", 0, "password or login", changed_at))
         if changes:
             last = max(changes, key=lambda f: f.at)
             return (
