@@ -63,3 +63,23 @@ async def test_history_is_exported_merged_and_erased(fraud, tenant, other_tenant
     assert all(r.Is(apb.Assessment.DESCRIPTOR) for r in export.records)  # decisions stay, history went
     # Nothing of another tenant moved or went.
     assert len(await in_tenant(fraud, other_tenant.tenant, app.export_customer_data, "dup")) == 1
+
+
+async def test_history_older_than_the_longest_window_is_forgotten(fraud, tenant, fraud_settings):
+    import asyncpg
+
+    from loyalty_runtime.db import asyncpg_dsn
+
+    await tenant.earn(100, customer="old")
+    fraud.clock.advance(days=89)
+    await tenant.earn(100, customer="recent")
+    fraud.clock.advance(days=1, seconds=1)  # "old" is now 90 days and a second ago
+    assert await app.forget_old_history(fraud.server.resources.units) >= 1
+    connection = await asyncpg.connect(asyncpg_dsn(fraud_settings.database_url))
+    try:
+        left = await connection.fetch(
+            "SELECT customer_id FROM fraud.activity WHERE tenant_id = $1", tenant.tenant
+        )
+    finally:
+        await connection.close()
+    assert [row["customer_id"] for row in left] == ["recent"]

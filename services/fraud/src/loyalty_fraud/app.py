@@ -12,9 +12,10 @@ Assessments are answered as the contract's message that is also what is stored, 
 listing answer byte for byte what the first call answered.
 """
 
+import logging
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 from loyalty.fraud.v1 import (
@@ -28,9 +29,12 @@ from loyalty_fraud import cache, encoding, repository
 from loyalty_fraud.counters import Counters
 from loyalty_fraud.domain import model, patterns, rules as fraud_rules
 from loyalty_fraud.encoding import Assessed
+from loyalty_runtime.context import CallContext, bind_call, unbind_call
 from loyalty_runtime.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Reason
 from loyalty_runtime.protobuf import timestamp
-from loyalty_runtime.uow import UnitOfWork
+from loyalty_runtime.uow import UnitOfWork, UnitsOfWork
+
+log = logging.getLogger("loyalty.fraud")
 
 
 def new_id() -> str:
@@ -616,3 +620,31 @@ async def erase_customer(uow: UnitOfWork, customer_id: str) -> None:
 
 async def merge_customers(uow: UnitOfWork, survivor_id: str, merged_id: str) -> None:
     await repository.merge_history(uow, survivor_id, merged_id)
+
+
+# --- retention ------------------------------------------------------------------------------------
+
+RETENTION_BATCH = 5000
+
+
+async def forget_old_history(units: UnitsOfWork) -> int:
+    """Facts older than the longest window a pattern rule may have (90 days) are never read again:
+    delete them, tenant by tenant, in batches (short transactions)."""
+    async with units.database.connection() as connection:
+        tenants = await repository.history_tenants(connection)
+    forgotten = 0
+    for tenant in tenants:
+        token = bind_call(CallContext(tenant_id=tenant, principal="fraud-retention"))
+        try:
+            while True:
+                async with units.change() as uow:
+                    before = uow.now - timedelta(milliseconds=encoding.MAX_WINDOW_MS)
+                    gone = await repository.forget_old_activity(uow, before, RETENTION_BATCH)
+                forgotten += gone
+                if gone < RETENTION_BATCH:
+                    break
+        except Exception:
+            log.exception("history retention failed for a tenant", extra={"fields": {"tenant": tenant}})
+        finally:
+            unbind_call(token)
+    return forgotten

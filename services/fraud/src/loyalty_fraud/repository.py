@@ -529,3 +529,24 @@ async def merge_history(uow: UnitOfWork, survivor_id: str, merged_id: str) -> No
         survivor_id,
         merged_id,
     )
+
+
+# --- retention ------------------------------------------------------------------------------------
+
+
+async def history_tenants(connection) -> list[str]:
+    """Every tenant with history (the retention's only cross-tenant read)."""
+    rows = await connection.fetch(f"SELECT DISTINCT tenant_id FROM {S}.activity")
+    return [row["tenant_id"] for row in rows]
+
+
+async def forget_old_activity(uow: UnitOfWork, before: datetime, limit: int) -> int:
+    """Delete up to `limit` of the tenant's facts older than `before`; how many went."""
+    status = await uow.connection.execute(
+        f"""DELETE FROM {S}.activity WHERE seq IN (
+                SELECT seq FROM {S}.activity WHERE tenant_id = $1 AND at < $2 LIMIT $3)""",
+        uow.tenant,
+        before,
+        limit,
+    )
+    return int(status.split()[-1])

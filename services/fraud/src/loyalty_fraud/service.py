@@ -11,6 +11,7 @@ from loyalty_fraud.models import SCHEMA
 from loyalty_fraud.servicer import FraudServicer
 from loyalty_runtime.catalogue import PORTS
 from loyalty_runtime.events import Subscription
+from loyalty_runtime.jobs import Schedule
 from loyalty_runtime.privacy import PROFILE_EVENTS, CustomerData
 from loyalty_runtime.server import Api, ServiceDefinition
 from loyalty_runtime.settings import ServiceSettings
@@ -25,6 +26,8 @@ class FraudSettings(ServiceSettings):
     config_check_seconds: float = 0.2
     # ...and how stale when Redis lost the version's raise (a failover): PostgreSQL is asked this often.
     config_database_seconds: float = 5.0
+    # How often the pattern rules' history older than 90 days is deleted; 0 turns it off.
+    retention_interval_seconds: float = 3600.0
 
 
 DEFINITION = ServiceDefinition(
@@ -48,6 +51,13 @@ DEFINITION = ServiceDefinition(
     migrations="loyalty_fraud:migrations",
     events="fraud.events",
     subscriptions=[Subscription(PROFILE_EVENTS, profile_events.CustomerUpdated, app.customer_updated)],
+    schedules=[
+        Schedule(
+            "fraud.history_retention",
+            every=lambda settings: settings.retention_interval_seconds,
+            run=lambda resources: app.forget_old_history(resources.units),
+        )
+    ],
     customer_data=CustomerData(
         export=app.export_customer_data, erase=app.erase_customer, merge=app.merge_customers
     ),
