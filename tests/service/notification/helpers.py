@@ -45,7 +45,14 @@ class Client:
         self.md = service.metadata(tenant_id)
 
     async def enrol(
-        self, *, email: str = "", phone: str = "", marketing=(), locale: str = "en", attributes=None
+        self,
+        *,
+        email: str = "",
+        phone: str = "",
+        marketing=(),
+        locale: str = "en",
+        time_zone: str = "",
+        attributes=None,
     ) -> str:
         identifiers = [
             customer_pb2.Identifier(type=customer_pb2.IDENTIFIER_TYPE_LOYALTY_CARD, value=key()[:16])
@@ -66,19 +73,13 @@ class Client:
                 identifiers=identifiers,
                 given_name="Ana",
                 locale=locale,
+                time_zone=time_zone,
                 consents=consents,
                 attributes=attributes or {},
             ),
             metadata=self.profile.metadata(self.tenant_id),
         )
         return answer.customer.customer_id
-
-    async def define_time_zone(self) -> None:
-        definition = profile_pb2.AttributeDefinition(name="time_zone", type=profile_pb2.ATTRIBUTE_TYPE_STRING)
-        await self.profile.stub.DefineAttribute(
-            profile_api.DefineAttributeRequest(idempotency_key=key(), definition=definition),
-            metadata=self.profile.metadata(self.tenant_id),
-        )
 
     async def template(
         self, template_key: str = "points", *, purpose=TRANSACTIONAL, variants=None, default_locale="en"

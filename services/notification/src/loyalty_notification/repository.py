@@ -6,7 +6,10 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from loyalty_notification.commands import MessageQuery
 from loyalty_notification.domain.model import (
+    PENDING,
+    SENT,
     Attempt,
     AttemptStatus,
     Cap,
@@ -103,6 +106,53 @@ async def template_by_key(uow: UnitOfWork, key: str) -> Template | None:
         f"SELECT * FROM {SCHEMA}.templates WHERE tenant_id = $1 AND key = $2", uow.tenant, key
     )
     return _template(row) if row else None
+
+
+async def template_for_update(uow: UnitOfWork, template_id: str) -> Template | None:
+    """The template, locked until COMMIT (a concurrent update waits, then sees the new version)."""
+    row = await uow.connection.fetchrow(
+        f"SELECT * FROM {SCHEMA}.templates WHERE tenant_id = $1 AND template_id = $2 FOR UPDATE",
+        uow.tenant,
+        template_id,
+    )
+    return _template(row) if row else None
+
+
+async def save_template(uow: UnitOfWork, template: Template) -> Template:
+    """The template's content and state as given, its version bumped (so its etag changes)."""
+    row = await uow.connection.fetchrow(
+        f"""UPDATE {SCHEMA}.templates SET display_name = $3, purpose = $4, state = $5, default_locale = $6,
+                variable_names = $7, variants = $8::jsonb, version = version + 1, update_time = $9
+            WHERE tenant_id = $1 AND template_id = $2 RETURNING *""",
+        uow.tenant,
+        template.template_id,
+        template.display_name,
+        template.purpose.value,
+        template.state.value,
+        template.default_locale,
+        list(template.variable_names),
+        _variants_json(template.variants),
+        uow.now,
+    )
+    return _template(row)
+
+
+async def templates(
+    uow: UnitOfWork, purpose: Purpose | None, show_archived: bool, after_key: str, limit: int
+) -> list[Template]:
+    """By key, after `after_key`."""
+    rows = await uow.connection.fetch(
+        f"""SELECT * FROM {SCHEMA}.templates
+            WHERE tenant_id = $1 AND key > $2 AND ($3::varchar IS NULL OR purpose = $3)
+              AND ($4 OR state = 'active')
+            ORDER BY key LIMIT $5""",
+        uow.tenant,
+        after_key,
+        purpose.value if purpose else None,
+        show_archived,
+        limit,
+    )
+    return [_template(row) for row in rows]
 
 
 # --- cap policies ---
@@ -213,6 +263,7 @@ def _message(row, attempts: tuple[Attempt, ...] = ()) -> Message:
         sent_time=row["sent_time"],
         update_time=row["update_time"],
         attempts=attempts,
+        opened_time=row["opened_time"],
     )
 
 
@@ -325,3 +376,63 @@ async def record_attempt(
         failure_reason,
         next_attempt_time,
     )
+
+
+async def messages(uow: UnitOfWork, query: MessageQuery, limit: int) -> list[Message]:
+    """Newest first (create_time, then id, descending), after the query's cursor; no attempts."""
+    after_time, after_id = query.after or (None, None)
+    rows = await uow.connection.fetch(
+        f"""SELECT * FROM {SCHEMA}.messages
+            WHERE tenant_id = $1
+              AND ($2::varchar IS NULL OR customer_id = $2)
+              AND ($3::varchar IS NULL OR status = $3)
+              AND ($4::varchar IS NULL OR channel = $4)
+              AND ($5::varchar IS NULL OR template_key = $5)
+              AND ($6::varchar IS NULL OR correlation_id = $6)
+              AND ($7::timestamptz IS NULL OR create_time >= $7)
+              AND ($8::timestamptz IS NULL OR create_time < $8)
+              AND ($9::timestamptz IS NULL OR (create_time, message_id) < ($9, $10::uuid))
+            ORDER BY create_time DESC, message_id DESC LIMIT $11""",
+        uow.tenant,
+        query.customer_id or None,
+        query.status.value if query.status else None,
+        query.channel.value if query.channel else None,
+        query.template_key or None,
+        query.correlation_id or None,
+        query.start_time,
+        query.end_time,
+        after_time,
+        after_id,
+        limit,
+    )
+    return [_message(row) for row in rows]
+
+
+async def cancel_message(uow: UnitOfWork, message_id: str) -> Message | None:
+    """Cancelled if it was still pending; None otherwise. A delivery holding the message's lock is
+    waited for, and the status re-checked after it commits, so a message is never both sent and
+    cancelled."""
+    row = await uow.connection.fetchrow(
+        f"""UPDATE {SCHEMA}.messages SET status = 'cancelled', update_time = $3
+            WHERE tenant_id = $1 AND message_id = $2 AND status = ANY($4::varchar[]) RETURNING *""",
+        uow.tenant,
+        message_id,
+        uow.now,
+        [status.value for status in PENDING],
+    )
+    return _message(row) if row else None
+
+
+async def mark_opened(uow: UnitOfWork, message_id: str) -> Message | None:
+    """open_time set, if the message was sent and not opened before; None otherwise (so the first
+    open, and only it, is told)."""
+    row = await uow.connection.fetchrow(
+        f"""UPDATE {SCHEMA}.messages SET opened_time = $3, update_time = $3
+            WHERE tenant_id = $1 AND message_id = $2 AND opened_time IS NULL
+              AND status = ANY($4::varchar[]) RETURNING *""",
+        uow.tenant,
+        message_id,
+        uow.now,
+        [status.value for status in SENT],
+    )
+    return _message(row) if row else None
