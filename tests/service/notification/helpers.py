@@ -19,7 +19,12 @@ EMAIL, SMS, PUSH, WEBHOOK = (
 )
 TRANSACTIONAL, MARKETING = tpb.MESSAGE_PURPOSE_TRANSACTIONAL, tpb.MESSAGE_PURPOSE_MARKETING
 S = mpb  # statuses: S.MESSAGE_STATUS_SENT ...
-FINAL = {mpb.MESSAGE_STATUS_SENT, mpb.MESSAGE_STATUS_FAILED, mpb.MESSAGE_STATUS_SUPPRESSED}
+FINAL = {
+    mpb.MESSAGE_STATUS_SENT,
+    mpb.MESSAGE_STATUS_FAILED,
+    mpb.MESSAGE_STATUS_SUPPRESSED,
+    mpb.MESSAGE_STATUS_CANCELLED,
+}
 
 
 def key() -> str:
@@ -133,7 +138,8 @@ class Client:
         ).message
 
     async def settled(self, message_id: str, *, within: float = 60.0) -> mpb.Message:
-        """The message once it is sent, failed or suppressed (or as it stands at the timeout)."""
+        """The message once it is sent, failed, suppressed or cancelled (or as it stands at the
+        timeout)."""
         deadline = asyncio.get_running_loop().time() + within
         while True:
             found = await self.message(message_id)
