@@ -23,7 +23,7 @@ UNSUBSCRIBE_SECRET = "test-unsubscribe-secret"
 TRACKING_SECRET = "test-tracking-secret"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -65,7 +65,7 @@ async def notification_settings(database_url, redis_url, profile_service, smtp):
         # Only the session's answering server serves the links; the other test servers do not.
         http_enabled=False,
         http_host="127.0.0.1",
-        http_port=_free_port(),
+        http_port=free_port(),
         unsubscribe_url="https://loyalty.example/unsubscribe",
         unsubscribe_secret=UNSUBSCRIBE_SECRET,
         tracking_url="https://loyalty.example/open",
