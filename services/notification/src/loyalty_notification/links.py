@@ -167,10 +167,12 @@ async def serve_links(links: Links, host: str, port: int, stopping) -> None:
     """Serve until `stopping` is set; requests in flight get a moment to finish."""
     runner = web.AppRunner(links.application(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    log.info("links listening", extra={"fields": {"port": port}})
     try:
+        await web.TCPSite(runner, host, port).start()
+        log.info("links listening", extra={"fields": {"port": port}})
         await stopping.wait()
+    except OSError as error:
+        # gRPC keeps serving: messages still go out, their links answer from the other replicas.
+        log.error("links not served", extra={"fields": {"port": port, "error_type": type(error).__name__}})
     finally:
         await runner.cleanup()
