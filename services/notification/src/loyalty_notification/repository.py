@@ -1,7 +1,6 @@
 """The notification service's SQL, as PostgreSQL text on the unit of work's asyncpg connection.
 Every statement names the caller's tenant (`uow.tenant`)."""
 
-import json
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -36,25 +35,24 @@ COUNTED = ("queued", "scheduled", "sending", "sent", "delivered")
 # --- templates ---
 
 
-def _variants_json(variants: tuple[Variant, ...]) -> str:
-    return json.dumps(
-        [
-            {
-                "channel": v.channel.value,
-                "locale": v.locale,
-                "subject": v.subject,
-                "body": v.body,
-                "html_body": v.html_body,
-            }
-            for v in variants
-        ]
-    )
+def _stored_variants(variants: tuple[Variant, ...]) -> list[dict]:
+    """The variants as JSON values (the connection's codec encodes jsonb)."""
+    return [
+        {
+            "channel": v.channel.value,
+            "locale": v.locale,
+            "subject": v.subject,
+            "body": v.body,
+            "html_body": v.html_body,
+        }
+        for v in variants
+    ]
 
 
 def _template(row) -> Template:
     variants = tuple(
         Variant(Channel(v["channel"]), v["locale"], v["subject"], v["body"], v["html_body"])
-        for v in json.loads(row["variants"])
+        for v in row["variants"]
     )
     return Template(
         template_id=str(row["template_id"]),
@@ -76,7 +74,7 @@ async def insert_template(uow: UnitOfWork, template: Template) -> Template:
         row = await uow.connection.fetchrow(
             f"""INSERT INTO {SCHEMA}.templates (tenant_id, template_id, key, display_name, purpose, state,
                     default_locale, variable_names, variants, version, create_time, update_time)
-                VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8::jsonb, 1, $9, $9) RETURNING *""",
+                VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, 1, $9, $9) RETURNING *""",
             uow.tenant,
             template.template_id,
             template.key,
@@ -84,7 +82,7 @@ async def insert_template(uow: UnitOfWork, template: Template) -> Template:
             template.purpose.value,
             template.default_locale,
             list(template.variable_names),
-            _variants_json(template.variants),
+            _stored_variants(template.variants),
             uow.now,
         )
     except asyncpg.UniqueViolationError:
@@ -122,7 +120,7 @@ async def save_template(uow: UnitOfWork, template: Template) -> Template:
     """The template's content and state as given, its version bumped (so its etag changes)."""
     row = await uow.connection.fetchrow(
         f"""UPDATE {SCHEMA}.templates SET display_name = $3, purpose = $4, state = $5, default_locale = $6,
-                variable_names = $7, variants = $8::jsonb, version = version + 1, update_time = $9
+                variable_names = $7, variants = $8, version = version + 1, update_time = $9
             WHERE tenant_id = $1 AND template_id = $2 RETURNING *""",
         uow.tenant,
         template.template_id,
@@ -131,7 +129,7 @@ async def save_template(uow: UnitOfWork, template: Template) -> Template:
         template.state.value,
         template.default_locale,
         list(template.variable_names),
-        _variants_json(template.variants),
+        _stored_variants(template.variants),
         uow.now,
     )
     return _template(row)
@@ -166,7 +164,7 @@ async def cap_policy(uow: UnitOfWork) -> CapPolicy:
         return CapPolicy()
     caps = tuple(
         Cap(Channel(c["channel"]) if c["channel"] else None, c["max_messages"], c["window_seconds"])
-        for c in json.loads(row["caps"])
+        for c in row["caps"]
     )
     quiet = (
         QuietHours(row["quiet_start_minute"], row["quiet_end_minute"], row["default_time_zone"])
@@ -177,21 +175,19 @@ async def cap_policy(uow: UnitOfWork) -> CapPolicy:
 
 
 async def save_cap_policy(uow: UnitOfWork, policy: CapPolicy) -> CapPolicy:
-    caps = json.dumps(
-        [
-            {
-                "channel": c.channel.value if c.channel else None,
-                "max_messages": c.max_messages,
-                "window_seconds": c.window_seconds,
-            }
-            for c in policy.caps
-        ]
-    )
+    caps = [
+        {
+            "channel": c.channel.value if c.channel else None,
+            "max_messages": c.max_messages,
+            "window_seconds": c.window_seconds,
+        }
+        for c in policy.caps
+    ]
     quiet = policy.quiet_hours
     await uow.connection.execute(
         f"""INSERT INTO {SCHEMA}.cap_policies AS p (tenant_id, caps, quiet_start_minute, quiet_end_minute,
                 default_time_zone, version, update_time)
-            VALUES ($1, $2::jsonb, $3, $4, $5, 1, $6)
+            VALUES ($1, $2, $3, $4, $5, 1, $6)
             ON CONFLICT (tenant_id) DO UPDATE SET caps = EXCLUDED.caps,
                 quiet_start_minute = EXCLUDED.quiet_start_minute, quiet_end_minute = EXCLUDED.quiet_end_minute,
                 default_time_zone = EXCLUDED.default_time_zone, version = p.version + 1,
