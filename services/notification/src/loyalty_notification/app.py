@@ -45,7 +45,7 @@ from loyalty_notification.domain.model import (
     TemplateState,
 )
 from loyalty_notification.domain.targets import TargetRefused
-from loyalty_notification.encoding import failed_event, opened_event
+from loyalty_notification.encoding import encode_message, failed_event, opened_event
 from loyalty_notification.providers import check_webhook_target
 from loyalty_runtime.errors import (
     Aborted,
@@ -407,3 +407,18 @@ async def unsubscribe(directory: Directory, command: Unsubscribe, secret: str, t
     if not known:
         raise _token_invalid()
     return subject.customer_id, channel
+
+
+# --- customer data ---
+
+
+async def export_customer_data(uow: UnitOfWork, customer_id: str) -> list:
+    return [encode_message(m) for m in await repository.customer_messages(uow, customer_id)]
+
+
+async def erase_customer(uow: UnitOfWork, customer_id: str) -> None:
+    await repository.erase_customer(uow, customer_id)
+
+
+async def merge_customers(uow: UnitOfWork, survivor_id: str, merged_id: str) -> None:
+    await repository.move_messages(uow, survivor_id, merged_id)

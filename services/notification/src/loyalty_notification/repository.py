@@ -432,3 +432,62 @@ async def mark_opened(uow: UnitOfWork, message_id: str) -> Message | None:
         [status.value for status in SENT],
     )
     return _message(row) if row else None
+
+
+# --- customer data (GDPR export, erasure, merges) ---
+
+
+async def customer_messages(uow: UnitOfWork, customer_id: str) -> list[Message]:
+    """Every message to the customer, oldest first, with its attempts."""
+    rows = await uow.connection.fetch(
+        f"""SELECT m.*, coalesce((
+                SELECT json_agg(json_build_array(a.attempt_number, a.attempt_time, a.status, a.provider,
+                                                 a.provider_message_id, a.error_code, a.error_message)
+                                ORDER BY a.attempt_number)
+                FROM {SCHEMA}.delivery_attempts a
+                WHERE a.tenant_id = m.tenant_id AND a.message_id = m.message_id), '[]') AS attempt_rows
+            FROM {SCHEMA}.messages m WHERE m.tenant_id = $1 AND m.customer_id = $2
+            ORDER BY m.create_time, m.message_id""",
+        uow.tenant,
+        customer_id,
+    )
+    return [
+        _message(
+            row,
+            tuple(
+                Attempt(number, datetime.fromisoformat(at), AttemptStatus(status), *rest)
+                for number, at, status, *rest in row["attempt_rows"]
+            ),
+        )
+        for row in rows
+    ]
+
+
+async def erase_customer(uow: UnitOfWork, customer_id: str) -> None:
+    """Addresses, rendered texts and providers' error texts go; what is still pending is cancelled,
+    so nothing more reaches the erased customer. Ids, statuses and times stay for the statistics."""
+    await uow.connection.execute(
+        f"""WITH attempts AS (
+                UPDATE {SCHEMA}.delivery_attempts a SET error_message = ''
+                FROM {SCHEMA}.messages m
+                WHERE m.tenant_id = $1 AND m.customer_id = $2
+                  AND a.tenant_id = m.tenant_id AND a.message_id = m.message_id)
+            UPDATE {SCHEMA}.messages SET recipient = '', recipient_hint = '', subject = '', body = '',
+                html_body = '', update_time = $3,
+                status = CASE WHEN status = ANY($4::varchar[]) THEN 'cancelled' ELSE status END
+            WHERE tenant_id = $1 AND customer_id = $2""",
+        uow.tenant,
+        customer_id,
+        uow.now,
+        [status.value for status in PENDING],
+    )
+
+
+async def move_messages(uow: UnitOfWork, survivor_id: str, merged_id: str) -> None:
+    """The duplicate's messages become the survivor's (and count against the survivor's caps)."""
+    await uow.connection.execute(
+        f"UPDATE {SCHEMA}.messages SET customer_id = $2 WHERE tenant_id = $1 AND customer_id = $3",
+        uow.tenant,
+        survivor_id,
+        merged_id,
+    )

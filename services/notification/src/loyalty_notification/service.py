@@ -9,6 +9,7 @@ from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from loyalty.notification.v1 import jobs_pb2, notification_service_pb2
+from loyalty_notification import app
 from loyalty_notification.app import DELIVER_JOB
 from loyalty_notification.directory import Directory
 from loyalty_notification.dispatch import DeliveryPolicy, Dispatcher
@@ -21,6 +22,7 @@ from loyalty_notification.triggers import SEND_FOR_EVENT_JOB, SUBSCRIPTIONS, Eve
 from loyalty_runtime.catalogue import PORTS
 from loyalty_runtime.clients import internal_channel
 from loyalty_runtime.jobs import Job, JobWorker, Schedule
+from loyalty_runtime.privacy import CustomerData
 from loyalty_runtime.server import Api, Resources, ServiceDefinition
 from loyalty_runtime.settings import ServiceSettings
 
@@ -173,4 +175,7 @@ DEFINITION = ServiceDefinition(
     subscriptions=SUBSCRIPTIONS,
     background=[deliver_loop, links_loop],
     schedules=[Schedule("notification.jobs-prune", every=lambda _settings: 3600.0, run=prune_jobs)],
+    customer_data=CustomerData(
+        export=app.export_customer_data, erase=app.erase_customer, merge=app.merge_customers
+    ),
 )
