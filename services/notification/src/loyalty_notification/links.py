@@ -134,7 +134,8 @@ class Links:
     async def unsubscribe_page(self, request: web.Request) -> web.Response:
         if self._unsubscription(request) is None:
             return _refused(Reason.UNSUBSCRIBE_TOKEN_INVALID, "token")
-        action = html.escape(f"/unsubscribe?token={request.query['token']}", quote=True)
+        # Relative to this page, so a path prefix the ingress adds stays on the way back.
+        action = html.escape(f"?token={request.query['token']}", quote=True)
         page = (
             '<!doctype html><html><head><meta charset="utf-8"><title>Unsubscribe</title></head><body>'
             f'<form method="post" action="{action}">'
