@@ -77,6 +77,7 @@ def profile_fields_in(
         family_name=message.family_name,
         birth_date=date_in(message.birth_date, f"{prefix}birth_date"),
         locale=message.locale,
+        time_zone=message.time_zone,
         attributes=attributes_in(message.attributes, prefix),
     )
 
