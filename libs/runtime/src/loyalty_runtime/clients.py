@@ -17,7 +17,7 @@ from loyalty_runtime.telemetry import client_interceptors
 from loyalty_runtime.uow import trace_parent
 
 
-class _PropagateCall(grpc.aio.UnaryUnaryClientInterceptor):
+class _PropagateCall(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
     def __init__(self, internal_token: str, default_timeout: float, *, tracing: bool) -> None:
         self._authorization = f"Bearer {internal_token}"
         self._default_timeout = default_timeout
@@ -25,6 +25,12 @@ class _PropagateCall(grpc.aio.UnaryUnaryClientInterceptor):
         self._inject_traceparent = not tracing
 
     async def intercept_unary_unary(self, continuation, client_call_details, request):
+        return await continuation(self._details(client_call_details), request)
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        return await continuation(self._details(client_call_details), request)
+
+    def _details(self, client_call_details) -> grpc.aio.ClientCallDetails:
         call = current_call()
         remaining = call.remaining_seconds()
         timeout = client_call_details.timeout
@@ -41,14 +47,13 @@ class _PropagateCall(grpc.aio.UnaryUnaryClientInterceptor):
         ]
         if self._inject_traceparent and trace.get_current_span().get_span_context().is_valid:
             metadata.append((TRACEPARENT_HEADER, trace_parent()))
-        details = grpc.aio.ClientCallDetails(
+        return grpc.aio.ClientCallDetails(
             client_call_details.method,
             timeout,
             metadata,
             client_call_details.credentials,
             client_call_details.wait_for_ready,
         )
-        return await continuation(details, request)
 
 
 def internal_channel(
