@@ -1,5 +1,4 @@
-"""The streamed bulk export: every active customer of the caller's tenant, in id order, in pages
-(at most 1000 a page),
+"""The streamed bulk export: every active customer of the caller's tenant, in id order, in pages,
 resumable after any id; another tenant's customers never appear; bad input is refused."""
 
 import grpc
