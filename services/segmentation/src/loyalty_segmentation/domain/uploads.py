@@ -33,7 +33,7 @@ def parse(content: bytes) -> ParsedUpload:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise _refuse("the file is not UTF-8 text") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
         names = [name.strip().lower() for name in header]
