@@ -120,9 +120,7 @@ def test_an_upload_reports_rows_by_number():
     assert parsed.problems == [(3, "", "empty customer id"), (4, "a", "duplicate row")]
 
 
-@pytest.mark.parametrize(
-    "content", [b"", b"customer_id", b"name\nx\n", b"\xff", b"customer_id\n" + b"a\n" * 0]
-)
+@pytest.mark.parametrize("content", [b"", b"customer_id", b"name\nx\n", b"\xff"])
 def test_an_unusable_upload_is_refused(content):
     with pytest.raises(InvalidArgument) as raised:
         uploads.parse(content)
