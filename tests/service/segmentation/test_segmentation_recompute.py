@@ -86,3 +86,24 @@ async def test_records_while_a_chain_runs_leave_the_right_membership_and_count(t
     members = await tenant.members(done.segment_id)
     assert members == {f"p{i:02}" for i in range(0, 12, 2)}
     assert done.member_count == len(members)
+
+
+async def test_deleting_a_segment_while_it_computes_ends_the_computation(tenant):
+    for i in range(9):
+        await tenant.purchase(f"d{i}", NOW, 100)
+    created = await tenant.CreateSegment(
+        api.CreateSegmentRequest(
+            idempotency_key=key(),
+            segment=pb.Segment(
+                display_name="gone", type=pb.SEGMENT_TYPE_RULE, rule=metric(SPEND, GTE, ("EUR", 1))
+            ),
+        )
+    )
+    deleted = await tenant.DeleteSegment(
+        api.DeleteSegmentRequest(idempotency_key=key(), segment_id=created.segment.segment_id)
+    )
+    assert deleted.segment.membership_status == pb.MEMBERSHIP_STATUS_READY
+    await asyncio.sleep(0.5)  # any slice job left runs and finds the segment deleted
+    segment = (await tenant.GetSegment(api.GetSegmentRequest(segment_id=created.segment.segment_id))).segment
+    assert (segment.state, segment.member_count) == (pb.SEGMENT_STATE_DELETED, 0)
+    assert await tenant.members(segment.segment_id) == set()

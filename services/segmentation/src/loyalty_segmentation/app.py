@@ -289,7 +289,10 @@ async def delete_segment(uow: UnitOfWork, command: DeleteSegment, changed: Chang
     for customer_id in members:
         _publish(uow, events_pb2.SegmentLeft, segment.segment_id, customer_id)
     changed.customers.update(members)
-    await repository.update_segment(uow, replace(segment, deleted_at=uow.now, member_count=0))
+    # A recompute still running stops at its next slice (recompute_slice skips a deleted segment).
+    await repository.update_segment(
+        uow, replace(segment, deleted_at=uow.now, member_count=0, computing=False)
+    )
     return await repository.segment(uow, segment.segment_id)
 
 

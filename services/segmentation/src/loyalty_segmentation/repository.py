@@ -235,7 +235,7 @@ def _name_key(after: str) -> tuple[str, str]:
 async def update_segment(uow: UnitOfWork, segment: SegmentRow) -> None:
     await uow.connection.execute(
         f"""UPDATE {S}.segments SET display_name = $3, description = $4, rule = $5, labels = $6,
-                version = version + 1, updated_at = $7, deleted_at = $8, member_count = $9
+                version = version + 1, updated_at = $7, deleted_at = $8, member_count = $9, computing = $10
             WHERE tenant_id = $1 AND segment_id = $2""",
         uow.tenant,
         segment.segment_id,
@@ -246,6 +246,7 @@ async def update_segment(uow: UnitOfWork, segment: SegmentRow) -> None:
         uow.now,
         segment.deleted_at,
         segment.member_count,
+        segment.computing,
     )
 
 
