@@ -1,6 +1,7 @@
 """Activities, RFM scores, exports and uploads through the real server and database: each with bad
 input and another tenant's ids."""
 
+import asyncio
 import csv
 import io
 from datetime import timedelta
@@ -9,11 +10,14 @@ import grpc
 import pyarrow.parquet as pq
 import pytest
 
+from loyalty.notification.v1 import events_pb2 as notification_events
 from loyalty.segmentation.v1 import condition_pb2 as c, segment_pb2 as pb, segmentation_service_pb2 as api
 from loyalty_runtime.errors import error_info
 from loyalty_runtime.protobuf import timestamp
+from loyalty_segmentation import app
 from tests.service.segmentation.conftest import START
 from tests.service.segmentation.helpers import all_of, key, metric
+from tests.service.segmentation.test_segmentation_edges import in_tenant
 from tests.service.segmentation.test_segmentation_service import details
 
 NOW = START
@@ -239,3 +243,27 @@ async def test_an_upload_needs_a_static_segment_of_the_tenant(tenant, other_tena
     assert (await tenant.GetSegment(api.GetSegmentRequest(segment_id=static.segment_id))).segment.type == (
         pb.SEGMENT_TYPE_STATIC
     )
+
+
+async def test_notifications_sent_and_opened_count_as_activities_once_each(segmentation, tenant, redis_url):
+    opened = await tenant.rule_segment(activity_count(GTE, 1, "notification.opened"))
+    received = await tenant.rule_segment(activity_count(GTE, 2, "notification.sent"))
+    assert await tenant.segments_of("nina") == set()  # cached: the event's change must drop it
+    for event in (
+        notification_events.NotificationSent(message_id="m1", customer_id="nina"),
+        notification_events.NotificationSent(message_id="m1", customer_id="nina"),  # delivered twice
+        notification_events.NotificationOpened(message_id="m1", customer_id="nina"),
+        notification_events.NotificationSent(message_id="m2", customer_id=""),  # no customer: ignored
+    ):
+        await in_tenant(segmentation, tenant.tenant, app.notification_activity, event)
+    assert await tenant.members(opened.segment_id) == {"nina"}
+    assert await tenant.members(received.segment_id) == set()
+
+    async def cache_dropped():
+        return await tenant.segments_of("nina") == {opened.segment_id}
+
+    for _ in range(100):
+        if await cache_dropped():
+            break
+        await asyncio.sleep(0.05)
+    assert await cache_dropped()

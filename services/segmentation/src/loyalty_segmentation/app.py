@@ -25,7 +25,7 @@ from loyalty_runtime.errors import (
     Reason,
 )
 from loyalty_runtime.protobuf import timestamp
-from loyalty_runtime.uow import UnitOfWork
+from loyalty_runtime.uow import UnitOfWork, event_type_of
 from loyalty_segmentation import repository
 from loyalty_segmentation.commands import (
     ChangeMembers,
@@ -50,11 +50,11 @@ log = logging.getLogger(__name__)
 # Incremental and estimate: $1 tenant, $2 now, $3 customer ids or sample size. Bulk: $3 segment id,
 # $4/$5 the slice of customers.
 FIRST_RULE_PARAMETER, FIRST_BULK_PARAMETER = 4, 6
-RECOMPUTE_JOB, SYNC_CUSTOMER_JOB, BACKFILL_JOB, RFM_JOB = (
+RECOMPUTE_JOB, SYNC_CUSTOMER_JOB, BACKFILL_JOB, FORGET_JOB = (
     "segmentation.recompute-segment",
     "segmentation.sync-customer",
     "segmentation.backfill-profiles",
-    "segmentation.compute-rfm",
+    "segmentation.forget-cached",
 )
 
 
@@ -392,6 +392,25 @@ async def record_activity(uow: UnitOfWork, command: RecordActivity, changed: Cha
     return recorded
 
 
+async def notification_activity(uow: UnitOfWork, event) -> None:
+    """notification.sent / notification.opened count as activities of their type ("offers received
+    / opened"), once per message; the event carries no time, so its handling time is used."""
+    if not event.customer_id:
+        return
+    kind = event_type_of(event.DESCRIPTOR)
+    command = RecordActivity(f"{kind}:{event.message_id}", event.customer_id, kind, uow.now)
+    changed = Changed()
+    await record_activity(uow, command, changed)
+    await forget_after_commit(uow, changed)
+
+
+async def forget_after_commit(uow: UnitOfWork, changed: Changed) -> None:
+    """An event handler has no moment after its commit: a job (run after it) drops the cached
+    answers its change made stale."""
+    if changed.customers:
+        await uow.enqueue(FORGET_JOB, jobs_pb2.ForgetCachedJob(customer_ids=sorted(changed.customers)))
+
+
 async def _after_record(uow: UnitOfWork, customer_id: str, changed: Changed) -> None:
     # The cached answer carries the purchase facts, so it is stale even if membership is not.
     changed.customers.add(customer_id)
@@ -402,7 +421,9 @@ async def customer_created(uow: UnitOfWork, event: profile_events.CustomerCreate
     """A new customer joins the population at once (rules such as "never purchased" may match
     them); their attributes follow from profile in a job."""
     await repository.touch_customer(uow, event.customer_id)
-    await refresh_customers(uow, [event.customer_id], Changed())
+    changed = Changed()
+    await refresh_customers(uow, [event.customer_id], changed)
+    await forget_after_commit(uow, changed)
     await uow.enqueue(SYNC_CUSTOMER_JOB, jobs_pb2.SyncCustomerJob(customer_id=event.customer_id))
 
 

@@ -7,6 +7,7 @@ import asyncio
 
 from pydantic_settings import SettingsConfigDict
 
+from loyalty.notification.v1 import events_pb2 as notification_events
 from loyalty.profile.v1 import events_pb2 as profile_events
 from loyalty.segmentation.v1 import jobs_pb2, segmentation_service_pb2
 from loyalty_runtime.catalogue import PORTS
@@ -21,6 +22,8 @@ from loyalty_segmentation.cache import MembershipCache
 from loyalty_segmentation.directory import ProfileDirectory
 from loyalty_segmentation.repository import SCHEMA
 from loyalty_segmentation.servicer import SegmentationServicer
+
+NOTIFICATION_EVENTS = "notification.events"
 
 
 class SegmentationSettings(ServiceSettings):
@@ -60,6 +63,10 @@ class CachedJobWorker(JobWorker):
                 await self.cache.forget(tenant, customers)
 
 
+async def _forget(changed: app.Changed, customer_ids) -> None:
+    changed.customers.update(customer_ids)
+
+
 def _jobs(resources: Resources, cache_pending: list) -> list[Job]:
     settings = resources.settings
     tuning = app.Tuning(
@@ -93,6 +100,11 @@ def _jobs(resources: Resources, cache_pending: list) -> list[Job]:
             app.SYNC_CUSTOMER_JOB,
             jobs_pb2.SyncCustomerJob,
             changing(lambda uow, job, changed: app.sync_customer(uow, job, changed, directory)),
+        ),
+        Job(
+            app.FORGET_JOB,
+            jobs_pb2.ForgetCachedJob,
+            changing(lambda _uow, job, changed: _forget(changed, job.customer_ids)),
         ),
         Job(
             app.BACKFILL_JOB,
@@ -139,6 +151,8 @@ DEFINITION = ServiceDefinition(
     subscriptions=[
         Subscription(PROFILE_EVENTS, profile_events.CustomerCreated, app.customer_created),
         Subscription(PROFILE_EVENTS, profile_events.CustomerUpdated, app.customer_updated),
+        Subscription(NOTIFICATION_EVENTS, notification_events.NotificationSent, app.notification_activity),
+        Subscription(NOTIFICATION_EVENTS, notification_events.NotificationOpened, app.notification_activity),
     ],
     background=[job_loop],
     schedules=[
