@@ -4,7 +4,7 @@ copies every profile from profile's streamed export; another tenant's customers 
 never count; unknown attributes and wrong operand types are refused."""
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import grpc
 import pytest
@@ -228,3 +228,21 @@ async def test_birthdays_and_relative_dates_over_the_copy(tenant, db):
         )
     )
     assert (unknown.matching_count, list(unknown.sample_customer_ids)) == (3, ["later", "leap", "today"])
+
+
+async def test_a_running_backfill_is_not_started_twice_but_a_dead_one_is_restarted(tenant, db):
+    await db.execute(
+        "INSERT INTO segmentation.profile_backfills (tenant_id, copied, started_at) VALUES ($1, 5, $2)",
+        tenant.tenant,
+        START,
+    )
+    running = await tenant.BackfillProfiles(api.BackfillProfilesRequest(idempotency_key=key()))
+    assert not running.started
+    await db.execute(
+        "UPDATE segmentation.profile_backfills SET started_at = $2 WHERE tenant_id = $1",
+        tenant.tenant,
+        START - timedelta(hours=2),
+    )
+    restarted = await tenant.BackfillProfiles(api.BackfillProfilesRequest(idempotency_key=key()))
+    assert restarted.started
+    await backfilled(tenant, db)

@@ -9,10 +9,12 @@ Each change of membership writes segment.entered / segment.left to the outbox in
 transaction.
 """
 
+import json
 import logging
 import uuid
 from dataclasses import dataclass, field, replace
 
+from loyalty.common.v1 import date_pb2
 from loyalty.profile.v1 import events_pb2 as profile_events
 from loyalty.segmentation.v1 import condition_pb2, events_pb2, jobs_pb2, metrics_pb2, segment_pb2
 from loyalty_runtime.context import CallContext, bind_call, unbind_call
@@ -548,7 +550,17 @@ async def export_customer_data(uow: UnitOfWork, customer_id: str) -> list:
     row = await repository.customer_metrics(uow, customer_id)
     if row is None:
         return []
-    records: list = [encode_metrics(customer_id, row)]
+    copy = metrics_pb2.CustomerAttributes(
+        customer_id=customer_id,
+        locale=row["locale"] or "",
+        enrol_time=timestamp(row["enrolled_at"]),
+        attributes={name: json.dumps(value) for name, value in row["attributes"].items()},
+        consents=row["consents"],
+    )
+    if row["birth_date"] is not None:
+        born = row["birth_date"]
+        copy.birth_date.CopyFrom(date_pb2.Date(year=born.year, month=born.month, day=born.day))
+    records: list = [encode_metrics(customer_id, row), copy]
     for membership in await repository.memberships(uow, customer_id):
         records.append(
             segment_pb2.SegmentMembership(

@@ -581,12 +581,14 @@ async def save_profiles(uow: UnitOfWork, profiles: list) -> None:
 
 
 async def start_backfill(uow: UnitOfWork) -> bool:
-    """False when the tenant's backfill is running already."""
+    """False when the tenant's backfill is running already (one started over an hour ago and not
+    finished is taken for dead, its last job out of attempts, and started afresh)."""
     return bool(
         await uow.connection.fetchval(
             f"""INSERT INTO {S}.profile_backfills (tenant_id, copied, started_at) VALUES ($1, 0, $2)
                 ON CONFLICT (tenant_id) DO UPDATE SET copied = 0, started_at = $2, finished_at = NULL
                 WHERE {S}.profile_backfills.finished_at IS NOT NULL
+                   OR {S}.profile_backfills.started_at < $2 - interval '1 hour'
                 RETURNING true""",
             uow.tenant,
             uow.now,
