@@ -107,3 +107,19 @@ async def test_deleting_a_segment_while_it_computes_ends_the_computation(tenant)
     segment = (await tenant.GetSegment(api.GetSegmentRequest(segment_id=created.segment.segment_id))).segment
     assert (segment.state, segment.member_count) == (pb.SEGMENT_STATE_DELETED, 0)
     assert await tenant.members(segment.segment_id) == set()
+
+
+async def test_the_refresh_restarts_a_chain_whose_job_died(segmentation, tenant, db):
+    for i in range(5):
+        await tenant.purchase(f"r{i}", NOW, 100 * i)
+    segment = await tenant.rule_segment(metric(SPEND, GTE, ("EUR", 300)))
+    # A chain that died after one slice: computing for ever, its next job gone.
+    await db.execute(
+        "UPDATE segmentation.segments SET computing = true, recompute_done = 3 WHERE tenant_id = $1",
+        tenant.tenant,
+    )
+    await db.execute("DELETE FROM segmentation.segment_members WHERE tenant_id = $1", tenant.tenant)
+    await in_tenant(segmentation, tenant.tenant, app.recompute_all)  # what the hourly refresh runs
+    done = await tenant.ready(segment.segment_id)
+    assert done.recompute_progress == pb.RecomputeProgress(processed_customers=5, total_customers=5)
+    assert await tenant.members(segment.segment_id) == {"r3", "r4"}

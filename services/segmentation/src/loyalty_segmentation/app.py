@@ -125,10 +125,11 @@ def _publish(uow: UnitOfWork, event, segment_id: uuid.UUID, customer_id: str) ->
     uow.record(event(segment_id=str(segment_id), customer_id=customer_id), key=customer_id)
 
 
-async def schedule_recompute(uow: UnitOfWork, segment_ids: list[uuid.UUID], *, new_rule: bool) -> None:
+async def schedule_recompute(uow: UnitOfWork, segment_ids: list[uuid.UUID]) -> None:
     """Recompute these segments in the background from the first customer: a chain of jobs, one
-    slice each (progress on the segment), enqueued with this change's commit."""
-    versions = await repository.start_recompute(uow, segment_ids, new_rule=new_rule)
+    slice each (progress on the segment), enqueued with this change's commit; it supersedes any
+    chain still running for them."""
+    versions = await repository.start_recompute(uow, segment_ids)
     for segment_id, version in versions.items():
         job = jobs_pb2.RecomputeSegmentJob(segment_id=str(segment_id), rule_version=version)
         await uow.enqueue(RECOMPUTE_JOB, job)
@@ -138,7 +139,8 @@ async def recompute_slice(
     uow: UnitOfWork, job: jobs_pb2.RecomputeSegmentJob, changed: Changed, tuning: Tuning
 ) -> None:
     """Bulk: one statement matches one slice of the customers, changes membership and writes the
-    events; the next slice is the next job. A chain whose rule was replaced stops."""
+    events; the next slice is the next job. A chain superseded by a newer one (a new rule, a
+    restart) stops."""
     segment = await repository.segment(uow, uuid.UUID(job.segment_id), lock=True)
     if segment is None or segment.deleted_at is not None or segment.rule_version != job.rule_version:
         return
@@ -163,17 +165,15 @@ async def recompute_slice(
 
 
 async def recompute_all(uow: UnitOfWork, *, only_rfm: bool = False) -> None:
-    """Recompute every live rule segment not computing already (or those reading RFM scores)."""
-    busy = await repository.computing_segments(uow)
+    """Recompute every live rule segment (or those reading RFM scores) in the background."""
     attributes = await repository.attribute_types(uow)
     segment_ids = [
         s.segment_id
         for s in await repository.live_rule_segments(uow)
-        if s.segment_id not in busy
-        and (not only_rfm or "rfm" in rules.compile_rule(_rule(s), FIRST_BULK_PARAMETER, attributes).needs)
+        if not only_rfm or "rfm" in rules.compile_rule(_rule(s), FIRST_BULK_PARAMETER, attributes).needs
     ]
     if segment_ids:
-        await schedule_recompute(uow, segment_ids, new_rule=False)
+        await schedule_recompute(uow, segment_ids)
 
 
 async def scheduled_refresh(resources) -> None:
@@ -226,7 +226,7 @@ async def create_segment(uow: UnitOfWork, command: CreateSegment, changed: Chang
             Reason.SEGMENT_NAME_TAKEN, "another segment has this name", field="segment.display_name"
         )
     if command.rule is not None:
-        await schedule_recompute(uow, [segment_id], new_rule=False)
+        await schedule_recompute(uow, [segment_id])
     return await repository.segment(uow, segment_id)
 
 
@@ -278,7 +278,7 @@ async def update_segment(uow: UnitOfWork, command: UpdateSegment, changed: Chang
         values["rule"] = command.rule.SerializeToString(deterministic=True)
     await repository.update_segment(uow, replace(segment, **values))
     if "rule" in command.fields:
-        await schedule_recompute(uow, [segment.segment_id], new_rule=True)
+        await schedule_recompute(uow, [segment.segment_id])
     return await repository.segment(uow, segment.segment_id)
 
 

@@ -59,7 +59,7 @@ class SegmentRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Bumped by every rule change; a background recompute of an older version stops.
+    # Bumped by every recompute started (a rule change, a refresh): an older chain of slices stops.
     rule_version: Mapped[int] = mapped_column(BigInteger, server_default=text("1"))
     # A full recompute is running; recompute_done of recompute_total customers are evaluated.
     computing: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))

@@ -482,20 +482,17 @@ async def tenants(connection) -> list[str]:
 # --- background recompute ---------------------------------------------------------------------------
 
 
-async def start_recompute(
-    uow: UnitOfWork, segment_ids: list[uuid.UUID], *, new_rule: bool
-) -> dict[uuid.UUID, int]:
-    """Mark the segments computing from the first customer, over today's population; a new rule
-    also gets a new version, which ends any chain still computing the old one. Returns each
-    segment's rule version."""
+async def start_recompute(uow: UnitOfWork, segment_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """Mark the segments computing from the first customer, over today's population, under a new
+    version: a chain still computing an older one (an older rule, or one whose job died) stops at
+    its next slice. Returns each segment's version."""
     rows = await uow.connection.fetch(
         f"""UPDATE {S}.segments SET computing = true, recompute_done = 0,
                 recompute_total = (SELECT count(*) FROM {S}.customers WHERE tenant_id = $1),
-                rule_version = rule_version + $3::int
+                rule_version = rule_version + 1
             WHERE tenant_id = $1 AND segment_id = ANY($2::uuid[]) RETURNING segment_id, rule_version""",
         uow.tenant,
         segment_ids,
-        1 if new_rule else 0,
     )
     return {row["segment_id"]: row["rule_version"] for row in rows}
 
@@ -525,13 +522,6 @@ async def recompute(
         bulk_recompute(predicate, needs), uow.tenant, uow.now, str(segment_id), after, upto, *values
     )
     return [row["customer_id"] for row in rows]
-
-
-async def computing_segments(uow: UnitOfWork) -> set[uuid.UUID]:
-    rows = await uow.connection.fetch(
-        f"SELECT segment_id FROM {S}.segments WHERE tenant_id = $1 AND computing", uow.tenant
-    )
-    return {row["segment_id"] for row in rows}
 
 
 # --- profile attributes -----------------------------------------------------------------------------
