@@ -267,3 +267,14 @@ async def test_notifications_sent_and_opened_count_as_activities_once_each(segme
             break
         await asyncio.sleep(0.05)
     assert await cache_dropped()
+
+
+async def test_the_nightly_schedule_scores_every_tenant(segmentation, tenant, other_tenant):
+    await tenant.purchase("n1", NOW, 100)
+    await other_tenant.purchase("n2", NOW, 100)
+    await app.scheduled_rfm(segmentation.server.resources)
+    for client, customer in ((tenant, "n1"), (other_tenant, "n2")):
+        metrics = (
+            await client.GetCustomerMetrics(api.GetCustomerMetricsRequest(customer_id=customer))
+        ).metrics
+        assert (metrics.rfm.recency_score, metrics.rfm.compute_time) == (1, timestamp(NOW))

@@ -35,6 +35,8 @@ class SegmentationSettings(ServiceSettings):
     refresh_interval_seconds: float = 3600.0
     # RFM scores of every tenant are recomputed this often (nightly); 0 turns it off.
     rfm_interval_seconds: float = 86400.0
+    # How long the nightly scoring of one tenant may take (its one statement's timeout).
+    rfm_budget_seconds: float = 600.0
     profile_target: str = f"dns:///loyalty-profile-headless:{PORTS['profile'].grpc_port}"
     # Job loops per process (recompute slices, profile syncs and backfills); 0 runs none here.
     job_workers: int = 1
