@@ -47,7 +47,13 @@ async def tenant_rows(db, tenant) -> dict[str, int]:
 
 
 def call(stub, name: str, request, tenant):
-    return getattr(stub, name)(request, metadata=tenant)
+    answer = getattr(stub, name)(request, metadata=tenant)
+    return _drained(answer) if isinstance(answer, grpc.aio.UnaryStreamCall) else answer
+
+
+async def _drained(stream) -> list:
+    """A server-streaming call as one awaitable: every message, or its error."""
+    return [message async for message in stream]
 
 
 # -- bad bytes and lengths, in every string field of every request ----------------------------
