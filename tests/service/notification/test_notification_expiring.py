@@ -75,7 +75,7 @@ async def mails_to(smtp, address: str, count: int) -> list:
 
 
 async def test_expiring_points_are_announced_once_per_lot_in_the_customers_locale_and_zone(
-    tenant, ledger, smtp, redis_url
+    tenant, ledger, smtp, redis_url, db
 ):
     warning = variant(
         EMAIL,
@@ -103,7 +103,8 @@ async def test_expiring_points_are_announced_once_per_lot_in_the_customers_local
     assert text(email) == f"1.250 Punkte verfallen am {german(first)}."
     assert "List-Unsubscribe" not in email
 
-    # The stream delivers the same event again; then the ledger warns of a later lot.
+    # The stream delivers the same event again, after the consumer forgot it had handled it (as
+    # it does after `processed_events_retention_hours`); then the ledger warns of a later lot.
     redis = Redis.from_url(redis_url)
     try:
         [fields] = [
@@ -111,6 +112,10 @@ async def test_expiring_points_are_announced_once_per_lot_in_the_customers_local
             for _, f in await redis.xrange("ledger.events")
             if f[b"tenant"].decode() == tenant.tenant_id and f[b"type"] == b"points.expiring"
         ]
+        forgotten = await db.execute(
+            "DELETE FROM notification.processed_events WHERE event_id = $1", fields[b"id"].decode()
+        )
+        assert forgotten == "DELETE 1"
         await redis.xadd("ledger.events", fields)
     finally:
         await redis.aclose()
