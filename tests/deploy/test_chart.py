@@ -560,12 +560,14 @@ def ingress_peers(policy: dict, port: int) -> list | None:
 
 
 def test_only_listed_callers_reach_a_service(manifests: Rendered, render):
+    # notification reads consents and locales from profile, segmentation its attribute copy
+    callers = {"profile": ["gateway", "notification", "segmentation"]}
     for name in SERVICES:
         if name == "gateway":
             continue
         policy = manifests.get("NetworkPolicy", full(name))
         assert ingress_peers(policy, PORTS[name]["grpc"]) == [
-            {"podSelector": {"matchLabels": selector("gateway")}}
+            {"podSelector": {"matchLabels": selector(caller)}} for caller in callers.get(name, ["gateway"])
         ]
     # the gateway is the public entry point: gRPC and HTTP from anywhere
     gateway = manifests.get("NetworkPolicy", full("gateway"))
