@@ -3,6 +3,8 @@ the database; background loops trace only the work they do; health checks are no
 
 import asyncio
 import time
+import uuid
+from urllib.parse import urlsplit
 
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -11,6 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from loyalty.testing.v1 import echo_pb2, echo_pb2_grpc
+from loyalty_devstack.infra import create_database, drop_database
 from loyalty_runtime.clients import internal_channel
 from loyalty_runtime.context import CallContext, bind_call, unbind_call
 from loyalty_runtime.testing import running_service
@@ -22,10 +25,22 @@ TRACED_PROBE = probe_definition("probe_traced")
 
 
 @pytest.fixture(scope="module")
-async def traced_probe_settings(probe_settings, database_url):
+async def traced_database_url(infra):
+    """A database of the traced probe's own. Tracing instruments asyncpg for the whole process, so
+    the statements of the other servers this worker runs (their consumers handle events whenever
+    some arrive) are traced too; only a database of its own tells the probe's spans apart."""
+    name = f"loyalty_test_traced_{uuid.uuid4().hex[:8]}"
+    await create_database(infra, name)
+    yield infra.database_url(name)
+    await drop_database(infra, name)
+
+
+@pytest.fixture(scope="module")
+async def traced_probe_settings(probe_settings, traced_database_url):
     """The traced probe's schema, with the runtime's housekeeping schedules (due at once in a new
     schema) already run once, untraced, so the tests' idle windows see only what they cause."""
-    await create_schema(database_url, TRACED_PROBE.schema)
+    await create_schema(traced_database_url, TRACED_PROBE.schema)
+    probe_settings = probe_settings.model_copy(update={"database_url": traced_database_url})
     async with running_service(TRACED_PROBE, probe_settings) as service:
         database = service.server.resources.database
         due = f"SELECT count(*) = 0 OR bool_or(next_run_at <= now()) FROM {TRACED_PROBE.schema}.schedules"
@@ -50,6 +65,13 @@ async def outbox_drained(service, exporter: InMemorySpanExporter) -> None:
             await asyncio.sleep(0.05)
     await asyncio.sleep(0.1)
     exporter.clear()
+
+
+def probes_own(spans, settings) -> list:
+    """The spans of the probe: its statements are on its own database, other spans come from its
+    tracer provider (the worker's other servers have none)."""
+    database = urlsplit(settings.database_url).path.lstrip("/")
+    return [s for s in spans if s.attributes.get("db.name", database) == database]
 
 
 def recording() -> tuple[TracerProvider, InMemorySpanExporter]:
@@ -106,12 +128,13 @@ async def test_an_idle_service_exports_nothing_and_its_relay_traces_only_what_it
     async with running_service(TRACED_PROBE, traced_probe_settings, tracer_provider=provider) as service:
         await outbox_drained(service, exporter)
         await asyncio.sleep(2.5)  # the relay polls, the readiness check pings: no spans for either
-        idle = list(exporter.get_finished_spans())
+        idle = probes_own(exporter.get_finished_spans(), traced_probe_settings)
         stub = echo_pb2_grpc.EchoServiceStub(service.channel)
         await stub.Wait(echo_pb2.WaitRequest(), metadata=service.metadata("t-trace"))
         await asyncio.sleep(1.5)
     assert idle == [], [(s.name, dict(s.attributes), s.resource.attributes.get("service.name")) for s in idle]
-    traces = {s.context.trace_id for s in exporter.get_finished_spans()}
-    roots = [s.name for s in exporter.get_finished_spans() if s.parent is None]
+    spans = probes_own(exporter.get_finished_spans(), traced_probe_settings)
+    traces = {s.context.trace_id for s in spans}
+    roots = [s.name for s in spans if s.parent is None]
     assert sorted(roots) == ["/loyalty.testing.v1.EchoService/Wait", "outbox publish"]
     assert len(traces) == 2
