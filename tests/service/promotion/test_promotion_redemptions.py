@@ -206,9 +206,9 @@ async def test_a_per_day_limit_counts_in_the_tenants_calendar_and_evaluation_say
 
 @pytest.fixture(scope="module")
 async def short_lived(promotion_settings):
-    """A server whose reservations expire after half a second, swept every 0.2 s."""
+    """A server whose reservations expire after 1.5 s, swept every 0.2 s."""
     settings = promotion_settings.model_copy(
-        update={"reservation_ttl_seconds": 0.5, "reservation_sweep_seconds": 0.2}
+        update={"reservation_ttl_seconds": 1.5, "reservation_sweep_seconds": 0.2}
     )
     async with running_service(DEFINITION, settings) as service:
         service.stub = promotion_service_pb2_grpc.PromotionServiceStub(service.channel)
@@ -235,7 +235,13 @@ async def test_a_reservation_never_committed_frees_its_use_after_expiry(short_li
     assert state.reservation.state == EXPIRED
     late = await rpc_failure(codes.commit(co))
     assert (late.code, late.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RESERVATION_EXPIRED")
-    assert (await codes.reserve(checkout(), CART, "LAST")).reservation.redemptions
+    # The till reserves the same checkout again: a fresh reservation (the old one held nothing).
+    renewed = (await codes.reserve(co, CART, "LAST")).reservation
+    assert renewed.state == RESERVED and len(renewed.redemptions) == 1
+    assert (await codes.commit(co)).reservation.state == COMMITTED
+    used = await codes.get_voucher(voucher_id=voucher.voucher_id)
+    assert (used.redemption_count, used.reserved_count) == (1, 0)
+    assert not (await codes.reserve(checkout(), CART, "LAST")).reservation.redemptions
 
 
 def returning(co: str, return_id: str, *lines: tuple[str, int], full: bool = False):

@@ -208,8 +208,12 @@ async def _take(
     return None
 
 
-async def _existing(uow: UnitOfWork, checkout_id: str, digest: bytes) -> redemption_pb2.Reservation:
-    stored = await sql.get_reservation(uow.connection, uow.tenant, checkout_id)
+async def _existing(
+    uow: UnitOfWork, checkout_id: str, digest: bytes, expire_at: datetime
+) -> redemption_pb2.Reservation | None:
+    """A retry's answer: the reservation as it is; or None when it expired, which is renewed
+    (its uses were given back, so reserving them again double-counts nothing)."""
+    stored = await sql.get_reservation(uow.connection, uow.tenant, checkout_id, lock=True)
     if stored.fingerprint == b"":
         raise FailedPrecondition(
             Reason.RESERVATION_ROLLED_BACK, "this checkout was rolled back; it cannot be reserved"
@@ -220,7 +224,12 @@ async def _existing(uow: UnitOfWork, checkout_id: str, digest: bytes) -> redempt
             "this checkout id was reserved with another basket, customer or codes",
             field="checkout_id",
         )
-    return await reservation_of(uow.connection, uow.tenant, stored, uow.now)
+    if _state(stored, uow.now) != "expired":
+        return await reservation_of(uow.connection, uow.tenant, stored, uow.now)
+    if stored.state == "reserved":  # past its expiry, not swept yet
+        await _release(uow, stored, "expired")
+    await sql.renew_reservation(uow.connection, uow.tenant, checkout_id, expire_at, uow.now)
+    return None
 
 
 async def reserve(
@@ -235,7 +244,9 @@ async def reserve(
         uow.connection, uow.tenant, command.checkout_id, "reserved", command.fingerprint, expire_at, uow.now
     )
     if not claimed:
-        return await _existing(uow, command.checkout_id, command.fingerprint)
+        existing = await _existing(uow, command.checkout_id, command.fingerprint, expire_at)
+        if existing is not None:
+            return existing
     presented, vouchers, as_presented = await app_codes.resolve_codes(
         uow.connection, uow.tenant, catalog, command.codes, customer, uow.now
     )

@@ -354,6 +354,24 @@ async def get_reservation(
     return _reservation(row)
 
 
+async def renew_reservation(
+    connection: asyncpg.Connection, tenant: str, checkout_id: str, expire_at: datetime, now: datetime
+) -> None:
+    """An expired reservation reserved again: its expired redemptions go (they held nothing)."""
+    await connection.execute(
+        f"""WITH gone AS (
+                DELETE FROM {SCHEMA}.redemptions WHERE tenant_id = $1 AND checkout_id = $2 AND state = 'expired'
+            )
+            UPDATE {SCHEMA}.reservations SET state = 'reserved', expire_at = $3, created_at = $4,
+                rollback_at = NULL, commit_at = NULL, result = ''
+            WHERE tenant_id = $1 AND checkout_id = $2""",
+        tenant,
+        checkout_id,
+        expire_at,
+        now,
+    )
+
+
 async def set_reservation_state(
     connection: asyncpg.Connection, tenant: str, checkout_id: str, state: str, now: datetime
 ) -> StoredReservation:
