@@ -211,7 +211,10 @@ class GenerateVouchers:
 @dataclass(frozen=True)
 class ImportVouchers:
     campaign_id: str
-    vouchers: tuple[voucher_pb2.VoucherImport, ...]
+    # (row or position number, code) to import, and (number, code, why) refused while reading.
+    vouchers: tuple[tuple[int, voucher_pb2.VoucherImport], ...]
+    refused: tuple[tuple[int, str, str], ...] = ()
+    limit: int = 1000
 
 
 @dataclass(frozen=True)
