@@ -363,3 +363,25 @@ async def test_commit_and_rollback_publish_redemption_events(codes, redis_url):
         [voucher.voucher_id],
     )
     assert not events_pb2.RedemptionsReleased.FromString(entries[1][2]).expired
+
+
+async def test_statistics_count_what_was_committed_net_of_rollbacks(codes, tenant):
+    campaign = await codes.voucher_campaign(budget=campaign_pb2.Budget(max_redemptions=10))
+    await codes.voucher(campaign.campaign_id, "STATS")
+    await codes.voucher(campaign.campaign_id, "UNUSED")
+    for n, customer_id in enumerate(("s1", "s2", "s1")):
+        co = f"co-stats-{n}-{uuid.uuid4().hex[:6]}"
+        await codes.reserve(co, CART, "STATS", customer_id=customer_id)
+        await codes.commit(co)
+        if n == 2:
+            await codes.rollback(co)
+    statistics = (
+        await codes.stub.GetCampaignStatistics(
+            api.GetCampaignStatisticsRequest(campaign_id=campaign.campaign_id), metadata=codes.metadata
+        )
+    ).statistics
+    assert (statistics.redemption_count, statistics.rolled_back_count, statistics.customer_count) == (2, 1, 2)
+    assert statistics.discount_total.amount_minor == 200
+    assert (statistics.voucher_count, statistics.redeemed_voucher_count) == (2, 1)
+    assert statistics.budget_usage.redemptions_committed == 2
+    assert [(p.redemption_count, p.discount_total.amount_minor) for p in statistics.promotions] == [(2, 200)]

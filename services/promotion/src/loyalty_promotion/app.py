@@ -461,7 +461,8 @@ async def update_promotion(uow: UnitOfWork, command: UpdatePromotion) -> promoti
 
 
 async def get_statistics(uow: UnitOfWork, command: GetStatistics) -> statistics_pb2.CampaignStatistics:
-    """Sums of the flushed per-day counts (cheap: one index range of the campaign's rows)."""
+    """Sums of the flushed per-day evaluation counts and of the campaign's redemptions in the range
+    (cheap: one index range of the campaign's rows in each table)."""
     if await repository.get_campaign(uow.connection, uow.tenant, command.campaign_id) is None:
         raise _campaign_not_found()
     end = command.end or uow.now
@@ -490,8 +491,45 @@ async def get_statistics(uow: UnitOfWork, command: GetStatistics) -> statistics_
         target.evaluation_count += evaluations
         target.points_offered += points
         target.discount_offered.append(money_pb2.Money(currency_code=currency, amount_minor=discount))
+    _redemption_figures(
+        result,
+        promotions,
+        await repository_codes.redemption_figures(
+            uow.connection, uow.tenant, command.campaign_id, command.start, end
+        ),
+    )
     result.promotions.extend(promotions.values())
+    campaign = await get_campaign(uow, command.campaign_id)
+    result.budget_usage.CopyFrom(campaign.budget.usage)
     return result
+
+
+def _redemption_figures(
+    result: statistics_pb2.CampaignStatistics,
+    promotions: dict[str, statistics_pb2.PromotionStatistics],
+    figures: dict,
+) -> None:
+    """What the campaign's redemptions gave, net of returns (a single-currency campaign's money;
+    several currencies keep the first one's total, the per-promotion rows say the rest)."""
+    result.redemption_count = figures["committed"]
+    result.rolled_back_count = figures["released"]
+    result.customer_count = figures["customers"]
+    result.voucher_count = figures["vouchers"]
+    result.redeemed_voucher_count = figures["redeemed_vouchers"]
+    result.referral_conversion_count = figures["conversions"]
+    for row in figures["promotions"]:
+        promotion_id = str(row["promotion_id"])
+        target = promotions.setdefault(
+            promotion_id, statistics_pb2.PromotionStatistics(promotion_id=promotion_id)
+        )
+        target.redemption_count += row["n"]
+        target.points_total += row["points"] or 0
+        target.discount_total.currency_code = row["currency"]
+        target.discount_total.amount_minor += row["discount"] or 0
+        result.points_total += row["points"] or 0
+        if not result.discount_total.currency_code or result.discount_total.currency_code == row["currency"]:
+            result.discount_total.currency_code = row["currency"]
+            result.discount_total.amount_minor += row["discount"] or 0
 
 
 # --- the compiled catalog and evaluation ---
