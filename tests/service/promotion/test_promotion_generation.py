@@ -138,7 +138,7 @@ async def test_codes_go_out_and_come_in_as_csv(codes):
         token = page.next_page_token
         if not token:
             break
-    text = b"".join(p.csv for p in pages).decode()
+    text = "".join(p.csv for p in pages)
     lines = text.strip().split("\r\n")
     assert lines[0].startswith("code,type,state,holder_customer_id")
     assert len(lines) == 26 and sum(p.row_count for p in pages) == 25
@@ -151,7 +151,7 @@ async def test_codes_go_out_and_come_in_as_csv(codes):
         f"{lines[1].split(',')[0]},,,\r\n"
         "NEW-3,,,2030-01-01\r\n"
         "new-1,,,\r\n"
-    ).encode()
+    )
     imported = await codes.stub.ImportVouchersCsv(
         api.ImportVouchersCsvRequest(idempotency_key=key(), campaign_id=other.campaign_id, csv=upload),
         metadata=codes.metadata,
@@ -172,7 +172,7 @@ async def test_codes_go_out_and_come_in_as_csv(codes):
     refused = await rpc_failure(
         codes.stub.ImportVouchersCsv(
             api.ImportVouchersCsvRequest(
-                idempotency_key=key(), campaign_id=other.campaign_id, csv=b"nope\r\n1\r\n"
+                idempotency_key=key(), campaign_id=other.campaign_id, csv="nope\r\n1\r\n"
             ),
             metadata=codes.metadata,
         )

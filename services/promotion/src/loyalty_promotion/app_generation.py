@@ -213,7 +213,7 @@ async def import_vouchers(
 
 async def export_vouchers(
     uow: UnitOfWork, campaign_id: str, after: str | None, limit: int
-) -> tuple[bytes, int, str | None]:
+) -> tuple[str, int, str | None]:
     """One page of the campaign's codes as CSV (the header on the first page only)."""
     command = ListVouchers(campaign_id, 0, "", None, after, limit)
     vouchers, last = await app_codes.list_vouchers(uow, command)

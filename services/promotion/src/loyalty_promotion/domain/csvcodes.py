@@ -1,4 +1,4 @@
-"""Codes as CSV (RFC 4180, UTF-8): the export's rows and the import's parsing, pure. An import
+"""Codes as CSV (RFC 4180): the export's rows and the import's parsing, pure. An import
 row is either a VoucherImport or the reason it is refused; nothing is half-read."""
 
 import csv
@@ -29,7 +29,7 @@ def _time(voucher: voucher_pb2.Voucher, name: str) -> str:
     return getattr(voucher, name).ToJsonString() if voucher.HasField(name) else ""
 
 
-def export_rows(vouchers: list[voucher_pb2.Voucher], *, header: bool) -> bytes:
+def export_rows(vouchers: list[voucher_pb2.Voucher], *, header: bool) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     if header:
@@ -49,7 +49,7 @@ def export_rows(vouchers: list[voucher_pb2.Voucher], *, header: bool) -> bytes:
                 _time(v, "end_time"),
             )
         )
-    return out.getvalue().encode()
+    return out.getvalue()
 
 
 @dataclass(frozen=True)
@@ -86,14 +86,10 @@ def _stamp(value: str, name: str) -> Timestamp | None:
     return stamp
 
 
-def parse_import(data: bytes) -> list[Row]:
+def parse_import(text: str) -> list[Row]:
     """Rows of an import, numbered from 1 after the header; CsvRefused for a file that is not
     CSV with a `code` column, or has more than MAX_ROWS rows."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise CsvRefused("the file is not UTF-8") from None
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))
     if not reader.fieldnames or "code" not in [f.strip() for f in reader.fieldnames]:
         raise CsvRefused("the header needs a code column")
     reader.fieldnames = [f.strip() for f in reader.fieldnames]
