@@ -562,26 +562,32 @@ def compile_catalog(
     inputs: Sequence[engine.CampaignInput],
     settings: settings_pb2.PromotionSettings,
     earning_rules: Sequence[earning_pb2.EarningRule] = (),
+    burn_policies: Sequence[earning_pb2.BurnPolicy] = (),
 ) -> engine.Catalog:
     """The tenant's catalog. A stored campaign the engine cannot compile (saved before a stricter
     engine) is left out and logged by id, never allowed to fail every evaluation of the tenant."""
     tz = settings.time_zone or DEFAULT_TIME_ZONE
     try:
-        return engine.compile_catalog(inputs, settings, earning_rules=earning_rules, tz=tz)
+        return engine.compile_catalog(
+            inputs, settings, earning_rules=earning_rules, burn_policies=burn_policies, tz=tz
+        )
     except COMPILE_ERRORS:
         usable = [item for item in inputs if not _compile_failures(item, "campaign")]
         left_out = sorted(
             {item.campaign.campaign_id for item in inputs} - {i.campaign.campaign_id for i in usable}
         )
         log.warning("campaigns left out of the catalog", extra={"fields": {"campaign_ids": left_out}})
-        return engine.compile_catalog(usable, settings, earning_rules=earning_rules, tz=tz)
+        return engine.compile_catalog(
+            usable, settings, earning_rules=earning_rules, burn_policies=burn_policies, tz=tz
+        )
 
 
 async def build_catalog(connection: asyncpg.Connection, tenant: str, now: datetime) -> engine.Catalog:
     """The tenant's live campaigns and settings, compiled (what each replica caches)."""
     settings = await read_settings(connection, tenant)
     rules = await app_earning.enabled_rules(connection, tenant)
-    return compile_catalog(await live_inputs(connection, tenant, now), settings, rules)
+    policies = await app_earning.burn_policies(connection, tenant)
+    return compile_catalog(await live_inputs(connection, tenant, now), settings, rules, policies)
 
 
 def basket_of(basket, prefix: str = "basket.") -> engine.Basket:
@@ -639,14 +645,16 @@ async def evaluate_basket(
                 uow.connection, tenant, catalog, command.codes, customer, now
             )
             evaluation = await app_codes.evaluate_within_limits(
-                uow.connection, tenant, catalog, basket, customer, presented, now
+                uow.connection, tenant, catalog, basket, customer, presented, now, command.points_to_burn
             )
     else:
-        evaluation = engine.evaluate(catalog, basket, customer, [], now)
+        evaluation = engine.evaluate(
+            catalog, basket, customer, [], now, points_to_burn=command.points_to_burn
+        )
         if app_codes.limited_campaigns(catalog, evaluation):
             async with units.read() as uow:
                 evaluation = await app_codes.evaluate_within_limits(
-                    uow.connection, tenant, catalog, basket, customer, [], now
+                    uow.connection, tenant, catalog, basket, customer, [], now, command.points_to_burn
                 )
     replica.statistics.count(tenant, basket.currency, replica.clock(), evaluation.applied)
     return encode_result(evaluation, as_presented)

@@ -250,7 +250,9 @@ async def reserve(
     presented, vouchers, as_presented = await app_codes.resolve_codes(
         uow.connection, uow.tenant, catalog, command.codes, customer, uow.now
     )
-    evaluation = await _reserve_holds(uow, catalog, basket, customer, presented, vouchers)
+    evaluation = await _reserve_holds(
+        uow, catalog, basket, customer, presented, vouchers, command.points_to_burn
+    )
     redemptions = _redemption_rows(
         catalog, evaluation, vouchers, command.checkout_id, customer.customer_id, uow.now
     )
@@ -275,13 +277,15 @@ async def reserve(
     )
 
 
-async def _reserve_holds(uow, catalog, basket, customer, presented, vouchers) -> engine.Evaluation:
+async def _reserve_holds(
+    uow, catalog, basket, customer, presented, vouchers, points_to_burn: int
+) -> engine.Evaluation:
     """Evaluates and takes every hold; a refusal blocks its campaign, promotion or code and the
     basket is evaluated again (each round refuses one more thing, so the rounds are bounded)."""
     blocked: dict[str, int] = {}
     voucher_codes = {v.voucher_id: code for code, v in vouchers.items()}
     for _ in range(len(catalog.campaigns) + len(presented) + 1):
-        evaluation = engine.evaluate(catalog, basket, customer, presented, uow.now, blocked)
+        evaluation = engine.evaluate(catalog, basket, customer, presented, uow.now, blocked, points_to_burn)
         # The runtime's transaction is a plain BEGIN, so the savepoint is plain SQL too.
         await uow.connection.execute("SAVEPOINT holds")
         refused = None
@@ -485,7 +489,12 @@ def _committed_lines(
                 weighed,
                 outcome.final_total.amount_minor,
                 outcome.points_to_earn,
-                tuple((d.promotion_id, d.amount.amount_minor) for d in outcome.discounts),
+                tuple(
+                    (d.promotion_id, d.amount.amount_minor)
+                    for d in outcome.discounts
+                    if d.source != evaluation_pb2.DISCOUNT_SOURCE_POINTS
+                ),
+                outcome.points_burned,
             )
         )
     return lines
@@ -593,11 +602,13 @@ def _reversal_message(
                 quantity_milli=part.units if part.line_id in weighed else 0,
                 discount_reversed=_money(currency, part.discount),
                 points_to_reverse=part.points,
+                points_to_refund=part.points_refund,
                 refund_amount=_money(currency, part.refund),
             )
             for part in plan
         ],
         points_to_reverse=sum(part.points for part in plan),
+        points_to_refund=sum(part.points_refund for part in plan),
         refund_amount=_money(currency, sum(part.refund for part in plan)),
         reinstated_voucher_ids=sorted(reinstated),
         create_time=timestamp(now),

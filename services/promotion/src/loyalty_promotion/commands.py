@@ -103,6 +103,7 @@ class EvaluateBasket:
     customer: evaluation_pb2.CustomerContext
     codes: tuple[str, ...]
     now: datetime | None
+    points_to_burn: int = 0
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ class ReserveRedemptions:
     customer: evaluation_pb2.CustomerContext
     codes: tuple[str, ...]
     fingerprint: bytes
+    points_to_burn: int = 0
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,14 @@ def _optional_id(value: str, field: str, reason: Reason) -> str | None:
     return _id(value, field, reason) if value else None
 
 
+def _points_to_burn(points: int) -> int:
+    if points < 0:
+        raise InvalidArgument(
+            Reason.INVALID_ARGUMENT, "points_to_burn must not be negative", field="points_to_burn"
+        )
+    return points
+
+
 def _redemption_token(token: str):
     last = paging.decode_token(token)
     if not last:
@@ -404,7 +412,11 @@ class PromotionServicer:
 
     async def EvaluateBasket(self, request: api.EvaluateBasketRequest, context) -> api.EvaluateBasketResponse:
         command = EvaluateBasket(
-            request.basket, request.customer, tuple(request.codes), moment(request, "evaluation_time")
+            request.basket,
+            request.customer,
+            tuple(request.codes),
+            moment(request, "evaluation_time"),
+            _points_to_burn(request.points_to_burn),
         )
         result = await app.evaluate_basket(self.replica, self.units, current_tenant(), command)
         return api.EvaluateBasketResponse(result=result)
@@ -493,6 +505,7 @@ class PromotionServicer:
             request.customer,
             tuple(request.codes),
             app_redemptions.fingerprint(request),
+            _points_to_burn(request.points_to_burn),
         )
         catalog = await self.replica.catalogs.get(current_tenant())
         async with self.units.change() as uow:
