@@ -8,11 +8,13 @@ import grpc
 from google.protobuf import field_mask_pb2
 from redis.asyncio import Redis
 
+from loyalty.common.v1 import errors_pb2 as err
 from loyalty.promotion.v1 import (
     earning_pb2,
     evaluation_pb2,
     events_pb2,
     promotion_service_pb2 as api,
+    redemption_pb2,
 )
 from tests.conftest import rpc_failure
 from tests.service.promotion.helpers import basket, eur, key, percent_off
@@ -207,3 +209,79 @@ async def test_activating_pausing_and_archiving_publish_campaign_events(tenant, 
     ]
     activated = events_pb2.CampaignActivated.FromString(events[0][2])
     assert activated.state == campaign.state
+
+
+async def set_burn(tenant, **fields) -> None:
+    policy = earning_pb2.BurnPolicy(
+        program_id="p1", enabled=True, values=[earning_pb2.PointsValue(points=100, value=eur(100))], **fields
+    )
+    await tenant.stub.UpdateBurnPolicy(
+        api.UpdateBurnPolicyRequest(idempotency_key=key(), burn_policy=policy), metadata=tenant.metadata
+    )
+
+
+async def burned(tenant, basket_pb, points: int, balance: int = 10_000) -> evaluation_pb2.EvaluationResult:
+    customer = evaluation_pb2.CustomerContext(customer_id="c-b", program_id="p1", points_balance=balance)
+    for _ in range(100):
+        response = await tenant.stub.EvaluateBasket(
+            api.EvaluateBasketRequest(basket=basket_pb, customer=customer, points_to_burn=points),
+            metadata=tenant.metadata,
+        )
+        if response.result.HasField("points_burn") and response.result.points_burn.program_id:
+            return response.result
+        await asyncio.sleep(0.05)
+    raise AssertionError("the burn policy never reached the catalog")
+
+
+async def test_points_pay_within_the_policy_and_the_lines_add_up(tenant):
+    await create_rule(tenant, one_per_euro())
+    await set_burn(tenant, step_points=100, max_basket_share_bps=5000)
+    cart = basket(("A", 1, 1000), ("B", 2, 1000))  # 30.00
+    result = await burned(tenant, cart, 2_550)
+    burn = result.points_burn
+    # Half of 30.00 may be paid: 1,500 points; the request is clamped to it, in steps of 100.
+    assert (burn.applied_points, burn.applied_value.amount_minor, burn.max_burnable_points) == (
+        1500,
+        1500,
+        1500,
+    )
+    assert burn.reason == err.ERROR_REASON_INVALID_AMOUNT
+    assert result.points_discount.amount_minor == 1500 and result.total_payable.amount_minor == 1500
+    assert (
+        sum(line.discount_total.amount_minor for line in result.lines) == result.total_discount.amount_minor
+    )
+    assert sum(line.points_burned for line in result.lines) == 1500
+    # Base points earn on what was paid in money: 15.00.
+    assert result.points_earning.total_points == 15
+    poor = await burned(tenant, cart, 1000, balance=250)
+    assert (poor.points_burn.applied_points, poor.points_burn.reason) == (
+        200,
+        err.ERROR_REASON_INSUFFICIENT_BALANCE,
+    )
+
+
+async def test_a_return_gives_the_burned_points_back_in_proportion(tenant):
+    await set_burn(tenant)
+    cart = basket(("A", 4, 1000))
+    await burned(tenant, cart, 1000)  # the policy is in the catalog
+    customer = evaluation_pb2.CustomerContext(customer_id="c-r", program_id="p1", points_balance=5000)
+    checkout_id = f"co-burn-{key()[:8]}"
+    reserved = await tenant.stub.ReserveRedemptions(
+        api.ReserveRedemptionsRequest(
+            checkout_id=checkout_id, basket=cart, customer=customer, points_to_burn=1000
+        ),
+        metadata=tenant.metadata,
+    )
+    assert reserved.reservation.result.points_burn.applied_points == 1000
+    await tenant.stub.CommitRedemptions(
+        api.CommitRedemptionsRequest(checkout_id=checkout_id), metadata=tenant.metadata
+    )
+    returned = await tenant.stub.ReverseRedemptions(
+        api.ReverseRedemptionsRequest(
+            checkout_id=checkout_id,
+            return_id="r1",
+            lines=[redemption_pb2.ReturnLine(line_id="l0", quantity=1)],
+        ),
+        metadata=tenant.metadata,
+    )
+    assert (returned.reversal.points_to_refund, returned.reversal.refund_amount.amount_minor) == (250, 750)

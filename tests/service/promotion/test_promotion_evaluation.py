@@ -237,3 +237,11 @@ async def test_a_stored_campaign_that_no_longer_compiles_is_left_out_not_fatal(t
     result = await tenant.evaluate(basket(("oil", 1, 1000)))
     assert broken.campaign_id not in {a.campaign_id for a in result.applied_promotions}
     assert result.promotion_discount.amount_minor == 100
+
+
+async def test_a_basket_of_300_lines_is_evaluated(tenant):
+    """The contract allows up to 500 lines (the engine's limit), not the validator's default 100."""
+    campaign = await tenant.live_campaign(percent_off(1000))
+    result = await tenant.evaluate(basket(*[(f"S{n}", 1, 100) for n in range(300)]))
+    assert len(result.lines) == 300 and result.promotion_discount.amount_minor == 3000
+    assert [a.campaign_id for a in result.applied_promotions] == [campaign.campaign_id]

@@ -123,3 +123,71 @@ async def test_an_import_lands_good_rows_and_reports_each_bad_one(codes):
     assert (response.batch.created_count, response.batch.rejected_count) == (2, 3)
     assert [r.code for r in response.rejections] == ["ext-1", "BAD CODE", "TAKEN"]
     assert (await codes.get_voucher(code="ext-2")).holder_customer_id == "c-9"
+
+
+async def test_codes_go_out_and_come_in_as_csv(codes):
+    campaign = await codes.voucher_campaign()
+    await generate(codes, campaign.campaign_id, 25, "CSV-######")
+    pages, token = [], ""
+    while True:
+        page = await codes.stub.ExportVouchers(
+            api.ExportVouchersRequest(campaign_id=campaign.campaign_id, page_size=10, page_token=token),
+            metadata=codes.metadata,
+        )
+        pages.append(page)
+        token = page.next_page_token
+        if not token:
+            break
+    text = "".join(p.csv for p in pages)
+    lines = text.strip().split("\r\n")
+    assert lines[0].startswith("code,type,state,holder_customer_id")
+    assert len(lines) == 26 and sum(p.row_count for p in pages) == 25
+    assert all(line.split(",")[1:3] == ["unique", "active"] for line in lines[1:])
+    other = await codes.voucher_campaign()
+    upload = (
+        "code,holder_customer_id,max_redemptions,end_time\r\n"
+        "NEW-1,c-1,2,2030-01-01T00:00:00Z\r\n"
+        "NEW-2,,x,\r\n"
+        f"{lines[1].split(',')[0]},,,\r\n"
+        "NEW-3,,,2030-01-01\r\n"
+        "new-1,,,\r\n"
+    )
+    imported = await codes.stub.ImportVouchersCsv(
+        api.ImportVouchersCsvRequest(idempotency_key=key(), campaign_id=other.campaign_id, csv=upload),
+        metadata=codes.metadata,
+    )
+    assert imported.batch.created_count == 1
+    assert [(r.row, r.code) for r in imported.rejections] == [
+        (2, "NEW-2"),
+        (3, lines[1].split(",")[0]),
+        (4, "NEW-3"),
+        (5, "new-1"),
+    ]
+    landed = await codes.get_voucher(code="new-1")
+    assert (landed.holder_customer_id, landed.max_redemptions, landed.end_time.seconds) == (
+        "c-1",
+        2,
+        1893456000,
+    )
+    refused = await rpc_failure(
+        codes.stub.ImportVouchersCsv(
+            api.ImportVouchersCsvRequest(
+                idempotency_key=key(), campaign_id=other.campaign_id, csv="nope\r\n1\r\n"
+            ),
+            metadata=codes.metadata,
+        )
+    )
+    assert (refused.code, refused.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["csv"])
+
+
+async def test_an_import_of_a_thousand_codes_passes_the_contracts_limits(codes):
+    campaign = await codes.voucher_campaign()
+    response = await codes.stub.ImportVouchers(
+        api.ImportVouchersRequest(
+            idempotency_key=key(),
+            campaign_id=campaign.campaign_id,
+            vouchers=[voucher_pb2.VoucherImport(code=f"K-{n:04d}") for n in range(1000)],
+        ),
+        metadata=codes.metadata,
+    )
+    assert response.batch.created_count == 1000

@@ -206,9 +206,9 @@ async def test_a_per_day_limit_counts_in_the_tenants_calendar_and_evaluation_say
 
 @pytest.fixture(scope="module")
 async def short_lived(promotion_settings):
-    """A server whose reservations expire after half a second, swept every 0.2 s."""
+    """A server whose reservations expire after 1.5 s, swept every 0.2 s."""
     settings = promotion_settings.model_copy(
-        update={"reservation_ttl_seconds": 0.5, "reservation_sweep_seconds": 0.2}
+        update={"reservation_ttl_seconds": 1.5, "reservation_sweep_seconds": 0.2}
     )
     async with running_service(DEFINITION, settings) as service:
         service.stub = promotion_service_pb2_grpc.PromotionServiceStub(service.channel)
@@ -235,7 +235,13 @@ async def test_a_reservation_never_committed_frees_its_use_after_expiry(short_li
     assert state.reservation.state == EXPIRED
     late = await rpc_failure(codes.commit(co))
     assert (late.code, late.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RESERVATION_EXPIRED")
-    assert (await codes.reserve(checkout(), CART, "LAST")).reservation.redemptions
+    # The till reserves the same checkout again: a fresh reservation (the old one held nothing).
+    renewed = (await codes.reserve(co, CART, "LAST")).reservation
+    assert renewed.state == RESERVED and len(renewed.redemptions) == 1
+    assert (await codes.commit(co)).reservation.state == COMMITTED
+    used = await codes.get_voucher(voucher_id=voucher.voucher_id)
+    assert (used.redemption_count, used.reserved_count) == (1, 0)
+    assert not (await codes.reserve(checkout(), CART, "LAST")).reservation.redemptions
 
 
 def returning(co: str, return_id: str, *lines: tuple[str, int], full: bool = False):
@@ -357,3 +363,25 @@ async def test_commit_and_rollback_publish_redemption_events(codes, redis_url):
         [voucher.voucher_id],
     )
     assert not events_pb2.RedemptionsReleased.FromString(entries[1][2]).expired
+
+
+async def test_statistics_count_what_was_committed_net_of_rollbacks(codes, tenant):
+    campaign = await codes.voucher_campaign(budget=campaign_pb2.Budget(max_redemptions=10))
+    await codes.voucher(campaign.campaign_id, "STATS")
+    await codes.voucher(campaign.campaign_id, "UNUSED")
+    for n, customer_id in enumerate(("s1", "s2", "s1")):
+        co = f"co-stats-{n}-{uuid.uuid4().hex[:6]}"
+        await codes.reserve(co, CART, "STATS", customer_id=customer_id)
+        await codes.commit(co)
+        if n == 2:
+            await codes.rollback(co)
+    statistics = (
+        await codes.stub.GetCampaignStatistics(
+            api.GetCampaignStatisticsRequest(campaign_id=campaign.campaign_id), metadata=codes.metadata
+        )
+    ).statistics
+    assert (statistics.redemption_count, statistics.rolled_back_count, statistics.customer_count) == (2, 1, 2)
+    assert statistics.discount_total.amount_minor == 200
+    assert (statistics.voucher_count, statistics.redeemed_voucher_count) == (2, 1)
+    assert statistics.budget_usage.redemptions_committed == 2
+    assert [(p.redemption_count, p.discount_total.amount_minor) for p in statistics.promotions] == [(2, 200)]

@@ -462,7 +462,8 @@ async def update_promotion(uow: UnitOfWork, command: UpdatePromotion) -> promoti
 
 
 async def get_statistics(uow: UnitOfWork, command: GetStatistics) -> statistics_pb2.CampaignStatistics:
-    """Sums of the flushed per-day counts (cheap: one index range of the campaign's rows)."""
+    """Sums of the flushed per-day evaluation counts and of the campaign's redemptions in the range
+    (cheap: one index range of the campaign's rows in each table)."""
     if await repository.get_campaign(uow.connection, uow.tenant, command.campaign_id) is None:
         raise _campaign_not_found()
     end = command.end or uow.now
@@ -491,8 +492,45 @@ async def get_statistics(uow: UnitOfWork, command: GetStatistics) -> statistics_
         target.evaluation_count += evaluations
         target.points_offered += points
         target.discount_offered.append(money_pb2.Money(currency_code=currency, amount_minor=discount))
+    _redemption_figures(
+        result,
+        promotions,
+        await repository_codes.redemption_figures(
+            uow.connection, uow.tenant, command.campaign_id, command.start, end
+        ),
+    )
     result.promotions.extend(promotions.values())
+    campaign = await get_campaign(uow, command.campaign_id)
+    result.budget_usage.CopyFrom(campaign.budget.usage)
     return result
+
+
+def _redemption_figures(
+    result: statistics_pb2.CampaignStatistics,
+    promotions: dict[str, statistics_pb2.PromotionStatistics],
+    figures: dict,
+) -> None:
+    """What the campaign's redemptions gave, net of returns (a single-currency campaign's money;
+    several currencies keep the first one's total, the per-promotion rows say the rest)."""
+    result.redemption_count = figures["committed"]
+    result.rolled_back_count = figures["released"]
+    result.customer_count = figures["customers"]
+    result.voucher_count = figures["vouchers"]
+    result.redeemed_voucher_count = figures["redeemed_vouchers"]
+    result.referral_conversion_count = figures["conversions"]
+    for row in figures["promotions"]:
+        promotion_id = str(row["promotion_id"])
+        target = promotions.setdefault(
+            promotion_id, statistics_pb2.PromotionStatistics(promotion_id=promotion_id)
+        )
+        target.redemption_count += row["n"]
+        target.points_total += row["points"] or 0
+        target.discount_total.currency_code = row["currency"]
+        target.discount_total.amount_minor += row["discount"] or 0
+        result.points_total += row["points"] or 0
+        if not result.discount_total.currency_code or result.discount_total.currency_code == row["currency"]:
+            result.discount_total.currency_code = row["currency"]
+            result.discount_total.amount_minor += row["discount"] or 0
 
 
 # --- the compiled catalog and evaluation ---
@@ -525,26 +563,32 @@ def compile_catalog(
     inputs: Sequence[engine.CampaignInput],
     settings: settings_pb2.PromotionSettings,
     earning_rules: Sequence[earning_pb2.EarningRule] = (),
+    burn_policies: Sequence[earning_pb2.BurnPolicy] = (),
 ) -> engine.Catalog:
     """The tenant's catalog. A stored campaign the engine cannot compile (saved before a stricter
     engine) is left out and logged by id, never allowed to fail every evaluation of the tenant."""
     tz = settings.time_zone or DEFAULT_TIME_ZONE
     try:
-        return engine.compile_catalog(inputs, settings, earning_rules=earning_rules, tz=tz)
+        return engine.compile_catalog(
+            inputs, settings, earning_rules=earning_rules, burn_policies=burn_policies, tz=tz
+        )
     except COMPILE_ERRORS:
         usable = [item for item in inputs if not _compile_failures(item, "campaign")]
         left_out = sorted(
             {item.campaign.campaign_id for item in inputs} - {i.campaign.campaign_id for i in usable}
         )
         log.warning("campaigns left out of the catalog", extra={"fields": {"campaign_ids": left_out}})
-        return engine.compile_catalog(usable, settings, earning_rules=earning_rules, tz=tz)
+        return engine.compile_catalog(
+            usable, settings, earning_rules=earning_rules, burn_policies=burn_policies, tz=tz
+        )
 
 
 async def build_catalog(connection: asyncpg.Connection, tenant: str, now: datetime) -> engine.Catalog:
     """The tenant's live campaigns and settings, compiled (what each replica caches)."""
     settings = await read_settings(connection, tenant)
     rules = await app_earning.enabled_rules(connection, tenant)
-    return compile_catalog(await live_inputs(connection, tenant, now), settings, rules)
+    policies = await app_earning.burn_policies(connection, tenant)
+    return compile_catalog(await live_inputs(connection, tenant, now), settings, rules, policies)
 
 
 def basket_of(basket, prefix: str = "basket.") -> engine.Basket:
@@ -602,14 +646,16 @@ async def evaluate_basket(
                 uow.connection, tenant, catalog, command.codes, customer, now
             )
             evaluation = await app_codes.evaluate_within_limits(
-                uow.connection, tenant, catalog, basket, customer, presented, now
+                uow.connection, tenant, catalog, basket, customer, presented, now, command.points_to_burn
             )
     else:
-        evaluation = engine.evaluate(catalog, basket, customer, [], now)
+        evaluation = engine.evaluate(
+            catalog, basket, customer, [], now, points_to_burn=command.points_to_burn
+        )
         if app_codes.limited_campaigns(catalog, evaluation):
             async with units.read() as uow:
                 evaluation = await app_codes.evaluate_within_limits(
-                    uow.connection, tenant, catalog, basket, customer, [], now
+                    uow.connection, tenant, catalog, basket, customer, [], now, command.points_to_burn
                 )
     replica.statistics.count(tenant, basket.currency, replica.clock(), evaluation.applied)
     return encode_result(evaluation, as_presented)

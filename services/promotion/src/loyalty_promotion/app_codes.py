@@ -382,15 +382,16 @@ async def evaluate_within_limits(
     customer: engine.CustomerContext,
     presented: list[engine.PresentedCode],
     now: datetime,
+    points_to_burn: int = 0,
 ) -> engine.Evaluation:
     """Evaluates, then again without what a spent budget or a used-up customer limit refuses
     (which may let another promotion apply, so it repeats, a bounded number of times)."""
     blocked: dict[str, int] = {}
-    evaluation = engine.evaluate(catalog, basket, customer, presented, now)
+    evaluation = engine.evaluate(catalog, basket, customer, presented, now, points_to_burn=points_to_burn)
     for _ in range(MAX_LIMIT_ROUNDS):
         more = await preview_blocks(connection, tenant, catalog, evaluation, customer.customer_id, now)
         if not set(more) - set(blocked):
             return evaluation
         blocked.update(more)
-        evaluation = engine.evaluate(catalog, basket, customer, presented, now, blocked)
+        evaluation = engine.evaluate(catalog, basket, customer, presented, now, blocked, points_to_burn)
     return evaluation

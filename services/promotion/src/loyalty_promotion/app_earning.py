@@ -152,3 +152,8 @@ async def update_burn_policy(uow: UnitOfWork, command: UpdateBurnPolicy) -> earn
     await repository.bump_catalog_version(uow.connection, uow.tenant)
     updated.etag = str(version)
     return updated
+
+
+async def burn_policies(connection, tenant: str) -> list[earning_pb2.BurnPolicy]:
+    """What the catalog compiles: every programme's policy (disabled ones burn nothing)."""
+    return [earning_pb2.BurnPolicy.FromString(p) for p in await repository.burn_policies(connection, tenant)]

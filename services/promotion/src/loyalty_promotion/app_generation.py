@@ -12,8 +12,8 @@ import uuid
 
 from loyalty.promotion.v1 import jobs_pb2, voucher_pb2
 from loyalty_promotion import app_codes, repository_codes as sql
-from loyalty_promotion.commands import GenerateVouchers, ImportVouchers
-from loyalty_promotion.domain import codegen, vouchers as rules
+from loyalty_promotion.commands import GenerateVouchers, ImportVouchers, ListVouchers
+from loyalty_promotion.domain import codegen, csvcodes, vouchers as rules
 from loyalty_promotion.repository_codes import CodeTerms
 from loyalty_runtime.errors import InvalidArgument, NotFound, Reason
 from loyalty_runtime.protobuf import moment, timestamp
@@ -153,22 +153,25 @@ async def get_batch(uow: UnitOfWork, batch_id: str) -> voucher_pb2.VoucherBatch:
 
 async def import_vouchers(
     uow: UnitOfWork, command: ImportVouchers
-) -> tuple[voucher_pb2.VoucherBatch, list[tuple[str, str]]]:
-    """Valid codes are imported, each rejected one reported with why (bad characters, a duplicate
-    in the request or of a code the tenant has); nothing of a rejected row is written."""
+) -> tuple[voucher_pb2.VoucherBatch, list[tuple[int, str, str]]]:
+    """Valid codes are imported, each rejected one reported (its position, code and why: bad
+    characters or values, a duplicate in the request or of a code the tenant has); nothing of a
+    rejected row is written."""
     await app_codes.voucher_campaign(uow, command.campaign_id, "campaign_id")
-    if not 1 <= len(command.vouchers) <= MAX_IMPORT:
-        raise InvalidArgument(Reason.INVALID_ARGUMENT, f"1 to {MAX_IMPORT} codes per call", field="vouchers")
+    if not 1 <= len(command.vouchers) <= command.limit:
+        raise InvalidArgument(
+            Reason.INVALID_ARGUMENT, f"1 to {command.limit} codes per call", field="vouchers"
+        )
     batch_id = str(uuid.uuid4())
-    rejections: list[tuple[str, str]] = []
+    rejections: list[tuple[int, str, str]] = list(command.refused)
     seen: set[str] = set()
     created = 0
-    for index, item in enumerate(command.vouchers):
+    for number, item in command.vouchers:
         code = rules.normalize(item.code)
         problem = rules.code_problem(code) or ("duplicate code in this request" if code in seen else "")
         seen.add(code)
         if problem:
-            rejections.append((item.code, problem))
+            rejections.append((number, item.code, problem))
             continue
         requested = voucher_pb2.Voucher(
             code=code,
@@ -184,18 +187,19 @@ async def import_vouchers(
         try:
             voucher = app_codes.new_voucher(requested, command.campaign_id, uow.now, batch_id=batch_id)
         except InvalidArgument as refused:
-            rejections.append((item.code, f"vouchers[{index}]: {refused}"))
+            rejections.append((number, item.code, refused.description))
             continue
         if await sql.insert_voucher(uow.connection, uow.tenant, voucher):
             created += 1
         else:
-            rejections.append((item.code, "the tenant has this code already"))
+            rejections.append((number, item.code, "the tenant has this code already"))
+    rejections.sort()
     batch = voucher_pb2.VoucherBatch(
         batch_id=batch_id,
         campaign_id=command.campaign_id,
         kind=voucher_pb2.VOUCHER_BATCH_KIND_IMPORTED,
         state=voucher_pb2.VOUCHER_BATCH_STATE_SUCCEEDED,
-        requested_count=len(command.vouchers),
+        requested_count=len(command.vouchers) + len(command.refused),
         created_count=created,
         rejected_count=len(rejections),
         create_time=timestamp(uow.now),
@@ -205,3 +209,12 @@ async def import_vouchers(
         uow.connection, uow.tenant, batch_id, command.campaign_id, batch.SerializeToString()
     )
     return batch, rejections
+
+
+async def export_vouchers(
+    uow: UnitOfWork, campaign_id: str, after: str | None, limit: int
+) -> tuple[str, int, str | None]:
+    """One page of the campaign's codes as CSV (the header on the first page only)."""
+    command = ListVouchers(campaign_id, 0, "", None, after, limit)
+    vouchers, last = await app_codes.list_vouchers(uow, command)
+    return csvcodes.export_rows(vouchers, header=after is None), len(vouchers), last

@@ -208,8 +208,12 @@ async def _take(
     return None
 
 
-async def _existing(uow: UnitOfWork, checkout_id: str, digest: bytes) -> redemption_pb2.Reservation:
-    stored = await sql.get_reservation(uow.connection, uow.tenant, checkout_id)
+async def _existing(
+    uow: UnitOfWork, checkout_id: str, digest: bytes, expire_at: datetime
+) -> redemption_pb2.Reservation | None:
+    """A retry's answer: the reservation as it is; or None when it expired, which is renewed
+    (its uses were given back, so reserving them again double-counts nothing)."""
+    stored = await sql.get_reservation(uow.connection, uow.tenant, checkout_id, lock=True)
     if stored.fingerprint == b"":
         raise FailedPrecondition(
             Reason.RESERVATION_ROLLED_BACK, "this checkout was rolled back; it cannot be reserved"
@@ -220,7 +224,12 @@ async def _existing(uow: UnitOfWork, checkout_id: str, digest: bytes) -> redempt
             "this checkout id was reserved with another basket, customer or codes",
             field="checkout_id",
         )
-    return await reservation_of(uow.connection, uow.tenant, stored, uow.now)
+    if _state(stored, uow.now) != "expired":
+        return await reservation_of(uow.connection, uow.tenant, stored, uow.now)
+    if stored.state == "reserved":  # past its expiry, not swept yet
+        await _release(uow, stored, "expired")
+    await sql.renew_reservation(uow.connection, uow.tenant, checkout_id, expire_at, uow.now)
+    return None
 
 
 async def reserve(
@@ -235,11 +244,15 @@ async def reserve(
         uow.connection, uow.tenant, command.checkout_id, "reserved", command.fingerprint, expire_at, uow.now
     )
     if not claimed:
-        return await _existing(uow, command.checkout_id, command.fingerprint)
+        existing = await _existing(uow, command.checkout_id, command.fingerprint, expire_at)
+        if existing is not None:
+            return existing
     presented, vouchers, as_presented = await app_codes.resolve_codes(
         uow.connection, uow.tenant, catalog, command.codes, customer, uow.now
     )
-    evaluation = await _reserve_holds(uow, catalog, basket, customer, presented, vouchers)
+    evaluation = await _reserve_holds(
+        uow, catalog, basket, customer, presented, vouchers, command.points_to_burn
+    )
     redemptions = _redemption_rows(
         catalog, evaluation, vouchers, command.checkout_id, customer.customer_id, uow.now
     )
@@ -264,13 +277,15 @@ async def reserve(
     )
 
 
-async def _reserve_holds(uow, catalog, basket, customer, presented, vouchers) -> engine.Evaluation:
+async def _reserve_holds(
+    uow, catalog, basket, customer, presented, vouchers, points_to_burn: int
+) -> engine.Evaluation:
     """Evaluates and takes every hold; a refusal blocks its campaign, promotion or code and the
     basket is evaluated again (each round refuses one more thing, so the rounds are bounded)."""
     blocked: dict[str, int] = {}
     voucher_codes = {v.voucher_id: code for code, v in vouchers.items()}
     for _ in range(len(catalog.campaigns) + len(presented) + 1):
-        evaluation = engine.evaluate(catalog, basket, customer, presented, uow.now, blocked)
+        evaluation = engine.evaluate(catalog, basket, customer, presented, uow.now, blocked, points_to_burn)
         # The runtime's transaction is a plain BEGIN, so the savepoint is plain SQL too.
         await uow.connection.execute("SAVEPOINT holds")
         refused = None
@@ -474,7 +489,12 @@ def _committed_lines(
                 weighed,
                 outcome.final_total.amount_minor,
                 outcome.points_to_earn,
-                tuple((d.promotion_id, d.amount.amount_minor) for d in outcome.discounts),
+                tuple(
+                    (d.promotion_id, d.amount.amount_minor)
+                    for d in outcome.discounts
+                    if d.source != evaluation_pb2.DISCOUNT_SOURCE_POINTS
+                ),
+                outcome.points_burned,
             )
         )
     return lines
@@ -582,11 +602,13 @@ def _reversal_message(
                 quantity_milli=part.units if part.line_id in weighed else 0,
                 discount_reversed=_money(currency, part.discount),
                 points_to_reverse=part.points,
+                points_to_refund=part.points_refund,
                 refund_amount=_money(currency, part.refund),
             )
             for part in plan
         ],
         points_to_reverse=sum(part.points for part in plan),
+        points_to_refund=sum(part.points_refund for part in plan),
         refund_amount=_money(currency, sum(part.refund for part in plan)),
         reinstated_voucher_ids=sorted(reinstated),
         create_time=timestamp(now),

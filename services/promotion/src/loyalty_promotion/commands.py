@@ -104,6 +104,7 @@ class EvaluateBasket:
     customer: evaluation_pb2.CustomerContext
     codes: tuple[str, ...]
     now: datetime | None
+    points_to_burn: int = 0
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ class ReserveRedemptions:
     customer: evaluation_pb2.CustomerContext
     codes: tuple[str, ...]
     fingerprint: bytes
+    points_to_burn: int = 0
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,10 @@ class GenerateVouchers:
 @dataclass(frozen=True)
 class ImportVouchers:
     campaign_id: str
-    vouchers: tuple[voucher_pb2.VoucherImport, ...]
+    # (row or position number, code) to import, and (number, code, why) refused while reading.
+    vouchers: tuple[tuple[int, voucher_pb2.VoucherImport], ...]
+    refused: tuple[tuple[int, str, str], ...] = ()
+    limit: int = 1000
 
 
 @dataclass(frozen=True)

@@ -301,6 +301,7 @@ class RedemptionRow(Base):
         CheckConstraint("discount >= 0 AND points >= 0", name="redemptions_amounts"),
         Index("redemptions_by_checkout", "tenant_id", "checkout_id"),
         Index("redemptions_newest", "tenant_id", "created_at", "redemption_id"),
+        Index("redemptions_by_campaign", "tenant_id", "campaign_id", "created_at"),
     )
 
     tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)

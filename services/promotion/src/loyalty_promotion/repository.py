@@ -400,3 +400,10 @@ async def save_burn_policy(
         program_id,
         payload,
     )
+
+
+async def burn_policies(connection: asyncpg.Connection, tenant: str) -> list[bytes]:
+    rows = await connection.fetch(
+        f"SELECT payload FROM {SCHEMA}.burn_policies WHERE tenant_id = $1 ORDER BY program_id", tenant
+    )
+    return [bytes(r["payload"]) for r in rows]

@@ -354,6 +354,24 @@ async def get_reservation(
     return _reservation(row)
 
 
+async def renew_reservation(
+    connection: asyncpg.Connection, tenant: str, checkout_id: str, expire_at: datetime, now: datetime
+) -> None:
+    """An expired reservation reserved again: its expired redemptions go (they held nothing)."""
+    await connection.execute(
+        f"""WITH gone AS (
+                DELETE FROM {SCHEMA}.redemptions WHERE tenant_id = $1 AND checkout_id = $2 AND state = 'expired'
+            )
+            UPDATE {SCHEMA}.reservations SET state = 'reserved', expire_at = $3, created_at = $4,
+                rollback_at = NULL, commit_at = NULL, result = ''
+            WHERE tenant_id = $1 AND checkout_id = $2""",
+        tenant,
+        checkout_id,
+        expire_at,
+        now,
+    )
+
+
 async def set_reservation_state(
     connection: asyncpg.Connection, tenant: str, checkout_id: str, state: str, now: datetime
 ) -> StoredReservation:
@@ -944,3 +962,61 @@ async def list_conversions(
         limit,
     )
     return [dict(r) for r in rows]
+
+
+async def redemption_figures(
+    connection: asyncpg.Connection, tenant: str, campaign_id: str, first: datetime | None, last: datetime
+) -> dict:
+    """A campaign's redemptions in [first, last): per promotion (committed count, currency, net
+    discount and points), the campaign's released count and distinct customers, its vouchers
+    (existing, redeemed) and its confirmed referral conversions. One index range each."""
+    per_promotion = await connection.fetch(
+        f"""SELECT promotion_id, currency, count(*) FILTER (WHERE state = 'committed') AS n,
+                   sum(discount - discount_reversed) FILTER (WHERE state = 'committed')::bigint AS discount,
+                   sum(points - points_reversed) FILTER (WHERE state = 'committed')::bigint AS points
+            FROM {SCHEMA}.redemptions
+            WHERE tenant_id = $1 AND campaign_id = $2 AND ($3::timestamptz IS NULL OR created_at >= $3)
+              AND created_at < $4
+            GROUP BY promotion_id, currency ORDER BY promotion_id, currency""",
+        tenant,
+        campaign_id,
+        first,
+        last,
+    )
+    totals = await connection.fetchrow(
+        f"""SELECT count(DISTINCT checkout_id) FILTER (WHERE state = 'committed') AS committed,
+                   count(DISTINCT checkout_id) FILTER (WHERE state IN ('rolled_back', 'expired')) AS released,
+                   count(DISTINCT customer_id) FILTER (WHERE state = 'committed') AS customers
+            FROM {SCHEMA}.redemptions
+            WHERE tenant_id = $1 AND campaign_id = $2 AND ($3::timestamptz IS NULL OR created_at >= $3)
+              AND created_at < $4""",
+        tenant,
+        campaign_id,
+        first,
+        last,
+    )
+    vouchers = await connection.fetchrow(
+        f"""SELECT count(*) AS existing, count(*) FILTER (WHERE redemption_count > 0) AS redeemed
+            FROM {SCHEMA}.vouchers WHERE tenant_id = $1 AND campaign_id = $2 AND created_at < $3""",
+        tenant,
+        campaign_id,
+        last,
+    )
+    conversions = await connection.fetchval(
+        f"""SELECT count(*) FROM {SCHEMA}.referral_conversions
+            WHERE tenant_id = $1 AND campaign_id = $2 AND state = 'confirmed'
+              AND ($3::timestamptz IS NULL OR created_at >= $3) AND created_at < $4""",
+        tenant,
+        campaign_id,
+        first,
+        last,
+    )
+    return {
+        "promotions": [dict(r) for r in per_promotion],
+        "committed": totals["committed"],
+        "released": totals["released"],
+        "customers": totals["customers"],
+        "vouchers": vouchers["existing"],
+        "redeemed_vouchers": vouchers["redeemed"],
+        "conversions": conversions,
+    }

@@ -51,6 +51,7 @@ from loyalty_promotion.commands import (
     UpdateSettings,
     UpdateVoucher,
 )
+from loyalty_promotion.domain import csvcodes
 from loyalty_promotion.domain.campaigns import PB_TO_STATE
 from loyalty_promotion.domain.lifecycle import Action, State
 from loyalty_promotion.replica import Replica
@@ -65,6 +66,7 @@ DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
 # Vouchers and redemptions page larger (the contract's defaults).
 DEFAULT_CODE_PAGE, MAX_CODE_PAGE = 100, 1000
 MAX_CHECKOUT_ID = 128
+EXPORT_PAGE, MAX_EXPORT_PAGE = 10_000, 50_000
 OFFERS_PAGE = 200
 # ListCampaigns without states: all but archived.
 DEFAULT_STATES = frozenset(State) - {State.ARCHIVED}
@@ -117,6 +119,14 @@ def _checkout_id(value: str) -> str:
 
 def _optional_id(value: str, field: str, reason: Reason) -> str | None:
     return _id(value, field, reason) if value else None
+
+
+def _points_to_burn(points: int) -> int:
+    if points < 0:
+        raise InvalidArgument(
+            Reason.INVALID_ARGUMENT, "points_to_burn must not be negative", field="points_to_burn"
+        )
+    return points
 
 
 def _redemption_token(token: str):
@@ -403,7 +413,11 @@ class PromotionServicer(TriggerRpcs):
 
     async def EvaluateBasket(self, request: api.EvaluateBasketRequest, context) -> api.EvaluateBasketResponse:
         command = EvaluateBasket(
-            request.basket, request.customer, tuple(request.codes), moment(request, "evaluation_time")
+            request.basket,
+            request.customer,
+            tuple(request.codes),
+            moment(request, "evaluation_time"),
+            _points_to_burn(request.points_to_burn),
         )
         result = await app.evaluate_basket(self.replica, self.units, current_tenant(), command)
         return api.EvaluateBasketResponse(result=result)
@@ -492,6 +506,7 @@ class PromotionServicer(TriggerRpcs):
             request.customer,
             tuple(request.codes),
             app_redemptions.fingerprint(request),
+            _points_to_burn(request.points_to_burn),
         )
         catalog = await self.replica.catalogs.get(current_tenant())
         async with self.units.change() as uow:
@@ -595,15 +610,48 @@ class PromotionServicer(TriggerRpcs):
             return api.GetVoucherBatchResponse(batch=await app_generation.get_batch(uow, batch_id))
 
     async def ImportVouchers(self, request: api.ImportVouchersRequest, context) -> api.ImportVouchersResponse:
-        command = ImportVouchers(_campaign_id(request.campaign_id), tuple(request.vouchers))
+        command = ImportVouchers(_campaign_id(request.campaign_id), tuple(enumerate(request.vouchers)))
         return await self.units.idempotent(
             request,
             app_generation.import_vouchers,
             command,
             lambda found: api.ImportVouchersResponse(
                 batch=found[0],
-                rejections=[api.VoucherImportRejection(code=code, message=why) for code, why in found[1]],
+                rejections=[api.VoucherImportRejection(code=code, message=why) for _, code, why in found[1]],
             ),
+        )
+
+    async def ImportVouchersCsv(
+        self, request: api.ImportVouchersCsvRequest, context
+    ) -> api.ImportVouchersCsvResponse:
+        try:
+            rows = csvcodes.parse_import(request.csv)
+        except csvcodes.CsvRefused as refused:
+            raise InvalidArgument(Reason.INVALID_ARGUMENT, str(refused), field="csv") from None
+        command = ImportVouchers(
+            _campaign_id(request.campaign_id),
+            tuple((row.number, row.item) for row in rows if row.item is not None),
+            tuple((row.number, row.code, row.problem) for row in rows if row.item is None),
+            limit=csvcodes.MAX_ROWS,
+        )
+        return await self.units.idempotent(
+            request,
+            app_generation.import_vouchers,
+            command,
+            lambda found: api.ImportVouchersCsvResponse(
+                batch=found[0],
+                rejections=[api.CsvRowRejection(row=n, code=code, message=why) for n, code, why in found[1]],
+            ),
+        )
+
+    async def ExportVouchers(self, request: api.ExportVouchersRequest, context) -> api.ExportVouchersResponse:
+        limit = paging.page_size(request.page_size, default=EXPORT_PAGE, maximum=MAX_EXPORT_PAGE)
+        after = _optional_id(paging.decode_token(request.page_token), "page_token", Reason.INVALID_ARGUMENT)
+        campaign_id = _campaign_id(request.campaign_id)
+        async with self.units.read() as uow:
+            data, count, last = await app_generation.export_vouchers(uow, campaign_id, after, limit)
+        return api.ExportVouchersResponse(
+            csv=data, row_count=count, next_page_token=paging.encode_token(last) if last else ""
         )
 
     # --- wallet ---

@@ -18,6 +18,8 @@ class CommittedLine:
     points: int
     # (promotion_id, amount) of each discount on the line.
     discounts: tuple[tuple[str, int], ...]
+    # Points the customer paid with on this line.
+    burned: int = 0
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class LineReturn:
     points: int
     refund: int
     by_promotion: dict[str, int] = field(default_factory=dict)
+    points_refund: int = 0
 
 
 class ReturnRefused(ValueError):
@@ -85,6 +88,7 @@ def plan_return(
                 share(line.points, before, units, line.units),
                 share(line.final_total, before, units, line.units),
                 by_promotion,
+                share(line.burned, before, units, line.units),
             )
         )
     if not plan:

@@ -18,6 +18,7 @@ from loyalty.promotion.v1 import (
     promotion_pb2,
     settings_pb2,
 )
+from loyalty_promotion.engine.burn import CompiledBurn, compile_burn
 from loyalty_promotion.engine.conditions import CompiledCondition, compile_condition
 from loyalty_promotion.engine.earning import CompiledRule, compile_rule
 from loyalty_promotion.engine.effects import CompiledEffect, compile_effect
@@ -102,6 +103,8 @@ class Catalog:
     promotion_limits: dict[str, int] = field(default_factory=dict)
     # Referral campaigns' settings (who may use a referral code), by campaign id.
     referrals: dict[str, campaign_pb2.ReferralSettings] = field(default_factory=dict)
+    # Enabled burn policies by programme.
+    burn_policies: dict[str, CompiledBurn] = field(default_factory=dict)
 
     @property
     def promotion_count(self) -> int:
@@ -113,6 +116,7 @@ def compile_catalog(
     settings: settings_pb2.PromotionSettings,
     *,
     earning_rules: Sequence[earning_pb2.EarningRule] = (),
+    burn_policies: Sequence[earning_pb2.BurnPolicy] = (),
     tz: str = "UTC",
 ) -> Catalog:
     """Compiles live campaigns (the caller passes those in state ACTIVE or SCHEDULED; the engine
@@ -147,6 +151,10 @@ def compile_catalog(
         if rule.state == earning_pb2.EARNING_RULE_STATE_DISABLED or validate_earning_rule(rule):
             continue
         catalog.earning_rules.append(compile_rule(rule))
+    for policy in burn_policies:
+        compiled_burn = compile_burn(policy)
+        if compiled_burn is not None:
+            catalog.burn_policies[policy.program_id] = compiled_burn
     return catalog
 
 

@@ -54,9 +54,15 @@ def points_rounding(settings: spb.PromotionSettings) -> int:
 
 
 def base_points(
-    rules: list[CompiledRule], facts: Facts, paid: list[int], settings: spb.PromotionSettings
+    rules: list[CompiledRule],
+    facts: Facts,
+    paid: list[int],
+    settings: spb.PromotionSettings,
+    cash: list[int] | None = None,
 ) -> list[PointsEntry]:
-    """Base and tier-multiplier entries. `paid` = each line's amount after promotions."""
+    """Base and tier-multiplier entries. `paid` = each line's amount after promotions, `cash` =
+    after the points burned as payment too (EARNING_BASE_AMOUNT_PAID; default: `paid`)."""
+    cash = paid if cash is None else cash
     live = [
         r
         for r in rules
@@ -75,10 +81,7 @@ def base_points(
     mode = points_rounding(settings)
     for rule_id in sorted(by_rule):
         rule, indexes = chosen[rule_id], by_rule[rule_id]
-        amounts = [
-            facts.lines[i].line_total if rule.base == earning_pb2.EARNING_BASE_BEFORE_DISCOUNTS else paid[i]
-            for i in indexes
-        ]
+        amounts = [_base_amount(rule.base, facts.lines[i].line_total, paid[i], cash[i]) for i in indexes]
         points = round_div(sum(amounts) * rule.points, rule.per_amount, mode)
         if points > 0:
             entries.append(
@@ -99,6 +102,12 @@ def base_points(
                 )
             )
     return entries
+
+
+def _base_amount(base: int, line_total: int, paid: int, cash: int) -> int:
+    if base == earning_pb2.EARNING_BASE_BEFORE_DISCOUNTS:
+        return line_total
+    return paid if base == earning_pb2.EARNING_BASE_AFTER_PROMOTIONS else cash
 
 
 def _entry(

@@ -53,6 +53,7 @@ def decode_customer(message: evpb.CustomerContext) -> CustomerContext:
         else None,
         attributes={name: attribute_value(value) for name, value in message.attributes.items()},
         locale=message.locale,
+        points_balance=message.points_balance,
     )
 
 
@@ -152,7 +153,38 @@ def encode_evaluation(evaluation: Evaluation) -> evpb.EvaluationResult:
         for c in evaluation.candidates
     )
     result.messages.extend(_messages(evaluation))
+    if evaluation.burn is not None:
+        _encode_burn(result, evaluation.burn, money)
     return result
+
+
+def _encode_burn(result: evpb.EvaluationResult, burn, money) -> None:
+    """Points paid are a discount of source POINTS on the lines they pay for, so the contract's
+    sums hold: lines' discount_total add up to total_discount = promotion + points discount."""
+    result.points_burn.CopyFrom(
+        evpb.PointsBurn(
+            program_id=burn.program_id,
+            requested_points=burn.requested,
+            applied_points=burn.points,
+            applied_value=money(burn.value),
+            max_burnable_points=burn.max_points,
+            max_burnable_value=money(burn.max_value),
+            reason=burn.reason,
+        )
+    )
+    if not burn.value:
+        return
+    result.points_discount.amount_minor = burn.value
+    result.total_discount.amount_minor += burn.value
+    result.total_payable.amount_minor -= burn.value
+    for line in result.lines:
+        points, value = burn.by_line.get(line.line_id, (0, 0))
+        if not (points or value):
+            continue
+        line.points_burned = points
+        line.discounts.append(evpb.LineDiscount(source=evpb.DISCOUNT_SOURCE_POINTS, amount=money(value)))
+        line.discount_total.amount_minor += value
+        line.final_total.amount_minor -= value
 
 
 def _messages(evaluation: Evaluation) -> Iterable[evpb.DisplayMessage]:

@@ -10,6 +10,7 @@ from types import MappingProxyType
 
 from loyalty.common.v1 import errors_pb2 as err
 from loyalty.promotion.v1 import evaluation_pb2 as evpb, settings_pb2 as spb
+from loyalty_promotion.engine.burn import plan_burn
 from loyalty_promotion.engine.catalog import Catalog, CompiledCampaign, CompiledPromotion
 from loyalty_promotion.engine.conditions import TRUE
 from loyalty_promotion.engine.earning import base_points, bonus_points
@@ -58,6 +59,7 @@ def evaluate(
     codes: Sequence[PresentedCode],
     now: datetime,
     blocked: Mapping[str, int] | None = None,
+    points_to_burn: int = 0,
 ) -> Evaluation:
     """See the package docstring. `basket` comes from `decode_basket` (already validated).
     `blocked` maps a campaign or promotion id to the ErrorReason it must not apply for (a spent
@@ -77,7 +79,19 @@ def evaluate(
     ]
     candidates += outcome.skipped
     paid = outcome.remaining
-    points, applied = _points(catalog, facts, outcome, paid, settings)
+    program_id = customer.program_id or next((r.program_id for r in catalog.earning_rules), "")
+    if not program_id and len(catalog.burn_policies) == 1:
+        program_id = next(iter(catalog.burn_policies))
+    burn = plan_burn(
+        catalog.burn_policies.get(program_id), facts, paid, points_to_burn, customer.points_balance
+    )
+    cash = paid
+    if burn is not None and burn.value:
+        cash = [
+            left - burn.by_line.get(line.line_id, (0, 0))[1]
+            for left, line in zip(paid, basket.lines, strict=True)
+        ]
+    points, applied = _points(catalog, facts, outcome, paid, settings, cash)
     return Evaluation(
         currency=basket.currency,
         subtotal=basket.subtotal,
@@ -98,6 +112,7 @@ def evaluate(
         candidates=tuple(sorted(candidates, key=lambda c: (c.campaign_id, c.promotion_id))),
         codes=tuple(_code_results(code_outcomes, accepted, applied, candidates)),
         now=now,
+        burn=burn,
     )
 
 
@@ -415,14 +430,20 @@ def _within_ceiling(staged, room: int):
 
 
 def _points(
-    catalog: Catalog, facts: Facts, outcome: Outcome, paid: list[int], settings: spb.PromotionSettings
+    catalog: Catalog,
+    facts: Facts,
+    outcome: Outcome,
+    paid: list[int],
+    settings: spb.PromotionSettings,
+    cash: list[int] | None = None,
 ):
-    """Base, tier and bonus points (anonymous baskets earn none), and the applied list."""
+    """Base, tier and bonus points (anonymous baskets earn none), and the applied list. `paid` =
+    each line after promotions, `cash` = after points burned too (the default earning base)."""
     entries: list[PointsEntry] = []
     program = facts.customer.program_id
     if not facts.customer.anonymous:
         rules = [r for r in catalog.earning_rules if not program or r.program_id == program]
-        entries = base_points(rules, facts, paid, settings)
+        entries = base_points(rules, facts, paid, settings, cash)
     base_by_line: dict[str, int] = {}
     for entry in entries:
         if entry.source == evpb.EARNING_SOURCE_BASE:

@@ -79,6 +79,8 @@ class CustomerContext:
     # Typed profile attributes: str, int, float, bool or date.
     attributes: dict[str, Any] = field(default_factory=dict)
     locale: str = ""
+    # Points the customer holds (what burning may spend).
+    points_balance: int = 0
 
     @property
     def anonymous(self) -> bool:
@@ -201,6 +203,8 @@ class Evaluation:
     candidates: tuple[Candidate, ...]
     codes: tuple[CodeOutcome, ...]
     now: datetime
+    # Points used as payment (burn.Burn), None when none were asked for or possible.
+    burn: Any = None
 
     @property
     def payable(self) -> int:

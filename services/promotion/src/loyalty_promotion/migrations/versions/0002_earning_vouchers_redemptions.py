@@ -239,6 +239,9 @@ def upgrade() -> None:
     op.create_index(
         "redemptions_newest", "redemptions", ["tenant_id", "created_at", "redemption_id"], schema=SCHEMA
     )
+    op.create_index(
+        "redemptions_by_campaign", "redemptions", ["tenant_id", "campaign_id", "created_at"], schema=SCHEMA
+    )
     op.create_table(
         "reversals",
         sa.Column("tenant_id", sa.String(64), nullable=False),
