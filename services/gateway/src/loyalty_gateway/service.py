@@ -1,25 +1,73 @@
-"""The gateway service as the runtime runs it. An API without a servicer answers UNIMPLEMENTED."""
+"""The gateway as the runtime runs it: settings, its three public APIs, its schema and migrations, its
+events, and its own authenticator (API keys and admin tokens instead of the internal token)."""
 
+from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from loyalty.gateway.v1 import admin_service_pb2, checkout_service_pb2, customer_service_pb2
+from loyalty_gateway.admin import LoginThrottle
+from loyalty_gateway.admin_servicer import AdminServicer
+from loyalty_gateway.auth import Authenticator
+from loyalty_gateway.repository import SCHEMA
 from loyalty_runtime.catalogue import PORTS
-from loyalty_runtime.server import Api, ServiceDefinition
+from loyalty_runtime.server import Api, Resources, ServiceDefinition
 from loyalty_runtime.settings import ServiceSettings
 
 
+def _target(service: str) -> str:
+    return f"dns:///loyalty-{service}-headless:{PORTS[service].grpc_port}"
+
+
 class GatewaySettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_")
+    model_config = SettingsConfigDict(env_prefix=PORTS["gateway"].env_prefix)
+
     grpc_port: int = PORTS["gateway"].grpc_port
     metrics_port: int = PORTS["gateway"].metrics_port
+    http_port: int = PORTS["gateway"].http_port or 0
+    profile_target: str = _target("profile")
+    segmentation_target: str = _target("segmentation")
+    promotion_target: str = _target("promotion")
+    ledger_target: str = _target("ledger")
+    fraud_target: str = _target("fraud")
+    # Verified API keys are remembered this long per replica (a revocation elsewhere takes this long).
+    key_cache_seconds: float = 5.0
+    key_cache_size: int = 10_000
+    # Token bucket per API key; 0 turns rate limiting off.
+    rate_limit_per_second: float = 50.0
+    rate_limit_burst: int = 100
+    # Admin tokens the gateway signs (HS256).
+    jwt_secret: SecretStr = SecretStr("dev-gateway-jwt-secret-change-me-0123456789abcdefghijklmnopqrstuvwxyz")
+    jwt_issuer: str = "loyalty-gateway"
+    jwt_audience: str = "loyalty-admin"
+    jwt_lifetime_seconds: int = 3600
+    # Failed logins per username before further logins are refused for the window.
+    login_failure_limit: int = 5
+    login_window_seconds: float = 900.0
+
+
+def _auth(resources: Resources) -> Authenticator:
+    auth = getattr(resources, "gateway_auth", None)
+    if auth is None:
+        auth = Authenticator(resources.database, resources.redis, resources.settings)
+        resources.gateway_auth = auth
+    return auth
+
+
+def _admin(resources: Resources) -> AdminServicer:
+    s = resources.settings
+    throttle = LoginThrottle(resources.redis, s.login_failure_limit, s.login_window_seconds)
+    return AdminServicer(resources.units, _auth(resources), throttle)
 
 
 DEFINITION = ServiceDefinition(
     name="gateway",
     settings=GatewaySettings,
     apis=[
-        Api(admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"]),
+        Api(admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"], _admin),
         Api(checkout_service_pb2.DESCRIPTOR.services_by_name["CheckoutService"]),
         Api(customer_service_pb2.DESCRIPTOR.services_by_name["CustomerService"]),
     ],
+    schema=SCHEMA,
+    migrations="loyalty_gateway:migrations",
+    authenticator=lambda resources: _auth(resources).authenticate,
 )
