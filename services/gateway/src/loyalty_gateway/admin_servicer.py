@@ -120,7 +120,8 @@ def _new_key(request: api.CreateApiKeyRequest) -> admin.NewApiKey:
         display_name=key.display_name,
         scopes=tuple(sorted({SCOPES[s] for s in key.scopes})),
         terminal_id=key.terminal_id,
-        channel=key.channel or basket_pb2.CHANNEL_STORE,
+        # A till's key sells in its store; a key without a terminal serves a web or app backend.
+        channel=key.channel or (basket_pb2.CHANNEL_STORE if key.terminal_id else basket_pb2.CHANNEL_WEB),
         expire_at=moment(key, "expire_time"),
     )
 

@@ -8,7 +8,13 @@ from loyalty.gateway.v1 import admin_service_pb2, checkout_service_pb2, customer
 from loyalty_gateway.admin import LoginThrottle
 from loyalty_gateway.admin_servicer import AdminServicer
 from loyalty_gateway.auth import Authenticator
+from loyalty_gateway.checkout import Checkouts
+from loyalty_gateway.checkout_servicer import CheckoutServicer, CustomerServicer
+from loyalty_gateway.codes import CodeGuard
+from loyalty_gateway.customers import Customers
+from loyalty_gateway.downstream import connect
 from loyalty_gateway.repository import SCHEMA
+from loyalty_gateway.tenants import Tenants
 from loyalty_runtime.catalogue import PORTS
 from loyalty_runtime.server import Api, Resources, ServiceDefinition
 from loyalty_runtime.settings import ServiceSettings
@@ -43,6 +49,19 @@ class GatewaySettings(ServiceSettings):
     # Failed logins per username before further logins are refused for the window.
     login_failure_limit: int = 5
     login_window_seconds: float = 900.0
+    # Customer context cache (customers.py): the staleness bound for changes made elsewhere.
+    context_ttl_seconds: float = 30.0
+    context_cache_size: int = 50_000
+    tenant_cache_seconds: float = 30.0
+    # A replica holds a checkout's saga this long per call; one that dies frees it after this.
+    saga_lease_seconds: float = 10.0
+    # Earned points withheld by a fraud REVIEW become available after this many days.
+    review_hold_days: int = 14
+    # Unknown codes per key, terminal or customer before codes are locked out for the window.
+    invalid_code_limit: int = 10
+    invalid_code_window_seconds: float = 900.0
+    # Keys the HMAC of card, device and IP signals before they go to fraud.
+    signal_hash_secret: SecretStr = SecretStr("dev-gateway-signal-secret")
 
 
 def _auth(resources: Resources) -> Authenticator:
@@ -51,6 +70,23 @@ def _auth(resources: Resources) -> Authenticator:
         auth = Authenticator(resources.database, resources.redis, resources.settings)
         resources.gateway_auth = auth
     return auth
+
+
+def _checkouts(resources: Resources) -> Checkouts:
+    checkouts = getattr(resources, "gateway_checkouts", None)
+    if checkouts is None:
+        s = resources.settings
+        downstream = connect(s, resources.tracer_provider)
+        checkouts = Checkouts(
+            resources.units,
+            downstream,
+            Customers(downstream, ttl=s.context_ttl_seconds, size=s.context_cache_size),
+            Tenants(resources.units, s.tenant_cache_seconds),
+            CodeGuard(resources.redis, limit=s.invalid_code_limit, window=s.invalid_code_window_seconds),
+            s,
+        )
+        resources.gateway_checkouts = checkouts
+    return checkouts
 
 
 def _admin(resources: Resources) -> AdminServicer:
@@ -64,8 +100,14 @@ DEFINITION = ServiceDefinition(
     settings=GatewaySettings,
     apis=[
         Api(admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"], _admin),
-        Api(checkout_service_pb2.DESCRIPTOR.services_by_name["CheckoutService"]),
-        Api(customer_service_pb2.DESCRIPTOR.services_by_name["CustomerService"]),
+        Api(
+            checkout_service_pb2.DESCRIPTOR.services_by_name["CheckoutService"],
+            lambda r: CheckoutServicer(_checkouts(r), _auth(r)),
+        ),
+        Api(
+            customer_service_pb2.DESCRIPTOR.services_by_name["CustomerService"],
+            lambda r: CustomerServicer(_checkouts(r), _auth(r)),
+        ),
     ],
     schema=SCHEMA,
     migrations="loyalty_gateway:migrations",
