@@ -302,3 +302,66 @@ async def test_checkout_needs_the_checkout_scope(shop, tenant):
         shop.checkout.PreviewCheckout(api.PreviewCheckoutRequest(basket=basket()), metadata=bearer("lk_nope"))
     )
     assert failure.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_partial_returns_refund_in_proportion_and_never_twice(shop, tenant):
+    checkout_id = uuid.uuid4().hex
+    sale = basket(("milk", 3, 100), ("bread", 1, 320))
+    await shop.checkout.CommitCheckout(commit_request(checkout_id, basket=sale), metadata=tenant.till_auth)
+
+    def returning(return_id: str, **fields):
+        return api.ReturnItemsRequest(checkout_id=checkout_id, return_id=return_id, **fields)
+
+    first = await shop.checkout.ReturnItems(
+        returning("r1", lines=[{"line_id": "l0", "quantity": 1}]), metadata=tenant.till_auth
+    )
+    assert first.checkout_return.refund_amount.amount_minor == 100
+    replay = await shop.checkout.ReturnItems(
+        returning("r1", lines=[{"line_id": "l0", "quantity": 1}]), metadata=tenant.till_auth
+    )
+    assert replay.checkout_return == first.checkout_return
+    reused = await rpc_failure(
+        shop.checkout.ReturnItems(
+            returning("r1", lines=[{"line_id": "l1", "quantity": 1}]), metadata=tenant.till_auth
+        )
+    )
+    assert (reused.code, reused.reason) == (grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
+    too_many = await rpc_failure(
+        shop.checkout.ReturnItems(
+            returning("r2", lines=[{"line_id": "l0", "quantity": 3}]), metadata=tenant.till_auth
+        )
+    )
+    assert (too_many.code, too_many.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "RETURN_EXCEEDS_LINE")
+    rest = await shop.checkout.ReturnItems(returning("r3", full_return=True), metadata=tenant.till_auth)
+    assert rest.checkout_return.refund_amount.amount_minor == 200 + 320
+    assert [r.return_id for r in rest.checkout.returns] == ["r1", "r3"]
+    nothing = await rpc_failure(
+        shop.checkout.ReturnItems(returning("r4", full_return=True), metadata=tenant.till_auth)
+    )
+    assert nothing.reason == "RETURN_EXCEEDS_LINE"
+    unknown = await rpc_failure(
+        shop.checkout.ReturnItems(
+            api.ReturnItemsRequest(checkout_id="nope", return_id="r"), metadata=tenant.till_auth
+        )
+    )
+    assert unknown.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_concurrent_returns_of_the_same_units_give_back_once(shop, tenant):
+    checkout_id = uuid.uuid4().hex
+    await shop.checkout.CommitCheckout(
+        commit_request(checkout_id, basket=basket(("milk", 1, 100))), metadata=tenant.till_auth
+    )
+    calls = [
+        shop.checkout.ReturnItems(
+            api.ReturnItemsRequest(checkout_id=checkout_id, return_id=f"r{n}", full_return=True),
+            metadata=tenant.till_auth,
+        )
+        for n in range(4)
+    ]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    refunds = [
+        o.checkout_return.refund_amount.amount_minor for o in outcomes if not isinstance(o, BaseException)
+    ]
+    assert refunds == [100]
+    assert all(o.code() == grpc.StatusCode.INVALID_ARGUMENT for o in outcomes if isinstance(o, BaseException))

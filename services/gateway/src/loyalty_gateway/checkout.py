@@ -614,9 +614,16 @@ class Checkouts:
     async def get(self, checkout_id: str) -> pb.Checkout:
         async with self.units.read() as uow:
             row = await repository.checkout(uow.connection, uow.tenant, checkout_id)
+            returns = await repository.returns_of(uow.connection, uow.tenant, checkout_id) if row else []
         if row is None:
             raise NotFound(Reason.CHECKOUT_NOT_FOUND, "no such checkout", field="checkout_id")
-        return await self._answer(row)
+        done = [pb.CheckoutReturn.FromString(r["answer"]) for r in returns if r["answer"]]
+        pending = [
+            pb.CheckoutReturn(return_id=r["return_id"], state=pb.RETURN_STATE_PROCESSING)
+            for r in returns
+            if not r["answer"]
+        ]
+        return encode_checkout(row, done + pending)
 
     async def _answer(self, row) -> pb.Checkout:
         failure = row["steps"].get("failure")

@@ -13,6 +13,7 @@ from loyalty.profile.v1 import profile_pb2, profile_service_pb2 as profile_api
 from loyalty_gateway.auth import Authenticator, require
 from loyalty_gateway.checkout import Checkouts
 from loyalty_gateway.downstream import DownstreamError, call
+from loyalty_gateway.returns import Returns
 from loyalty_runtime.errors import InvalidArgument, PermissionDenied, Reason
 from loyalty_runtime.protobuf import timestamp
 from loyalty_runtime.uow import require_key
@@ -38,6 +39,7 @@ def rpc(method):
 class CheckoutServicer:
     def __init__(self, checkouts: Checkouts, auth: Authenticator) -> None:
         self.checkouts = checkouts
+        self.returns = Returns(checkouts.units, checkouts.downstream)
         self.auth = auth
 
     @rpc
@@ -59,6 +61,14 @@ class CheckoutServicer:
     @rpc
     async def GetCheckout(self, caller, request):
         return api.GetCheckoutResponse(checkout=await self.checkouts.get(request.checkout_id))
+
+    @rpc
+    async def ReturnItems(self, caller, request):
+        checkout_row, return_row = await self.returns.record(request)
+        returned = await self.returns.finish(checkout_row, return_row)
+        return api.ReturnItemsResponse(
+            checkout_return=returned, checkout=await self.checkouts.get(request.checkout_id)
+        )
 
 
 CONSENT_CHANNELS = {

@@ -335,3 +335,12 @@ async def complete_return(connection, tenant: str, checkout_id: str, return_id: 
         return_id,
         answer,
     )
+
+
+async def lock_checkout(connection, tenant: str, checkout_id: str):
+    """The checkout row, locked until COMMIT: returns against one checkout take turns."""
+    return await connection.fetchrow(
+        f"SELECT * FROM {SCHEMA}.checkouts WHERE tenant_id = $1 AND checkout_id = $2 FOR UPDATE",
+        tenant,
+        checkout_id,
+    )
