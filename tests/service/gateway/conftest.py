@@ -17,7 +17,13 @@ PASSWORD = "correct horse battery staple"
 @pytest.fixture(scope="session")
 async def gateway_settings(database_url, redis_url):
     return await migrated_settings(
-        DEFINITION, database_url, redis_url, rate_limit_per_second=1000.0, rate_limit_burst=1000
+        DEFINITION,
+        database_url,
+        redis_url,
+        rate_limit_per_second=1000.0,
+        rate_limit_burst=1000,
+        http_host="127.0.0.1",
+        http_port=0,
     )
 
 

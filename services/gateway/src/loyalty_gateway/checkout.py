@@ -247,7 +247,7 @@ class Checkouts:
             )
         finally:
             await self._save(saga, release=True)
-        return await self._answer(saga.row | self._columns(saga))
+        return await self._answer(await self._reread(saga.checkout_id))
 
     async def _open(self, caller: KeyCaller, sale, request):
         purchase_at = (
@@ -290,6 +290,11 @@ class Checkouts:
                 row = await repository.checkout(uow.connection, uow.tenant, checkout_id)
                 if row["lease_owner"] is None or row["lease_until"] < uow.now:
                     return row
+
+    async def _reread(self, checkout_id: str):
+        """The row as stored, so the first answer and every replay are the same bytes."""
+        async with self.units.read() as uow:
+            return await repository.checkout(uow.connection, uow.tenant, checkout_id)
 
     def _columns(self, saga: Saga) -> dict:
         return {c: getattr(saga, c) for c in repository.SAGA_COLUMNS}
@@ -609,7 +614,7 @@ class Checkouts:
             await self._compensate(saga, "cancelled")
         finally:
             await self._save(saga, release=True)
-        return await self._answer(saga.row | self._columns(saga))
+        return await self._answer(await self._reread(saga.checkout_id))
 
     async def get(self, checkout_id: str) -> pb.Checkout:
         async with self.units.read() as uow:

@@ -5,6 +5,7 @@ from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from loyalty.gateway.v1 import admin_service_pb2, checkout_service_pb2, customer_service_pb2
+from loyalty_gateway import jsonhttp
 from loyalty_gateway.admin import LoginThrottle
 from loyalty_gateway.admin_servicer import AdminServicer
 from loyalty_gateway.auth import Authenticator
@@ -29,6 +30,8 @@ class GatewaySettings(ServiceSettings):
 
     grpc_port: int = PORTS["gateway"].grpc_port
     metrics_port: int = PORTS["gateway"].metrics_port
+    # JSON over HTTP (jsonhttp.py); 0 picks a free port.
+    http_host: str = "0.0.0.0"
     http_port: int = PORTS["gateway"].http_port or 0
     profile_target: str = _target("profile")
     segmentation_target: str = _target("segmentation")
@@ -112,4 +115,5 @@ DEFINITION = ServiceDefinition(
     schema=SCHEMA,
     migrations="loyalty_gateway:migrations",
     authenticator=lambda resources: _auth(resources).authenticate,
+    background=[jsonhttp.serve],
 )
