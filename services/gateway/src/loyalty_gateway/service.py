@@ -30,6 +30,8 @@ class GatewaySettings(ServiceSettings):
 
     grpc_port: int = PORTS["gateway"].grpc_port
     metrics_port: int = PORTS["gateway"].metrics_port
+    # The front door sheds load above this (RESOURCE_EXHAUSTED); tills at 128 concurrent calls fit.
+    max_concurrent_calls: int = 256
     # JSON over HTTP (jsonhttp.py); 0 picks a free port.
     http_host: str = "0.0.0.0"
     http_port: int = PORTS["gateway"].http_port or 0
