@@ -1,8 +1,8 @@
 """`loyalty-gateway serve|migrate` (the runtime's), plus the gateway's own commands:
 
-    loyalty-gateway create-admin --tenant T --username U   the tenant's first admin user
-                                                           (password from GATEWAY_ADMIN_PASSWORD)
-    loyalty-gateway verify-audit --tenant T                recompute the audit log's hash chain
+loyalty-gateway create-admin --tenant T --username U   the tenant's first admin user
+                                                       (password from GATEWAY_ADMIN_PASSWORD)
+loyalty-gateway verify-audit --tenant T                recompute the audit log's hash chain
 """
 
 import asyncio

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from google.protobuf.duration_pb2 import Duration
 
 from loyalty.fraud.v1 import assessment_pb2, fraud_service_pb2 as fraud_api
-from loyalty.gateway.v1 import checkout_pb2 as pb, checkout_service_pb2 as api
+from loyalty.gateway.v1 import checkout_pb2 as pb, checkout_service_pb2 as api, events_pb2
 from loyalty.ledger.v1 import ledger_pb2, ledger_service_pb2 as ledger_api
 from loyalty.promotion.v1 import evaluation_pb2, promotion_service_pb2 as promotion_api
 from loyalty_gateway import repository
@@ -299,13 +299,16 @@ class Checkouts:
     def _columns(self, saga: Saga) -> dict:
         return {c: getattr(saga, c) for c in repository.SAGA_COLUMNS}
 
-    async def _save(self, saga: Saga, *, release: bool = False) -> None:
-        async with self.units.read() as uow:
+    async def _save(self, saga: Saga, *, release: bool = False, event=None) -> None:
+        """Store the saga's progress; with `event`, in one transaction with it (the outbox)."""
+        async with self.units.change() if event is not None else self.units.read() as uow:
             values = self._columns(saga) | {"updated_at": uow.now}
             if not await repository.save_checkout(
                 uow.connection, uow.tenant, saga.checkout_id, saga.owner, values, release=release
             ):
                 raise Aborted(Reason.CONCURRENT_MODIFICATION, "the checkout was taken over; retry")
+            if event is not None:
+                uow.record(event, key=saga.customer_id or saga.checkout_id)
 
     async def _advance(self, saga: Saga, sale, settings, *, commit: bool, expected) -> None:
         if saga.steps.get("failure"):
@@ -511,7 +514,25 @@ class Checkouts:
         saga.result = receipt.SerializeToString()
         saga.state = "committed"
         saga.committed_at = self.units.clock()
+        await self._save(saga, event=self._purchase(saga, sale, result))
         self.customers.forget(current_call().tenant_id, saga.customer_id)
+
+    def _purchase(self, saga: Saga, sale, result) -> events_pb2.PurchaseCommitted:
+        return events_pb2.PurchaseCommitted(
+            checkout_id=saga.checkout_id,
+            customer_id=saga.customer_id,
+            store_id=sale.basket.store_id,
+            terminal_id=saga.row["terminal_id"],
+            net_total=result.total_payable,
+            basket=sale.basket,
+            program_id=result.points_earning.program_id or result.points_burn.program_id,
+            points_earned=result.points_earning.total_points,
+            points_burned=result.points_burn.applied_points,
+            codes=[c.code for c in result.codes if c.accepted],
+            rewards_withheld=saga.rewards_withheld,
+            purchase_time=timestamp(saga.row["purchase_at"]),
+            receipt_number=saga.row["receipt_number"],
+        )
 
     async def _commit_redemptions(self, saga: Saga, reserved: bool):
         if not reserved:

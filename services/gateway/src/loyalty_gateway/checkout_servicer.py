@@ -10,12 +10,13 @@ from loyalty.gateway.v1 import (
 )
 from loyalty.ledger.v1 import ledger_service_pb2 as ledger_api
 from loyalty.profile.v1 import profile_pb2, profile_service_pb2 as profile_api
+from loyalty_gateway import activities
 from loyalty_gateway.auth import Authenticator, require
 from loyalty_gateway.checkout import Checkouts
 from loyalty_gateway.downstream import DownstreamError, call
 from loyalty_gateway.returns import Returns
-from loyalty_runtime.errors import InvalidArgument, PermissionDenied, Reason
-from loyalty_runtime.protobuf import timestamp
+from loyalty_runtime.errors import InvalidArgument, NotFound, PermissionDenied, Reason
+from loyalty_runtime.protobuf import moment, timestamp
 from loyalty_runtime.uow import require_key
 
 
@@ -155,6 +156,42 @@ class CustomerServicer:
         context = await self.customers.context(caller.tenant_id, customer_id, program)
         # Referral codes are accepted by promotion's referral programme, not built yet: reported honestly.
         return customer_api.EnrolCustomerResponse(customer=summary(context), referral_accepted=False)
+
+    @rpc
+    async def RecordEvent(self, caller, request):
+        require_key(request.idempotency_key)
+        activity = activities.Activity(
+            customer_id=await self._existing_customer(caller, request.customer),
+            event_type=activities.check_event_type(request.event_type),
+            occur_time=moment(request, "occur_time"),
+            properties=dict(request.properties),
+        )
+        fresh: list[str] = []
+
+        async def record(uow, command):
+            fresh.append(await activities.record_activity(uow, command))
+            return fresh[-1]
+
+        response = await self.checkouts.units.idempotent(
+            request, record, activity, lambda event_id: customer_api.RecordEventResponse(event_id=event_id)
+        )
+        # A replay answers the first event's id; this call's own attempt was rolled back.
+        response.duplicate = not fresh or fresh[-1] != response.event_id
+        return response
+
+    async def _existing_customer(self, caller, lookup) -> str:
+        customer_id = await self.customers.resolve(caller.tenant_id, lookup)
+        try:
+            await call(
+                "profile",
+                self.downstream.profile.GetCustomer,
+                profile_api.GetCustomerRequest(customer_id=customer_id),
+            )
+        except DownstreamError as failure:
+            if failure.transient:
+                raise
+            raise NotFound(Reason.CUSTOMER_NOT_FOUND, "no such customer", field="customer") from None
+        return customer_id
 
 
 def summary(context) -> gw.CustomerSummary:

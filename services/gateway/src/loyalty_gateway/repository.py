@@ -326,10 +326,12 @@ async def open_return(connection, tenant: str, checkout_id: str, return_id: str,
     )
 
 
-async def complete_return(connection, tenant: str, checkout_id: str, return_id: str, answer: bytes):
-    await connection.execute(
+async def complete_return(connection, tenant: str, checkout_id: str, return_id: str, answer: bytes) -> bool:
+    """False when a concurrent retry completed it first."""
+    return await connection.fetchval(
         f"""UPDATE {SCHEMA}.checkout_returns SET state = 'completed', answer = $4
-            WHERE tenant_id = $1 AND checkout_id = $2 AND return_id = $3""",
+            WHERE tenant_id = $1 AND checkout_id = $2 AND return_id = $3 AND state = 'processing'
+            RETURNING true""",
         tenant,
         checkout_id,
         return_id,

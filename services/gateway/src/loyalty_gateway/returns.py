@@ -8,7 +8,7 @@ same; the same return id with other lines is refused."""
 
 import hashlib
 
-from loyalty.gateway.v1 import checkout_pb2 as pb, checkout_service_pb2 as api
+from loyalty.gateway.v1 import checkout_pb2 as pb, checkout_service_pb2 as api, events_pb2
 from loyalty.ledger.v1 import ledger_pb2, ledger_service_pb2 as ledger_api
 from loyalty.promotion.v1 import promotion_service_pb2 as promotion_api, redemption_pb2
 from loyalty_gateway import repository
@@ -141,14 +141,25 @@ class Returns:
             # Promotion names the vouchers given back by id.
             reinstated = list(reversed_.reversal.reinstated_voucher_ids)
         answer = self._answer(checkout_row, return_row, wanted, before, units, points, reinstated)
-        async with self.units.read() as uow:
-            await repository.complete_return(
+        async with self.units.change() as uow:
+            completed = await repository.complete_return(
                 uow.connection,
                 uow.tenant,
                 checkout_row["checkout_id"],
                 return_row["return_id"],
                 answer.SerializeToString(),
             )
+            if completed:  # not already by a concurrent retry: publish once
+                event = events_pb2.CheckoutReturned(
+                    checkout_id=checkout_row["checkout_id"],
+                    return_id=return_row["return_id"],
+                    customer_id=checkout_row["customer_id"],
+                    refunded_total=answer.refund_amount,
+                    points_reversed=answer.points_reversed,
+                    points_refunded=answer.points_refunded,
+                    return_time=timestamp(uow.now),
+                )
+                uow.record(event, key=checkout_row["customer_id"] or checkout_row["checkout_id"])
         return answer
 
     def _answer(

@@ -116,6 +116,7 @@ DEFINITION = ServiceDefinition(
     ],
     schema=SCHEMA,
     migrations="loyalty_gateway:migrations",
+    events="gateway.events",
     authenticator=lambda resources: _auth(resources).authenticate,
     background=[jsonhttp.serve],
 )
