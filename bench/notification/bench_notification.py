@@ -173,6 +173,8 @@ async def main() -> None:
                 "WEBHOOK_ALLOW_LOOPBACK": "true",
                 "RATE_LIMITS": json.dumps({"webhook": 0}),
                 "DATABASE_POOL_SIZE": "10",
+                # Several replicas on one machine; the links' HTTP port is not measured here.
+                "HTTP_ENABLED": "false",
             }
             api_server = service_process(
                 "notification",

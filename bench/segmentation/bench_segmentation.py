@@ -1,5 +1,7 @@
-"""Segmentation: bulk recompute of a rule segment over N synthetic customers (one statement: match,
-membership, outbox events), the time until the relay has drained those events to Redis, metrics
+"""Segmentation: bulk recompute of a rule segment over N synthetic customers (in the background: a
+chain of slice jobs, one statement each for match, membership and outbox events; timed from the
+call until the segment is READY), the time until the relay has drained those events to Redis, the
+RFM scores of every customer (one statement), metrics
 update throughput (RecordPurchase: a purchase plus incremental membership of every live rule
 segment), and ListCustomerSegments server CPU per call with a warm cache next to a bare grpc.aio
 echo. A benchmark, never a timed test.
@@ -98,6 +100,16 @@ async def outbox_drained(dsn: str, limit: float) -> str:
     return f"{time.perf_counter() - started:.1f}s"
 
 
+async def until_ready(stub, segment_id: str) -> pb.Segment:
+    while True:
+        segment = (
+            await stub.GetSegment(api.GetSegmentRequest(segment_id=segment_id), metadata=METADATA, timeout=10)
+        ).segment
+        if segment.membership_status == pb.MEMBERSHIP_STATUS_READY:
+            return segment
+        await asyncio.sleep(0.1)
+
+
 async def recompute_rows(stub, dsn: str, sizes: list[int], drain_limit: float) -> None:
     print(
         f"{'customers':>10}{'create s':>10}{'members':>10}{'drained':>22}{'change s':>10}{'members':>10}{'drained':>22}"
@@ -115,8 +127,9 @@ async def recompute_rows(stub, dsn: str, sizes: list[int], drain_limit: float) -
                 ),
             ),
             metadata=METADATA,
-            timeout=600,
+            timeout=60,
         )
+        created = await until_ready(stub, created.segment.segment_id)
         create_seconds = time.perf_counter() - started
         drain_create = await outbox_drained(dsn, drain_limit)
         # A rule change: many enter, many leave, in the same one statement.
@@ -124,18 +137,24 @@ async def recompute_rows(stub, dsn: str, sizes: list[int], drain_limit: float) -
         changed = await stub.UpdateSegment(
             api.UpdateSegmentRequest(
                 idempotency_key=uuid.uuid4().hex,
-                segment=pb.Segment(segment_id=created.segment.segment_id, rule=spend_over(8000)),
+                segment=pb.Segment(segment_id=created.segment_id, rule=spend_over(8000)),
                 update_mask=field_mask_pb2.FieldMask(paths=["rule"]),
             ),
             metadata=METADATA,
-            timeout=600,
+            timeout=60,
         )
+        changed = await until_ready(stub, changed.segment.segment_id)
         change_seconds = time.perf_counter() - started
         drain_change = await outbox_drained(dsn, drain_limit)
         print(
-            f"{size:>10}{create_seconds:>10.2f}{created.segment.member_count:>10}{drain_create:>22}"
-            f"{change_seconds:>10.2f}{changed.segment.member_count:>10}{drain_change:>22}"
+            f"{size:>10}{create_seconds:>10.2f}{created.member_count:>10}{drain_create:>22}"
+            f"{change_seconds:>10.2f}{changed.member_count:>10}{drain_change:>22}"
         )
+        started = time.perf_counter()
+        scored = await stub.RecomputeRfmScores(
+            api.RecomputeRfmScoresRequest(idempotency_key=uuid.uuid4().hex), metadata=METADATA, timeout=120
+        )
+        print(f"{'':>10}RFM scores of {scored.scored_count} customers: {time.perf_counter() - started:.2f}s")
 
 
 async def record_rate(stub, records: int, concurrency: int) -> float:

@@ -93,3 +93,42 @@ class Client:
 
     async def earn(self, points: int, **fields) -> apb.Assessment:
         return (await self.AssessEarn(earn(points, **fields))).assessment
+
+
+def pattern(kind: int, *, max_value: int, days: float = 0, min_value: int = 0, **fields) -> rpb.Rule:
+    fields.setdefault("action", apb.DECISION_REVIEW)
+    return rpb.Rule(
+        display_name="pattern",
+        pattern=rpb.PatternRule(
+            kind=kind, window=Duration(seconds=int(days * 86_400)), max_value=max_value, min_value=min_value
+        ),
+        **fields,
+    )
+
+
+def returning(checkout_id: str, refund: int, *, customer: str = "c1", **fields):
+    return api.AssessReturnRequest(
+        idempotency_key=fields.pop("idempotency_key", key()),
+        customer_id=customer,
+        checkout_id=checkout_id,
+        refund=eur(refund),
+        **fields,
+    )
+
+
+def referral(referrer_id: str, referee_id: str, **fields):
+    return api.AssessReferralRequest(
+        idempotency_key=fields.pop("idempotency_key", key()),
+        referrer_customer_id=referrer_id,
+        referee_customer_id=referee_id,
+        points=fields.pop("points", 500),
+        **fields,
+    )
+
+
+async def returned(client: Client, checkout_id: str, refund: int, **fields) -> apb.Assessment:
+    return (await client.AssessReturn(returning(checkout_id, refund, **fields))).assessment
+
+
+async def referred(client: Client, referrer_id: str, referee_id: str, **fields) -> apb.Assessment:
+    return (await client.AssessReferral(referral(referrer_id, referee_id, **fields))).assessment

@@ -195,13 +195,70 @@ async def test_a_cancelled_reservation_stays_cancelled(shop, tenant):
     assert again.checkout.state == pb.CHECKOUT_STATE_CANCELLED
 
 
-async def test_a_code_makes_the_saga_answer_promotions_unimplemented_redemptions_honestly(shop, tenant):
+async def voucher(services, tenant, code: str, uses: int) -> None:
+    from loyalty.promotion.v1 import promotion_service_pb2_grpc
+    from tests.service.promotion.helpers import Client, Codes
+
+    stub = promotion_service_pb2_grpc.PromotionServiceStub(services["promotion"].channel)
+    codes = Codes(Client(services["promotion"], tenant.tenant_id, stub))
+    campaign = await codes.voucher_campaign()
+    await codes.voucher(campaign.campaign_id, code, max_redemptions=uses)
+
+
+async def test_a_code_is_reserved_committed_and_given_back_by_cancel_and_return(shop, services, tenant):
+    await voucher(services, tenant, "SPRING10", uses=1)
+    held = uuid.uuid4().hex
+    reserved = await shop.checkout.ReserveCheckout(
+        api.ReserveCheckoutRequest(checkout_id=held, basket=basket(), codes=["SPRING10"]),
+        metadata=tenant.till_auth,
+    )
+    assert reserved.checkout.result.codes[0].accepted
+    rival = await shop.checkout.CommitCheckout(
+        commit_request(uuid.uuid4().hex, codes=["SPRING10"]), metadata=tenant.till_auth
+    )
+    assert [(c.accepted, c.reason) for c in rival.checkout.result.codes] == [
+        (False, 301)
+    ]  # VOUCHER_EXHAUSTED
+    assert rival.checkout.result.total_payable.amount_minor == 620
+    await shop.checkout.CancelCheckout(api.CancelCheckoutRequest(checkout_id=held), metadata=tenant.till_auth)
+
+    sold = uuid.uuid4().hex
+    committed = await shop.checkout.CommitCheckout(
+        commit_request(sold, codes=["SPRING10"]), metadata=tenant.till_auth
+    )
+    result = committed.checkout.result
+    assert committed.checkout.state == pb.CHECKOUT_STATE_COMMITTED and result.codes[0].accepted
+    assert result.total_discount.amount_minor == 62 and result.total_payable.amount_minor == 558
+    assert sum(line.discount_total.amount_minor for line in result.lines) == 62
+    steps = {s.name: s.state for s in committed.checkout.steps}
+    assert steps[STEP.SAGA_STEP_NAME_COMMIT_REDEMPTIONS] == STEP_STATE.SAGA_STEP_STATE_SUCCEEDED
+
+    returned = await shop.checkout.ReturnItems(
+        api.ReturnItemsRequest(checkout_id=sold, return_id="r1", full_return=True), metadata=tenant.till_auth
+    )
+    assert returned.checkout_return.refund_amount.amount_minor == 558
+    assert len(returned.checkout_return.reinstated_codes) == 1
+    again = await shop.checkout.CommitCheckout(
+        commit_request(uuid.uuid4().hex, codes=["SPRING10"]), metadata=tenant.till_auth
+    )
+    assert again.checkout.result.codes[0].accepted
+
+
+async def test_a_changed_total_is_refused_and_compensated(shop, services, tenant):
+    await voucher(services, tenant, "ONCE", uses=1)
     checkout_id = uuid.uuid4().hex
-    request = commit_request(checkout_id, codes=["SUMMER"])
+    request = commit_request(
+        checkout_id, codes=["ONCE"], expected_total_payable={"currency_code": "EUR", "amount_minor": 600}
+    )
     failure = await rpc_failure(shop.checkout.CommitCheckout(request, metadata=tenant.till_auth))
-    assert failure.code == grpc.StatusCode.UNIMPLEMENTED
-    fetched = await rpc_failure(shop.checkout.CommitCheckout(request, metadata=tenant.till_auth))
-    assert fetched.code == grpc.StatusCode.UNIMPLEMENTED
+    assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "CONDITIONS_NOT_MET")
+    replay = await rpc_failure(shop.checkout.CommitCheckout(request, metadata=tenant.till_auth))
+    assert replay.reason == "CONDITIONS_NOT_MET"
+    # The code's one use was rolled back, so another checkout gets it.
+    other = await shop.checkout.CommitCheckout(
+        commit_request(uuid.uuid4().hex, codes=["ONCE"]), metadata=tenant.till_auth
+    )
+    assert other.checkout.result.codes[0].accepted
 
 
 async def test_a_downstream_down_mid_commit_leaves_work_a_retry_finishes(shop_settings, services, tenant):

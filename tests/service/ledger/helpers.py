@@ -1,8 +1,10 @@
 """What the ledger's service tests share: a tenant's client and the journal's invariants in SQL."""
 
+import asyncio
 import uuid
 
 import asyncpg
+from redis.asyncio import Redis
 
 from loyalty.ledger.v1 import ledger_pb2 as pb, ledger_service_pb2 as api
 from loyalty_runtime.db import asyncpg_dsn
@@ -106,3 +108,24 @@ async def journal_checks(database_url: str) -> None:
         held,
         over_reversed,
     )
+
+
+async def events_of(
+    redis_url: str, tenant: str, count: int, event_type: str | None = None
+) -> list[tuple[str, bytes]]:
+    """The tenant's events on ledger.events (of `event_type`, if given), once `count` of them are
+    there (the relay publishes in batches)."""
+    redis = Redis.from_url(redis_url)
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                found = [
+                    (fields[b"type"].decode(), fields[b"payload"])
+                    for _, fields in await redis.xrange("ledger.events")
+                    if fields[b"tenant"].decode() == tenant and event_type in (None, fields[b"type"].decode())
+                ]
+                if len(found) >= count:
+                    return found
+                await asyncio.sleep(0.05)
+    finally:
+        await redis.aclose()

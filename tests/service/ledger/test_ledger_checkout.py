@@ -3,11 +3,10 @@
 import asyncio
 
 import grpc
-from redis.asyncio import Redis
 
 from loyalty.ledger.v1 import events_pb2, ledger_pb2 as pb, ledger_service_pb2 as api
 from tests.conftest import rpc_failure
-from tests.service.ledger.helpers import journal_checks, key
+from tests.service.ledger.helpers import events_of, journal_checks, key
 
 
 def lines(*specs) -> list[pb.CheckoutLine]:
@@ -33,25 +32,6 @@ def returning(checkout: str, *specs) -> api.ReturnCheckoutLinesRequest:
         lines=[pb.CheckoutLineReturn(line_id=line_id, quantity=quantity) for line_id, quantity in specs],
         idempotency_key=key(),
     )
-
-
-async def events_of(redis_url: str, tenant: str, count: int) -> list[tuple[str, bytes]]:
-    """The tenant's events on ledger.events, once `count` of them are there (the relay publishes
-    in batches)."""
-    redis = Redis.from_url(redis_url)
-    try:
-        async with asyncio.timeout(10):
-            while True:
-                found = [
-                    (fields[b"type"].decode(), fields[b"payload"])
-                    for _, fields in await redis.xrange("ledger.events")
-                    if fields[b"tenant"].decode() == tenant
-                ]
-                if len(found) >= count:
-                    return found
-                await asyncio.sleep(0.05)
-    finally:
-        await redis.aclose()
 
 
 async def test_settle_captures_the_burn_and_posts_the_earn_in_one_call(tenant, database_url, redis_url):

@@ -72,7 +72,7 @@ async def _at_head(database_url: str) -> None:
     assert await model_differences(database_url, SCHEMA, Base.metadata) == []
     connection = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
-        assert await connection.fetchval("SELECT version_num FROM ledger.alembic_version") == "0003"
+        assert await connection.fetchval("SELECT version_num FROM ledger.alembic_version") == "0004"
         protected = [row["relname"] for row in await connection.fetch(append_only.PROTECTED_TABLES, SCHEMA)]
         assert protected == sorted(APPEND_ONLY_TABLES)
     finally:

@@ -2,6 +2,7 @@
 session, real local HTTP and SMTP receivers, a fresh tenant per test, and helpers to enrol
 customers and wait for deliveries."""
 
+import socket
 import uuid
 from datetime import UTC, datetime
 
@@ -18,6 +19,14 @@ from tests.service.notification.helpers import Client
 from tests.service.notification.receivers import SmtpReceiver
 
 SECRET = "test-webhook-secret"
+UNSUBSCRIBE_SECRET = "test-unsubscribe-secret"
+TRACKING_SECRET = "test-tracking-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -53,14 +62,23 @@ async def notification_settings(database_url, redis_url, profile_service, smtp):
         webhook_signing_secret=SECRET,
         webhook_allow_loopback=True,
         smtp_port=smtp.port,
+        # Only the session's answering server serves the links; the other test servers do not.
+        http_enabled=False,
+        http_host="127.0.0.1",
+        http_port=free_port(),
         unsubscribe_url="https://loyalty.example/unsubscribe",
+        unsubscribe_secret=UNSUBSCRIBE_SECRET,
+        tracking_url="https://loyalty.example/open",
+        tracking_secret=TRACKING_SECRET,
     )
 
 
 @pytest.fixture(scope="session")
 async def notification(notification_settings):
-    async with running_service(DEFINITION, notification_settings) as service:
+    settings = notification_settings.model_copy(update={"http_enabled": True})
+    async with running_service(DEFINITION, settings) as service:
         service.stub = notification_service_pb2_grpc.NotificationServiceStub(service.channel)
+        service.links = f"http://127.0.0.1:{settings.http_port}"
         yield service
 
 

@@ -19,7 +19,12 @@ EMAIL, SMS, PUSH, WEBHOOK = (
 )
 TRANSACTIONAL, MARKETING = tpb.MESSAGE_PURPOSE_TRANSACTIONAL, tpb.MESSAGE_PURPOSE_MARKETING
 S = mpb  # statuses: S.MESSAGE_STATUS_SENT ...
-FINAL = {mpb.MESSAGE_STATUS_SENT, mpb.MESSAGE_STATUS_FAILED, mpb.MESSAGE_STATUS_SUPPRESSED}
+FINAL = {
+    mpb.MESSAGE_STATUS_SENT,
+    mpb.MESSAGE_STATUS_FAILED,
+    mpb.MESSAGE_STATUS_SUPPRESSED,
+    mpb.MESSAGE_STATUS_CANCELLED,
+}
 
 
 def key() -> str:
@@ -45,7 +50,14 @@ class Client:
         self.md = service.metadata(tenant_id)
 
     async def enrol(
-        self, *, email: str = "", phone: str = "", marketing=(), locale: str = "en", attributes=None
+        self,
+        *,
+        email: str = "",
+        phone: str = "",
+        marketing=(),
+        locale: str = "en",
+        time_zone: str = "",
+        attributes=None,
     ) -> str:
         identifiers = [
             customer_pb2.Identifier(type=customer_pb2.IDENTIFIER_TYPE_LOYALTY_CARD, value=key()[:16])
@@ -66,19 +78,13 @@ class Client:
                 identifiers=identifiers,
                 given_name="Ana",
                 locale=locale,
+                time_zone=time_zone,
                 consents=consents,
                 attributes=attributes or {},
             ),
             metadata=self.profile.metadata(self.tenant_id),
         )
         return answer.customer.customer_id
-
-    async def define_time_zone(self) -> None:
-        definition = profile_pb2.AttributeDefinition(name="time_zone", type=profile_pb2.ATTRIBUTE_TYPE_STRING)
-        await self.profile.stub.DefineAttribute(
-            profile_api.DefineAttributeRequest(idempotency_key=key(), definition=definition),
-            metadata=self.profile.metadata(self.tenant_id),
-        )
 
     async def template(
         self, template_key: str = "points", *, purpose=TRANSACTIONAL, variants=None, default_locale="en"
@@ -132,7 +138,8 @@ class Client:
         ).message
 
     async def settled(self, message_id: str, *, within: float = 60.0) -> mpb.Message:
-        """The message once it is sent, failed or suppressed (or as it stands at the timeout)."""
+        """The message once it is sent, failed, suppressed or cancelled (or as it stands at the
+        timeout)."""
         deadline = asyncio.get_running_loop().time() + within
         while True:
             found = await self.message(message_id)

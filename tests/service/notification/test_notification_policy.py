@@ -82,10 +82,7 @@ async def test_quiet_hours_defer_marketing_to_their_end_in_the_customers_zone(cl
     clocked.clock.now = datetime(2030, 6, 2, 10, 0, tzinfo=UTC)  # noon in Berlin
     assert (await client.send(customer, "offer", url=URL)).status == mpb.MESSAGE_STATUS_QUEUED
 
-    await client.define_time_zone()
-    tokyo = await client.enrol(
-        marketing=[MESSENGER], attributes={"time_zone": profile_pb2.AttributeValue(string_value="Asia/Tokyo")}
-    )
+    tokyo = await client.enrol(marketing=[MESSENGER], time_zone="Asia/Tokyo")
     clocked.clock.now = datetime(2030, 6, 2, 14, 0, tzinfo=UTC)  # 16:00 in Berlin, 23:00 in Tokyo
     in_tokyo = await client.send(tokyo, "offer", url=URL)
     assert in_tokyo.status == mpb.MESSAGE_STATUS_SCHEDULED

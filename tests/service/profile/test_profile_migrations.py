@@ -22,7 +22,7 @@ from loyalty_runtime.migrations import sqlalchemy_url
 from loyalty_runtime.testing import model_differences, running_service
 from tests.service.profile.conftest import card, key
 
-HEAD = "0002"
+HEAD = "0003"
 
 
 @asynccontextmanager

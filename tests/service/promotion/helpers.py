@@ -134,3 +134,64 @@ class Client:
             api.EvaluateBasketRequest(basket=basket_pb, codes=list(codes)), metadata=self.metadata
         )
         return response.result
+
+
+def customer(customer_id: str = ""):
+    from loyalty.promotion.v1 import evaluation_pb2
+
+    return evaluation_pb2.CustomerContext(customer_id=customer_id)
+
+
+class Codes:
+    """Voucher campaigns, codes and checkouts for one tenant."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.stub = client.stub
+        self.metadata = client.metadata
+
+    async def voucher_campaign(self, promotion=None, **fields) -> campaign_pb2.Campaign:
+        campaign = await self.client.create_campaign(type=campaign_pb2.CAMPAIGN_TYPE_VOUCHER, **fields)
+        await self.client.add_promotion(campaign.campaign_id, promotion or percent_off(1000))
+        return await self.client.activate(campaign.campaign_id)
+
+    async def voucher(self, campaign_id: str, code: str, **fields):
+        from loyalty.promotion.v1 import voucher_pb2
+
+        fields.setdefault("type", voucher_pb2.VOUCHER_TYPE_GENERIC)
+        response = await self.stub.CreateVoucher(
+            api.CreateVoucherRequest(
+                idempotency_key=key(),
+                voucher=voucher_pb2.Voucher(campaign_id=campaign_id, code=code, **fields),
+            ),
+            metadata=self.metadata,
+        )
+        return response.voucher
+
+    async def get_voucher(self, **which):
+        return (await self.stub.GetVoucher(api.GetVoucherRequest(**which), metadata=self.metadata)).voucher
+
+    def reserve(self, checkout_id: str, basket_pb, *codes: str, customer_id: str = ""):
+        return self.stub.ReserveRedemptions(
+            api.ReserveRedemptionsRequest(
+                checkout_id=checkout_id, basket=basket_pb, codes=list(codes), customer=customer(customer_id)
+            ),
+            metadata=self.metadata,
+        )
+
+    def commit(self, checkout_id: str):
+        return self.stub.CommitRedemptions(
+            api.CommitRedemptionsRequest(checkout_id=checkout_id), metadata=self.metadata
+        )
+
+    def rollback(self, checkout_id: str):
+        return self.stub.RollbackRedemptions(
+            api.RollbackRedemptionsRequest(checkout_id=checkout_id, reason="test"), metadata=self.metadata
+        )
+
+    async def evaluate(self, basket_pb, *codes: str, customer_id: str = ""):
+        response = await self.stub.EvaluateBasket(
+            api.EvaluateBasketRequest(basket=basket_pb, codes=list(codes), customer=customer(customer_id)),
+            metadata=self.metadata,
+        )
+        return response.result

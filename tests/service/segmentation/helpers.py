@@ -1,7 +1,10 @@
 """What the segmentation service tests share: a tenant's client and rule builders."""
 
+import asyncio
 import uuid
 from datetime import datetime
+
+from google.protobuf import field_mask_pb2
 
 from loyalty.common.v1 import money_pb2
 from loyalty.segmentation.v1 import condition_pb2 as c, segment_pb2 as pb, segmentation_service_pb2 as api
@@ -54,13 +57,33 @@ class Client:
         return lambda request: method(request, metadata=self.md)
 
     async def rule_segment(self, rule: c.Condition, name: str | None = None) -> pb.Segment:
+        """A new rule segment, once its background computation has finished."""
         response = await self.CreateSegment(
             api.CreateSegmentRequest(
                 idempotency_key=key(),
                 segment=pb.Segment(display_name=name or key(), type=pb.SEGMENT_TYPE_RULE, rule=rule),
             )
         )
-        return response.segment
+        return await self.ready(response.segment.segment_id)
+
+    async def change_rule(self, segment: pb.Segment, rule: c.Condition) -> pb.Segment:
+        await self.UpdateSegment(
+            api.UpdateSegmentRequest(
+                idempotency_key=key(),
+                segment=pb.Segment(segment_id=segment.segment_id, rule=rule),
+                update_mask=field_mask_pb2.FieldMask(paths=["rule"]),
+            )
+        )
+        return await self.ready(segment.segment_id)
+
+    async def ready(self, segment_id: str) -> pb.Segment:
+        """The segment once its membership is READY (the job worker polls every 50 ms in tests)."""
+        for _ in range(500):
+            segment = (await self.GetSegment(api.GetSegmentRequest(segment_id=segment_id))).segment
+            if segment.membership_status == pb.MEMBERSHIP_STATUS_READY:
+                return segment
+            await asyncio.sleep(0.02)
+        raise AssertionError("the segment's membership was never computed")
 
     async def static_segment(self, name: str | None = None) -> pb.Segment:
         response = await self.CreateSegment(

@@ -42,7 +42,7 @@ async def test_a_merge_moves_history_to_the_survivor_and_erasure_forgets_it(segm
     export = await stub.ExportCustomerData(
         customer_data_pb2.ExportCustomerDataRequest(customer_id="survivor"), metadata=tenant.md
     )
-    assert len(export.records) == 2  # metrics and one membership
+    assert len(export.records) == 3  # metrics, the attribute copy and one membership
 
     await in_tenant(segmentation, tenant.tenant, app.erase_customer, "survivor")
     assert await tenant.members(two.segment_id) == set()

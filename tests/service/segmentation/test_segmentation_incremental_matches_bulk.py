@@ -1,12 +1,13 @@
-"""Incremental and bulk membership agree exactly: random customers with random purchase and return
-histories are recorded one by one into segments that exist beforehand (incremental path), then the
+"""Incremental and bulk membership agree exactly: random customers with random purchase, return and
+activity histories are recorded one by one into segments that exist beforehand (incremental path), then the
 same rules are created afresh (bulk path, one statement each) and both memberships compared."""
 
 from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from loyalty.segmentation.v1 import condition_pb2 as c
+from loyalty.segmentation.v1 import condition_pb2 as c, segmentation_service_pb2 as api
+from loyalty_runtime.protobuf import timestamp
 from tests.service.segmentation.conftest import START
 from tests.service.segmentation.helpers import Client, all_of, any_of, key, metric, negation
 
@@ -30,6 +31,15 @@ COUNTED = [c.CUSTOMER_METRIC_PURCHASE_COUNT, c.CUSTOMER_METRIC_RETURN_COUNT]
 MONEY = [c.CUSTOMER_METRIC_PURCHASE_SPEND, c.CUSTOMER_METRIC_AVERAGE_ORDER_VALUE]
 DAYS = [c.CUSTOMER_METRIC_DAYS_SINCE_LAST_PURCHASE, c.CUSTOMER_METRIC_DAYS_SINCE_FIRST_PURCHASE]
 
+TYPES = ["", "review.written", "social.shared"]
+
+
+def activity(op, value, window, activity_type):
+    condition = metric(c.CUSTOMER_METRIC_ACTIVITY_COUNT, op, value, window=window)
+    condition.metric.activity_type = activity_type
+    return condition
+
+
 leaves = st.one_of(
     st.builds(
         lambda m, op, v, w: metric(m, op, v, window=w),
@@ -50,6 +60,13 @@ leaves = st.one_of(
         st.sampled_from(DAYS),
         st.integers(0, 400),
     ),
+    st.builds(
+        activity,
+        st.sampled_from(OPERATORS),
+        st.integers(0, 3),
+        st.sampled_from(WINDOWS),
+        st.sampled_from(TYPES),
+    ),
 )
 rules = st.recursive(
     leaves,
@@ -60,9 +77,14 @@ rules = st.recursive(
     ),
     max_leaves=6,
 )
-# (customer, is_return, days before now, amount)
+# (customer, purchase / return / an activity, days before now, amount)
 histories = st.lists(
-    st.tuples(st.sampled_from("abc"), st.booleans(), st.integers(-2, 500), st.integers(0, 1500)),
+    st.tuples(
+        st.sampled_from("abc"),
+        st.sampled_from(["purchase", "return", "review.written", "social.shared"]),
+        st.integers(-2, 500),
+        st.integers(0, 1500),
+    ),
     max_size=25,
 )
 
@@ -73,12 +95,18 @@ async def test_incremental_and_bulk_memberships_agree(segmentation, rule_set, hi
     segmentation.clock.now = NOW
     tenant = Client(segmentation, f"h-{key()[:10]}")
     incremental = [await tenant.rule_segment(rule) for rule in rule_set]
-    for customer, is_return, days, amount in history:
+    for customer, kind, days, amount in history:
         at = NOW - timedelta(days=days, hours=amount % 24)
-        if is_return:
+        if kind == "return":
             await tenant.refund(customer, at, amount)
-        else:
+        elif kind == "purchase":
             await tenant.purchase(customer, at, amount)
+        else:
+            await tenant.RecordActivity(
+                api.RecordActivityRequest(
+                    idempotency_key=key(), customer_id=customer, activity_type=kind, occur_time=timestamp(at)
+                )
+            )
     bulk = [await tenant.rule_segment(rule) for rule in rule_set]
     for live, fresh in zip(incremental, bulk, strict=True):
         assert await tenant.members(live.segment_id) == await tenant.members(fresh.segment_id)

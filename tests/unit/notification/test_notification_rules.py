@@ -183,3 +183,29 @@ def test_outcomes_retry_5xx_and_timeouts_and_give_up_after_the_last_attempt():
     assert delivery.after_attempt(retry, 2, 3) == delivery.NextStep(Status.SENDING, retry=True)
     assert delivery.after_attempt(retry, 3, 3).status is Status.FAILED
     assert delivery.after_attempt(delivery.accepted(), 1, 3).status is Status.SENT
+
+
+def test_a_tracking_token_reads_back_and_never_passes_for_an_unsubscribe_token():
+    token = signing.tracking_token("s", signing.Tracked("acme", "m-1"))
+    assert signing.read_tracking_token("s", token) == signing.Tracked("acme", "m-1")
+    assert signing.read_tracking_token("other", token) is None
+    assert signing.read_unsubscribe_token("s", token) is None
+    unsubscribe = signing.unsubscribe_token("s", signing.Unsubscription("acme", "c-1", "email"))
+    assert signing.read_tracking_token("s", unsubscribe) is None
+    _payload, mac = token.split(".")
+    forged = signing._b64(b"other|m-1") + "." + mac
+    assert signing.read_tracking_token("s", forged) is None
+    assert signing.read_tracking_token("s", "") is None and signing.read_tracking_token("s", "a.b.c") is None
+
+
+@pytest.mark.parametrize(
+    ("html", "expected"),
+    [
+        ("<html><body><p>Hi</p></body></html>", "<html><body><p>Hi</p>{img}</body></html>"),
+        ("<p>Hi</p>", "<p>Hi</p>{img}"),
+        ("<BODY>a</Body ><body>b</BODY>", "<BODY>a</Body ><body>b{img}</BODY>"),
+    ],
+)
+def test_the_tracking_pixel_goes_before_the_last_closing_body_tag(html, expected):
+    img = '<img src="https://t.example/open?token=a&amp;b" width="1" height="1" alt="">'
+    assert delivery.with_pixel(html, "https://t.example/open?token=a&b") == expected.format(img=img)

@@ -275,3 +275,56 @@ def test_basket_violation(message, field, reason):
 
 def test_a_good_basket_has_no_violation():
     assert validate_basket(raw(line("1", "A", 100, 3), line("2", "CHEESE", 1999, milli=250, total=500))) == []
+
+
+def _scheduled(start: str, end: str, *windows, zone: str = "") -> list:
+    from datetime import datetime
+
+    from google.protobuf import timestamp_pb2
+
+    from loyalty.promotion.v1 import schedule_pb2
+
+    schedule = schedule_pb2.Schedule(time_zone=zone, recurring_windows=list(windows))
+    schedule.start_time.CopyFrom(
+        timestamp_pb2.Timestamp(seconds=int(datetime.fromisoformat(start).timestamp()))
+    )
+    schedule.end_time.CopyFrom(timestamp_pb2.Timestamp(seconds=int(datetime.fromisoformat(end).timestamp())))
+    from loyalty_promotion.engine.validation import _schedule
+
+    found = []
+    _schedule(schedule, "schedule", found)
+    return [(v.field, v.reason) for v in found]
+
+
+def test_recurring_windows_that_never_fall_inside_the_range_are_refused():
+    from loyalty.common.v1 import errors_pb2 as err
+    from loyalty.promotion.v1 import schedule_pb2
+
+    friday_evening = schedule_pb2.RecurringWindow(days=[5], start_minute=17 * 60, end_minute=19 * 60)
+    # Monday 2026-12-07 10:00-12:00 Berlin: no Friday in it.
+    never = _scheduled(
+        "2026-12-07T10:00:00+01:00", "2026-12-07T12:00:00+01:00", friday_evening, zone="Europe/Berlin"
+    )
+    assert never == [("schedule.recurring_windows", err.ERROR_REASON_INVALID_WINDOW)]
+    # Friday 18:00-18:30 Berlin meets the window; so does a range of 8 days or more.
+    assert (
+        _scheduled(
+            "2026-12-11T18:00:00+01:00", "2026-12-11T18:30:00+01:00", friday_evening, zone="Europe/Berlin"
+        )
+        == []
+    )
+    assert _scheduled("2026-12-07T00:00:00+00:00", "2026-12-15T00:00:00+00:00", friday_evening) == []
+    # Without a zone, any zone counts: Friday 04:00 UTC is Friday 18:00 at UTC+14.
+    assert _scheduled("2026-12-11T04:00:00+00:00", "2026-12-11T05:00:00+00:00", friday_evening) == []
+    # A window crossing midnight counts on the day after too (Fri 22:00 - Sat 02:00).
+    late = schedule_pb2.RecurringWindow(days=[5], start_minute=22 * 60, end_minute=120)
+    assert _scheduled("2026-12-12T01:00:00+00:00", "2026-12-12T01:30:00+00:00", late, zone="UTC") == []
+    assert _scheduled("2026-12-12T03:00:00+00:00", "2026-12-12T04:00:00+00:00", late, zone="UTC") != []
+
+
+def test_a_window_ending_before_it_starts_is_refused():
+    from loyalty.common.v1 import errors_pb2 as err
+
+    assert _scheduled("2026-12-07T10:00:00+00:00", "2026-12-07T09:00:00+00:00") == [
+        ("schedule.end_time", err.ERROR_REASON_INVALID_WINDOW)
+    ]

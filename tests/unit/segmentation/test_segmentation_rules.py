@@ -25,8 +25,10 @@ def test_values_are_bound_parameters_numbered_from_the_first():
             conditions=[count_at_least(3), c.Condition(negation=c.NotCondition(condition=count_at_least(7)))]
         )
     )
-    sql, values = rules.compile_rule(rule, 4)
+    compiled = rules.compile_rule(rule, 4)
+    sql, values = compiled.sql, compiled.values
     assert values == [3, 7]
+    assert compiled.needs == {"purchases_life"}
     assert "$4" in sql and "$5" in sql and "3" not in sql.replace("$", "") and "7" not in sql
     assert (
         sql == "(COALESCE(m.purchases_life >= $4, false) AND (NOT COALESCE(m.purchases_life >= $5, false)))"
@@ -34,8 +36,8 @@ def test_values_are_bound_parameters_numbered_from_the_first():
 
 
 def test_empty_lists_follow_and_or_identities():
-    assert rules.compile_rule(c.Condition(all_of=c.ConditionList()), 1) == ("true", [])
-    assert rules.compile_rule(c.Condition(any_of=c.ConditionList()), 1) == ("false", [])
+    assert rules.compile_rule(c.Condition(all_of=c.ConditionList()), 1).sql == "true"
+    assert rules.compile_rule(c.Condition(any_of=c.ConditionList()), 1).sql == "false"
 
 
 def test_between_and_in_bind_every_operand():
@@ -48,7 +50,9 @@ def test_between_and_in_bind_every_operand():
         )
     )
     rules.validate(between)
-    assert rules.compile_rule(between, 4) == ("COALESCE(m.spend_90 BETWEEN $4 AND $5, false)", [100, 500])
+    compiled = rules.compile_rule(between, 4)
+    assert (compiled.sql, compiled.values) == ("COALESCE(m.spend_90 BETWEEN $4 AND $5, false)", [100, 500])
+    assert compiled.needs == {"spend_90"}
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ entered on every call and costs more than this whole guard.
 """
 
 import asyncio
+import contextlib
 import hmac
 import inspect
 import logging
@@ -132,77 +133,97 @@ class CallGuard:
         self.in_flight = 0
 
     def handler(self, service: str, method: MethodDescriptor, behavior) -> grpc.RpcMethodHandler:
-        """The method handler for one RPC; `behavior(request, context)` is the servicer's method, or
-        None for an RPC that is not built yet."""
+        """The method handler for one RPC; `behavior(request, context)` is the servicer's method (an
+        async generator for a server-streaming RPC), or None for an RPC that is not built yet."""
         decode = message_factory.GetMessageClass(method.input_type).FromString
         full_method = f"/{service}/{method.name}"
         measure = metrics.for_method(service, method.name)
 
+        if method.server_streaming:
+
+            async def handle_stream(raw: bytes, context: grpc.aio.ServicerContext):
+                async with self._guarded(context, full_method, measure):
+                    request = await _request(decode, raw, behavior, context, full_method)
+                    async for response in behavior(request, context):
+                        yield response
+
+            return grpc.unary_stream_rpc_method_handler(handle_stream, response_serializer=_serialize)
+
         async def handle(raw: bytes, context: grpc.aio.ServicerContext):
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            measure.started()
-            if self.in_flight >= self.max_concurrent_calls:
-                code = grpc.StatusCode.RESOURCE_EXHAUSTED
-                measure.handled(code, time.perf_counter() - started)
-                await _abort(context, to_rpc_status(_overloaded()))
-            self.in_flight += 1
-            bound = attached = budget = None
-            try:
-                metadata = context.invocation_metadata() or ()
-                if self.adopt_traceparent:
-                    attached = _adopt(metadata)
-                call = self.authenticate(metadata)
-                if self.authenticate_async:
-                    call = await call
-                remaining = context.time_remaining()
-                budget = self.default_deadline if remaining is None else remaining
-                bound = bind_call(
-                    CallContext(call.tenant_id, call.principal, call.scopes, time.monotonic() + budget)
-                )
-                request = _decode(decode, raw)
-                validate(request)
-                if behavior is None:
-                    code = grpc.StatusCode.UNIMPLEMENTED
-                    await context.abort(code, f"{full_method} is not implemented yet")
-                if remaining is not None:  # gRPC cancels the call at the caller's own deadline
-                    return await behavior(request, context)
-                async with asyncio.timeout(budget):
-                    return await behavior(request, context)
-            except DomainError as error:
-                code = error.code
-                await _abort(context, to_rpc_status(error))
-            except TimeoutError:
-                code = grpc.StatusCode.DEADLINE_EXCEEDED
-                await context.abort(code, "deadline exceeded")
-            except asyncio.CancelledError:
-                # gRPC cancels the handler when the caller gives up or its deadline passes.
-                timed_out = budget is not None and time.perf_counter() - started >= budget
-                code = grpc.StatusCode.DEADLINE_EXCEEDED if timed_out else grpc.StatusCode.CANCELLED
-                raise
-            except grpc.aio.AbortError:
-                code = context.code() or code
-                raise
-            except Exception as error:
-                mapped = as_domain_error(error)  # a lost connection, a lock timeout, ...
-                if mapped is None:
-                    code = grpc.StatusCode.INTERNAL
-                    log.exception("unhandled error", extra={"fields": {"method": full_method}})
-                    await _abort(context, internal_status())
-                code = mapped.code
-                await _abort(context, to_rpc_status(mapped))
-            finally:
-                self.in_flight -= 1
-                if bound is not None:
-                    unbind_call(bound)
-                elapsed = time.perf_counter() - started
-                measure.handled(code, elapsed)
-                if code is not grpc.StatusCode.OK or self.log_every_call or elapsed > self.slow_call_seconds:
-                    _access_log(full_method, code, elapsed)
-                if attached is not None:
-                    otel_context.detach(attached)
+            async with self._guarded(context, full_method, measure):
+                request = await _request(decode, raw, behavior, context, full_method)
+                return await behavior(request, context)
 
         return grpc.unary_unary_rpc_method_handler(handle, response_serializer=_serialize)
+
+    @contextlib.asynccontextmanager
+    async def _guarded(self, context: grpc.aio.ServicerContext, full_method: str, measure):
+        """Everything around one call's body: admission, authentication, deadline, error mapping,
+        metrics and the access log (a streaming call's body is the whole stream)."""
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        measure.started()
+        if self.in_flight >= self.max_concurrent_calls:
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED
+            measure.handled(code, time.perf_counter() - started)
+            await _abort(context, to_rpc_status(_overloaded()))
+        self.in_flight += 1
+        bound = attached = budget = None
+        try:
+            metadata = context.invocation_metadata() or ()
+            if self.adopt_traceparent:
+                attached = _adopt(metadata)
+            call = self.authenticate(metadata)
+            if self.authenticate_async:
+                call = await call
+            remaining = context.time_remaining()
+            budget = self.default_deadline if remaining is None else remaining
+            bound = bind_call(
+                CallContext(call.tenant_id, call.principal, call.scopes, time.monotonic() + budget)
+            )
+            # gRPC cancels the call at the caller's own deadline; without one, the default applies.
+            async with asyncio.timeout(None if remaining is not None else budget):
+                yield
+        except DomainError as error:
+            code = error.code
+            await _abort(context, to_rpc_status(error))
+        except TimeoutError:
+            code = grpc.StatusCode.DEADLINE_EXCEEDED
+            await context.abort(code, "deadline exceeded")
+        except asyncio.CancelledError:
+            # gRPC cancels the handler when the caller gives up or its deadline passes.
+            timed_out = budget is not None and time.perf_counter() - started >= budget
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if timed_out else grpc.StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:
+            code = context.code() or code
+            raise
+        except Exception as error:
+            mapped = as_domain_error(error)  # a lost connection, a lock timeout, ...
+            if mapped is None:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unhandled error", extra={"fields": {"method": full_method}})
+                await _abort(context, internal_status())
+            code = mapped.code
+            await _abort(context, to_rpc_status(mapped))
+        finally:
+            self.in_flight -= 1
+            if bound is not None:
+                unbind_call(bound)
+            elapsed = time.perf_counter() - started
+            measure.handled(code, elapsed)
+            if code is not grpc.StatusCode.OK or self.log_every_call or elapsed > self.slow_call_seconds:
+                _access_log(full_method, code, elapsed)
+            if attached is not None:
+                otel_context.detach(attached)
+
+
+async def _request(decode, raw: bytes, behavior, context: grpc.aio.ServicerContext, full_method: str):
+    request = _decode(decode, raw)
+    validate(request)
+    if behavior is None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{full_method} is not implemented yet")
+    return request
 
 
 def _serialize(response) -> bytes:

@@ -17,14 +17,14 @@ from loyalty_runtime.telemetry import client_interceptors
 from loyalty_runtime.uow import trace_parent
 
 
-class _PropagateCall(grpc.aio.UnaryUnaryClientInterceptor):
+class _Propagation:
     def __init__(self, internal_token: str, default_timeout: float, *, tracing: bool) -> None:
         self._authorization = f"Bearer {internal_token}"
         self._default_timeout = default_timeout
         # With a provider, OpenTelemetry's client interceptor injects the trace context itself.
         self._inject_traceparent = not tracing
 
-    async def intercept_unary_unary(self, continuation, client_call_details, request):
+    def _details(self, client_call_details) -> grpc.aio.ClientCallDetails:
         call = current_call()
         remaining = call.remaining_seconds()
         timeout = client_call_details.timeout
@@ -41,14 +41,25 @@ class _PropagateCall(grpc.aio.UnaryUnaryClientInterceptor):
         ]
         if self._inject_traceparent and trace.get_current_span().get_span_context().is_valid:
             metadata.append((TRACEPARENT_HEADER, trace_parent()))
-        details = grpc.aio.ClientCallDetails(
+        return grpc.aio.ClientCallDetails(
             client_call_details.method,
             timeout,
             metadata,
             client_call_details.credentials,
             client_call_details.wait_for_ready,
         )
-        return await continuation(details, request)
+
+
+class _PropagateCall(_Propagation, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        return await continuation(self._details(client_call_details), request)
+
+
+class _PropagateStreamCall(_Propagation, grpc.aio.UnaryStreamClientInterceptor):
+    """The same for server-streaming calls (grpc.aio files each interceptor under one kind only)."""
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        return await continuation(self._details(client_call_details), request)
 
 
 def internal_channel(
@@ -71,5 +82,6 @@ def internal_channel(
         interceptors=[
             *client_interceptors(tracer_provider),
             _PropagateCall(internal_token, default_timeout, tracing=tracer_provider is not None),
+            _PropagateStreamCall(internal_token, default_timeout, tracing=tracer_provider is not None),
         ],
     )

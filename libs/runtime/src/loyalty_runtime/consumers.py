@@ -149,7 +149,11 @@ class EventHandlers:
         MalformedEvent for an event nothing can handle, Paused while what it needs is unavailable."""
         event = self.decode(envelope)
         call = CallContext(
-            envelope.tenant_id, self.principal, deadline=time.monotonic() + self.budget_seconds
+            envelope.tenant_id,
+            self.principal,
+            deadline=time.monotonic() + self.budget_seconds,
+            event_id=envelope.event_id,
+            event_time=envelope.occurred_at,
         )
         token = bind_call(call)
         attributes = {

@@ -11,6 +11,7 @@ import re
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from loyalty_runtime.errors import InvalidArgument, Reason, Unauthenticated
 
@@ -49,6 +50,10 @@ class CallContext:
     scopes: frozenset[str] = field(default_factory=frozenset)
     # time.monotonic() value after which the caller no longer waits; None when unknown.
     deadline: float | None = None
+    # For a consumer handling an event: its id and when it happened (handlers key their effects on
+    # the id and count time from the occurrence, not from when a backlog got round to it).
+    event_id: str | None = None
+    event_time: datetime | None = None
 
     def remaining_seconds(self) -> float | None:
         return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())

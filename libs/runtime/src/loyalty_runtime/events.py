@@ -230,7 +230,8 @@ def relay_loop(stream: str) -> Callable[..., Awaitable[None]]:
 @dataclass(frozen=True)
 class Subscription:
     """Handle another service's `event` messages from `stream` ("profile.events"): `handle(uow,
-    event)` runs once per event, in a unit of work bound to the event's tenant (consumers.py)."""
+    event)` runs once per event, in a unit of work bound to the event's tenant (consumers.py);
+    `uow.call.event_id` and `uow.call.event_time` say which event and when it happened."""
 
     stream: str
     event: type[Message]

@@ -12,19 +12,29 @@ Assessments are answered as the contract's message that is also what is stored, 
 listing answer byte for byte what the first call answered.
 """
 
+import logging
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 
-from loyalty.fraud.v1 import assessment_pb2 as apb, blocklist_pb2 as bpb, review_pb2, rule_pb2 as rpb
-from loyalty_fraud import encoding, repository
+from loyalty.fraud.v1 import (
+    assessment_pb2 as apb,
+    blocklist_pb2 as bpb,
+    events_pb2,
+    review_pb2,
+    rule_pb2 as rpb,
+)
+from loyalty_fraud import cache, encoding, repository
 from loyalty_fraud.counters import Counters
-from loyalty_fraud.domain import model, rules as fraud_rules
+from loyalty_fraud.domain import model, patterns, rules as fraud_rules
 from loyalty_fraud.encoding import Assessed
+from loyalty_runtime.context import CallContext, bind_call, unbind_call
 from loyalty_runtime.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Reason
 from loyalty_runtime.protobuf import timestamp
-from loyalty_runtime.uow import UnitOfWork
+from loyalty_runtime.uow import UnitOfWork, UnitsOfWork
+
+log = logging.getLogger("loyalty.fraud")
 
 
 def new_id() -> str:
@@ -45,21 +55,42 @@ class Assess:
     dry_run: bool
 
 
-@lru_cache(maxsize=4096)
-def _rule(body: bytes) -> model.Rule:
-    """Stored rules were validated when written; decoding each once per process saves every call."""
-    return encoding.decode_rule(rpb.Rule.FromString(body))
+def config_source(uow: UnitOfWork) -> cache.Source:
+    async def load() -> cache.Config:
+        rows = await repository.config(uow)
+        version = next((row["version"] for row in rows if row["part"] == "version"), 0)
+        settings = next((row["body"] for row in rows if row["part"] == "settings"), None)
+        return cache.build(version, [row["body"] for row in rows if row["part"] == "rule"], settings)
+
+    return cache.Source(lambda: repository.config_version(uow), load)
 
 
-@lru_cache(maxsize=1024)
-def _settings(body: bytes | None) -> model.Settings:
-    message = rpb.FraudSettings.FromString(body) if body is not None else encoding.default_settings()
-    return encoding.decode_settings(message)
+def _history(parts: dict[str, list]) -> patterns.History:
+    def fact(row) -> patterns.Fact:
+        return patterns.Fact(
+            row["customer_id"], row["fact"], row["subject_key"], row["amount"], row["value"], row["at"]
+        )
+
+    fingerprints: dict[str, set] = {}
+    for row in parts["fingerprint"]:
+        fingerprints.setdefault(row["customer_id"], set()).add((model.Fingerprint(row["fact"]), row["value"]))
+    return patterns.History(
+        stats={
+            (row["customer_id"], row["subject_key"]): (row["earns"], row["amount"]) for row in parts["stats"]
+        },
+        activity=tuple(fact(row) for row in parts["activity"]),
+        fingerprints={customer: frozenset(found) for customer, found in fingerprints.items()},
+        referrals=tuple(fact(row) for row in parts["referral"]),
+    )
 
 
-async def assess(uow: UnitOfWork, counters: Counters, command: Assess) -> apb.Assessment:
+async def assess(
+    uow: UnitOfWork, counters: Counters, configs: cache.ConfigCache, command: Assess
+) -> apb.Assessment:
     action = replace(command.action, now=uow.now)
     kind = action.kind.value
+    config = await configs.get(uow.tenant, config_source(uow))
+    rules = list(config.rules)
     lookups = fraud_rules.blocklist_lookups(action)
     rows = await repository.assessment_inputs(
         uow,
@@ -68,21 +99,37 @@ async def assess(uow: UnitOfWork, counters: Counters, command: Assess) -> apb.As
         [kind_.value for kind_, _ in lookups],
         [value for _, value in lookups],
         ranges=action.ip_address is not None,
+        needs=patterns.needs(rules, action),
+        customer_id=action.customer_id,
+        device_hash=action.device_hash,
     )
-    parts: dict[str, list] = {"assessment": [], "rule": [], "settings": [], "blocklist": []}
+    parts: dict[str, list] = {
+        "assessment": [],
+        "blocklist": [],
+        "stats": [],
+        "activity": [],
+        "fingerprint": [],
+        "referral": [],
+    }
     for row in rows:
         parts[row["part"]].append(row)
     if not command.dry_run and parts["assessment"]:
         return _replayed(parts["assessment"][0], kind, command.fingerprint)
-    rules = [_rule(row["body"]) for row in parts["rule"]]
     entries = [_entry(row["body"]) for row in parts["blocklist"]]
     blocked = fraud_rules.blocklist_matches(entries, action)
     needed = fraud_rules.counters_for(rules, action)
     now_ms = int(uow.now.timestamp() * 1000)
     subject = f"{kind}:{action.subject_id}"
     totals = await counters.count(uow.tenant, subject, needed, now_ms, record=not command.dry_run)
-    settings = _settings(parts["settings"][0]["body"] if parts["settings"] else None)
-    verdict = fraud_rules.decide(rules, settings, action, blocked=blocked, counters=needed, totals=totals)
+    verdict = fraud_rules.decide(
+        rules,
+        config.settings,
+        action,
+        blocked=blocked,
+        counters=needed,
+        totals=totals,
+        history=_history(parts),
+    )
     if command.dry_run:
         return encoding.encode_assessment(Assessed("", action, verdict, True, uow.now))
     return await _record(uow, Assessed(new_id(), action, verdict, False, uow.now), command.fingerprint)
@@ -109,6 +156,8 @@ async def _record(uow: UnitOfWork, assessed: Assessed, digest: bytes) -> apb.Ass
         assessed = replace(assessed, review_case_id=new_id())
     message = encoding.encode_assessment(assessed)
     action = assessed.action
+    # A declined attempt leaves no history: its device must not become "known", its earn "usual".
+    declined = assessed.verdict.decision is model.Decision.DECLINE
     recorded = await repository.record_assessment(
         uow,
         assessed.assessment_id,
@@ -119,6 +168,7 @@ async def _record(uow: UnitOfWork, assessed: Assessed, digest: bytes) -> apb.Ass
         assessed.verdict.decision.name.lower(),
         message.SerializeToString(deterministic=True),
         assessed.review_case_id,
+        patterns.ToRecord() if declined else patterns.to_record(action),
     )
     if recorded:
         return message
@@ -170,7 +220,9 @@ UPDATABLE = (
     "reason",
     "velocity",
     "threshold",
+    "pattern",
 )
+KINDS = ("velocity", "threshold", "pattern")
 
 
 def _stamped(rule: rpb.Rule, now: datetime) -> rpb.Rule:
@@ -195,6 +247,7 @@ async def create_rule(uow: UnitOfWork, rule: rpb.Rule) -> rpb.Rule:
     await repository.insert_rule(
         uow, created.rule_id, _state(created), created.SerializeToString(deterministic=True)
     )
+    await repository.bump_config_version(uow)
     return created
 
 
@@ -223,16 +276,16 @@ async def update_rule(uow: UnitOfWork, command: UpdateRule) -> rpb.Rule:
     for path in paths:
         if path not in UPDATABLE:
             raise InvalidArgument(Reason.INVALID_ARGUMENT, f"{path} cannot be updated", field="update_mask")
-        if path in ("velocity", "threshold") and current.WhichOneof("kind") != path:
+        if path in KINDS and current.WhichOneof("kind") != path:
             raise InvalidArgument(
                 Reason.INVALID_ARGUMENT,
-                "a rule's kind (velocity or threshold) is immutable",
+                "a rule's kind (velocity, threshold or pattern) is immutable",
                 field=f"rule.{path}",
             )
         current.ClearField(path)
         if path == "applies_to":
             current.applies_to.extend(command.rule.applies_to)
-        elif path in ("velocity", "threshold"):
+        elif path in KINDS:
             getattr(current, path).CopyFrom(getattr(command.rule, path))
         else:
             setattr(current, path, getattr(command.rule, path))
@@ -241,6 +294,7 @@ async def update_rule(uow: UnitOfWork, command: UpdateRule) -> rpb.Rule:
     await repository.update_rule(
         uow, current.rule_id, _state(current), current.SerializeToString(deterministic=True)
     )
+    await repository.bump_config_version(uow)
     return current
 
 
@@ -248,6 +302,7 @@ async def delete_rule(uow: UnitOfWork, rule_id: str, etag: str) -> None:
     current = await get_rule(uow, rule_id, lock=True)
     _require_etag(etag, current.etag, "etag")
     await repository.delete_rule(uow, rule_id)
+    await repository.bump_config_version(uow)
 
 
 async def list_rules(
@@ -265,6 +320,10 @@ SETTINGS_FIELDS = (
     "degraded_checkout_decision",
     "degraded_redemption_decision",
     "degraded_earn_decision",
+    "degraded_return_decision",
+    "degraded_referral_decision",
+    "degraded_enrolment_decision",
+    "brute_force",
 )
 
 
@@ -281,6 +340,8 @@ class UpdateSettings:
 
 async def update_settings(uow: UnitOfWork, command: UpdateSettings) -> rpb.FraudSettings:
     current = await get_settings(uow, lock=True)
+    before = rpb.BruteForcePolicy()
+    before.CopyFrom(encoding.brute_force_policy(current))
     if command.settings.etag and command.settings.etag != current.etag:
         raise Aborted(
             Reason.CONCURRENT_MODIFICATION, "the settings changed since they were read", field="settings.etag"
@@ -288,12 +349,35 @@ async def update_settings(uow: UnitOfWork, command: UpdateSettings) -> rpb.Fraud
     for path in command.paths or SETTINGS_FIELDS:
         if path not in SETTINGS_FIELDS:
             raise InvalidArgument(Reason.INVALID_ARGUMENT, f"{path} cannot be updated", field="update_mask")
-        setattr(current, path, getattr(command.settings, path))
+        if path == "brute_force":
+            current.brute_force.CopyFrom(command.settings.brute_force)
+        else:
+            setattr(current, path, getattr(command.settings, path))
     fraud_rules.validate_settings(encoding.decode_settings(current))
+    encoding.validate_brute_force(current.brute_force)
     current.update_time.CopyFrom(timestamp(uow.now))
     current.etag = _etag()
     await repository.put_settings(uow, current.SerializeToString(deterministic=True))
+    await repository.bump_config_version(uow)
+    policy = encoding.brute_force_policy(current)
+    if policy != before:
+        uow.record(
+            events_pb2.BruteForcePolicyChanged(policy=policy, etag=encoding.brute_force_etag(policy)),
+            key=uow.tenant,
+        )
     return current
+
+
+async def brute_force_policy(uow: UnitOfWork, configs: cache.ConfigCache) -> tuple[rpb.BruteForcePolicy, str]:
+    """The tenant's limits from this replica's cache: no database read while the copy is fresh."""
+    config = await configs.get(uow.tenant, config_source(uow))
+    policy = encoding.brute_force_policy(config.message)
+    return policy, encoding.brute_force_etag(policy)
+
+
+async def config_changed(uow: UnitOfWork, configs: cache.ConfigCache) -> None:
+    """After a committed change to rules or settings."""
+    await configs.changed(uow.tenant, await repository.config_version(uow))
 
 
 # --- blocklist ------------------------------------------------------------------------------------
@@ -327,6 +411,43 @@ async def get_entry(uow: UnitOfWork, entry_id: str) -> bpb.BlocklistEntry:
     if body is None:
         raise NotFound(Reason.BLOCKLIST_ENTRY_NOT_FOUND, "blocklist entry not found", field="entry_id")
     return bpb.BlocklistEntry.FromString(body)
+
+
+@dataclass(frozen=True)
+class UpdateEntry:
+    entry: bpb.BlocklistEntry
+    paths: tuple[str, ...]
+
+
+ENTRY_FIELDS = ("note", "expire_time")
+
+
+async def update_entry(uow: UnitOfWork, command: UpdateEntry) -> bpb.BlocklistEntry:
+    """The note or expiry; what an entry blocks (type, value) is immutable."""
+    if not command.entry.entry_id:
+        raise InvalidArgument(Reason.INVALID_ARGUMENT, "entry.entry_id is required", field="entry.entry_id")
+    paths = command.paths or ENTRY_FIELDS
+    for path in paths:
+        if path not in ENTRY_FIELDS:
+            raise InvalidArgument(Reason.INVALID_ARGUMENT, f"{path} cannot be updated", field="update_mask")
+    body = await repository.entry_for_update(uow, command.entry.entry_id)
+    if body is None:
+        raise NotFound(Reason.BLOCKLIST_ENTRY_NOT_FOUND, "blocklist entry not found", field="entry.entry_id")
+    current = bpb.BlocklistEntry.FromString(body)
+    if "note" in paths:
+        current.note = command.entry.note
+    if "expire_time" in paths:
+        current.ClearField("expire_time")
+        if command.entry.HasField("expire_time"):
+            current.expire_time.CopyFrom(command.entry.expire_time)
+    current.update_time.CopyFrom(timestamp(uow.now))
+    expire_at = (
+        current.expire_time.ToDatetime(tzinfo=uow.now.tzinfo) if current.HasField("expire_time") else None
+    )
+    await repository.update_entry(
+        uow, current.entry_id, expire_at, current.SerializeToString(deterministic=True)
+    )
+    return current
 
 
 async def delete_entry(uow: UnitOfWork, entry_id: str) -> None:
@@ -440,4 +561,90 @@ async def resolve_case(uow: UnitOfWork, command: ResolveCase) -> Resolved:
                 review_case_id=case.review_case_id,
             ),
         )
+    if resolved:
+        uow.record(
+            events_pb2.CaseResolved(
+                review_case_id=case.review_case_id,
+                assessment_id=case.assessment.assessment_id,
+                kind=case.assessment.kind,
+                subject_id=case.assessment.subject_id,
+                customer_id=case.customer_id,
+                resolution=case.state,
+                blocklist_entry_id=entry.entry_id if entry is not None else "",
+            ),
+            key=case.customer_id or case.review_case_id,
+        )
     return Resolved(case, entry)
+
+
+# --- events ---------------------------------------------------------------------------------------
+
+
+async def customer_updated(uow: UnitOfWork, event) -> None:
+    """profile's customer.updated: a change of e-mail, phone or login identifiers is what the
+    takeover rule (a burn from a new device right after it) looks for."""
+    fields = patterns.account_changed(event.fields)
+    if fields and event.customer_id:
+        await repository.record_account_change(
+            uow, event.customer_id, f"customer.updated:{uow.now.isoformat()}", fields
+        )
+
+
+# --- customer data --------------------------------------------------------------------------------
+
+
+async def export_customer_data(uow: UnitOfWork, customer_id: str) -> list:
+    """The decisions about the customer, and the fingerprints (keyed hashes) fraud saw them with."""
+    records: list = [
+        apb.Assessment.FromString(body) for body in await repository.customer_assessments(uow, customer_id)
+    ]
+    seen = apb.PartyFingerprints()
+    for row in await repository.customer_fingerprints(uow, customer_id):
+        kind = model.Fingerprint(row["type"])
+        if kind is model.Fingerprint.PHONE:
+            seen.phone_hash = row["value"]
+        elif kind is model.Fingerprint.EMAIL:
+            seen.email_hash = row["value"]
+        elif kind is model.Fingerprint.DEVICE:
+            seen.device_hashes.append(row["value"])
+        else:
+            seen.card_hashes.append(row["value"])
+    if seen.ByteSize():
+        records.append(seen)
+    return records
+
+
+async def erase_customer(uow: UnitOfWork, customer_id: str) -> None:
+    await repository.erase_history(uow, customer_id)
+
+
+async def merge_customers(uow: UnitOfWork, survivor_id: str, merged_id: str) -> None:
+    await repository.merge_history(uow, survivor_id, merged_id)
+
+
+# --- retention ------------------------------------------------------------------------------------
+
+RETENTION_BATCH = 5000
+
+
+async def forget_old_history(units: UnitsOfWork) -> int:
+    """Facts older than the longest window a pattern rule may have (90 days) are never read again:
+    delete them, tenant by tenant, in batches (short transactions)."""
+    async with units.database.connection() as connection:
+        tenants = await repository.history_tenants(connection)
+    forgotten = 0
+    for tenant in tenants:
+        token = bind_call(CallContext(tenant_id=tenant, principal="fraud-retention"))
+        try:
+            while True:
+                async with units.change() as uow:
+                    before = uow.now - timedelta(milliseconds=encoding.MAX_WINDOW_MS)
+                    gone = await repository.forget_old_activity(uow, before, RETENTION_BATCH)
+                forgotten += gone
+                if gone < RETENTION_BATCH:
+                    break
+        except Exception:
+            log.exception("history retention failed for a tenant", extra={"fields": {"tenant": tenant}})
+        finally:
+            unbind_call(token)
+    return forgotten

@@ -6,6 +6,8 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
+from google.protobuf.duration_pb2 import Duration
+
 from loyalty.common.v1 import basket_pb2, errors_pb2
 from loyalty.fraud.v1 import (
     assessment_pb2 as apb,
@@ -25,6 +27,7 @@ RULE_STATES = EnumCodec(rpb.RuleState, model.RuleState)
 VELOCITY_KEYS = EnumCodec(rpb.VelocityKey, model.VelocityKey)
 METRICS = EnumCodec(rpb.ThresholdMetric, model.ThresholdMetric)
 BLOCKLIST_TYPES = EnumCodec(bpb.BlocklistEntryType, model.BlocklistEntryType)
+PATTERN_KINDS = EnumCodec(rpb.PatternKind, model.PatternKind)
 MAX_WINDOW_MS = 90 * 86_400_000
 
 
@@ -71,6 +74,7 @@ def _signals(signals: apb.RiskSignals, channel: int = 0) -> dict:
         "terminal_id": signals.terminal_id,
         "store_id": signals.store_id,
         "enrolled_at": moment(signals, "customer_enrol_time"),
+        "credentials_changed_at": moment(signals, "credential_change_time"),
     }
 
 
@@ -130,14 +134,117 @@ def earn_action(request: api.AssessEarnRequest) -> model.Action:
     )
 
 
+def return_action(request: api.AssessReturnRequest) -> model.Action:
+    if not request.idempotency_key:
+        raise _invalid("idempotency_key", "idempotency_key is required")
+    if not request.customer_id:
+        raise _invalid("customer_id", "customer_id is required")
+    if not request.checkout_id:
+        raise _invalid("checkout_id", "checkout_id (the purchase returned) is required")
+    currency = request.refund.currency_code
+    if not currency:
+        raise _invalid("refund.currency_code", "the refund's currency is required")
+    return model.Action(
+        model.Kind.RETURN,
+        request.idempotency_key,
+        customer_id=request.customer_id,
+        currency=currency,
+        returned_checkout_id=request.checkout_id,
+        refund=_amount(request.refund, "refund", currency),
+        points_reversed=_points(request.points_to_reverse, "points_to_reverse"),
+        **_signals(request.signals),
+    )
+
+
+def _fingerprints(party: apb.PartyFingerprints, field: str) -> frozenset:
+    found = {
+        (model.Fingerprint.PHONE, require_hash(party.phone_hash, f"{field}.phone_hash")),
+        (model.Fingerprint.EMAIL, require_hash(party.email_hash, f"{field}.email_hash")),
+    }
+    found |= {
+        (model.Fingerprint.DEVICE, require_hash(h, f"{field}.device_hashes")) for h in party.device_hashes
+    }
+    found |= {(model.Fingerprint.CARD, require_hash(h, f"{field}.card_hashes")) for h in party.card_hashes}
+    return frozenset((kind, value) for kind, value in found if value)
+
+
+def referral_action(request: api.AssessReferralRequest) -> model.Action:
+    if not request.idempotency_key:
+        raise _invalid("idempotency_key", "idempotency_key is required")
+    if not request.referrer_customer_id:
+        raise _invalid("referrer_customer_id", "referrer_customer_id is required")
+    if not request.referee_customer_id:
+        raise _invalid("referee_customer_id", "referee_customer_id is required")
+    return model.Action(
+        model.Kind.REFERRAL,
+        request.idempotency_key,
+        customer_id=request.referee_customer_id,
+        points_earned=_points(request.points, "points"),
+        referrer_id=request.referrer_customer_id,
+        referrer_fingerprints=_fingerprints(request.referrer, "referrer"),
+        referee_fingerprints=_fingerprints(request.referee, "referee"),
+        **_signals(request.signals),
+    )
+
+
+def enrolment_action(request: api.AssessEnrolmentRequest) -> model.Action:
+    if not request.idempotency_key:
+        raise _invalid("idempotency_key", "idempotency_key is required")
+    if not request.customer_id:
+        raise _invalid("customer_id", "customer_id is required")
+    return model.Action(
+        model.Kind.ENROLMENT,
+        request.idempotency_key,
+        customer_id=request.customer_id,
+        **_signals(request.signals),
+    )
+
+
 # --- rules ----------------------------------------------------------------------------------------
 
 DEFAULT_REASON = {"velocity": Reason.VELOCITY_LIMIT, "threshold": Reason.THRESHOLD_EXCEEDED}
+PATTERN_REASON = {
+    model.PatternKind.EARN_ABOVE_CUSTOMER_USUAL: Reason.POINTS_ANOMALY,
+    model.PatternKind.EARN_ABOVE_STORE_USUAL: Reason.POINTS_ANOMALY,
+    model.PatternKind.BURN_AFTER_LARGE_EARN: Reason.POINTS_ANOMALY,
+    model.PatternKind.BURN_NEW_DEVICE_AFTER_ACCOUNT_CHANGE: Reason.POINTS_ANOMALY,
+    model.PatternKind.RETURN_VALUE_SHARE: Reason.REFUND_ABUSE,
+    model.PatternKind.RETURN_AFTER_POINTS_SPENT: Reason.REFUND_ABUSE,
+    model.PatternKind.REFERRAL_SHARED_FINGERPRINT: Reason.REFERRAL_SELF_DEALING,
+    model.PatternKind.REFERRAL_DEVICE_REFEREES: Reason.REFERRAL_SELF_DEALING,
+}
+# Kinds whose max_value must be positive to mean anything (a multiple, a share, a count).
+_POSITIVE_LIMIT = frozenset(
+    {
+        model.PatternKind.EARN_ABOVE_CUSTOMER_USUAL,
+        model.PatternKind.EARN_ABOVE_STORE_USUAL,
+        model.PatternKind.RETURN_VALUE_SHARE,
+        model.PatternKind.REFERRAL_DEVICE_REFEREES,
+    }
+)
+
+
+def _duration_ms(duration) -> int:
+    return duration.seconds * 1000 + duration.nanos // 1_000_000
+
+
+def _pattern(pattern: rpb.PatternRule) -> model.Pattern:
+    kind = PATTERN_KINDS.decode(pattern.kind, "rule.pattern.kind")
+    window_ms = _duration_ms(pattern.window)
+    if kind in model.WINDOWLESS_PATTERNS:
+        window_ms = 0
+    elif not 0 < window_ms <= MAX_WINDOW_MS:
+        raise _invalid("rule.pattern.window", "the window must be positive and at most 90 days")
+    if pattern.max_value < 0 or (kind in _POSITIVE_LIMIT and pattern.max_value == 0):
+        raise _invalid("rule.pattern.max_value", f"{kind.value} needs a positive max_value")
+    if pattern.min_value < 0:
+        raise _invalid("rule.pattern.min_value", "min_value must not be negative")
+    return model.Pattern(kind, window_ms, pattern.max_value, pattern.min_value)
 
 
 def _velocity(velocity: rpb.VelocityRule) -> model.Velocity:
     key = VELOCITY_KEYS.decode(velocity.key, "rule.velocity.key")
-    window_ms = velocity.window.seconds * 1000 + velocity.window.nanos // 1_000_000
+    window_ms = _duration_ms(velocity.window)
     if not 0 < window_ms <= MAX_WINDOW_MS:
         raise _invalid("rule.velocity.window", "the window must be positive and at most 90 days")
     limit = velocity.WhichOneof("limit")
@@ -175,7 +282,7 @@ def decode_rule(rule: rpb.Rule) -> model.Rule:
     """The domain's rule; refuses what it cannot evaluate, naming the field."""
     kind = rule.WhichOneof("kind")
     if kind is None:
-        raise _invalid("rule.velocity", "a rule is either a velocity or a threshold rule")
+        raise _invalid("rule.velocity", "a rule is a velocity, a threshold or a pattern rule")
     if rule.action not in (apb.DECISION_UNSPECIFIED, apb.DECISION_REVIEW, apb.DECISION_DECLINE):
         raise _invalid("rule.action", "a rule forces REVIEW or DECLINE, or nothing")
     if rule.score < 0 or rule.score > 1000:
@@ -189,15 +296,18 @@ def decode_rule(rule: rpb.Rule) -> model.Rule:
         raise _invalid("rule.reason", "unknown reason")
     velocity = _velocity(rule.velocity) if kind == "velocity" else None
     threshold = _threshold(rule.threshold) if kind == "threshold" else None
+    pattern = _pattern(rule.pattern) if kind == "pattern" else None
+    default_reason = PATTERN_REASON[pattern.kind] if pattern else DEFAULT_REASON[kind]
     return model.Rule(
         rule.rule_id,
         RULE_STATES.decode_or(rule.state, model.RuleState.ENABLED),
         frozenset(KINDS.decode(k, "rule.applies_to") for k in rule.applies_to),
         DECISIONS.decode_or(rule.action, None),
         rule.score,
-        rule.reason or DEFAULT_REASON[kind].value,
+        rule.reason or default_reason.value,
         velocity=velocity,
         threshold=threshold,
+        pattern=pattern,
         # Counters start afresh when what is counted, or over which window, changes.
         generation=f"{velocity.window_ms}{velocity.measure.value[0]}" if velocity else "",
     )
@@ -209,6 +319,9 @@ DEGRADED_FIELDS = {
     model.Kind.CHECKOUT: "degraded_checkout_decision",
     model.Kind.REDEMPTION: "degraded_redemption_decision",
     model.Kind.EARN: "degraded_earn_decision",
+    model.Kind.RETURN: "degraded_return_decision",
+    model.Kind.REFERRAL: "degraded_referral_decision",
+    model.Kind.ENROLMENT: "degraded_enrolment_decision",
 }
 
 
@@ -223,6 +336,61 @@ def decode_settings(settings: rpb.FraudSettings) -> model.Settings:
         if getattr(settings, field)
     }
     return model.Settings(settings.review_threshold, settings.decline_threshold, degraded)
+
+
+# --- code brute force -----------------------------------------------------------------------------
+
+BRUTE_FORCE_KEYS = (
+    rpb.VELOCITY_KEY_TERMINAL,
+    rpb.VELOCITY_KEY_DEVICE,
+    rpb.VELOCITY_KEY_CUSTOMER,
+    rpb.VELOCITY_KEY_IP,
+)
+MAX_BRUTE_FORCE_MS = 86_400_000
+
+
+def _limit(key: int, attempts: int, window_s: int, lockout_s: int) -> rpb.BruteForceLimit:
+    return rpb.BruteForceLimit(
+        key=key,
+        max_invalid_attempts=attempts,
+        window=Duration(seconds=window_s),
+        lockout=Duration(seconds=lockout_s),
+    )
+
+
+DEFAULT_BRUTE_FORCE = rpb.BruteForcePolicy(
+    limits=[
+        _limit(rpb.VELOCITY_KEY_TERMINAL, 20, 600, 900),
+        _limit(rpb.VELOCITY_KEY_DEVICE, 10, 600, 900),
+        _limit(rpb.VELOCITY_KEY_CUSTOMER, 10, 600, 900),
+    ]
+)
+
+
+def brute_force_policy(settings: rpb.FraudSettings) -> rpb.BruteForcePolicy:
+    """The tenant's limits, or the defaults when it set none."""
+    return settings.brute_force if settings.brute_force.limits else DEFAULT_BRUTE_FORCE
+
+
+def validate_brute_force(policy: rpb.BruteForcePolicy) -> None:
+    seen = set()
+    for i, limit in enumerate(policy.limits):
+        field = f"settings.brute_force.limits[{i}]"
+        if limit.key not in BRUTE_FORCE_KEYS:
+            raise _invalid(f"{field}.key", "a brute-force limit counts per terminal, device, customer or IP")
+        if limit.key in seen:
+            raise _invalid(f"{field}.key", "one limit per key")
+        seen.add(limit.key)
+        if limit.max_invalid_attempts <= 0:
+            raise _invalid(f"{field}.max_invalid_attempts", "max_invalid_attempts must be positive")
+        if not 0 < _duration_ms(limit.window) <= MAX_BRUTE_FORCE_MS:
+            raise _invalid(f"{field}.window", "the window must be positive and at most a day")
+        if not 0 < _duration_ms(limit.lockout) <= MAX_BRUTE_FORCE_MS:
+            raise _invalid(f"{field}.lockout", "the lockout must be positive and at most a day")
+
+
+def brute_force_etag(policy: rpb.BruteForcePolicy) -> str:
+    return hashlib.sha256(policy.SerializeToString(deterministic=True)).hexdigest()[:16]
 
 
 # --- blocklist entries ----------------------------------------------------------------------------

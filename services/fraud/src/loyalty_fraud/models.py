@@ -106,3 +106,61 @@ class ReviewCaseAuditRow(Base):
     principal: Mapped[str] = mapped_column(String(200))
     note: Mapped[str] = mapped_column(String(2000))
     at: Mapped[datetime] = mapped_column(Moment, server_default=func.now())
+
+
+class ConfigVersionRow(Base):
+    """Raised with every change to a tenant's rules or settings: the replicas' caches compare it."""
+
+    __tablename__ = "config_versions"
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    version: Mapped[int] = mapped_column(BIGINT)
+
+
+class ActivityRow(Base):
+    """What the pattern rules look back on: one row per fact of a recorded, not declined assessment
+    (earn, burn, purchase, return, referral) and per account change from profile's events."""
+
+    __tablename__ = "activity"
+    __table_args__ = (
+        Index("activity_customer", "tenant_id", "customer_id", "at"),
+        # Referees per device.
+        Index("activity_fact_value", "tenant_id", "fact", "value", "at"),
+    )
+
+    seq: Mapped[int] = mapped_column(BIGINT, Identity(always=True), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(Tenant)
+    customer_id: Mapped[str] = mapped_column(String(200))
+    fact: Mapped[str] = mapped_column(String(16))
+    # The assessed request's key (a checkout id for purchases), or the event's id.
+    subject_key: Mapped[str] = mapped_column(String(200))
+    # Points, or money in minor units of `value`'s currency.
+    amount: Mapped[int] = mapped_column(BIGINT)
+    # A currency code, a device hash (referrals), or empty.
+    value: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(Moment)
+
+
+class EarnStatsRow(Base):
+    """Each customer's and store's earns so far: what "usual" is measured against."""
+
+    __tablename__ = "earn_stats"
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    scope_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    earns: Mapped[int] = mapped_column(BIGINT)
+    points: Mapped[int] = mapped_column(BIGINT)
+
+
+class CustomerFingerprintRow(Base):
+    """Devices, cards, phones and e-mails (keyed hashes) a customer was seen with, and since when."""
+
+    __tablename__ = "customer_fingerprints"
+    __table_args__ = (Index("customer_fingerprints_value", "tenant_id", "type", "value"),)
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), primary_key=True)
+    first_seen_at: Mapped[datetime] = mapped_column(Moment)

@@ -3,6 +3,7 @@ caller's tenant ($1)."""
 
 from datetime import datetime
 
+from loyalty_fraud.domain.patterns import Needs, ToRecord
 from loyalty_fraud.models import SCHEMA
 from loyalty_runtime.uow import UnitOfWork
 
@@ -11,23 +12,85 @@ S = SCHEMA
 # --- rules and settings ---------------------------------------------------------------------------
 
 
-async def assessment_inputs(
-    uow: UnitOfWork, kind: str, subject_key: str, types: list[str], values: list[str], *, ranges: bool
-) -> list:
-    """Everything an assessment reads, in one statement: rows of (part, body, fingerprint) where part
-    is 'assessment' (the decision already recorded under this key), 'rule' (enabled and shadow),
-    'settings' or 'blocklist' (unexpired entries with one of the exact (type, value) pairs, and every
-    IP range if asked)."""
+async def config(uow: UnitOfWork) -> list:
+    """The tenant's configuration in one statement: rows of (part, body, version) where part is
+    'version', 'rule' (enabled and shadow) or 'settings'."""
     return list(
         await uow.connection.fetch(
-            f"""SELECT 'assessment' AS part, body, fingerprint FROM {S}.assessments
-                    WHERE tenant_id = $1 AND kind = $2 AND subject_key = $3
+            f"""SELECT 'version' AS part, NULL::bytea AS body, version FROM {S}.config_versions WHERE tenant_id = $1
                 UNION ALL SELECT 'rule', body, NULL FROM {S}.rules WHERE tenant_id = $1 AND state <> 'disabled'
-                UNION ALL SELECT 'settings', body, NULL FROM {S}.settings WHERE tenant_id = $1
-                UNION ALL SELECT 'blocklist', body, NULL FROM {S}.blocklist_entries
+                UNION ALL SELECT 'settings', body, NULL FROM {S}.settings WHERE tenant_id = $1""",
+            uow.tenant,
+        )
+    )
+
+
+async def config_version(uow: UnitOfWork) -> int:
+    version = await uow.connection.fetchval(
+        f"SELECT version FROM {S}.config_versions WHERE tenant_id = $1", uow.tenant
+    )
+    return version or 0
+
+
+async def bump_config_version(uow: UnitOfWork) -> int:
+    """Inside the change's transaction: the caches see the change once it commits."""
+    return await uow.connection.fetchval(
+        f"""INSERT INTO {S}.config_versions (tenant_id, version) VALUES ($1, 1)
+            ON CONFLICT (tenant_id) DO UPDATE SET version = {S}.config_versions.version + 1
+            RETURNING version""",
+        uow.tenant,
+    )
+
+
+# How much history one assessment reads at most: the newest rows win.
+HISTORY_ROWS = 2000
+
+
+async def assessment_inputs(
+    uow: UnitOfWork,
+    kind: str,
+    subject_key: str,
+    types: list[str],
+    values: list[str],
+    *,
+    ranges: bool,
+    needs: Needs,
+    customer_id: str,
+    device_hash: str,
+) -> list:
+    """Everything an assessment reads, in one statement. Rows of (part, body, fingerprint, customer_id,
+    fact, subject_key, amount, value, at, earns) where part is 'assessment' (the decision already
+    recorded under this key), 'blocklist' (unexpired entries with one of the exact (type, value)
+    pairs, and every IP range if asked), and the history the pattern rules need (`needs`): 'stats'
+    (earn statistics: customer_id = scope, subject_key = its id), 'activity' (the customer's facts),
+    'fingerprint' (fact = type) and 'referral' (referrals from the device). A part not needed costs
+    a one-time filter."""
+    return list(
+        await uow.connection.fetch(
+            f"""SELECT 'assessment' AS part, body, fingerprint, NULL AS customer_id, NULL AS fact,
+                    NULL AS subject_key, NULL::bigint AS amount, NULL AS value, NULL::timestamptz AS at,
+                    NULL::bigint AS earns
+                    FROM {S}.assessments WHERE tenant_id = $1 AND kind = $2 AND subject_key = $3
+                UNION ALL SELECT 'blocklist', body, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+                    FROM {S}.blocklist_entries
                     WHERE tenant_id = $1 AND (expire_at IS NULL OR expire_at > $4)
                     AND ((type, value) IN (SELECT * FROM unnest($5::text[], $6::text[]))
-                         OR ($7 AND type = 'ip_range'))""",
+                         OR ($7 AND type = 'ip_range'))
+                UNION ALL SELECT 'stats', NULL, NULL, scope, NULL, scope_id, points, NULL, NULL, earns
+                    FROM {S}.earn_stats
+                    WHERE tenant_id = $1 AND (scope, scope_id) IN (SELECT * FROM unnest($8::text[], $9::text[]))
+                UNION ALL (SELECT 'activity', NULL, NULL, customer_id, fact, subject_key, amount, value, at, NULL
+                    FROM {S}.activity
+                    WHERE $10::bigint > 0 AND tenant_id = $1 AND customer_id = $11
+                    AND at > $4 - make_interval(secs => $10::bigint / 1000.0)
+                    ORDER BY at DESC LIMIT {HISTORY_ROWS})
+                UNION ALL SELECT 'fingerprint', NULL, NULL, customer_id, type, NULL, NULL, value, first_seen_at, NULL
+                    FROM {S}.customer_fingerprints WHERE tenant_id = $1 AND customer_id = ANY($12::text[])
+                UNION ALL (SELECT 'referral', NULL, NULL, customer_id, fact, subject_key, amount, value, at, NULL
+                    FROM {S}.activity
+                    WHERE $13::bigint > 0 AND tenant_id = $1 AND fact = 'referral' AND value = $14
+                    AND at > $4 - make_interval(secs => $13::bigint / 1000.0)
+                    ORDER BY at DESC LIMIT {HISTORY_ROWS})""",
             uow.tenant,
             kind,
             subject_key,
@@ -35,6 +98,13 @@ async def assessment_inputs(
             types,
             values,
             ranges,
+            [scope for scope, _ in needs.stats],
+            [scope_id for _, scope_id in needs.stats],
+            needs.activity_ms,
+            customer_id,
+            list(needs.fingerprints),
+            needs.referrals_ms,
+            device_hash,
         )
     )
 
@@ -142,6 +212,24 @@ async def entry(uow: UnitOfWork, entry_id: str) -> bytes | None:
     )
 
 
+async def entry_for_update(uow: UnitOfWork, entry_id: str) -> bytes | None:
+    return await uow.connection.fetchval(
+        f"SELECT body FROM {S}.blocklist_entries WHERE tenant_id = $1 AND entry_id = $2 FOR UPDATE",
+        uow.tenant,
+        entry_id,
+    )
+
+
+async def update_entry(uow: UnitOfWork, entry_id: str, expire_at: datetime | None, body: bytes) -> None:
+    await uow.connection.execute(
+        f"UPDATE {S}.blocklist_entries SET expire_at = $3, body = $4 WHERE tenant_id = $1 AND entry_id = $2",
+        uow.tenant,
+        entry_id,
+        expire_at,
+        body,
+    )
+
+
 async def delete_entry(uow: UnitOfWork, entry_id: str) -> bool:
     status = await uow.connection.execute(
         f"DELETE FROM {S}.blocklist_entries WHERE tenant_id = $1 AND entry_id = $2", uow.tenant, entry_id
@@ -190,9 +278,12 @@ async def record_assessment(
     decision: str,
     body: bytes,
     review_case_id: str,
+    history: ToRecord,
 ) -> bool:
-    """Record the decision, its review case (when `review_case_id`) and the case's audit line in one
-    statement; False when a concurrent call with the same key committed first (this one waited)."""
+    """Record the decision, its review case (when `review_case_id`) with the case's audit line, and
+    the history it adds, in one statement; False when a concurrent call with the same key committed
+    first (this one waited), and then nothing of this call is written."""
+    facts, earns, prints = history.facts, history.earns, history.fingerprints
     return bool(
         await uow.connection.fetchval(
             f"""WITH recorded AS (
@@ -206,7 +297,26 @@ async def record_assessment(
                     RETURNING review_case_id),
                 audited AS (
                     INSERT INTO {S}.review_case_audit (tenant_id, review_case_id, action, principal, note, at)
-                    SELECT $1, review_case_id, 'open', $11, '', $8 FROM opened)
+                    SELECT $1, review_case_id, 'open', $11, '', $8 FROM opened),
+                facts AS (
+                    INSERT INTO {S}.activity (tenant_id, customer_id, fact, subject_key, amount, value, at)
+                    SELECT $1, f.customer_id, f.fact, $4, f.amount, f.value, $8
+                    FROM unnest($12::text[], $13::text[], $14::bigint[], $15::text[])
+                        AS f(customer_id, fact, amount, value)
+                    WHERE EXISTS (SELECT 1 FROM recorded)),
+                earned AS (
+                    INSERT INTO {S}.earn_stats AS s (tenant_id, scope, scope_id, earns, points)
+                    SELECT $1, e.scope, e.scope_id, 1, e.points
+                    FROM unnest($16::text[], $17::text[], $18::bigint[]) AS e(scope, scope_id, points)
+                    WHERE EXISTS (SELECT 1 FROM recorded)
+                    ON CONFLICT (tenant_id, scope, scope_id)
+                    DO UPDATE SET earns = s.earns + 1, points = s.points + excluded.points),
+                seen AS (
+                    INSERT INTO {S}.customer_fingerprints (tenant_id, customer_id, type, value, first_seen_at)
+                    SELECT $1, p.customer_id, p.type, p.value, $8
+                    FROM unnest($19::text[], $20::text[], $21::text[]) AS p(customer_id, type, value)
+                    WHERE EXISTS (SELECT 1 FROM recorded)
+                    ON CONFLICT DO NOTHING)
                 SELECT count(*) > 0 FROM recorded""",
             uow.tenant,
             assessment_id,
@@ -219,7 +329,30 @@ async def record_assessment(
             body,
             review_case_id,
             uow.call.principal or "",
+            [f.customer_id for f in facts],
+            [f.fact for f in facts],
+            [f.amount for f in facts],
+            [f.value for f in facts],
+            [scope for scope, _, _ in earns],
+            [scope_id for _, scope_id, _ in earns],
+            [points for _, _, points in earns],
+            [customer for customer, _, _ in prints],
+            [kind_.value for _, kind_, _ in prints],
+            [value for _, _, value in prints],
         )
+    )
+
+
+async def record_account_change(uow: UnitOfWork, customer_id: str, event_key: str, fields: str) -> None:
+    """An account change (profile's customer.updated) for the takeover rule."""
+    await uow.connection.execute(
+        f"""INSERT INTO {S}.activity (tenant_id, customer_id, fact, subject_key, amount, value, at)
+            VALUES ($1, $2, 'account_change', $3, 0, $4, $5)""",
+        uow.tenant,
+        customer_id,
+        event_key,
+        fields,
+        uow.now,
     )
 
 
@@ -330,3 +463,90 @@ async def case_audit(uow: UnitOfWork, case_id: str) -> list:
             case_id,
         )
     )
+
+
+# --- customer data --------------------------------------------------------------------------------
+
+
+async def customer_assessments(uow: UnitOfWork, customer_id: str) -> list[bytes]:
+    rows = await uow.connection.fetch(
+        f"SELECT body FROM {S}.assessments WHERE tenant_id = $1 AND customer_id = $2 ORDER BY created_at, assessment_id",
+        uow.tenant,
+        customer_id,
+    )
+    return [row["body"] for row in rows]
+
+
+async def customer_fingerprints(uow: UnitOfWork, customer_id: str) -> list:
+    return list(
+        await uow.connection.fetch(
+            f"SELECT type, value FROM {S}.customer_fingerprints WHERE tenant_id = $1 AND customer_id = $2"
+            " ORDER BY type, value",
+            uow.tenant,
+            customer_id,
+        )
+    )
+
+
+async def erase_history(uow: UnitOfWork, customer_id: str) -> None:
+    """The pattern rules' history of the customer; their recorded decisions keep the (pseudonymous) id."""
+    await uow.connection.execute(
+        f"""WITH facts AS (DELETE FROM {S}.activity WHERE tenant_id = $1 AND customer_id = $2),
+                prints AS (DELETE FROM {S}.customer_fingerprints WHERE tenant_id = $1 AND customer_id = $2)
+            DELETE FROM {S}.earn_stats WHERE tenant_id = $1 AND scope = 'customer' AND scope_id = $2""",
+        uow.tenant,
+        customer_id,
+    )
+
+
+async def merge_history(uow: UnitOfWork, survivor_id: str, merged_id: str) -> None:
+    """The duplicate's history becomes the survivor's (its earns add to the survivor's usual)."""
+    await uow.connection.execute(
+        f"UPDATE {S}.activity SET customer_id = $2 WHERE tenant_id = $1 AND customer_id = $3",
+        uow.tenant,
+        survivor_id,
+        merged_id,
+    )
+    await uow.connection.execute(
+        f"""WITH moved AS (DELETE FROM {S}.customer_fingerprints WHERE tenant_id = $1 AND customer_id = $3
+                RETURNING type, value, first_seen_at)
+            INSERT INTO {S}.customer_fingerprints (tenant_id, customer_id, type, value, first_seen_at)
+            SELECT $1, $2, type, value, first_seen_at FROM moved
+            ON CONFLICT (tenant_id, customer_id, type, value)
+            DO UPDATE SET first_seen_at = least({S}.customer_fingerprints.first_seen_at, excluded.first_seen_at)""",
+        uow.tenant,
+        survivor_id,
+        merged_id,
+    )
+    await uow.connection.execute(
+        f"""WITH moved AS (DELETE FROM {S}.earn_stats WHERE tenant_id = $1 AND scope = 'customer' AND scope_id = $3
+                RETURNING earns, points)
+            INSERT INTO {S}.earn_stats AS s (tenant_id, scope, scope_id, earns, points)
+            SELECT $1, 'customer', $2, earns, points FROM moved
+            ON CONFLICT (tenant_id, scope, scope_id)
+            DO UPDATE SET earns = s.earns + excluded.earns, points = s.points + excluded.points""",
+        uow.tenant,
+        survivor_id,
+        merged_id,
+    )
+
+
+# --- retention ------------------------------------------------------------------------------------
+
+
+async def history_tenants(connection) -> list[str]:
+    """Every tenant with history (the retention's only cross-tenant read)."""
+    rows = await connection.fetch(f"SELECT DISTINCT tenant_id FROM {S}.activity")
+    return [row["tenant_id"] for row in rows]
+
+
+async def forget_old_activity(uow: UnitOfWork, before: datetime, limit: int) -> int:
+    """Delete up to `limit` of the tenant's facts older than `before`; how many went."""
+    status = await uow.connection.execute(
+        f"""DELETE FROM {S}.activity WHERE seq IN (
+                SELECT seq FROM {S}.activity WHERE tenant_id = $1 AND at < $2 LIMIT $3)""",
+        uow.tenant,
+        before,
+        limit,
+    )
+    return int(status.split()[-1])

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from loyalty.fraud.v1 import fraud_service_pb2 as api, review_pb2
 from loyalty_fraud import app, encoding
+from loyalty_fraud.cache import ConfigCache
 from loyalty_fraud.counters import Counters
 from loyalty_runtime import paging
 from loyalty_runtime.errors import InvalidArgument, Reason
@@ -42,9 +43,16 @@ def _page(items: list, limit: int) -> tuple[list, bool]:
 
 
 class FraudServicer:
-    def __init__(self, units: UnitsOfWork, counters: Counters) -> None:
+    def __init__(self, units: UnitsOfWork, counters: Counters, configs: ConfigCache) -> None:
         self.units = units
         self.counters = counters
+        self.configs = configs
+
+    async def _config_changed(self, response):
+        """This replica reads its own change at once; the others within the cache's check interval."""
+        async with self.units.read() as uow:
+            await app.config_changed(uow, self.configs)
+        return response
 
     # --- assessments ---
 
@@ -52,7 +60,7 @@ class FraudServicer:
         command = app.Assess(action, encoding.fingerprint(request), request.dry_run)
         # Every write of an assessment is one statement (app.py): no transaction to open.
         async with self.units.read() as uow:
-            return await app.assess(uow, self.counters, command)
+            return await app.assess(uow, self.counters, self.configs, command)
 
     async def AssessCheckout(self, request: api.AssessCheckoutRequest, context) -> api.AssessCheckoutResponse:
         assessment = await self._assess(encoding.checkout_action(request), request)
@@ -67,6 +75,20 @@ class FraudServicer:
     async def AssessEarn(self, request: api.AssessEarnRequest, context) -> api.AssessEarnResponse:
         assessment = await self._assess(encoding.earn_action(request), request)
         return api.AssessEarnResponse(assessment=assessment)
+
+    async def AssessReturn(self, request: api.AssessReturnRequest, context) -> api.AssessReturnResponse:
+        assessment = await self._assess(encoding.return_action(request), request)
+        return api.AssessReturnResponse(assessment=assessment)
+
+    async def AssessReferral(self, request: api.AssessReferralRequest, context) -> api.AssessReferralResponse:
+        assessment = await self._assess(encoding.referral_action(request), request)
+        return api.AssessReferralResponse(assessment=assessment)
+
+    async def AssessEnrolment(
+        self, request: api.AssessEnrolmentRequest, context
+    ) -> api.AssessEnrolmentResponse:
+        assessment = await self._assess(encoding.enrolment_action(request), request)
+        return api.AssessEnrolmentResponse(assessment=assessment)
 
     async def GetAssessment(self, request: api.GetAssessmentRequest, context) -> api.GetAssessmentResponse:
         async with self.units.read() as uow:
@@ -97,8 +119,10 @@ class FraudServicer:
     # --- rules and settings ---
 
     async def CreateRule(self, request: api.CreateRuleRequest, context) -> api.CreateRuleResponse:
-        return await self.units.idempotent(
-            request, app.create_rule, request.rule, lambda rule: api.CreateRuleResponse(rule=rule)
+        return await self._config_changed(
+            await self.units.idempotent(
+                request, app.create_rule, request.rule, lambda rule: api.CreateRuleResponse(rule=rule)
+            )
         )
 
     async def GetRule(self, request: api.GetRuleRequest, context) -> api.GetRuleResponse:
@@ -117,15 +141,19 @@ class FraudServicer:
 
     async def UpdateRule(self, request: api.UpdateRuleRequest, context) -> api.UpdateRuleResponse:
         command = app.UpdateRule(request.rule, tuple(request.update_mask.paths))
-        return await self.units.idempotent(
-            request, app.update_rule, command, lambda rule: api.UpdateRuleResponse(rule=rule)
+        return await self._config_changed(
+            await self.units.idempotent(
+                request, app.update_rule, command, lambda rule: api.UpdateRuleResponse(rule=rule)
+            )
         )
 
     async def DeleteRule(self, request: api.DeleteRuleRequest, context) -> api.DeleteRuleResponse:
         async def delete(uow, _):
             await app.delete_rule(uow, request.rule_id, request.etag)
 
-        return await self.units.idempotent(request, delete, None, lambda _: api.DeleteRuleResponse())
+        return await self._config_changed(
+            await self.units.idempotent(request, delete, None, lambda _: api.DeleteRuleResponse())
+        )
 
     async def GetFraudSettings(
         self, request: api.GetFraudSettingsRequest, context
@@ -137,9 +165,18 @@ class FraudServicer:
         self, request: api.UpdateFraudSettingsRequest, context
     ) -> api.UpdateFraudSettingsResponse:
         command = app.UpdateSettings(request.settings, tuple(request.update_mask.paths))
-        return await self.units.idempotent(
-            request, app.update_settings, command, lambda s: api.UpdateFraudSettingsResponse(settings=s)
+        return await self._config_changed(
+            await self.units.idempotent(
+                request, app.update_settings, command, lambda s: api.UpdateFraudSettingsResponse(settings=s)
+            )
         )
+
+    async def GetBruteForcePolicy(
+        self, request: api.GetBruteForcePolicyRequest, context
+    ) -> api.GetBruteForcePolicyResponse:
+        async with self.units.read() as uow:
+            policy, etag = await app.brute_force_policy(uow, self.configs)
+        return api.GetBruteForcePolicyResponse(policy=policy, etag=etag)
 
     # --- blocklist ---
 
@@ -171,6 +208,14 @@ class FraudServicer:
             entries, more = _page(await app.list_entries(uow, command), limit)
         token = paging.encode_token(entries[-1].entry_id) if more else ""
         return api.ListBlocklistEntriesResponse(entries=entries, next_page_token=token)
+
+    async def UpdateBlocklistEntry(
+        self, request: api.UpdateBlocklistEntryRequest, context
+    ) -> api.UpdateBlocklistEntryResponse:
+        command = app.UpdateEntry(request.entry, tuple(request.update_mask.paths))
+        return await self.units.idempotent(
+            request, app.update_entry, command, lambda e: api.UpdateBlocklistEntryResponse(entry=e)
+        )
 
     async def DeleteBlocklistEntry(
         self, request: api.DeleteBlocklistEntryRequest, context

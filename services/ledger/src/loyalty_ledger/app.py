@@ -64,6 +64,7 @@ from loyalty_ledger.domain.model import (
 from loyalty_ledger.encoding import encode_account, encode_entry, encode_hold
 from loyalty_runtime.context import CallContext, bind_call, unbind_call
 from loyalty_runtime.errors import AlreadyExists, InvalidArgument, NotFound, Reason
+from loyalty_runtime.protobuf import timestamp
 from loyalty_runtime.uow import UnitOfWork, UnitsOfWork
 
 log = logging.getLogger("loyalty.ledger")
@@ -463,7 +464,31 @@ async def run_expiry(units: UnitsOfWork, command: RunExpiry) -> ExpiryRun:
             run.voided_holds + done.voided_holds,
             run.matured_points + done.matured_points,
         )
-    return run
+    return replace(run, warned_lots=await warn_expiring(units))
+
+
+async def warn_expiring(units: UnitsOfWork) -> int:
+    """points.expiring for every account with lots newly inside their programme's warning window,
+    chunk by chunk, each lot once (marked in the transaction that records its event)."""
+    warned = 0
+    while True:
+        async with units.change() as uow:
+            accounts = await repository.warn_expiring_lots(uow)
+            for row in accounts:
+                uow.record(
+                    events_pb2.PointsExpiring(
+                        account_id=row["account_id"],
+                        customer_id=row["customer_id"] or "",
+                        program_id=row["program_id"],
+                        amount=row["amount"],
+                        expire_time=timestamp(row["expires_at"]),
+                    ),
+                    key=row["account_id"],
+                )
+        lots = sum(row["lots"] for row in accounts)
+        warned += lots
+        if lots < repository.WARN_CHUNK:
+            return warned
 
 
 async def answer_run(uow: UnitOfWork, run: ExpiryRun | TierRun) -> ExpiryRun | TierRun:

@@ -201,6 +201,7 @@ class ExpiryRun:
     expired_lots: int = 0
     voided_holds: int = 0
     matured_points: int = 0
+    warned_lots: int = 0
 
 
 @dataclass(frozen=True)

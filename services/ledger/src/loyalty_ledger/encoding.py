@@ -47,7 +47,7 @@ def decode_rules(program: pb.Program) -> ProgramRules:
         asset_kind=asset_kind,
         asset_code=program.asset_code or ("POINTS" if asset_kind is AssetKind.POINTS else ""),
         allow_overdraft=program.allow_overdraft,
-        expiry_policy=ExpiryPolicy(rule, program.expiry_policy.months),
+        expiry_policy=ExpiryPolicy(rule, program.expiry_policy.months, program.expiry_policy.warning_days),
         default_hold_ttl_seconds=ttl,
         tiers=tuple(
             Tier(t.code, t.display_name, t.qualifying_points, t.earn_multiplier_bps) for t in program.tiers
@@ -65,7 +65,9 @@ def encode_program(program: Program) -> pb.Program:
         asset_code=rules.asset_code,
         allow_overdraft=rules.allow_overdraft,
         expiry_policy=pb.ExpiryPolicy(
-            rule=EXPIRY_RULES.encode(rules.expiry_policy.rule), months=rules.expiry_policy.months
+            rule=EXPIRY_RULES.encode(rules.expiry_policy.rule),
+            months=rules.expiry_policy.months,
+            warning_days=rules.expiry_policy.warning_days,
         ),
         tiers=[
             pb.Tier(

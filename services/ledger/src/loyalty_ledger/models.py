@@ -57,6 +57,7 @@ class ProgramRow(Base):
     allow_overdraft: Mapped[bool] = mapped_column(Boolean)
     expiry_rule: Mapped[str] = mapped_column(String(40))
     expiry_months: Mapped[int] = mapped_column(Integer)
+    expiry_warning_days: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     default_hold_ttl_seconds: Mapped[int] = mapped_column(Integer)
     tier_window_days: Mapped[int] = mapped_column(Integer)
     tiers: Mapped[list] = mapped_column(JSONB)
@@ -169,6 +170,13 @@ class LotRow(Base):
         Index("lots_pending", "account_id", postgresql_where=text("remaining > 0 AND pending")),
         Index("lots_due", "expires_at", postgresql_where=text("remaining > 0 AND NOT pending")),
         Index("lots_maturing", "available_at", postgresql_where=text("remaining > 0 AND pending")),
+        # Lots not yet announced by points.expiring, by when they expire.
+        Index(
+            "lots_unwarned",
+            "tenant_id",
+            "expires_at",
+            postgresql_where=text("remaining > 0 AND NOT pending AND warned_at IS NULL"),
+        ),
         CheckConstraint("remaining >= 0 AND remaining <= amount", name="lots_remaining_bounded"),
     )
 
@@ -182,6 +190,8 @@ class LotRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     pending: Mapped[bool] = mapped_column(Boolean)
     available_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When points.expiring announced this lot (NULL: not yet).
+    warned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class HoldRow(Base):

@@ -78,7 +78,7 @@ _POSTINGS_OF_ENTRY = """CROSS JOIN LATERAL (
 
 PROGRAM = """
 SELECT g.program_id, g.display_name, g.asset_kind, g.asset_code, g.allow_overdraft, g.expiry_rule,
-       g.expiry_months, g.default_hold_ttl_seconds, g.tier_window_days, g.tiers, g.created_at, s.kinds, s.ids
+       g.expiry_months, g.expiry_warning_days, g.default_hold_ttl_seconds, g.tier_window_days, g.tiers, g.created_at, s.kinds, s.ids
 FROM ledger.programs g
 CROSS JOIN LATERAL (
     SELECT array_agg(a.kind) AS kinds, array_agg(a.account_id) AS ids FROM ledger.accounts a
@@ -89,8 +89,8 @@ CREATE_PROGRAM = """
 WITH program AS (
     INSERT INTO ledger.programs (program_id, tenant_id, display_name, asset_kind, asset_code, allow_overdraft,
                                  expiry_rule, expiry_months, default_hold_ttl_seconds, tier_window_days, tiers,
-                                 created_at)
-    VALUES ($2, $1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                                 created_at, expiry_warning_days)
+    VALUES ($2, $1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $15)
 )
 INSERT INTO ledger.accounts (account_id, tenant_id, program_id, customer_id, kind, posted, pending, held,
                              tier_code, created_at)
@@ -156,6 +156,8 @@ ALL_LOTS = (
 MATURING_LOTS = f"""
 SELECT {_LOT} FROM ledger.lots l
 WHERE l.tenant_id = $1 AND l.account_id = $2 AND l.remaining > 0 AND l.pending AND l.available_at <= $3"""
+
+WARN_CHUNK = 5_000
 
 DUE_LOTS = f"""
 SELECT {_LOT} FROM ledger.lots l
@@ -370,6 +372,26 @@ WHERE $3::varchar IS NULL
    OR account_id IN (SELECT account_id FROM ledger.accounts WHERE tenant_id = $1 AND program_id = $3)
 ORDER BY account_id"""
 
+# Marks up to a chunk of lots newly inside their programme's warning window as warned, and sums them
+# per account (ordered by account, so a chunk splits few accounts' lots across two events).
+WARN_LOTS = f"""
+WITH due AS (
+    SELECT l.lot_id FROM ledger.lots l
+    JOIN ledger.accounts a ON a.account_id = l.account_id
+    JOIN ledger.programs g ON g.program_id = a.program_id
+    WHERE l.tenant_id = $1 AND l.remaining > 0 AND NOT l.pending AND l.warned_at IS NULL
+      AND g.expiry_warning_days > 0 AND l.expires_at > $2
+      AND l.expires_at <= $2 + make_interval(days => g.expiry_warning_days)
+    ORDER BY l.account_id LIMIT {WARN_CHUNK} FOR UPDATE OF l SKIP LOCKED
+), warned AS (
+    UPDATE ledger.lots l SET warned_at = $2 FROM due WHERE l.lot_id = due.lot_id
+    RETURNING l.account_id, l.remaining, l.expires_at
+)
+SELECT w.account_id, a.customer_id, a.program_id, sum(w.remaining)::bigint AS amount,
+       min(w.expires_at) AS expires_at, count(*) AS lots
+FROM warned w JOIN ledger.accounts a ON a.account_id = w.account_id
+GROUP BY w.account_id, a.customer_id, a.program_id ORDER BY w.account_id"""
+
 PROGRAM_IDS = "SELECT program_id FROM ledger.programs WHERE tenant_id = $1 ORDER BY program_id"
 
 QUALIFYING_IN_PROGRAM = """
@@ -516,7 +538,9 @@ def _program(row) -> Program:
         asset_kind=AssetKind(row["asset_kind"]),
         asset_code=row["asset_code"],
         allow_overdraft=row["allow_overdraft"],
-        expiry_policy=ExpiryPolicy(ExpiryRule(row["expiry_rule"]), row["expiry_months"]),
+        expiry_policy=ExpiryPolicy(
+            ExpiryRule(row["expiry_rule"]), row["expiry_months"], row["expiry_warning_days"]
+        ),
         default_hold_ttl_seconds=row["default_hold_ttl_seconds"],
         tiers=tuple(Tier(**tier) for tier in row["tiers"]),
         tier_window_days=row["tier_window_days"],
@@ -553,6 +577,7 @@ async def create_program(uow: UnitOfWork, program: Program) -> None:
         program.created_at,
         list(program.system.values()),
         [kind.value for kind in program.system],
+        r.expiry_policy.warning_days,
     )
 
 
@@ -777,6 +802,12 @@ async def due_accounts(uow: UnitOfWork, program_id: str | None) -> list[str]:
     return [
         row["account_id"] for row in await uow.connection.fetch(DUE_ACCOUNTS, uow.tenant, uow.now, program_id)
     ]
+
+
+async def warn_expiring_lots(uow: UnitOfWork) -> list:
+    """Up to WARN_CHUNK lots newly inside their warning window, marked warned: per account
+    (account_id, customer_id, program_id, amount, expires_at, lots)."""
+    return await uow.connection.fetch(WARN_LOTS, uow.tenant, uow.now)
 
 
 async def program_ids(uow: UnitOfWork) -> list[str]:

@@ -120,6 +120,7 @@ def _expiry_run(run: ExpiryRun) -> api.RunExpiryResponse:
         voided_hold_count=run.voided_holds,
         matured_points=run.matured_points,
         run_time=timestamp(run.run_time),
+        warned_lot_count=run.warned_lots,
     )
 
 

@@ -16,18 +16,25 @@ from datetime import datetime, timedelta
 from loyalty.notification.v1 import jobs_pb2
 from loyalty_notification import repository
 from loyalty_notification.commands import (
+    CancelMessage,
     CreateTemplate,
+    DeleteTemplate,
     GetMessage,
     GetTemplate,
+    ListMessages,
+    ListTemplates,
+    RecordOpen,
     RenderResult,
     RenderTemplate,
     SendNotification,
     Unsubscribe,
     UpdateCapPolicy,
+    UpdateTemplate,
 )
 from loyalty_notification.directory import Customer, Directory
 from loyalty_notification.domain import policy, signing, templates
 from loyalty_notification.domain.model import (
+    SENT,
     CapPolicy,
     Channel,
     Message,
@@ -38,9 +45,16 @@ from loyalty_notification.domain.model import (
     TemplateState,
 )
 from loyalty_notification.domain.targets import TargetRefused
-from loyalty_notification.encoding import failed_event
+from loyalty_notification.encoding import encode_message, failed_event, opened_event
 from loyalty_notification.providers import check_webhook_target
-from loyalty_runtime.errors import Aborted, FieldViolation, InvalidArgument, NotFound, Reason
+from loyalty_runtime.errors import (
+    Aborted,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Reason,
+)
 from loyalty_runtime.uow import UnitOfWork, UnitsOfWork, utcnow
 
 DELIVER_JOB = "notification.deliver"
@@ -92,6 +106,37 @@ async def get_template(uow: UnitOfWork, command: GetTemplate) -> Template:
     if found is None:
         raise NotFound(Reason.TEMPLATE_NOT_FOUND, "no such template")
     return found
+
+
+async def list_templates(uow: UnitOfWork, command: ListTemplates) -> tuple[list[Template], str]:
+    """One page by key, and the key to continue after ("" on the last page)."""
+    found = await repository.templates(
+        uow, command.purpose, command.show_archived, command.after_key, command.page_size + 1
+    )
+    page = found[: command.page_size]
+    return page, page[-1].key if len(found) > command.page_size else ""
+
+
+async def _changeable_template(uow: UnitOfWork, template_id: str, etag: str, field: str) -> Template:
+    """The active template locked for a change, if `etag` (when given) is its current one."""
+    current = await repository.template_for_update(uow, template_id)
+    if current is None or current.state is TemplateState.ARCHIVED:
+        raise NotFound(Reason.TEMPLATE_NOT_FOUND, "no such template", field=field)
+    if etag and etag != str(current.version):
+        raise Aborted(Reason.CONCURRENT_MODIFICATION, "the etag is not current; read it again", field="etag")
+    return current
+
+
+async def update_template(uow: UnitOfWork, command: UpdateTemplate) -> Template:
+    current = await _changeable_template(uow, command.template_id, command.etag, "template.template_id")
+    updated = replace(current, **command.changes)
+    require_valid_variants(updated)
+    return await repository.save_template(uow, updated)
+
+
+async def delete_template(uow: UnitOfWork, command: DeleteTemplate) -> Template:
+    current = await _changeable_template(uow, command.template_id, command.etag, "template_id")
+    return await repository.save_template(uow, replace(current, state=TemplateState.ARCHIVED))
 
 
 async def render_template(uow: UnitOfWork, command: RenderTemplate) -> RenderResult:
@@ -280,6 +325,49 @@ async def get_message(uow: UnitOfWork, command: GetMessage) -> Message:
     return found
 
 
+async def list_messages(uow: UnitOfWork, command: ListMessages) -> tuple[list[Message], Message | None]:
+    """One page, newest first, and the message to continue after (None on the last page)."""
+    found = await repository.messages(uow, command.query, command.page_size + 1)
+    page = found[: command.page_size]
+    return page, page[-1] if len(found) > command.page_size else None
+
+
+async def _existing_message(uow: UnitOfWork, message_id: str) -> Message:
+    found = await repository.message(uow, message_id)
+    if found is None:
+        raise NotFound(Reason.MESSAGE_NOT_FOUND, "no such message", field="message_id")
+    return found
+
+
+async def cancel_message(uow: UnitOfWork, command: CancelMessage) -> Message:
+    """Its delivery job stays and finds nothing to do (a delivery skips what is not pending)."""
+    cancelled = await repository.cancel_message(uow, command.message_id)
+    found = await _existing_message(uow, command.message_id)
+    if cancelled is None:
+        raise FailedPrecondition(
+            Reason.MESSAGE_NOT_CANCELLABLE,
+            f"the message is {found.status.value}: only one not sent yet can be cancelled",
+            field="message_id",
+        )
+    uow.concerns(found.customer_id)
+    return found
+
+
+async def record_open(uow: UnitOfWork, command: RecordOpen) -> Message:
+    """The first open of a sent message sets its open time and publishes `notification.opened`;
+    a later one changes nothing."""
+    opened = await repository.mark_opened(uow, command.message_id)
+    found = await _existing_message(uow, command.message_id)
+    if opened is not None:
+        uow.concerns(found.customer_id)
+        uow.record(opened_event(opened), key=opened.message_id)
+    elif found.status not in SENT:
+        raise FailedPrecondition(
+            Reason.MESSAGE_NOT_SENT, f"the message is {found.status.value}, not sent", field="message_id"
+        )
+    return found
+
+
 # --- frequency caps ---
 
 
@@ -299,16 +387,38 @@ async def update_cap_policy(uow: UnitOfWork, command: UpdateCapPolicy) -> CapPol
 # --- unsubscribe ---
 
 
-async def unsubscribe(
-    units: UnitsOfWork, directory: Directory, command: Unsubscribe, secret: str, tenant: str
-):
+def _token_invalid() -> InvalidArgument:
+    return InvalidArgument(
+        Reason.UNSUBSCRIBE_TOKEN_INVALID, "the unsubscribe link is not valid", field="token"
+    )
+
+
+async def unsubscribe(directory: Directory, command: Unsubscribe, secret: str, tenant: str):
     """Withdraw the marketing consent the token names, in the profile service (idempotent there on a
-    key derived from this request's)."""
+    key derived from this request's). A customer the tenant does not know makes the token invalid;
+    an erased one has withdrawn everything already."""
     subject = signing.read_unsubscribe_token(secret, command.token)
     if subject is None or subject.tenant_id != tenant or subject.channel not in {c.value for c in Channel}:
-        raise InvalidArgument(
-            Reason.UNSUBSCRIBE_TOKEN_INVALID, "the unsubscribe link is not valid", field="token"
-        )
+        raise _token_invalid()
     channel = Channel(subject.channel)
-    await directory.withdraw_marketing(subject.customer_id, channel, f"unsubscribe:{command.idempotency_key}")
+    known = await directory.withdraw_marketing(
+        subject.customer_id, channel, f"unsubscribe:{command.idempotency_key}"
+    )
+    if not known:
+        raise _token_invalid()
     return subject.customer_id, channel
+
+
+# --- customer data ---
+
+
+async def export_customer_data(uow: UnitOfWork, customer_id: str) -> list:
+    return [encode_message(m) for m in await repository.customer_messages(uow, customer_id)]
+
+
+async def erase_customer(uow: UnitOfWork, customer_id: str) -> None:
+    await repository.erase_customer(uow, customer_id)
+
+
+async def merge_customers(uow: UnitOfWork, survivor_id: str, merged_id: str) -> None:
+    await repository.move_messages(uow, survivor_id, merged_id)

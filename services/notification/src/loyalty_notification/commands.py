@@ -6,7 +6,7 @@ from typing import Any
 
 from google.protobuf.message import Message as ProtoMessage
 
-from loyalty_notification.domain.model import CapPolicy, Channel, Template
+from loyalty_notification.domain.model import CapPolicy, Channel, Purpose, Status, Template
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,28 @@ class CreateTemplate:
 class GetTemplate:
     template_id: str = ""
     key: str = ""
+
+
+@dataclass(frozen=True)
+class ListTemplates:
+    purpose: Purpose | None
+    show_archived: bool
+    after_key: str
+    page_size: int
+
+
+@dataclass(frozen=True)
+class UpdateTemplate:
+    template_id: str
+    # Template field -> its new value (decoded and checked), for the fields the mask names.
+    changes: dict[str, Any]
+    etag: str
+
+
+@dataclass(frozen=True)
+class DeleteTemplate:
+    template_id: str
+    etag: str
 
 
 @dataclass(frozen=True)
@@ -67,3 +89,32 @@ class UpdateCapPolicy:
 class Unsubscribe:
     idempotency_key: str
     token: str
+
+
+@dataclass(frozen=True)
+class MessageQuery:
+    customer_id: str = ""
+    status: Status | None = None
+    channel: Channel | None = None
+    template_key: str = ""
+    correlation_id: str = ""
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    # The last message of the previous page: (create_time, message_id).
+    after: tuple[datetime, str] | None = None
+
+
+@dataclass(frozen=True)
+class ListMessages:
+    query: MessageQuery
+    page_size: int
+
+
+@dataclass(frozen=True)
+class CancelMessage:
+    message_id: str
+
+
+@dataclass(frozen=True)
+class RecordOpen:
+    message_id: str

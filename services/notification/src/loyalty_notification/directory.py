@@ -13,9 +13,6 @@ from loyalty_notification.domain.policy import ConsentAnswer
 from loyalty_runtime.errors import Reason, Unavailable
 
 PUSH_NAMESPACE = "push"  # an EXTERNAL identifier in this namespace is a device's push token
-# The customer's IANA time zone, until the profile has a field of its own: a string custom attribute
-# of this name (unset or not a zone: the tenant's default zone of the quiet-hours policy applies).
-TIME_ZONE_ATTRIBUTE = "time_zone"
 
 CONSENT_CHANNELS = {
     profile_pb2.CONSENT_CHANNEL_EMAIL: Channel.EMAIL,
@@ -37,6 +34,7 @@ class Customer:
     given_name: str
     family_name: str
     locale: str
+    # IANA zone; "" when the profile has none (the quiet-hours policy's default zone applies).
     time_zone: str
     contacts: dict[Channel, str]
     consents: tuple[ConsentAnswer, ...]
@@ -65,9 +63,7 @@ def _customer(customer: profile_pb2.Customer) -> Customer | None:
         given_name=customer.given_name,
         family_name=customer.family_name,
         locale=customer.locale,
-        time_zone=customer.attributes[TIME_ZONE_ATTRIBUTE].string_value
-        if TIME_ZONE_ATTRIBUTE in customer.attributes
-        else "",
+        time_zone=customer.time_zone,
         contacts=_contacts(customer),
         consents=tuple(
             ConsentAnswer(CONSENT_CHANNELS[c.channel], PURPOSES[c.purpose], c.granted)
@@ -103,7 +99,9 @@ class Directory:
             raise _unavailable(error) from None
         return _customer(answer.customer)
 
-    async def withdraw_marketing(self, customer_id: str, channel: Channel, idempotency_key: str) -> None:
+    async def withdraw_marketing(self, customer_id: str, channel: Channel, idempotency_key: str) -> bool:
+        """False when the tenant has no such customer; an erased one counts as withdrawn (erasure
+        withdrew every consent)."""
         consent = profile_pb2.Consent(
             channel=CONSENT_CHANNEL_OF[channel],
             purpose=profile_pb2.CONSENT_PURPOSE_MARKETING,
@@ -118,4 +116,9 @@ class Directory:
                 timeout=self.timeout,
             )
         except grpc.aio.AioRpcError as error:
+            if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                return False
+            if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                return True
             raise _unavailable(error) from None
+        return True

@@ -38,6 +38,8 @@ class DeliveryPolicy:
     rates: dict[str, int]  # provider name -> attempts per second (0: unlimited)
     unsubscribe_url: str  # base of the one-click link; the token goes in its `token` parameter
     unsubscribe_secret: str
+    tracking_url: str  # base of the open-tracking pixel's link ("": no pixel)
+    tracking_secret: str
 
 
 class Dispatcher:
@@ -77,6 +79,12 @@ class Dispatcher:
                 signing.Unsubscription(uow.tenant, message.customer_id, message.channel.value),
             )
             unsubscribe = f"{self.rules.unsubscribe_url}?token={token}"
+        html_body = message.html_body
+        if message.channel is Channel.EMAIL and html_body and self.rules.tracking_url:
+            token = signing.tracking_token(
+                self.rules.tracking_secret, signing.Tracked(uow.tenant, message.message_id)
+            )
+            html_body = delivery.with_pixel(html_body, f"{self.rules.tracking_url}?token={token}")
         return Delivery(
             message_id=message.message_id,
             customer_id=message.customer_id,
@@ -85,7 +93,7 @@ class Dispatcher:
             recipient=message.recipient,
             subject=message.subject,
             body=message.body,
-            html_body=message.html_body,
+            html_body=html_body,
             unsubscribe_url=unsubscribe,
         )
 

@@ -145,6 +145,7 @@ def encode_message(message: Message) -> message_pb.Message:
         update_time=timestamp(message.update_time),
         failure_reason=message.failure_reason,
         attempt_count=message.attempt_count,
+        open_time=timestamp(message.opened_time),
     )
 
 
@@ -201,3 +202,7 @@ def failed_event(message: Message) -> events_pb2.NotificationFailed:
 
 def sent_event(message: Message, attempt_count: int) -> events_pb2.NotificationSent:
     return events_pb2.NotificationSent(**_event_fields(message), attempt_count=attempt_count)
+
+
+def opened_event(message: Message) -> events_pb2.NotificationOpened:
+    return events_pb2.NotificationOpened(**_event_fields(message))

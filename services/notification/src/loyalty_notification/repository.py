@@ -1,12 +1,14 @@
 """The notification service's SQL, as PostgreSQL text on the unit of work's asyncpg connection.
 Every statement names the caller's tenant (`uow.tenant`)."""
 
-import json
 from datetime import datetime, timedelta
 
 import asyncpg
 
+from loyalty_notification.commands import MessageQuery
 from loyalty_notification.domain.model import (
+    PENDING,
+    SENT,
     Attempt,
     AttemptStatus,
     Cap,
@@ -33,25 +35,24 @@ COUNTED = ("queued", "scheduled", "sending", "sent", "delivered")
 # --- templates ---
 
 
-def _variants_json(variants: tuple[Variant, ...]) -> str:
-    return json.dumps(
-        [
-            {
-                "channel": v.channel.value,
-                "locale": v.locale,
-                "subject": v.subject,
-                "body": v.body,
-                "html_body": v.html_body,
-            }
-            for v in variants
-        ]
-    )
+def _stored_variants(variants: tuple[Variant, ...]) -> list[dict]:
+    """The variants as JSON values (the connection's codec encodes jsonb)."""
+    return [
+        {
+            "channel": v.channel.value,
+            "locale": v.locale,
+            "subject": v.subject,
+            "body": v.body,
+            "html_body": v.html_body,
+        }
+        for v in variants
+    ]
 
 
 def _template(row) -> Template:
     variants = tuple(
         Variant(Channel(v["channel"]), v["locale"], v["subject"], v["body"], v["html_body"])
-        for v in json.loads(row["variants"])
+        for v in row["variants"]
     )
     return Template(
         template_id=str(row["template_id"]),
@@ -73,7 +74,7 @@ async def insert_template(uow: UnitOfWork, template: Template) -> Template:
         row = await uow.connection.fetchrow(
             f"""INSERT INTO {SCHEMA}.templates (tenant_id, template_id, key, display_name, purpose, state,
                     default_locale, variable_names, variants, version, create_time, update_time)
-                VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8::jsonb, 1, $9, $9) RETURNING *""",
+                VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, 1, $9, $9) RETURNING *""",
             uow.tenant,
             template.template_id,
             template.key,
@@ -81,7 +82,7 @@ async def insert_template(uow: UnitOfWork, template: Template) -> Template:
             template.purpose.value,
             template.default_locale,
             list(template.variable_names),
-            _variants_json(template.variants),
+            _stored_variants(template.variants),
             uow.now,
         )
     except asyncpg.UniqueViolationError:
@@ -105,6 +106,53 @@ async def template_by_key(uow: UnitOfWork, key: str) -> Template | None:
     return _template(row) if row else None
 
 
+async def template_for_update(uow: UnitOfWork, template_id: str) -> Template | None:
+    """The template, locked until COMMIT (a concurrent update waits, then sees the new version)."""
+    row = await uow.connection.fetchrow(
+        f"SELECT * FROM {SCHEMA}.templates WHERE tenant_id = $1 AND template_id = $2 FOR UPDATE",
+        uow.tenant,
+        template_id,
+    )
+    return _template(row) if row else None
+
+
+async def save_template(uow: UnitOfWork, template: Template) -> Template:
+    """The template's content and state as given, its version bumped (so its etag changes)."""
+    row = await uow.connection.fetchrow(
+        f"""UPDATE {SCHEMA}.templates SET display_name = $3, purpose = $4, state = $5, default_locale = $6,
+                variable_names = $7, variants = $8, version = version + 1, update_time = $9
+            WHERE tenant_id = $1 AND template_id = $2 RETURNING *""",
+        uow.tenant,
+        template.template_id,
+        template.display_name,
+        template.purpose.value,
+        template.state.value,
+        template.default_locale,
+        list(template.variable_names),
+        _stored_variants(template.variants),
+        uow.now,
+    )
+    return _template(row)
+
+
+async def templates(
+    uow: UnitOfWork, purpose: Purpose | None, show_archived: bool, after_key: str, limit: int
+) -> list[Template]:
+    """By key, after `after_key`."""
+    rows = await uow.connection.fetch(
+        f"""SELECT * FROM {SCHEMA}.templates
+            WHERE tenant_id = $1 AND key > $2 AND ($3::varchar IS NULL OR purpose = $3)
+              AND ($4 OR state = 'active')
+            ORDER BY key LIMIT $5""",
+        uow.tenant,
+        after_key,
+        purpose.value if purpose else None,
+        show_archived,
+        limit,
+    )
+    return [_template(row) for row in rows]
+
+
 # --- cap policies ---
 
 
@@ -116,7 +164,7 @@ async def cap_policy(uow: UnitOfWork) -> CapPolicy:
         return CapPolicy()
     caps = tuple(
         Cap(Channel(c["channel"]) if c["channel"] else None, c["max_messages"], c["window_seconds"])
-        for c in json.loads(row["caps"])
+        for c in row["caps"]
     )
     quiet = (
         QuietHours(row["quiet_start_minute"], row["quiet_end_minute"], row["default_time_zone"])
@@ -127,21 +175,19 @@ async def cap_policy(uow: UnitOfWork) -> CapPolicy:
 
 
 async def save_cap_policy(uow: UnitOfWork, policy: CapPolicy) -> CapPolicy:
-    caps = json.dumps(
-        [
-            {
-                "channel": c.channel.value if c.channel else None,
-                "max_messages": c.max_messages,
-                "window_seconds": c.window_seconds,
-            }
-            for c in policy.caps
-        ]
-    )
+    caps = [
+        {
+            "channel": c.channel.value if c.channel else None,
+            "max_messages": c.max_messages,
+            "window_seconds": c.window_seconds,
+        }
+        for c in policy.caps
+    ]
     quiet = policy.quiet_hours
     await uow.connection.execute(
         f"""INSERT INTO {SCHEMA}.cap_policies AS p (tenant_id, caps, quiet_start_minute, quiet_end_minute,
                 default_time_zone, version, update_time)
-            VALUES ($1, $2::jsonb, $3, $4, $5, 1, $6)
+            VALUES ($1, $2, $3, $4, $5, 1, $6)
             ON CONFLICT (tenant_id) DO UPDATE SET caps = EXCLUDED.caps,
                 quiet_start_minute = EXCLUDED.quiet_start_minute, quiet_end_minute = EXCLUDED.quiet_end_minute,
                 default_time_zone = EXCLUDED.default_time_zone, version = p.version + 1,
@@ -213,6 +259,7 @@ def _message(row, attempts: tuple[Attempt, ...] = ()) -> Message:
         sent_time=row["sent_time"],
         update_time=row["update_time"],
         attempts=attempts,
+        opened_time=row["opened_time"],
     )
 
 
@@ -324,4 +371,123 @@ async def record_attempt(
         status.value,
         failure_reason,
         next_attempt_time,
+    )
+
+
+async def messages(uow: UnitOfWork, query: MessageQuery, limit: int) -> list[Message]:
+    """Newest first (create_time, then id, descending), after the query's cursor; no attempts."""
+    after_time, after_id = query.after or (None, None)
+    rows = await uow.connection.fetch(
+        f"""SELECT * FROM {SCHEMA}.messages
+            WHERE tenant_id = $1
+              AND ($2::varchar IS NULL OR customer_id = $2)
+              AND ($3::varchar IS NULL OR status = $3)
+              AND ($4::varchar IS NULL OR channel = $4)
+              AND ($5::varchar IS NULL OR template_key = $5)
+              AND ($6::varchar IS NULL OR correlation_id = $6)
+              AND ($7::timestamptz IS NULL OR create_time >= $7)
+              AND ($8::timestamptz IS NULL OR create_time < $8)
+              AND ($9::timestamptz IS NULL OR (create_time, message_id) < ($9, $10::uuid))
+            ORDER BY create_time DESC, message_id DESC LIMIT $11""",
+        uow.tenant,
+        query.customer_id or None,
+        query.status.value if query.status else None,
+        query.channel.value if query.channel else None,
+        query.template_key or None,
+        query.correlation_id or None,
+        query.start_time,
+        query.end_time,
+        after_time,
+        after_id,
+        limit,
+    )
+    return [_message(row) for row in rows]
+
+
+async def cancel_message(uow: UnitOfWork, message_id: str) -> Message | None:
+    """Cancelled if it was still pending; None otherwise. A delivery holding the message's lock is
+    waited for, and the status re-checked after it commits, so a message is never both sent and
+    cancelled."""
+    row = await uow.connection.fetchrow(
+        f"""UPDATE {SCHEMA}.messages SET status = 'cancelled', update_time = $3
+            WHERE tenant_id = $1 AND message_id = $2 AND status = ANY($4::varchar[]) RETURNING *""",
+        uow.tenant,
+        message_id,
+        uow.now,
+        [status.value for status in PENDING],
+    )
+    return _message(row) if row else None
+
+
+async def mark_opened(uow: UnitOfWork, message_id: str) -> Message | None:
+    """open_time set, if the message was sent and not opened before; None otherwise (so the first
+    open, and only it, is told)."""
+    row = await uow.connection.fetchrow(
+        f"""UPDATE {SCHEMA}.messages SET opened_time = $3, update_time = $3
+            WHERE tenant_id = $1 AND message_id = $2 AND opened_time IS NULL
+              AND status = ANY($4::varchar[]) RETURNING *""",
+        uow.tenant,
+        message_id,
+        uow.now,
+        [status.value for status in SENT],
+    )
+    return _message(row) if row else None
+
+
+# --- customer data (GDPR export, erasure, merges) ---
+
+
+async def customer_messages(uow: UnitOfWork, customer_id: str) -> list[Message]:
+    """Every message to the customer, oldest first, with its attempts."""
+    rows = await uow.connection.fetch(
+        f"""SELECT m.*, coalesce((
+                SELECT json_agg(json_build_array(a.attempt_number, a.attempt_time, a.status, a.provider,
+                                                 a.provider_message_id, a.error_code, a.error_message)
+                                ORDER BY a.attempt_number)
+                FROM {SCHEMA}.delivery_attempts a
+                WHERE a.tenant_id = m.tenant_id AND a.message_id = m.message_id), '[]') AS attempt_rows
+            FROM {SCHEMA}.messages m WHERE m.tenant_id = $1 AND m.customer_id = $2
+            ORDER BY m.create_time, m.message_id""",
+        uow.tenant,
+        customer_id,
+    )
+    return [
+        _message(
+            row,
+            tuple(
+                Attempt(number, datetime.fromisoformat(at), AttemptStatus(status), *rest)
+                for number, at, status, *rest in row["attempt_rows"]
+            ),
+        )
+        for row in rows
+    ]
+
+
+async def erase_customer(uow: UnitOfWork, customer_id: str) -> None:
+    """Addresses, rendered texts and providers' error texts go; what is still pending is cancelled,
+    so nothing more reaches the erased customer. Ids, statuses and times stay for the statistics."""
+    await uow.connection.execute(
+        f"""WITH attempts AS (
+                UPDATE {SCHEMA}.delivery_attempts a SET error_message = ''
+                FROM {SCHEMA}.messages m
+                WHERE m.tenant_id = $1 AND m.customer_id = $2
+                  AND a.tenant_id = m.tenant_id AND a.message_id = m.message_id)
+            UPDATE {SCHEMA}.messages SET recipient = '', recipient_hint = '', subject = '', body = '',
+                html_body = '', update_time = $3,
+                status = CASE WHEN status = ANY($4::varchar[]) THEN 'cancelled' ELSE status END
+            WHERE tenant_id = $1 AND customer_id = $2""",
+        uow.tenant,
+        customer_id,
+        uow.now,
+        [status.value for status in PENDING],
+    )
+
+
+async def move_messages(uow: UnitOfWork, survivor_id: str, merged_id: str) -> None:
+    """The duplicate's messages become the survivor's (and count against the survivor's caps)."""
+    await uow.connection.execute(
+        f"UPDATE {SCHEMA}.messages SET customer_id = $2 WHERE tenant_id = $1 AND customer_id = $3",
+        uow.tenant,
+        survivor_id,
+        merged_id,
     )

@@ -9,10 +9,12 @@ from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from loyalty.notification.v1 import jobs_pb2, notification_service_pb2
+from loyalty_notification import app
 from loyalty_notification.app import DELIVER_JOB
 from loyalty_notification.directory import Directory
 from loyalty_notification.dispatch import DeliveryPolicy, Dispatcher
 from loyalty_notification.domain.model import Channel
+from loyalty_notification.links import Links, serve_links
 from loyalty_notification.providers import GatewayProvider, RateLimiter, SmtpProvider, WebhookProvider
 from loyalty_notification.repository import SCHEMA
 from loyalty_notification.servicer import NotificationServicer
@@ -20,6 +22,7 @@ from loyalty_notification.triggers import SEND_FOR_EVENT_JOB, SUBSCRIPTIONS, Eve
 from loyalty_runtime.catalogue import PORTS
 from loyalty_runtime.clients import internal_channel
 from loyalty_runtime.jobs import Job, JobWorker, Schedule
+from loyalty_runtime.privacy import CustomerData
 from loyalty_runtime.server import Api, Resources, ServiceDefinition
 from loyalty_runtime.settings import ServiceSettings
 
@@ -51,9 +54,17 @@ class NotificationSettings(ServiceSettings):
     smtp_sender: str = "no-reply@loyalty.local"
     sms_endpoint: str = ""
     push_endpoint: str = ""
-    # One-click unsubscribe (RFC 8058): the public URL that forwards its token to Unsubscribe.
+    # The links in messages (links.py), served over HTTP on every replica where enabled; the
+    # ingress publishes them at the URLs below.
+    http_enabled: bool = True
+    http_host: str = "0.0.0.0"
+    http_port: int = 8057
+    # One-click unsubscribe (RFC 8058): the public URL of `/unsubscribe` ("": no List-Unsubscribe).
     unsubscribe_url: str = ""
     unsubscribe_secret: SecretStr = SecretStr("dev-unsubscribe-secret")
+    # Open tracking: the public URL of `/open` ("": HTML e-mail carries no pixel).
+    tracking_url: str = ""
+    tracking_secret: SecretStr = SecretStr("dev-tracking-secret")
 
 
 def _directory(resources: Resources) -> Directory:
@@ -99,6 +110,8 @@ def dispatcher(resources: Resources, client: httpx.AsyncClient) -> Dispatcher:
         rates=dict(s.rate_limits),
         unsubscribe_url=s.unsubscribe_url,
         unsubscribe_secret=s.unsubscribe_secret.get_secret_value(),
+        tracking_url=s.tracking_url,
+        tracking_secret=s.tracking_secret.get_secret_value(),
     )
     return Dispatcher(providers, RateLimiter(resources.redis), rules)
 
@@ -134,6 +147,20 @@ async def deliver_loop(resources: Resources, stopping: asyncio.Event) -> None:
         await asyncio.gather(*(worker.run(stopping) for worker in workers))
 
 
+async def links_loop(resources: Resources, stopping: asyncio.Event) -> None:
+    s = resources.settings
+    if not s.http_enabled:
+        return
+    links = Links(
+        resources.units,
+        _directory(resources),
+        unsubscribe_secret=s.unsubscribe_secret.get_secret_value(),
+        tracking_secret=s.tracking_secret.get_secret_value(),
+        timeout_seconds=s.default_deadline_seconds,
+    )
+    await serve_links(links, s.http_host, s.http_port, stopping)
+
+
 async def prune_jobs(resources: Resources) -> None:
     await _worker(resources, []).prune()  # pruning runs no job
 
@@ -146,6 +173,9 @@ DEFINITION = ServiceDefinition(
     migrations="loyalty_notification:migrations",
     events="notification.events",
     subscriptions=SUBSCRIPTIONS,
-    background=[deliver_loop],
+    background=[deliver_loop, links_loop],
     schedules=[Schedule("notification.jobs-prune", every=lambda _settings: 3600.0, run=prune_jobs)],
+    customer_data=CustomerData(
+        export=app.export_customer_data, erase=app.erase_customer, merge=app.merge_customers
+    ),
 )

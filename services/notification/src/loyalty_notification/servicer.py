@@ -1,33 +1,38 @@
 """NotificationService: each method decodes its request into a command, runs one use case in a
-unit of work (`units.idempotent` for state changes), and encodes the result. No SQL, no rule.
-
-Not built yet, so UNIMPLEMENTED (the runtime answers for methods this class lacks): ListTemplates,
-UpdateTemplate, DeleteTemplate, ListMessages, CancelMessage.
-"""
+unit of work (`units.idempotent` for state changes), and encodes the result. No SQL, no rule."""
 
 import re
 import uuid
+from datetime import datetime
 
 from loyalty.common.v1 import customer_pb2
 from loyalty.notification.v1 import notification_service_pb2 as api
 from loyalty_notification import app
 from loyalty_notification.commands import (
+    CancelMessage,
     CreateTemplate,
+    DeleteTemplate,
     GetMessage,
     GetTemplate,
+    ListMessages,
+    ListTemplates,
+    MessageQuery,
+    RecordOpen,
     RenderTemplate,
     SendNotification,
     Unsubscribe,
     UpdateCapPolicy,
+    UpdateTemplate,
 )
 from loyalty_notification.directory import Directory
 from loyalty_notification.domain import templates
-from loyalty_notification.domain.model import Channel, Template, TemplateState
+from loyalty_notification.domain.model import Channel, Message, Purpose, Template, TemplateState
 from loyalty_notification.domain.policy import EMAIL, zone
 from loyalty_notification.encoding import (
     CHANNELS,
     CHANNELS_PB,
     PURPOSES,
+    STATUSES_PB,
     decode_caps,
     decode_value,
     decode_variant,
@@ -37,11 +42,15 @@ from loyalty_notification.encoding import (
 )
 from loyalty_runtime.context import current_call
 from loyalty_runtime.errors import InvalidArgument, Reason
+from loyalty_runtime.paging import decode_token, encode_token, page_size
 from loyalty_runtime.protobuf import moment
 from loyalty_runtime.uow import UnitsOfWork, require_key
 
 KEY = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
 MAX_VARIABLES = 100
+# What UpdateTemplate may change (the contract's update_mask paths, named as the domain's fields).
+TEMPLATE_FIELDS = frozenset({"display_name", "purpose", "variants", "default_locale", "variable_names"})
+STATUSES = {number: status for status, number in STATUSES_PB.items()}
 
 
 def _invalid(field: str, description: str, reason: Reason = Reason.INVALID_ARGUMENT) -> InvalidArgument:
@@ -67,16 +76,17 @@ def _channel(number: int, field: str) -> Channel:
     return CHANNELS[number]
 
 
-def _decode_template(message, field: str = "template") -> Template:
-    if not KEY.match(message.key):
-        raise _invalid(f"{field}.key", "lower-case letters, digits, '_', '.', '-', starting with a letter")
-    if message.purpose not in PURPOSES:
-        raise _invalid(f"{field}.purpose", "must be TRANSACTIONAL or MARKETING")
-    default_locale = _locale(message.default_locale, f"{field}.default_locale", required=True)
+def _purpose(number: int, field: str) -> Purpose:
+    if number not in PURPOSES:
+        raise _invalid(field, "must be TRANSACTIONAL or MARKETING")
+    return PURPOSES[number]
+
+
+def _variants(messages, field: str) -> tuple:
     variants = []
     seen = set()
-    for index, variant in enumerate(message.variants):
-        path = f"{field}.variants[{index}]"
+    for index, variant in enumerate(messages):
+        path = f"{field}[{index}]"
         _channel(variant.channel, f"{path}.channel")
         _locale(variant.locale, f"{path}.locale", required=True)
         if (variant.channel, variant.locale.lower()) in seen:
@@ -84,17 +94,83 @@ def _decode_template(message, field: str = "template") -> Template:
         seen.add((variant.channel, variant.locale.lower()))
         variants.append(decode_variant(variant))
     if not variants:
-        raise _invalid(f"{field}.variants", "at least one variant is required")
+        raise _invalid(field, "at least one variant is required")
+    return tuple(variants)
+
+
+def _template_fields(message, field: str, names) -> dict:
+    """The named fields of a Template message, decoded and checked (the syntax of bodies is the
+    use case's check)."""
+    decoders = {
+        "display_name": lambda: message.display_name,
+        "purpose": lambda: _purpose(message.purpose, f"{field}.purpose"),
+        "default_locale": lambda: _locale(message.default_locale, f"{field}.default_locale", required=True),
+        "variants": lambda: _variants(message.variants, f"{field}.variants"),
+        "variable_names": lambda: tuple(message.variable_names),
+    }
+    return {name: decoders[name]() for name in sorted(names)}
+
+
+def _decode_template(message, field: str = "template") -> Template:
+    if not KEY.match(message.key):
+        raise _invalid(f"{field}.key", "lower-case letters, digits, '_', '.', '-', starting with a letter")
     return Template(
         template_id=str(uuid.uuid4()),
         key=message.key,
-        display_name=message.display_name,
-        purpose=PURPOSES[message.purpose],
         state=TemplateState.ACTIVE,
-        default_locale=default_locale,
-        variants=tuple(variants),
-        variable_names=tuple(message.variable_names),
+        **_template_fields(message, field, TEMPLATE_FIELDS),
     )
+
+
+def _update_template_command(request: api.UpdateTemplateRequest) -> UpdateTemplate:
+    require_key(request.idempotency_key)
+    template_id = _uuid(request.template.template_id, "template.template_id")
+    paths = set(request.update_mask.paths) or TEMPLATE_FIELDS
+    if paths - TEMPLATE_FIELDS:
+        raise _invalid("update_mask", f"updatable: {', '.join(sorted(TEMPLATE_FIELDS))}")
+    return UpdateTemplate(
+        template_id, _template_fields(request.template, "template", paths), request.template.etag
+    )
+
+
+def _text(value: str, field: str, limit: int) -> str:
+    if len(value) > limit:
+        raise _invalid(field, f"at most {limit} characters")
+    return value
+
+
+def _message_cursor(token: str) -> tuple[datetime, str] | None:
+    """A ListMessages page token: the last message's create time and id."""
+    text = decode_token(token)
+    if not text:
+        return None
+    try:
+        moment_text, message_id = text.split("|", 1)
+        return datetime.fromisoformat(moment_text), str(uuid.UUID(message_id))
+    except ValueError:
+        raise _invalid("page_token", "page_token is not one this service issued") from None
+
+
+def _message_query(request: api.ListMessagesRequest) -> MessageQuery:
+    if request.status and request.status not in STATUSES:
+        raise _invalid("status", "must be a message status")
+    start, end = moment(request, "start_time"), moment(request, "end_time")
+    if start and end and end <= start:
+        raise _invalid("end_time", "must be after start_time")
+    return MessageQuery(
+        customer_id=_text(request.customer_id, "customer_id", 64),
+        status=STATUSES.get(request.status),
+        channel=_channel(request.channel, "channel") if request.channel else None,
+        template_key=_text(request.template_key, "template_key", 100),
+        correlation_id=_text(request.correlation_id, "correlation_id", 200),
+        start_time=start,
+        end_time=end,
+        after=_message_cursor(request.page_token),
+    )
+
+
+def _next_messages_token(last: Message | None) -> str:
+    return encode_token(f"{last.create_time.isoformat()}|{last.message_id}") if last else ""
 
 
 def _variables(values) -> dict:
@@ -191,6 +267,38 @@ class NotificationServicer:
         async with self.units.read() as uow:
             return api.GetTemplateResponse(template=encode_template(await app.get_template(uow, command)))
 
+    async def ListTemplates(self, request: api.ListTemplatesRequest, context) -> api.ListTemplatesResponse:
+        command = ListTemplates(
+            purpose=_purpose(request.purpose, "purpose") if request.purpose else None,
+            show_archived=request.show_archived,
+            after_key=decode_token(request.page_token),
+            page_size=page_size(request.page_size, default=50, maximum=500),
+        )
+        async with self.units.read() as uow:
+            found, after = await app.list_templates(uow, command)
+        return api.ListTemplatesResponse(
+            templates=[encode_template(t) for t in found],
+            next_page_token=encode_token(after) if after else "",
+        )
+
+    async def UpdateTemplate(self, request: api.UpdateTemplateRequest, context) -> api.UpdateTemplateResponse:
+        return await self.units.idempotent(
+            request,
+            app.update_template,
+            _update_template_command(request),
+            lambda t: api.UpdateTemplateResponse(template=encode_template(t)),
+        )
+
+    async def DeleteTemplate(self, request: api.DeleteTemplateRequest, context) -> api.DeleteTemplateResponse:
+        require_key(request.idempotency_key)
+        command = DeleteTemplate(_uuid(request.template_id, "template_id"), request.etag)
+        return await self.units.idempotent(
+            request,
+            app.delete_template,
+            command,
+            lambda t: api.DeleteTemplateResponse(template=encode_template(t)),
+        )
+
     async def RenderTemplate(self, request: api.RenderTemplateRequest, context) -> api.RenderTemplateResponse:
         command = RenderTemplate(
             template_id=_uuid(request.template_id, "template_id"),
@@ -224,6 +332,36 @@ class NotificationServicer:
         async with self.units.read() as uow:
             return api.GetMessageResponse(message=encode_message(await app.get_message(uow, command)))
 
+    async def ListMessages(self, request: api.ListMessagesRequest, context) -> api.ListMessagesResponse:
+        command = ListMessages(
+            _message_query(request), page_size(request.page_size, default=100, maximum=1000)
+        )
+        async with self.units.read() as uow:
+            found, last = await app.list_messages(uow, command)
+        return api.ListMessagesResponse(
+            messages=[encode_message(m) for m in found], next_page_token=_next_messages_token(last)
+        )
+
+    async def CancelMessage(self, request: api.CancelMessageRequest, context) -> api.CancelMessageResponse:
+        require_key(request.idempotency_key)
+        return await self.units.idempotent(
+            request,
+            app.cancel_message,
+            CancelMessage(_uuid(request.message_id, "message_id")),
+            lambda m: api.CancelMessageResponse(message=encode_message(m)),
+        )
+
+    async def RecordMessageOpened(
+        self, request: api.RecordMessageOpenedRequest, context
+    ) -> api.RecordMessageOpenedResponse:
+        require_key(request.idempotency_key)
+        return await self.units.idempotent(
+            request,
+            app.record_open,
+            RecordOpen(_uuid(request.message_id, "message_id")),
+            lambda m: api.RecordMessageOpenedResponse(message=encode_message(m)),
+        )
+
     async def GetFrequencyCapPolicy(self, request, context) -> api.GetFrequencyCapPolicyResponse:
         async with self.units.read() as uow:
             return api.GetFrequencyCapPolicyResponse(policy=encode_caps(await app.get_cap_policy(uow)))
@@ -241,6 +379,6 @@ class NotificationServicer:
     async def Unsubscribe(self, request: api.UnsubscribeRequest, context) -> api.UnsubscribeResponse:
         command = Unsubscribe(require_key(request.idempotency_key), request.token)
         customer_id, channel = await app.unsubscribe(
-            self.units, self.directory, command, self.unsubscribe_secret, current_call().tenant_id
+            self.directory, command, self.unsubscribe_secret, current_call().tenant_id
         )
         return api.UnsubscribeResponse(customer_id=customer_id, channel=CHANNELS_PB[channel])

@@ -21,6 +21,7 @@ from loyalty_profile.commands import (
     EnrolCustomer,
     EraseCustomer,
     ExportCustomer,
+    ExportCustomers,
     GetCustomer,
     ListAttributeDefinitions,
     LookupCustomer,
@@ -104,6 +105,11 @@ async def search_customers(uow: UnitOfWork, command: SearchCustomers) -> list[Cu
     query = command.query.strip()
     identifiers = domain.identifiers_read_from(query)
     return await ProfileRepository(uow).search(query, identifiers, command.after, command.limit)
+
+
+async def export_customers(uow: UnitOfWork, command: ExportCustomers) -> list[Customer]:
+    """One page of the bulk export: the tenant's active customers after `after`, by id."""
+    return await ProfileRepository(uow).search("", [], command.after, command.limit)
 
 
 async def add_identifier(uow: UnitOfWork, command: AddIdentifier) -> Customer:

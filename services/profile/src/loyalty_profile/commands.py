@@ -46,6 +46,13 @@ class SearchCustomers:
     after: str | None
 
 
+@dataclass(frozen=True)
+class ExportCustomers:
+    limit: int
+    # The last customer id already exported.
+    after: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class AddIdentifier:
     customer_id: str

@@ -4,8 +4,10 @@ decides. Lengths, control characters and enum ranges are the contract's (checked
 validator before any of this runs); what a value means is checked here."""
 
 import contextlib
+import functools
 import re
 import uuid
+import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -112,6 +114,8 @@ class Customer:
     family_name: str = ""
     birth_date: date | None = None
     locale: str = ""
+    # IANA zone; "" = unknown (the tenant's default applies wherever local time matters).
+    time_zone: str = ""
     attributes: dict[str, AttributeValue] = field(default_factory=dict)
     consents: list[Consent] = field(default_factory=list)
     status: CustomerStatus = CustomerStatus.ACTIVE
@@ -144,6 +148,7 @@ class ProfileFields:
     family_name: str = ""
     birth_date: date | None = None
     locale: str = ""
+    time_zone: str = ""
     attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
 
 
@@ -289,6 +294,26 @@ def check_locale(locale: str, field_path: str) -> str:
     return "-".join([language.lower(), *(_canonical_subtag(s) for s in subtags)])
 
 
+# Entries of a tz directory that name no zone: the machine's own setting and tzcode's helpers.
+NOT_ZONES = frozenset({"localtime", "Factory", "posixrules"})
+
+
+@functools.cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones()) - NOT_ZONES
+
+
+def check_time_zone(time_zone: str, field_path: str) -> str:
+    """A zone of the tz database, spelt as it spells it ('Europe/Berlin'); "" stays unknown."""
+    if time_zone and time_zone not in _zones():
+        raise InvalidArgument(
+            Reason.INVALID_ARGUMENT,
+            "time_zone must be an IANA time zone like 'Europe/Berlin'",
+            field=field_path,
+        )
+    return time_zone
+
+
 def _canonical_subtag(subtag: str) -> str:
     if len(subtag) == 2 or (len(subtag) == 3 and subtag.isdigit()):
         return subtag.upper()
@@ -313,6 +338,7 @@ def check_profile_fields(fields: ProfileFields, today: date, prefix: str = "") -
         family_name=check_name(fields.family_name, f"{prefix}family_name"),
         birth_date=check_birth_date(fields.birth_date, today, f"{prefix}birth_date"),
         locale=check_locale(fields.locale, f"{prefix}locale"),
+        time_zone=check_time_zone(fields.time_zone, f"{prefix}time_zone"),
         attributes={
             name: canonical_attribute(name, kind, value, prefix)
             for name, (kind, value) in fields.attributes.items()
@@ -334,6 +360,7 @@ def new_customer(
         family_name=fields.family_name,
         birth_date=fields.birth_date,
         locale=fields.locale,
+        time_zone=fields.time_zone,
         attributes=dict(fields.attributes),
         consents=sorted(consents, key=consent_order),
         created_at=now,
@@ -440,7 +467,7 @@ def check_attributes(values: Mapping[str, AttributeValue], schema: Schema, prefi
 # ---------------------------------------------------------------------------------------------
 # Updates
 
-UPDATABLE_FIELDS = frozenset({"given_name", "family_name", "birth_date", "locale"})
+UPDATABLE_FIELDS = frozenset({"given_name", "family_name", "birth_date", "locale", "time_zone"})
 ATTRIBUTES = "attributes"
 
 
@@ -463,7 +490,8 @@ class UpdateMask:
 
 
 def parse_update_mask(paths: Sequence[str]) -> UpdateMask:
-    """Only given_name, family_name, birth_date, locale, attributes and attributes.<name> update."""
+    """Only given_name, family_name, birth_date, locale, time_zone, attributes and attributes.<name>
+    update."""
     if not paths:
         raise InvalidArgument(Reason.INVALID_ARGUMENT, "update_mask names no field", field="update_mask")
     fields, names, all_attributes = set(), [], False
@@ -648,6 +676,7 @@ def merged_profile(survivor: Customer, merged: Customer, now: datetime) -> Custo
         family_name=survivor.family_name or merged.family_name,
         birth_date=survivor.birth_date or merged.birth_date,
         locale=survivor.locale or merged.locale,
+        time_zone=survivor.time_zone or merged.time_zone,
         attributes={**merged.attributes, **survivor.attributes},
         consents=latest_consents(merged.consents, survivor.consents),
         updated_at=now,

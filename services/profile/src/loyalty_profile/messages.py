@@ -66,6 +66,7 @@ def customer_message(customer: Customer) -> profile_pb2.Customer:
         family_name=customer.family_name,
         birth_date=date_message(customer.birth_date),
         locale=customer.locale,
+        time_zone=customer.time_zone,
         attributes={name: attribute_message(value) for name, value in customer.attributes.items()},
         consents=[consent_message(c) for c in customer.consents],
         status=CUSTOMER_STATUSES.encode(customer.status),

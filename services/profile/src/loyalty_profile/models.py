@@ -59,6 +59,8 @@ class CustomerRow(Base):
     family_name: Mapped[str] = mapped_column(String(200))
     birth_date: Mapped[date | None] = mapped_column(Date)
     locale: Mapped[str] = mapped_column(String(35))
+    # IANA zone name, checked against the tz database on write; '' = unknown.
+    time_zone: Mapped[str] = mapped_column(String(64), server_default="")
     # {"name": {"t": "<type>", "v": <value>}}; checked against attribute_definitions on write.
     attributes: Mapped[dict] = mapped_column(JSONB)
     status: Mapped[str] = mapped_column(String(16))

@@ -35,7 +35,7 @@ SCHEMA = "profile"
 
 _CUSTOMER = f"""
     c.id::text AS customer_id, c.given_name, c.family_name, c.birth_date, c.locale, c.attributes,
-    c.status, c.created_at, c.updated_at,
+    c.status, c.created_at, c.updated_at, c.time_zone,
     array(SELECT row(i.type, i.namespace, i.value) FROM {SCHEMA}.identifiers i
           WHERE i.tenant_id = $1 AND i.customer_id = c.id
           ORDER BY i.type COLLATE "C", i.namespace COLLATE "C", i.value COLLATE "C") AS identifiers,
@@ -105,15 +105,15 @@ def _upsert_consents(first: int) -> str:
 ENROL = f"""
     WITH customer AS (
         INSERT INTO {SCHEMA}.customers (id, tenant_id, given_name, family_name, birth_date, locale,
-                                        attributes, status, created_at, updated_at)
-        VALUES ($2, $1, $3, $4, $5, $6, $7, $8, $9, $9)),
-    given AS (SELECT * FROM unnest($10::text[], $11::text[], $12::text[]) AS g(type, namespace, value)),
+                                        attributes, status, created_at, updated_at, time_zone)
+        VALUES ($2, $1, $3, $4, $5, $6, $7, $8, $9, $9, $10)),
+    given AS (SELECT * FROM unnest($11::text[], $12::text[], $13::text[]) AS g(type, namespace, value)),
     claimed AS (
         INSERT INTO {SCHEMA}.identifiers (tenant_id, type, namespace, value, customer_id)
         SELECT $1, g.type, g.namespace, g.value, $2 FROM given g
         ORDER BY g.type COLLATE "C", g.namespace COLLATE "C", g.value COLLATE "C"
         ON CONFLICT DO NOTHING RETURNING type, namespace, value),
-    consents AS ({_upsert_consents(13)})
+    consents AS ({_upsert_consents(14)})
     SELECT array(SELECT row(g.type, g.namespace, g.value) FROM given g WHERE NOT EXISTS (
                      SELECT 1 FROM claimed k
                      WHERE (k.type, k.namespace, k.value) = (g.type, g.namespace, g.value))) AS taken,
@@ -121,7 +121,7 @@ ENROL = f"""
 SAVE = f"""
     UPDATE {SCHEMA}.customers
     SET given_name = $3, family_name = $4, birth_date = $5, locale = $6, attributes = $7, status = $8,
-        updated_at = $9
+        updated_at = $9, time_zone = $10
     WHERE tenant_id = $1 AND id = $2"""
 _TOUCH = f"UPDATE {SCHEMA}.customers SET updated_at = $3 WHERE tenant_id = $1 AND id = $2"
 ADD_IDENTIFIER = f"""
@@ -139,24 +139,24 @@ MERGE = f"""
     WITH moved AS (
         UPDATE {SCHEMA}.identifiers SET customer_id = $2 WHERE tenant_id = $1 AND customer_id = $3),
     dropped AS (DELETE FROM {SCHEMA}.consents WHERE tenant_id = $1 AND customer_id = $3),
-    consents AS ({_upsert_consents(11)}),
+    consents AS ({_upsert_consents(12)}),
     absorbed AS (
         UPDATE {SCHEMA}.customers
-        SET merged_into = $2, given_name = $16, family_name = $17, birth_date = $18, locale = $19,
-            attributes = $20, status = $21, updated_at = $22
+        SET merged_into = $2, given_name = $17, family_name = $18, birth_date = $19, locale = $20,
+            attributes = $21, status = $22, updated_at = $23, time_zone = $24
         WHERE tenant_id = $1 AND (id = $3 OR merged_into = $3))
     UPDATE {SCHEMA}.customers
     SET given_name = $4, family_name = $5, birth_date = $6, locale = $7, attributes = $8, status = $9,
-        updated_at = $10
+        updated_at = $10, time_zone = $11
     WHERE tenant_id = $1 AND id = $2"""
 # The erased profile's (empty) personal fields also overwrite every customer merged into it.
 ERASE = f"""
     WITH removed AS (DELETE FROM {SCHEMA}.identifiers WHERE tenant_id = $1 AND customer_id = $2),
-    consents AS ({_upsert_consents(10)}),
+    consents AS ({_upsert_consents(11)}),
     absorbed AS (
         UPDATE {SCHEMA}.customers
         SET given_name = $3, family_name = $4, birth_date = $5, locale = $6, attributes = $7,
-            updated_at = $9
+            updated_at = $9, time_zone = $10
         WHERE tenant_id = $1 AND merged_into = $2 RETURNING id::text AS customer_id),
     erased AS ({SAVE})
     SELECT array(SELECT customer_id FROM absorbed ORDER BY customer_id)"""
@@ -330,6 +330,7 @@ def _customer(row) -> Customer:
         family_name=row["family_name"],
         birth_date=row["birth_date"],
         locale=row["locale"],
+        time_zone=row["time_zone"],
         attributes=_decode_attributes(row["attributes"]),
         consents=[
             Consent(ConsentChannel(channel), ConsentPurpose(purpose), granted, source, recorded_at)
@@ -346,7 +347,7 @@ def _identifiers(rows) -> Iterator[Identifier]:
 
 
 def _profile_columns(customer: Customer) -> tuple:
-    """given_name, family_name, birth_date, locale, attributes, status, updated_at."""
+    """given_name, family_name, birth_date, locale, attributes, status, updated_at, time_zone."""
     return (
         customer.given_name,
         customer.family_name,
@@ -355,6 +356,7 @@ def _profile_columns(customer: Customer) -> tuple:
         _encode_attributes(customer.attributes),
         customer.status.value,
         customer.updated_at,
+        customer.time_zone,
     )
 
 

@@ -33,6 +33,7 @@ from loyalty_runtime.uow import UnitsOfWork
 
 CUSTOMERS_PAGE = {"default": 20, "maximum": 100}
 DEFINITIONS_PAGE = {"default": 50, "maximum": 200}
+EXPORT_PAGE = {"default": 500, "maximum": 1000}
 
 # -- protobuf -> commands --------------------------------------------------------------------
 
@@ -77,6 +78,7 @@ def profile_fields_in(
         family_name=message.family_name,
         birth_date=date_in(message.birth_date, f"{prefix}birth_date"),
         locale=message.locale,
+        time_zone=message.time_zone,
         attributes=attributes_in(message.attributes, prefix),
     )
 
@@ -207,6 +209,26 @@ class ProfileServicer:
             customers=[customer_message(c) for c in found],
             next_page_token=next_token(found, command.limit, lambda c: c.customer_id),
         )
+
+    async def ExportCustomers(self, request: api.ExportCustomersRequest, context):
+        """Keyset pages, each read in its own transaction: a long export holds none open."""
+        after = request.start_after_customer_id
+        command = commands.ExportCustomers(
+            limit=page_size(request.page_size, **EXPORT_PAGE),
+            after=domain.canonical_customer_id(after, "start_after_customer_id") if after else None,
+        )
+        while True:
+            async with self.units.read() as uow:
+                page = await app.export_customers(uow, command)
+            if not page:
+                return
+            last = page[-1].customer_id
+            yield api.ExportCustomersResponse(
+                customers=[customer_message(c) for c in page], last_customer_id=last
+            )
+            if len(page) < command.limit:
+                return
+            command = commands.ExportCustomers(limit=command.limit, after=last)
 
     async def AddIdentifier(self, request: api.AddIdentifierRequest, context) -> api.AddIdentifierResponse:
         command = commands.AddIdentifier(

@@ -10,8 +10,16 @@ from datetime import date, datetime
 import asyncpg
 
 from loyalty.common.v1 import money_pb2
-from loyalty.promotion.v1 import campaign_pb2, evaluation_pb2, promotion_pb2, settings_pb2, statistics_pb2
-from loyalty_promotion import engine, repository
+from loyalty.promotion.v1 import (
+    campaign_pb2,
+    earning_pb2,
+    evaluation_pb2,
+    events_pb2,
+    promotion_pb2,
+    settings_pb2,
+    statistics_pb2,
+)
+from loyalty_promotion import app_codes, app_earning, engine, repository, repository_codes
 from loyalty_promotion.commands import (
     CampaignPage,
     ChangeState,
@@ -41,7 +49,7 @@ from loyalty_runtime.errors import (
     Reason,
 )
 from loyalty_runtime.protobuf import timestamp
-from loyalty_runtime.uow import UnitOfWork
+from loyalty_runtime.uow import UnitOfWork, UnitsOfWork
 
 log = logging.getLogger("loyalty.promotion")
 # What the engine's compiler raises for input its validation let through.
@@ -82,6 +90,8 @@ def _stored_payload(message) -> bytes:
     copy.ClearField("etag")
     if isinstance(copy, campaign_pb2.Campaign):
         copy.ClearField("state")  # the row's state column is the one truth
+        if copy.HasField("budget"):
+            copy.budget.ClearField("usage")  # campaign_usage holds it
     return copy.SerializeToString(deterministic=True)
 
 
@@ -213,10 +223,29 @@ async def create_campaign(uow: UnitOfWork, command: CreateCampaign) -> campaign_
 
 
 async def get_campaign(uow: UnitOfWork, campaign_id: str) -> campaign_pb2.Campaign:
+    """The campaign with its budget's usage (reserved and committed)."""
     stored = await repository.get_campaign(uow.connection, uow.tenant, campaign_id)
     if stored is None:
         raise _campaign_not_found()
-    return _campaign_of(stored, uow.now)
+    campaign = _campaign_of(stored, uow.now)
+    usage = await repository_codes.usage_rows(uow.connection, uow.tenant, campaign_id)
+    if usage:
+        currency = campaign.budget.max_discount.currency_code
+        campaign.budget.usage.CopyFrom(
+            campaign_pb2.BudgetUsage(
+                discount_committed=money_pb2.Money(
+                    currency_code=currency, amount_minor=usage["discount_committed"]
+                ),
+                discount_reserved=money_pb2.Money(
+                    currency_code=currency, amount_minor=usage["discount_reserved"]
+                ),
+                points_committed=usage["points_committed"],
+                points_reserved=usage["points_reserved"],
+                redemptions_committed=usage["redemptions_committed"],
+                redemptions_reserved=usage["redemptions_reserved"],
+            )
+        )
+    return campaign
 
 
 async def list_campaigns(uow: UnitOfWork, command: ListCampaigns) -> CampaignPage:
@@ -323,7 +352,19 @@ async def change_state(uow: UnitOfWork, command: ChangeState) -> campaign_pb2.Ca
         _refuse_if_invalid(campaign, promotions)
         if not campaign.HasField("activate_time"):
             campaign.activate_time.CopyFrom(timestamp(uow.now))
-    return await _save(uow, stored, campaign, new_state)
+    saved = await _save(uow, stored, campaign, new_state)
+    uow.record(_state_event(command.action, saved), key=saved.campaign_id)
+    return saved
+
+
+def _state_event(action: Action, campaign: campaign_pb2.Campaign):
+    if action is Action.ACTIVATE:
+        return events_pb2.CampaignActivated(
+            campaign_id=campaign.campaign_id, state=campaign.state, type=campaign.type
+        )
+    if action is Action.PAUSE:
+        return events_pb2.CampaignPaused(campaign_id=campaign.campaign_id)
+    return events_pb2.CampaignArchived(campaign_id=campaign.campaign_id)
 
 
 # --- promotions ---
@@ -480,29 +521,32 @@ async def live_inputs(
 
 
 def compile_catalog(
-    inputs: Sequence[engine.CampaignInput], settings: settings_pb2.PromotionSettings
+    inputs: Sequence[engine.CampaignInput],
+    settings: settings_pb2.PromotionSettings,
+    earning_rules: Sequence[earning_pb2.EarningRule] = (),
 ) -> engine.Catalog:
     """The tenant's catalog. A stored campaign the engine cannot compile (saved before a stricter
     engine) is left out and logged by id, never allowed to fail every evaluation of the tenant."""
     tz = settings.time_zone or DEFAULT_TIME_ZONE
     try:
-        return engine.compile_catalog(inputs, settings, tz=tz)
+        return engine.compile_catalog(inputs, settings, earning_rules=earning_rules, tz=tz)
     except COMPILE_ERRORS:
         usable = [item for item in inputs if not _compile_failures(item, "campaign")]
         left_out = sorted(
             {item.campaign.campaign_id for item in inputs} - {i.campaign.campaign_id for i in usable}
         )
         log.warning("campaigns left out of the catalog", extra={"fields": {"campaign_ids": left_out}})
-        return engine.compile_catalog(usable, settings, tz=tz)
+        return engine.compile_catalog(usable, settings, earning_rules=earning_rules, tz=tz)
 
 
 async def build_catalog(connection: asyncpg.Connection, tenant: str, now: datetime) -> engine.Catalog:
     """The tenant's live campaigns and settings, compiled (what each replica caches)."""
     settings = await read_settings(connection, tenant)
-    return compile_catalog(await live_inputs(connection, tenant, now), settings)
+    rules = await app_earning.enabled_rules(connection, tenant)
+    return compile_catalog(await live_inputs(connection, tenant, now), settings, rules)
 
 
-def _basket(basket, prefix: str = "basket.") -> engine.Basket:
+def basket_of(basket, prefix: str = "basket.") -> engine.Basket:
     """The engine's basket, or INVALID_ARGUMENT naming each offending line and field."""
     try:
         return engine.decode_basket(basket)
@@ -516,7 +560,7 @@ def _basket(basket, prefix: str = "basket.") -> engine.Basket:
         raise InvalidArgument(reason, violations[0].description, violations=violations) from None
 
 
-def _customer(message: evaluation_pb2.CustomerContext) -> engine.CustomerContext:
+def customer_of(message: evaluation_pb2.CustomerContext) -> engine.CustomerContext:
     """The engine's customer, or INVALID_ARGUMENT for a date that does not exist."""
     try:
         return engine.decode_customer(message)
@@ -531,21 +575,43 @@ def _customer(message: evaluation_pb2.CustomerContext) -> engine.CustomerContext
         raise InvalidArgument(Reason.INVALID_ARGUMENT, f"not a date: {error}", field=field) from None
 
 
-def _presented(codes: Sequence[str]) -> list[engine.PresentedCode]:
-    """Codes in order, each once. Vouchers are not stored yet, so every code is unknown."""
-    return [engine.PresentedCode(code, rejection=Reason.VOUCHER_NOT_FOUND) for code in dict.fromkeys(codes)]
+def encode_result(
+    evaluation: engine.Evaluation, as_presented: dict[str, str]
+) -> evaluation_pb2.EvaluationResult:
+    """The contract's result; each code verdict names the code as it was presented."""
+    result = engine.encode_evaluation(evaluation)
+    for verdict in result.codes:
+        verdict.code = as_presented.get(verdict.code, verdict.code)
+    return result
 
 
 async def evaluate_basket(
-    replica: Replica, tenant: str, command: EvaluateBasket
+    replica: Replica, units: UnitsOfWork, tenant: str, command: EvaluateBasket
 ) -> evaluation_pb2.EvaluationResult:
-    basket = _basket(command.basket)
-    customer = _customer(command.customer)
+    """Pure evaluation over the replica's catalog; the database is read only for presented codes and
+    for campaigns with budgets or customer limits that applied (to say they are used up)."""
+    basket = basket_of(command.basket)
+    customer = customer_of(command.customer)
     catalog = await replica.catalogs.get(tenant)
     now = command.now or replica.clock()
-    evaluation = engine.evaluate(catalog, basket, customer, _presented(command.codes), now)
+    as_presented: dict[str, str] = {}
+    if command.codes:
+        async with units.read() as uow:
+            presented, _, as_presented = await app_codes.resolve_codes(
+                uow.connection, tenant, catalog, command.codes, customer, now
+            )
+            evaluation = await app_codes.evaluate_within_limits(
+                uow.connection, tenant, catalog, basket, customer, presented, now
+            )
+    else:
+        evaluation = engine.evaluate(catalog, basket, customer, [], now)
+        if app_codes.limited_campaigns(catalog, evaluation):
+            async with units.read() as uow:
+                evaluation = await app_codes.evaluate_within_limits(
+                    uow.connection, tenant, catalog, basket, customer, [], now
+                )
     replica.statistics.count(tenant, basket.currency, replica.clock(), evaluation.applied)
-    return engine.encode_evaluation(evaluation)
+    return encode_result(evaluation, as_presented)
 
 
 async def simulate_campaign(uow: UnitOfWork, command: SimulateCampaign) -> tuple[list, list[str]]:
@@ -555,7 +621,7 @@ async def simulate_campaign(uow: UnitOfWork, command: SimulateCampaign) -> tuple
         raise InvalidArgument(
             Reason.INVALID_ARGUMENT, "at least one sample basket is needed", field="baskets"
         )
-    baskets = [_basket(basket, f"baskets[{i}].") for i, basket in enumerate(command.baskets)]
+    baskets = [basket_of(basket, f"baskets[{i}].") for i, basket in enumerate(command.baskets)]
     stored = await repository.get_campaign(uow.connection, uow.tenant, command.campaign_id)
     if stored is None:
         raise _campaign_not_found()
@@ -571,8 +637,9 @@ async def simulate_campaign(uow: UnitOfWork, command: SimulateCampaign) -> tuple
         if i.campaign.campaign_id != campaign.campaign_id
     ]
     settings = await read_settings(uow.connection, uow.tenant)
-    catalog = compile_catalog([*others, _live_input(campaign, promotions)], settings)
-    customer = _customer(command.customer)
+    rules = await app_earning.enabled_rules(uow.connection, uow.tenant)
+    catalog = compile_catalog([*others, _live_input(campaign, promotions)], settings, rules)
+    customer = customer_of(command.customer)
     now = command.now or uow.now
     results = [engine.encode_evaluation(engine.evaluate(catalog, b, customer, [], now)) for b in baskets]
     conflicts = engine.conflicting_campaigns(catalog, campaign.campaign_id, baskets, customer, now)

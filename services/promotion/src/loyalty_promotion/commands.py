@@ -7,7 +7,14 @@ from datetime import datetime
 from google.protobuf import field_mask_pb2
 
 from loyalty.common.v1 import basket_pb2
-from loyalty.promotion.v1 import campaign_pb2, evaluation_pb2, promotion_pb2, settings_pb2
+from loyalty.promotion.v1 import (
+    campaign_pb2,
+    earning_pb2,
+    evaluation_pb2,
+    promotion_pb2,
+    settings_pb2,
+    voucher_pb2,
+)
 from loyalty_promotion.domain.lifecycle import Action, State
 
 
@@ -104,3 +111,136 @@ class SimulateCampaign:
     baskets: tuple[basket_pb2.Basket, ...]
     customer: evaluation_pb2.CustomerContext
     now: datetime | None
+
+
+@dataclass(frozen=True)
+class UpdateEarningRule:
+    earning_rule_id: str
+    changes: earning_pb2.EarningRule
+    mask: field_mask_pb2.FieldMask
+    etag: str
+
+
+@dataclass(frozen=True)
+class DeleteEarningRule:
+    earning_rule_id: str
+    etag: str
+
+
+@dataclass(frozen=True)
+class ListEarningRules:
+    program_id: str
+    state: int
+    after: tuple[int, str] | None
+    limit: int
+
+
+@dataclass(frozen=True)
+class UpdateBurnPolicy:
+    program_id: str
+    changes: earning_pb2.BurnPolicy
+    mask: field_mask_pb2.FieldMask
+    etag: str
+
+
+@dataclass(frozen=True)
+class ListVouchers:
+    campaign_id: str
+    state: int
+    holder_customer_id: str
+    batch_id: str | None
+    after: str | None
+    limit: int
+
+
+@dataclass(frozen=True)
+class UpdateVoucher:
+    voucher_id: str
+    changes: voucher_pb2.Voucher
+    mask: field_mask_pb2.FieldMask
+    etag: str
+
+
+@dataclass(frozen=True)
+class SetVoucherEnabled:
+    voucher_id: str
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class ReserveRedemptions:
+    checkout_id: str
+    basket: basket_pb2.Basket
+    customer: evaluation_pb2.CustomerContext
+    codes: tuple[str, ...]
+    fingerprint: bytes
+
+
+@dataclass(frozen=True)
+class ListRedemptions:
+    campaign_id: str | None
+    customer_id: str
+    voucher_id: str | None
+    state: str
+    before: tuple[datetime, str] | None
+    limit: int
+
+
+@dataclass(frozen=True)
+class ReverseRedemptions:
+    checkout_id: str
+    return_id: str
+    lines: tuple[tuple[str, int, int], ...]
+    full_return: bool
+    fingerprint: bytes
+
+
+@dataclass(frozen=True)
+class GenerateVouchers:
+    campaign_id: str
+    count: int
+    pattern: voucher_pb2.CodePattern
+    holders: tuple[str, ...]
+    max_redemptions: int
+    max_redemptions_per_customer: int
+    metadata: dict[str, str]
+    # The request, for its validity timestamps.
+    source: object
+
+
+@dataclass(frozen=True)
+class ImportVouchers:
+    campaign_id: str
+    vouchers: tuple[voucher_pb2.VoucherImport, ...]
+
+
+@dataclass(frozen=True)
+class ListCustomerOffers:
+    customer: evaluation_pb2.CustomerContext
+    # None = no basket to qualify against.
+    basket: basket_pb2.Basket | None
+    kinds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CreateReferralCode:
+    campaign_id: str
+    referrer: str
+
+
+@dataclass(frozen=True)
+class ListReferralCodes:
+    campaign_id: str | None
+    referrer: str
+    after: str | None
+    limit: int
+
+
+@dataclass(frozen=True)
+class ListReferralConversions:
+    campaign_id: str | None
+    referrer: str
+    referee: str
+    state: str
+    before: tuple[datetime, str] | None
+    limit: int

@@ -13,7 +13,9 @@ background flush (promotion_id '' = the campaign as a whole).
 from datetime import date, datetime
 
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
@@ -25,13 +27,17 @@ from sqlalchemy import (
     String,
     Uuid,
     func,
+    text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from loyalty_promotion.repository import SCHEMA
 from loyalty_runtime.tables import add_runtime_tables
 
 Tenant = String(64)
+RESERVATION_STATES = "('reserved', 'committed', 'rolled_back', 'expired')"
+REDEMPTION_STATES = "('reserved', 'committed', 'rolled_back', 'expired', 'reversed')"
 STATES = "('draft', 'scheduled', 'active', 'paused', 'ended', 'archived')"
 
 
@@ -111,3 +117,246 @@ class CampaignStatisticsRow(Base):
     evaluations: Mapped[int] = mapped_column(BigInteger)
     discount: Mapped[int] = mapped_column(BigInteger)
     points: Mapped[int] = mapped_column(BigInteger)
+
+
+def _now() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+def _counter() -> Mapped[int]:
+    return mapped_column(BigInteger, server_default=text("0"))
+
+
+def _campaign_fk(table: str) -> ForeignKeyConstraint:
+    return ForeignKeyConstraint(
+        ["tenant_id", "campaign_id"],
+        [f"{SCHEMA}.campaigns.tenant_id", f"{SCHEMA}.campaigns.campaign_id"],
+        ondelete="CASCADE",
+        name=f"{table}_campaign",
+    )
+
+
+class EarningRuleRow(Base):
+    """An EarningRule message; program_id and priority are columns for listing."""
+
+    __tablename__ = "earning_rules"
+    __table_args__ = (CheckConstraint("version > 0", name="earning_rules_version"),)
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    earning_rule_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    program_id: Mapped[str] = mapped_column(String(64))
+    priority: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(BigInteger)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _now()
+
+
+class BurnPolicyRow(Base):
+    """A programme's BurnPolicy message (one per programme)."""
+
+    __tablename__ = "burn_policies"
+    __table_args__ = (CheckConstraint("version > 0", name="burn_policies_version"),)
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    program_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class VoucherRow(Base):
+    """A code (stored upper-case, trimmed) with its own counters: `redemption_count` committed,
+    `reserved_count` held by checkouts; the CHECK backs the guarded UPDATE that takes a use."""
+
+    __tablename__ = "vouchers"
+    __table_args__ = (
+        CheckConstraint(
+            "redemption_count >= 0 AND reserved_count >= 0 AND (max_redemptions = 0 OR "
+            "redemption_count + reserved_count <= max_redemptions)",
+            name="vouchers_uses",
+        ),
+        _campaign_fk("vouchers"),
+        Index("vouchers_by_code", "tenant_id", "code", unique=True),
+        Index("vouchers_by_campaign", "tenant_id", "campaign_id", "voucher_id"),
+        Index(
+            "vouchers_by_referrer",
+            "tenant_id",
+            "campaign_id",
+            "referrer_customer_id",
+            unique=True,
+            postgresql_where=text("referrer_customer_id IS NOT NULL"),
+        ),
+        Index(
+            "vouchers_by_holder",
+            "tenant_id",
+            "holder_customer_id",
+            postgresql_where=text("holder_customer_id IS NOT NULL"),
+        ),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    voucher_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(Uuid)
+    code: Mapped[str] = mapped_column(String(64))
+    unique_code: Mapped[bool] = mapped_column(Boolean)
+    start_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    max_redemptions: Mapped[int] = mapped_column(BigInteger)
+    max_per_customer: Mapped[int] = mapped_column(BigInteger)
+    holder_customer_id: Mapped[str | None] = mapped_column(String(64))
+    # Set on a referral code: the customer whose code it is (one per referrer and campaign).
+    referrer_customer_id: Mapped[str | None] = mapped_column(String(64))
+    redemption_count: Mapped[int] = _counter()
+    reserved_count: Mapped[int] = _counter()
+    batch_id: Mapped[str | None] = mapped_column(Uuid)
+    metadata_: Mapped[dict] = mapped_column("metadata", JSONB, server_default=text("'{}'::jsonb"))
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    version: Mapped[int] = mapped_column(BigInteger, server_default=text("1"))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class VoucherBatchRow(Base):
+    """A generation or import batch: its VoucherBatch message (progress)."""
+
+    __tablename__ = "voucher_batches"
+    __table_args__ = (_campaign_fk("voucher_batches"),)
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    batch_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(Uuid)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _now()
+
+
+class CampaignUsageRow(Base):
+    """What a campaign's budget has consumed, reserved and committed (guarded UPDATEs keep each
+    sum within the campaign's Budget)."""
+
+    __tablename__ = "campaign_usage"
+    __table_args__ = (
+        CheckConstraint(
+            "redemptions_reserved >= 0 AND redemptions_committed >= 0 AND discount_reserved >= 0 "
+            "AND discount_committed >= 0 AND points_reserved >= 0 AND points_committed >= 0",
+            name="campaign_usage_counts",
+        ),
+        _campaign_fk("campaign_usage"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    redemptions_reserved: Mapped[int] = _counter()
+    redemptions_committed: Mapped[int] = _counter()
+    discount_reserved: Mapped[int] = _counter()
+    discount_committed: Mapped[int] = _counter()
+    points_reserved: Mapped[int] = _counter()
+    points_committed: Mapped[int] = _counter()
+
+
+class CustomerUsageRow(Base):
+    """A customer's uses (reserved + committed) within one limit's scope: a voucher, a campaign,
+    a promotion, or a campaign in one period of the tenant's calendar."""
+
+    __tablename__ = "customer_usage"
+    __table_args__ = (CheckConstraint("uses >= 0", name="customer_usage_uses"),)
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(120), primary_key=True)
+    uses: Mapped[int] = mapped_column(BigInteger)
+
+
+class ReservationRow(Base):
+    """A checkout's reservation: its request fingerprint (a retry with another basket is refused)
+    and the EvaluationResult that was reserved."""
+
+    __tablename__ = "reservations"
+    __table_args__ = (
+        CheckConstraint(f"state IN {RESERVATION_STATES}", name="reservations_state"),
+        Index("reservations_expiring", "expire_at", postgresql_where=text("state = 'reserved'")),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    checkout_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    customer_id: Mapped[str | None] = mapped_column(String(64))
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary)
+    result: Mapped[bytes] = mapped_column(LargeBinary)
+    # The Basket reserved (returns are computed against its lines).
+    basket: Mapped[bytes] = mapped_column(LargeBinary)
+    expire_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    commit_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rollback_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RedemptionRow(Base):
+    """One applied promotion of one checkout. The `first` row of each campaign in a checkout holds
+    the campaign's one redemption: its voucher's use, its `scopes` (customer_usage rows) and one
+    redemption of the budget; every row of a `budgeted` campaign holds its discount and points in
+    campaign_usage."""
+
+    __tablename__ = "redemptions"
+    __table_args__ = (
+        CheckConstraint(f"state IN {REDEMPTION_STATES}", name="redemptions_state"),
+        CheckConstraint("discount >= 0 AND points >= 0", name="redemptions_amounts"),
+        Index("redemptions_by_checkout", "tenant_id", "checkout_id"),
+        Index("redemptions_newest", "tenant_id", "created_at", "redemption_id"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    redemption_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    checkout_id: Mapped[str] = mapped_column(String(128))
+    customer_id: Mapped[str | None] = mapped_column(String(64))
+    campaign_id: Mapped[str] = mapped_column(Uuid)
+    promotion_id: Mapped[str] = mapped_column(Uuid)
+    voucher_id: Mapped[str | None] = mapped_column(Uuid)
+    code: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    currency: Mapped[str] = mapped_column(String(3))
+    discount: Mapped[int] = mapped_column(BigInteger)
+    points: Mapped[int] = mapped_column(BigInteger)
+    discount_reversed: Mapped[int] = _counter()
+    points_reversed: Mapped[int] = _counter()
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(120)))
+    first: Mapped[bool] = mapped_column(Boolean)
+    budgeted: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class ReversalRow(Base):
+    """One processed return of a checkout (its RedemptionReversal), keyed by the till's return id."""
+
+    __tablename__ = "reversals"
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    checkout_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    return_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _now()
+
+
+class ReferralConversionRow(Base):
+    """A referee's committed purchase with a referral code: pending until `confirm_at` (the
+    programme's confirmation delay), then confirmed (published) or cancelled by a rollback."""
+
+    __tablename__ = "referral_conversions"
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'confirmed', 'cancelled')", name="referral_conversions_state"),
+        Index("referral_conversions_by_checkout", "tenant_id", "checkout_id", "voucher_id", unique=True),
+        Index("referral_conversions_due", "confirm_at", postgresql_where=text("state = 'pending'")),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    conversion_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(Uuid)
+    voucher_id: Mapped[str] = mapped_column(Uuid)
+    code: Mapped[str] = mapped_column(String(64))
+    referrer_customer_id: Mapped[str] = mapped_column(String(64))
+    referee_customer_id: Mapped[str] = mapped_column(String(64))
+    checkout_id: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16))
+    confirm_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

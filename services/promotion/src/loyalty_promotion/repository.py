@@ -288,3 +288,115 @@ async def read_statistics(
         last,
     )
     return [(r["promotion_id"], r["currency"], r["evaluations"], r["discount"], r["points"]) for r in rows]
+
+
+# --- earning rules and burn policies ---
+
+
+@dataclass(frozen=True)
+class StoredRule:
+    earning_rule_id: str
+    version: int
+    payload: bytes
+
+
+def _rule(row) -> StoredRule | None:
+    return (
+        None
+        if row is None
+        else StoredRule(str(row["earning_rule_id"]), row["version"], bytes(row["payload"]))
+    )
+
+
+async def insert_earning_rule(
+    connection: asyncpg.Connection, tenant: str, rule_id: str, program_id: str, priority: int, payload: bytes
+) -> None:
+    await connection.execute(
+        f"""INSERT INTO {SCHEMA}.earning_rules (tenant_id, earning_rule_id, program_id, priority, version, payload)
+            VALUES ($1, $2, $3, $4, 1, $5)""",
+        tenant,
+        rule_id,
+        program_id,
+        priority,
+        payload,
+    )
+
+
+async def get_earning_rule(
+    connection: asyncpg.Connection, tenant: str, rule_id: str, *, lock: bool = False
+) -> StoredRule | None:
+    row = await connection.fetchrow(
+        f"""SELECT earning_rule_id, version, payload FROM {SCHEMA}.earning_rules
+            WHERE tenant_id = $1 AND earning_rule_id = $2"""
+        + (" FOR UPDATE" if lock else ""),
+        tenant,
+        rule_id,
+    )
+    return _rule(row)
+
+
+async def update_earning_rule(
+    connection: asyncpg.Connection, tenant: str, rule_id: str, priority: int, payload: bytes
+) -> int:
+    return await connection.fetchval(
+        f"""UPDATE {SCHEMA}.earning_rules SET priority = $3, payload = $4, version = version + 1
+            WHERE tenant_id = $1 AND earning_rule_id = $2 RETURNING version""",
+        tenant,
+        rule_id,
+        priority,
+        payload,
+    )
+
+
+async def delete_earning_rule(connection: asyncpg.Connection, tenant: str, rule_id: str) -> None:
+    await connection.execute(
+        f"DELETE FROM {SCHEMA}.earning_rules WHERE tenant_id = $1 AND earning_rule_id = $2", tenant, rule_id
+    )
+
+
+async def list_earning_rules(
+    connection: asyncpg.Connection,
+    tenant: str,
+    program_id: str,
+    after: tuple[int, str] | None,
+    limit: int | None,
+) -> list[StoredRule]:
+    """Highest priority first, then by id; every programme's when program_id is empty."""
+    rows = await connection.fetch(
+        f"""SELECT earning_rule_id, version, payload FROM {SCHEMA}.earning_rules
+            WHERE tenant_id = $1 AND ($2::varchar = '' OR program_id = $2::varchar)
+              AND ($3::int IS NULL OR (-priority, earning_rule_id) > (-$3::int, $4::uuid))
+            ORDER BY -priority, earning_rule_id LIMIT $5""",
+        tenant,
+        program_id,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return [_rule(row) for row in rows]
+
+
+async def get_burn_policy(
+    connection: asyncpg.Connection, tenant: str, program_id: str, *, lock: bool = False
+) -> tuple[int, bytes] | None:
+    row = await connection.fetchrow(
+        f"SELECT version, payload FROM {SCHEMA}.burn_policies WHERE tenant_id = $1 AND program_id = $2"
+        + (" FOR UPDATE" if lock else ""),
+        tenant,
+        program_id,
+    )
+    return (row["version"], bytes(row["payload"])) if row else None
+
+
+async def save_burn_policy(
+    connection: asyncpg.Connection, tenant: str, program_id: str, payload: bytes
+) -> int:
+    return await connection.fetchval(
+        f"""INSERT INTO {SCHEMA}.burn_policies (tenant_id, program_id, version, payload) VALUES ($1, $2, 1, $3)
+            ON CONFLICT (tenant_id, program_id) DO UPDATE SET payload = excluded.payload,
+                version = burn_policies.version + 1
+            RETURNING version""",
+        tenant,
+        program_id,
+        payload,
+    )

@@ -5,14 +5,16 @@ import asyncio
 
 from pydantic_settings import SettingsConfigDict
 
-from loyalty.promotion.v1 import promotion_service_pb2
-from loyalty_promotion import app, repository
+from loyalty.promotion.v1 import jobs_pb2, promotion_service_pb2
+from loyalty_promotion import app, app_generation, app_redemptions, repository
+from loyalty_promotion.app_generation import GENERATE_JOB
 from loyalty_promotion.cache import CatalogCache
 from loyalty_promotion.replica import Replica
 from loyalty_promotion.repository import SCHEMA
 from loyalty_promotion.servicer import PromotionServicer
 from loyalty_promotion.statistics import StatisticsBuffer, flush_loop
 from loyalty_runtime.catalogue import PORTS
+from loyalty_runtime.jobs import Job, JobWorker, Schedule
 from loyalty_runtime.server import Api, Resources, ServiceDefinition
 from loyalty_runtime.settings import ServiceSettings
 from loyalty_runtime.uow import utcnow
@@ -30,6 +32,14 @@ class PromotionSettings(ServiceSettings):
     # Evaluation statistics: flush period and the buffer's bound (distinct keys between flushes).
     statistics_flush_seconds: float = 5.0
     statistics_max_keys: int = 50_000
+    # A reservation not committed within this long expires; the sweep that releases expired
+    # reservations runs this often.
+    reservation_ttl_seconds: float = 900.0
+    reservation_sweep_seconds: float = 10.0
+    # Job workers making large voucher batches (0 = none on this replica), and how often an idle
+    # one looks for work.
+    generation_workers: int = 1
+    job_poll_seconds: float = 1.0
 
 
 # The runtime's Resources has no place for a service's own per-process state, so the replica is
@@ -77,16 +87,44 @@ async def _flush_statistics(resources: Resources, stopping: asyncio.Event) -> No
         _REPLICAS.pop(id(resources), None)
 
 
+async def _generate_codes(resources: Resources, stopping: asyncio.Event) -> None:
+    if resources.settings.generation_workers <= 0:
+        return
+    jobs = [Job(GENERATE_JOB, jobs_pb2.GenerateVouchersJob, app_generation.run_generation)]
+    workers = [
+        JobWorker(
+            resources.units,
+            SCHEMA,
+            jobs,
+            principal="promotion-generation",
+            poll_seconds=resources.settings.job_poll_seconds,
+            retention_hours=resources.settings.idempotency_retention_hours,
+        )
+        for _ in range(resources.settings.generation_workers)
+    ]
+    await asyncio.gather(*(worker.run(stopping) for worker in workers))
+
+
 DEFINITION = ServiceDefinition(
     name="promotion",
     settings=PromotionSettings,
     apis=[
         Api(
             promotion_service_pb2.DESCRIPTOR.services_by_name["PromotionService"],
-            lambda resources: PromotionServicer(resources.units, replica_of(resources)),
+            lambda resources: PromotionServicer(
+                resources.units, replica_of(resources), resources.settings.reservation_ttl_seconds
+            ),
         )
     ],
     schema=SCHEMA,
     migrations="loyalty_promotion:migrations",
-    background=[_flush_statistics],
+    events="promotion.events",
+    background=[_flush_statistics, _generate_codes],
+    schedules=[
+        Schedule(
+            "promotion.reservations-expiry",
+            every=lambda settings: settings.reservation_sweep_seconds,
+            run=lambda resources: app_redemptions.sweep(resources.units),
+        )
+    ],
 )

@@ -3,16 +3,21 @@ schedule and the customer-data hooks.
 
 Membership is kept two ways over the same compiled predicate (domain/rules.py): `refresh_customers`
 re-evaluates every live rule segment for the customers a record or event is about, and
-`recompute_segment` re-evaluates one segment for every customer in one statement. Each change of
-membership writes segment.entered / segment.left to the outbox in the same transaction.
+`recompute_slice` re-evaluates one segment for a slice of the customers in one statement, as a chain
+of background jobs (a new or changed rule, the hourly refresh, a finished backfill, new RFM scores).
+Each change of membership writes segment.entered / segment.left to the outbox in the same
+transaction.
 """
 
+import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 
+from loyalty.common.v1 import date_pb2
 from loyalty.profile.v1 import events_pb2 as profile_events
-from loyalty.segmentation.v1 import condition_pb2, events_pb2, metrics_pb2, segment_pb2
+from loyalty.segmentation.v1 import condition_pb2, events_pb2, jobs_pb2, metrics_pb2, segment_pb2
 from loyalty_runtime.context import CallContext, bind_call, unbind_call
 from loyalty_runtime.errors import (
     Aborted,
@@ -23,7 +28,7 @@ from loyalty_runtime.errors import (
     Reason,
 )
 from loyalty_runtime.protobuf import timestamp
-from loyalty_runtime.uow import UnitOfWork, UnitsOfWork
+from loyalty_runtime.uow import UnitOfWork, event_type_of
 from loyalty_segmentation import repository
 from loyalty_segmentation.commands import (
     ChangeMembers,
@@ -32,16 +37,28 @@ from loyalty_segmentation.commands import (
     Estimate,
     Estimated,
     MembersChanged,
+    RecordActivity,
     RecordPurchase,
     RecordReturn,
     UpdateSegment,
+    Upload,
+    Uploaded,
 )
-from loyalty_segmentation.domain import rules
+from loyalty_segmentation.directory import ProfileDirectory
+from loyalty_segmentation.domain import profiles, rules, uploads
 from loyalty_segmentation.repository import SegmentRow
 
 log = logging.getLogger(__name__)
 
-FIRST_RULE_PARAMETER = 4  # $1 tenant, $2 now, $3 segment id or customer ids
+# Incremental and estimate: $1 tenant, $2 now, $3 customer ids or sample size. Bulk: $3 segment id,
+# $4/$5 the slice of customers.
+FIRST_RULE_PARAMETER, FIRST_BULK_PARAMETER = 4, 6
+RECOMPUTE_JOB, SYNC_CUSTOMER_JOB, BACKFILL_JOB, FORGET_JOB = (
+    "segmentation.recompute-segment",
+    "segmentation.sync-customer",
+    "segmentation.backfill-profiles",
+    "segmentation.forget-cached",
+)
 
 
 @dataclass
@@ -49,6 +66,17 @@ class Changed:
     """The customers whose cached answer a committed change makes stale."""
 
     customers: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How big a background step is: customers per recompute slice (one job, one statement), and
+    how much of profile's export one backfill job copies."""
+
+    recompute_slice: int = 250_000
+    # Profiles per page of profile's export, and per backfill job.
+    backfill_page: int = 500
+    backfill_step: int = 5000
 
 
 def _rule(segment: SegmentRow) -> condition_pb2.Condition:
@@ -61,12 +89,14 @@ def _rule(segment: SegmentRow) -> condition_pb2.Condition:
 async def refresh_customers(uow: UnitOfWork, customer_ids: list[str], changed: Changed) -> None:
     """Re-evaluate every live rule segment for these customers and apply the difference."""
     segments = await repository.live_rule_segments(uow)
-    predicates, values = [], []
+    attributes = await repository.attribute_types(uow) if segments else {}
+    predicates, values, needs = [], [], set()
     for segment in segments:
-        predicate, bound = rules.compile_rule(_rule(segment), FIRST_RULE_PARAMETER + len(values))
-        predicates.append(predicate)
-        values.extend(bound)
-    rows = await repository.evaluate(uow, predicates, values, customer_ids) if segments else []
+        compiled = rules.compile_rule(_rule(segment), FIRST_RULE_PARAMETER + len(values), attributes)
+        predicates.append(compiled.sql)
+        values.extend(compiled.values)
+        needs |= compiled.needs
+    rows = await repository.evaluate(uow, predicates, needs, values, customer_ids) if segments else []
     matching = {
         (segment.segment_id, row["customer_id"])
         for row in rows
@@ -96,46 +126,95 @@ def _publish(uow: UnitOfWork, event, segment_id: uuid.UUID, customer_id: str) ->
     uow.record(event(segment_id=str(segment_id), customer_id=customer_id), key=customer_id)
 
 
-async def recompute_segment(uow: UnitOfWork, segment_id: uuid.UUID, changed: Changed) -> None:
-    """Bulk: one statement matches every customer, changes membership and writes the events."""
-    segment = await repository.segment(uow, segment_id, lock=True)
-    if segment is None or segment.deleted_at is not None or segment.rule is None:
+async def schedule_recompute(uow: UnitOfWork, segment_ids: list[uuid.UUID]) -> None:
+    """Recompute these segments in the background from the first customer: a chain of jobs, one
+    slice each (progress on the segment), enqueued with this change's commit; it supersedes any
+    chain still running for them."""
+    versions = await repository.start_recompute(uow, segment_ids)
+    for segment_id, version in versions.items():
+        job = jobs_pb2.RecomputeSegmentJob(segment_id=str(segment_id), rule_version=version)
+        await uow.enqueue(RECOMPUTE_JOB, job)
+
+
+async def recompute_slice(
+    uow: UnitOfWork, job: jobs_pb2.RecomputeSegmentJob, changed: Changed, tuning: Tuning
+) -> None:
+    """Bulk: one statement matches one slice of the customers, changes membership and writes the
+    events; the next slice is the next job. A chain superseded by a newer one (a new rule, a
+    restart) stops."""
+    segment = await repository.segment(uow, uuid.UUID(job.segment_id), lock=True)
+    if segment is None or segment.deleted_at is not None or segment.rule_version != job.rule_version:
         return
-    predicate, values = rules.compile_rule(_rule(segment), FIRST_RULE_PARAMETER)
-    changed.customers.update(await repository.recompute(uow, segment_id, predicate, values))
+    compiled = rules.compile_rule(_rule(segment), FIRST_BULK_PARAMETER, await repository.attribute_types(uow))
+    upto = await repository.slice_end(uow, job.after_customer_id, tuning.recompute_slice)
+    changed.customers.update(
+        await repository.recompute(
+            uow,
+            segment.segment_id,
+            compiled.sql,
+            compiled.needs,
+            compiled.values,
+            job.after_customer_id,
+            upto,
+        )
+    )
+    if upto is not None:
+        following = jobs_pb2.RecomputeSegmentJob()
+        following.CopyFrom(job)
+        following.after_customer_id = upto
+        await uow.enqueue(RECOMPUTE_JOB, following)
 
 
-async def scheduled_refresh(resources, cache) -> None:
+async def recompute_all(uow: UnitOfWork, *, only_rfm: bool = False) -> None:
+    """Recompute every live rule segment (or those reading RFM scores) in the background."""
+    attributes = await repository.attribute_types(uow)
+    segment_ids = [
+        s.segment_id
+        for s in await repository.live_rule_segments(uow)
+        if not only_rfm or "rfm" in rules.compile_rule(_rule(s), FIRST_BULK_PARAMETER, attributes).needs
+    ]
+    if segment_ids:
+        await schedule_recompute(uow, segment_ids)
+
+
+async def scheduled_refresh(resources) -> None:
     """Time-based rules ("no purchase in 90 days") change with no event: recompute every live rule
-    segment of every tenant, each in its own transaction."""
+    segment of every tenant in the background."""
     async with resources.units.database.connection() as connection:
         tenants = await repository.tenants(connection)
+    await _each_tenant(resources, tenants, recompute_all)
+
+
+async def scheduled_rfm(resources) -> None:
+    """The nightly RFM scores of every tenant with purchases, each tenant in its own transaction."""
+    async with resources.units.database.connection() as connection:
+        tenants = await repository.customer_tenants(connection)
+    # One statement scores a whole tenant: a million customers take longer than a job's 30 s.
+    await _each_tenant(resources, tenants, compute_rfm, budget=resources.settings.rfm_budget_seconds)
+
+
+async def _each_tenant(resources, tenants: list[str], use_case, budget: float | None = None) -> None:
     for tenant in tenants:
-        token = bind_call(CallContext(tenant_id=tenant, principal="segmentation-scheduler"))
+        deadline = None if budget is None else time.monotonic() + budget
+        token = bind_call(
+            CallContext(tenant_id=tenant, principal="segmentation-scheduler", deadline=deadline)
+        )
         try:
-            await refresh_tenant(resources.units, cache)
+            async with resources.units.change() as uow:
+                await use_case(uow)
         except Exception:
-            log.exception("scheduled recompute failed for a tenant", extra={"fields": {"tenant": tenant}})
+            log.exception("scheduled work failed for a tenant", extra={"fields": {"tenant": tenant}})
         finally:
             unbind_call(token)
-
-
-async def refresh_tenant(units: UnitsOfWork, cache) -> None:
-    async with units.read() as uow:
-        segment_ids = [s.segment_id for s in await repository.live_rule_segments(uow)]
-    for segment_id in segment_ids:
-        changed = Changed()
-        async with units.change() as uow:
-            await recompute_segment(uow, segment_id, changed)
-        await cache.forget(uow.tenant, changed.customers)
 
 
 # --- definitions ----------------------------------------------------------------------------------
 
 
 async def create_segment(uow: UnitOfWork, command: CreateSegment, changed: Changed) -> SegmentRow:
+    """Saved at once; a rule segment's membership follows in the background (COMPUTING, then READY)."""
     if command.rule is not None:
-        rules.validate(command.rule)
+        rules.validate(command.rule, attributes=await repository.attribute_types(uow))
     segment_id = uuid.uuid4()
     rule = command.rule.SerializeToString(deterministic=True) if command.rule is not None else None
     inserted = await repository.insert_segment(
@@ -151,7 +230,8 @@ async def create_segment(uow: UnitOfWork, command: CreateSegment, changed: Chang
         raise AlreadyExists(
             Reason.SEGMENT_NAME_TAKEN, "another segment has this name", field="segment.display_name"
         )
-    await recompute_segment(uow, segment_id, changed)
+    if command.rule is not None:
+        await schedule_recompute(uow, [segment_id])
     return await repository.segment(uow, segment_id)
 
 
@@ -199,11 +279,11 @@ async def update_segment(uow: UnitOfWork, command: UpdateSegment, changed: Chang
                 "only a rule segment has a rule, and it needs one",
                 field="segment.rule",
             )
-        rules.validate(command.rule)
+        rules.validate(command.rule, attributes=await repository.attribute_types(uow))
         values["rule"] = command.rule.SerializeToString(deterministic=True)
     await repository.update_segment(uow, replace(segment, **values))
     if "rule" in command.fields:
-        await recompute_segment(uow, segment.segment_id, changed)
+        await schedule_recompute(uow, [segment.segment_id])
     return await repository.segment(uow, segment.segment_id)
 
 
@@ -216,7 +296,10 @@ async def delete_segment(uow: UnitOfWork, command: DeleteSegment, changed: Chang
     for customer_id in members:
         _publish(uow, events_pb2.SegmentLeft, segment.segment_id, customer_id)
     changed.customers.update(members)
-    await repository.update_segment(uow, replace(segment, deleted_at=uow.now, member_count=0))
+    # A recompute still running stops at its next slice (recompute_slice skips a deleted segment).
+    await repository.update_segment(
+        uow, replace(segment, deleted_at=uow.now, member_count=0, computing=False)
+    )
     return await repository.segment(uow, segment.segment_id)
 
 
@@ -251,10 +334,31 @@ async def remove_members(uow: UnitOfWork, command: ChangeMembers, changed: Chang
     return MembersChanged(len(removed))
 
 
+async def upload_members(uow: UnitOfWork, command: Upload, changed: Changed) -> Uploaded:
+    """Add a CSV file's customers to a static segment in one transaction: rows naming no customer
+    of this tenant (another tenant's included) are reported, the others added."""
+    segment = await _static_segment(uow, command.segment_id)
+    parsed = uploads.parse(command.content)
+    known = await repository.known_customers(uow, list(parsed.customers))
+    added = await repository.add_members(uow, segment.segment_id, [c for c in parsed.customers if c in known])
+    for customer_id in added:
+        _publish(uow, events_pb2.SegmentEntered, segment.segment_id, customer_id)
+    await repository.set_member_count(uow, segment.segment_id)
+    changed.customers.update(added)
+    unknown = [(row, c, "unknown customer") for c, row in parsed.customers.items() if c not in known]
+    problems = sorted(parsed.problems + unknown)
+    return Uploaded(len(added), len(known) - len(added), problems)
+
+
 async def estimate(uow: UnitOfWork, command: Estimate) -> Estimated:
-    rules.validate(command.rule, "rule")
-    predicate, values = rules.compile_rule(command.rule, FIRST_RULE_PARAMETER)
-    return Estimated(*await repository.count_matching(uow, predicate, values, command.sample_size))
+    attributes = await repository.attribute_types(uow)
+    rules.validate(command.rule, "rule", attributes)
+    compiled = rules.compile_rule(command.rule, FIRST_RULE_PARAMETER, attributes)
+    return Estimated(
+        *await repository.count_matching(
+            uow, compiled.sql, compiled.needs, compiled.values, command.sample_size
+        )
+    )
 
 
 # --- behaviour ------------------------------------------------------------------------------------
@@ -285,6 +389,35 @@ async def record_return(uow: UnitOfWork, command: RecordReturn, changed: Changed
     return recorded
 
 
+async def record_activity(uow: UnitOfWork, command: RecordActivity, changed: Changed) -> bool:
+    await repository.touch_customer(uow, command.customer_id)
+    recorded = await repository.insert_activity(
+        uow, command.key, command.customer_id, command.activity_type, command.occurred_at
+    )
+    if recorded:
+        await _after_record(uow, command.customer_id, changed)
+    return recorded
+
+
+async def notification_activity(uow: UnitOfWork, event) -> None:
+    """notification.sent / notification.opened count as activities of their type ("offers received
+    / opened"), once per message; the event carries no time, so its handling time is used."""
+    if not event.customer_id:
+        return
+    kind = event_type_of(event.DESCRIPTOR)
+    command = RecordActivity(f"{kind}:{event.message_id}", event.customer_id, kind, uow.now)
+    changed = Changed()
+    await record_activity(uow, command, changed)
+    await forget_after_commit(uow, changed)
+
+
+async def forget_after_commit(uow: UnitOfWork, changed: Changed) -> None:
+    """An event handler has no moment after its commit: a job (run after it) drops the cached
+    answers its change made stale."""
+    if changed.customers:
+        await uow.enqueue(FORGET_JOB, jobs_pb2.ForgetCachedJob(customer_ids=sorted(changed.customers)))
+
+
 async def _after_record(uow: UnitOfWork, customer_id: str, changed: Changed) -> None:
     # The cached answer carries the purchase facts, so it is stale even if membership is not.
     changed.customers.add(customer_id)
@@ -292,9 +425,73 @@ async def _after_record(uow: UnitOfWork, customer_id: str, changed: Changed) -> 
 
 
 async def customer_created(uow: UnitOfWork, event: profile_events.CustomerCreated) -> None:
-    """A new customer joins the population: rules such as "never purchased" may match them."""
+    """A new customer joins the population at once (rules such as "never purchased" may match
+    them); their attributes follow from profile in a job."""
     await repository.touch_customer(uow, event.customer_id)
-    await refresh_customers(uow, [event.customer_id], Changed())
+    changed = Changed()
+    await refresh_customers(uow, [event.customer_id], changed)
+    await forget_after_commit(uow, changed)
+    await uow.enqueue(SYNC_CUSTOMER_JOB, jobs_pb2.SyncCustomerJob(customer_id=event.customer_id))
+
+
+async def customer_updated(uow: UnitOfWork, event: profile_events.CustomerUpdated) -> None:
+    """Events carry ids only: the changed attributes are read from profile in a job."""
+    await uow.enqueue(SYNC_CUSTOMER_JOB, jobs_pb2.SyncCustomerJob(customer_id=event.customer_id))
+
+
+async def sync_customer(
+    uow: UnitOfWork, job: jobs_pb2.SyncCustomerJob, changed: Changed, directory: ProfileDirectory
+) -> None:
+    """Copy one customer's profile attributes and re-evaluate their segments; a profile gone
+    (erased, merged) is left to the erasure and merge hooks."""
+    customer = await directory.customer(job.customer_id)
+    if customer is None:
+        return
+    profile = profiles.profile_of(customer)
+    await repository.learn_attribute_types(uow, profile.kinds, authoritative=False)
+    await repository.save_profiles(uow, [profile])
+    await refresh_customers(uow, [profile.customer_id], changed)
+
+
+async def start_backfill(uow: UnitOfWork) -> bool:
+    """Copy every profile of the tenant in the background; False when a copy is running already."""
+    started = await repository.start_backfill(uow)
+    if started:
+        await uow.enqueue(BACKFILL_JOB, jobs_pb2.BackfillProfilesJob())
+    return started
+
+
+async def backfill_page(
+    uow: UnitOfWork, job: jobs_pb2.BackfillProfilesJob, directory: ProfileDirectory, tuning: Tuning
+) -> None:
+    """One step of a backfill: profile's schema (first step), then up to `backfill_step` profiles
+    from the streamed export, saved in one statement each page; the next step resumes after the
+    last id. After the last step every rule segment is recomputed over the copy."""
+    if not job.after_customer_id:
+        await repository.learn_attribute_types(uow, await directory.attribute_kinds(), authoritative=True)
+    after, copied, finished = job.after_customer_id, 0, True
+    async for page in directory.export(after, tuning.backfill_page):
+        copied_page = [profiles.profile_of(customer) for customer in page.customers]
+        kinds = {name: kind for profile in copied_page for name, kind in profile.kinds.items()}
+        await repository.learn_attribute_types(uow, kinds, authoritative=False)
+        await repository.save_profiles(uow, copied_page)
+        copied += len(copied_page)
+        after = page.last_customer_id
+        if copied >= tuning.backfill_step:
+            finished = False
+            break
+    await repository.backfill_progress(uow, copied, finished=finished)
+    if finished:
+        await recompute_all(uow)
+    else:
+        await uow.enqueue(BACKFILL_JOB, jobs_pb2.BackfillProfilesJob(after_customer_id=after))
+
+
+async def compute_rfm(uow: UnitOfWork) -> int:
+    """Score the tenant's purchasing customers in one statement; segments over RFM follow."""
+    scored = await repository.compute_rfm(uow)
+    await recompute_all(uow, only_rfm=True)
+    return scored
 
 
 # --- reads ----------------------------------------------------------------------------------------
@@ -309,7 +506,15 @@ async def segment_members(uow: UnitOfWork, segment_id: uuid.UUID, after: str, li
     return segment, await repository.members_page(uow, segment_id, after, limit)
 
 
-def encode_metrics(customer_id: str, row) -> metrics_pb2.CustomerMetrics:
+async def members_page(uow: UnitOfWork, segment_id: uuid.UUID, after: str, limit: int) -> list:
+    return await repository.members_page(uow, segment_id, after, limit)
+
+
+async def rfm_page(uow: UnitOfWork, after: str, limit: int) -> list:
+    return await repository.rfm_page(uow, after, limit)
+
+
+def encode_metrics(customer_id: str, row, activities=(), rfm=None) -> metrics_pb2.CustomerMetrics:
     metrics = metrics_pb2.CustomerMetrics(customer_id=customer_id)
     if row is None:
         return metrics
@@ -320,14 +525,27 @@ def encode_metrics(customer_id: str, row) -> metrics_pb2.CustomerMetrics:
         )
         entry.spend.amount_minor = spend
         entry.average_order_value.amount_minor = spend // count if count else 0
+        entry.activity_counts.update(
+            {a["activity_type"]: a[f"n_{suffix}"] for a in activities if a[f"n_{suffix}"]}
+        )
     if row["first_at"] is not None:
         metrics.first_purchase_time.CopyFrom(timestamp(row["first_at"]))
         metrics.last_purchase_time.CopyFrom(timestamp(row["last_at"]))
+    if rfm is not None:
+        metrics.rfm.recency_score = rfm["recency_score"]
+        metrics.rfm.frequency_score = rfm["frequency_score"]
+        metrics.rfm.monetary_score = rfm["monetary_score"]
+        metrics.rfm.compute_time.CopyFrom(timestamp(rfm["computed_at"]))
     return metrics
 
 
 async def customer_metrics(uow: UnitOfWork, customer_id: str) -> metrics_pb2.CustomerMetrics:
-    return encode_metrics(customer_id, await repository.customer_metrics(uow, customer_id))
+    return encode_metrics(
+        customer_id,
+        await repository.customer_metrics(uow, customer_id),
+        await repository.activity_counts(uow, customer_id),
+        await repository.rfm_of(uow, customer_id),
+    )
 
 
 # --- customer data --------------------------------------------------------------------------------
@@ -337,7 +555,17 @@ async def export_customer_data(uow: UnitOfWork, customer_id: str) -> list:
     row = await repository.customer_metrics(uow, customer_id)
     if row is None:
         return []
-    records: list = [encode_metrics(customer_id, row)]
+    copy = metrics_pb2.CustomerAttributes(
+        customer_id=customer_id,
+        locale=row["locale"] or "",
+        enrol_time=timestamp(row["enrolled_at"]),
+        attributes={name: json.dumps(value) for name, value in row["attributes"].items()},
+        consents=row["consents"],
+    )
+    if row["birth_date"] is not None:
+        born = row["birth_date"]
+        copy.birth_date.CopyFrom(date_pb2.Date(year=born.year, month=born.month, day=born.day))
+    records: list = [encode_metrics(customer_id, row), copy]
     for membership in await repository.memberships(uow, customer_id):
         records.append(
             segment_pb2.SegmentMembership(

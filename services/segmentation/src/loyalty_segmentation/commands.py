@@ -64,6 +64,28 @@ class RecordReturn:
 
 
 @dataclass(frozen=True)
+class RecordActivity:
+    key: str
+    customer_id: str
+    activity_type: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class Upload:
+    segment_id: uuid.UUID
+    content: bytes
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    added: int
+    already_members: int
+    # (row number, customer id, reason)
+    problems: list[tuple[int, str, str]]
+
+
+@dataclass(frozen=True)
 class Estimate:
     rule: condition_pb2.Condition
     sample_size: int

@@ -2,16 +2,19 @@
 repository.py). Every table leads with tenant_id and every statement filters by it."""
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Index,
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Uuid,
     text,
@@ -56,6 +59,12 @@ class SegmentRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Bumped by every recompute started (a rule change, a refresh): an older chain of slices stops.
+    rule_version: Mapped[int] = mapped_column(BigInteger, server_default=text("1"))
+    # A full recompute is running; recompute_done of recompute_total customers are evaluated.
+    computing: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    recompute_done: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    recompute_total: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class MemberRow(Base):
@@ -77,6 +86,73 @@ class CustomerRow(Base):
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Segmentation's copy of the profile attributes rules use (profile events and the backfill).
+    birth_date: Mapped[date | None] = mapped_column(Date)
+    locale: Mapped[str | None] = mapped_column(String(35))
+    enrolled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Custom attributes by name: strings, integers, booleans; decimals and dates as strings.
+    attributes: Mapped[dict] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # "<channel>.<purpose>" -> granted, e.g. {"email.marketing": true}.
+    consents: Mapped[dict] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+
+
+class AttributeTypeRow(Base):
+    """The type of each custom attribute of a tenant, as profile's schema and data declare it."""
+
+    __tablename__ = "attribute_types"
+    __table_args__ = (
+        CheckConstraint(
+            "type IN ('string', 'int', 'decimal', 'bool', 'date', 'enum')", name="attribute_types_type"
+        ),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    type: Mapped[str] = mapped_column(String(8))
+
+
+class ActivityRow(Base):
+    __tablename__ = "activities"
+    __table_args__ = (
+        Index("activities_by_customer", "tenant_id", "customer_id", "activity_type", "occurred_at"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The activity event id: an activity recorded twice is one row.
+    activity_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    activity_type: Mapped[str] = mapped_column(String(100))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RfmScoreRow(Base):
+    """Quintile scores of each purchasing customer, recomputed for the whole tenant at once."""
+
+    __tablename__ = "rfm_scores"
+    __table_args__ = (
+        CheckConstraint(
+            "recency_score BETWEEN 1 AND 5 AND frequency_score BETWEEN 1 AND 5 AND monetary_score BETWEEN 1 AND 5",
+            name="rfm_scores_range",
+        ),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    recency_score: Mapped[int] = mapped_column(SmallInteger)
+    frequency_score: Mapped[int] = mapped_column(SmallInteger)
+    monetary_score: Mapped[int] = mapped_column(SmallInteger)
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ProfileBackfillRow(Base):
+    """A tenant's copy of profile's bulk export: running while finished_at is NULL."""
+
+    __tablename__ = "profile_backfills"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    copied: Mapped[int] = mapped_column(BigInteger)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class PurchaseRow(Base):

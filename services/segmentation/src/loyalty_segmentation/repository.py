@@ -6,12 +6,13 @@ recency, computed set-based from the purchases and returns tables. `scope` narro
 customers (incremental membership) or not at all (bulk).
 """
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
 from loyalty_runtime.uow import UnitOfWork
-from loyalty_segmentation.domain.rules import WINDOW_DAYS
+from loyalty_segmentation.domain.rules import window_sql
 
 SCHEMA = "segmentation"
 S = SCHEMA
@@ -19,55 +20,67 @@ S = SCHEMA
 ENTERED, LEFT = "segment.entered", "segment.left"
 
 
-def _window(column: str, suffix: str) -> str:
-    if suffix == "life":
-        return f"{column} <= $2::timestamptz"
-    return (
-        f"{column} > $2::timestamptz - interval '{WINDOW_DAYS[suffix]} days' AND {column} <= $2::timestamptz"
-    )
-
-
 SUFFIXES = ("7", "30", "90", "365", "life")
+# Every metric column: what GetCustomerMetrics and the exports read.
+EVERYTHING = frozenset(
+    [f"{name}_{w}" for name in ("purchases", "spend", "returns") for w in SUFFIXES]
+    + ["first_at", "last_at", "rfm"]
+)
 
 
-def metrics(scope: str) -> str:
-    """The metrics relation for the customers `scope` (an SQL condition on c.customer_id) selects."""
-    purchase_columns = ", ".join(
-        f"count(*) FILTER (WHERE {_window('purchased_at', w)}) AS n_{w}, "
-        f"coalesce(sum(net_total) FILTER (WHERE {_window('purchased_at', w)}), 0)::bigint AS s_{w}"
-        for w in SUFFIXES
-    )
-    return_columns = ", ".join(
-        f"count(*) FILTER (WHERE {_window('returned_at', w)}) AS n_{w}, "
-        f"coalesce(sum(refunded_total) FILTER (WHERE {_window('returned_at', w)}), 0)::bigint AS s_{w}"
-        for w in SUFFIXES
-    )
-    outputs = ", ".join(
-        f"coalesce(p.n_{w}, 0) AS purchases_{w}, coalesce(p.s_{w}, 0) - coalesce(r.s_{w}, 0) AS spend_{w}, "
-        f"coalesce(r.n_{w}, 0) AS returns_{w}"
-        for w in SUFFIXES
-    )
+def metrics(scope: str, needs: frozenset[str] | set[str] = EVERYTHING) -> str:
+    """The metrics relation for the customers `scope` (an SQL condition on c.customer_id) selects,
+    with the profile attributes and only the metric columns in `needs`: a rule over spend in one
+    window aggregates the purchases once for that one sum, and joins no returns it does not read.
+    (`evaluated_at` keeps $2 typed when no column reads it.)"""
+    purchased, returned, outputs = [], [], []
+    for w in SUFFIXES:
+        in_window = window_sql("purchased_at", w)
+        if f"purchases_{w}" in needs:
+            purchased.append(f"count(*) FILTER (WHERE {in_window}) AS n_{w}")
+            outputs.append(f"coalesce(p.n_{w}, 0) AS purchases_{w}")
+        if f"spend_{w}" in needs:
+            purchased.append(f"coalesce(sum(net_total) FILTER (WHERE {in_window}), 0)::bigint AS s_{w}")
+            returned.append(
+                f"coalesce(sum(refunded_total) FILTER (WHERE {window_sql('returned_at', w)}), 0)::bigint AS s_{w}"
+            )
+            outputs.append(f"coalesce(p.s_{w}, 0) - coalesce(r.s_{w}, 0) AS spend_{w}")
+        if f"returns_{w}" in needs:
+            returned.append(f"count(*) FILTER (WHERE {window_sql('returned_at', w)}) AS n_{w}")
+            outputs.append(f"coalesce(r.n_{w}, 0) AS returns_{w}")
+    for moment, aggregate in (("first_at", "min"), ("last_at", "max")):
+        if moment in needs:
+            purchased.append(
+                f"{aggregate}(purchased_at) FILTER (WHERE purchased_at <= $2::timestamptz) AS {moment}"
+            )
+            outputs.append(f"p.{moment}")
+    joins = []
+    if purchased:
+        joins.append(
+            f"""LEFT JOIN (SELECT customer_id, {", ".join(purchased)} FROM {S}.purchases c
+                WHERE tenant_id = $1 AND {scope} GROUP BY customer_id) p USING (customer_id)"""
+        )
+    if returned:
+        joins.append(
+            f"""LEFT JOIN (SELECT customer_id, {", ".join(returned)} FROM {S}.returns c
+                WHERE tenant_id = $1 AND {scope} GROUP BY customer_id) r USING (customer_id)"""
+        )
+    if "rfm" in needs:
+        joins.append(f"LEFT JOIN {S}.rfm_scores f ON f.tenant_id = $1 AND f.customer_id = c.customer_id")
+        outputs += [
+            f"coalesce(f.{score}_score, 0) AS rfm_{score}" for score in ("recency", "frequency", "monetary")
+        ]
     return f"""
-        SELECT c.customer_id, {outputs},
-               floor(extract(epoch FROM $2::timestamptz - p.last_at) / 86400)::bigint AS days_since_last,
-               floor(extract(epoch FROM $2::timestamptz - p.first_at) / 86400)::bigint AS days_since_first,
-               p.first_at, p.last_at
-        FROM {S}.customers c
-        LEFT JOIN (
-            SELECT customer_id, {purchase_columns},
-                   min(purchased_at) FILTER (WHERE purchased_at <= $2::timestamptz) AS first_at,
-                   max(purchased_at) FILTER (WHERE purchased_at <= $2::timestamptz) AS last_at
-            FROM {S}.purchases c WHERE tenant_id = $1 AND {scope} GROUP BY customer_id
-        ) p USING (customer_id)
-        LEFT JOIN (
-            SELECT customer_id, {return_columns}
-            FROM {S}.returns c WHERE tenant_id = $1 AND {scope} GROUP BY customer_id
-        ) r USING (customer_id)
+        SELECT c.customer_id, c.birth_date, c.locale, coalesce(c.enrolled_at, c.first_seen_at) AS enrolled_at,
+               c.attributes, c.consents, $2::timestamptz AS evaluated_at{"".join(", " + o for o in outputs)}
+        FROM {S}.customers c {" ".join(joins)}
         WHERE c.tenant_id = $1 AND {scope}"""
 
 
 ALL_CUSTOMERS = "true"
 SOME_CUSTOMERS = "c.customer_id = ANY($3::varchar[])"
+# A slice of the population by customer id: after $4, up to and including $5 (NULL: to the end).
+SLICE = "c.customer_id > $4::varchar AND ($5::varchar IS NULL OR c.customer_id <= $5::varchar)"
 
 
 # Protobuf encoding of SegmentEntered / SegmentLeft {1: segment_id, 2: customer_id} built in SQL,
@@ -83,13 +96,15 @@ def event_payload_sql(segment: str, customer: str) -> str:
     return _PAYLOAD.format(s=segment, c=customer)
 
 
-def bulk_recompute(predicate: str) -> str:
-    """ONE statement: match every customer against the rule, add the new members, remove the ones
-    who no longer match, write an event per change to the outbox, refresh the segment's count, and
-    return who changed (for the cache). $1 tenant, $2 now, $3 segment id (text), rule values $4..."""
+def bulk_recompute(predicate: str, needs: set[str]) -> str:
+    """ONE statement for one slice of the population: match its customers against the rule, add the
+    new members, remove the ones who no longer match, write an event per change to the outbox,
+    move the segment's count and progress (and finish it after the last slice), and return who
+    changed (for the cache). $1 tenant, $2 now, $3 segment id (text), $4/$5 the slice, rule values
+    $6..."""
     payload = event_payload_sql("$3::text", "changed.customer_id")
     return f"""
-        WITH m AS (SELECT m.customer_id, {predicate} AS hit FROM ({metrics(ALL_CUSTOMERS)}) m),
+        WITH m AS (SELECT m.customer_id, {predicate} AS hit FROM ({metrics(SLICE, needs)}) m),
         diff AS (
             SELECT m.customer_id, m.hit, s.customer_id IS NOT NULL AS was FROM m
             LEFT JOIN {S}.segment_members s
@@ -110,16 +125,20 @@ def bulk_recompute(predicate: str) -> str:
             INSERT INTO {S}.outbox (tenant_id, event_type, key, payload)
             SELECT $1, changed.event_type, changed.customer_id, {payload} FROM changed),
         counted AS (
-            UPDATE {S}.segments SET member_count = (SELECT count(*) FROM diff WHERE hit), refreshed_at = $2
+            UPDATE {S}.segments SET
+                member_count = member_count + (SELECT count(*) FROM entered) - (SELECT count(*) FROM gone),
+                recompute_done = recompute_done + (SELECT count(*) FROM m),
+                computing = $5::varchar IS NOT NULL,
+                refreshed_at = CASE WHEN $5::varchar IS NULL THEN $2 ELSE refreshed_at END
             WHERE tenant_id = $1 AND segment_id = $3::uuid)
         SELECT customer_id FROM changed"""
 
 
-def evaluate_for(predicates: list[str]) -> str:
+def evaluate_for(predicates: list[str], needs: set[str]) -> str:
     """Which of the given predicates (one per segment, in order) the customers of $3 match now:
     one row per customer with a boolean array."""
     tests = ", ".join(predicates) or "false"
-    return f"SELECT m.customer_id, ARRAY[{tests}] AS matches FROM ({metrics(SOME_CUSTOMERS)}) m"
+    return f"SELECT m.customer_id, ARRAY[{tests}] AS matches FROM ({metrics(SOME_CUSTOMERS, needs)}) m"
 
 
 @dataclass(frozen=True)
@@ -136,11 +155,15 @@ class SegmentRow:
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None
+    rule_version: int
+    computing: bool
+    recompute_done: int
+    recompute_total: int
 
 
 SEGMENT_COLUMNS = (
     "segment_id, display_name, description, type, rule, labels, member_count, refreshed_at, version,"
-    " created_at, updated_at, deleted_at"
+    " created_at, updated_at, deleted_at, rule_version, computing, recompute_done, recompute_total"
 )
 
 
@@ -212,7 +235,7 @@ def _name_key(after: str) -> tuple[str, str]:
 async def update_segment(uow: UnitOfWork, segment: SegmentRow) -> None:
     await uow.connection.execute(
         f"""UPDATE {S}.segments SET display_name = $3, description = $4, rule = $5, labels = $6,
-                version = version + 1, updated_at = $7, deleted_at = $8, member_count = $9
+                version = version + 1, updated_at = $7, deleted_at = $8, member_count = $9, computing = $10
             WHERE tenant_id = $1 AND segment_id = $2""",
         uow.tenant,
         segment.segment_id,
@@ -223,6 +246,7 @@ async def update_segment(uow: UnitOfWork, segment: SegmentRow) -> None:
         uow.now,
         segment.deleted_at,
         segment.member_count,
+        segment.computing,
     )
 
 
@@ -251,22 +275,19 @@ async def live_rule_segments(uow: UnitOfWork) -> list[SegmentRow]:
     return [SegmentRow(**row) for row in rows]
 
 
-async def recompute(uow: UnitOfWork, segment_id: uuid.UUID, predicate: str, values: list[int]) -> list[str]:
-    rows = await uow.connection.fetch(
-        bulk_recompute(predicate), uow.tenant, uow.now, str(segment_id), *values
+async def evaluate(
+    uow: UnitOfWork, predicates: list[str], needs: set[str], values: list, customers: list[str]
+):
+    return await uow.connection.fetch(
+        evaluate_for(predicates, needs), uow.tenant, uow.now, customers, *values
     )
-    return [row["customer_id"] for row in rows]
-
-
-async def evaluate(uow: UnitOfWork, predicates: list[str], values: list[int], customers: list[str]):
-    return await uow.connection.fetch(evaluate_for(predicates), uow.tenant, uow.now, customers, *values)
 
 
 async def count_matching(
-    uow: UnitOfWork, predicate: str, values: list[int], sample: int
+    uow: UnitOfWork, predicate: str, needs: set[str], values: list, sample: int
 ) -> tuple[int, int, list[str]]:
     row = await uow.connection.fetchrow(
-        f"""WITH m AS ({metrics(ALL_CUSTOMERS)})
+        f"""WITH m AS ({metrics(ALL_CUSTOMERS, needs)})
             SELECT count(*) FILTER (WHERE {predicate}) AS matching, count(*) AS total,
                    (array_agg(m.customer_id ORDER BY m.customer_id) FILTER (WHERE {predicate}))[1:$3]
                    AS sample
@@ -431,7 +452,7 @@ async def customer_metrics(uow: UnitOfWork, customer_id: str):
 
 async def erase_customer(uow: UnitOfWork, customer_id: str) -> list[uuid.UUID]:
     """Forget the customer's purchases, returns and memberships; the segments they left."""
-    for table in ("purchases", "returns", "customers"):
+    for table in ("purchases", "returns", "activities", "rfm_scores", "customers"):
         await uow.connection.execute(
             f"DELETE FROM {S}.{table} WHERE tenant_id = $1 AND customer_id = $2", uow.tenant, customer_id
         )
@@ -444,7 +465,7 @@ async def erase_customer(uow: UnitOfWork, customer_id: str) -> list[uuid.UUID]:
 
 
 async def move_history(uow: UnitOfWork, survivor: str, merged: str) -> None:
-    for table in ("purchases", "returns"):
+    for table in ("purchases", "returns", "activities"):
         await uow.connection.execute(
             f"UPDATE {S}.{table} SET customer_id = $2 WHERE tenant_id = $1 AND customer_id = $3",
             uow.tenant,
@@ -456,3 +477,214 @@ async def move_history(uow: UnitOfWork, survivor: str, merged: str) -> None:
 async def tenants(connection) -> list[str]:
     rows = await connection.fetch(f"SELECT DISTINCT tenant_id FROM {S}.segments WHERE deleted_at IS NULL")
     return [row["tenant_id"] for row in rows]
+
+
+# --- background recompute ---------------------------------------------------------------------------
+
+
+async def start_recompute(uow: UnitOfWork, segment_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """Mark the segments computing from the first customer, over today's population, under a new
+    version: a chain still computing an older one (an older rule, or one whose job died) stops at
+    its next slice. Returns each segment's version."""
+    rows = await uow.connection.fetch(
+        f"""UPDATE {S}.segments SET computing = true, recompute_done = 0,
+                recompute_total = (SELECT count(*) FROM {S}.customers WHERE tenant_id = $1),
+                rule_version = rule_version + 1
+            WHERE tenant_id = $1 AND segment_id = ANY($2::uuid[]) RETURNING segment_id, rule_version""",
+        uow.tenant,
+        segment_ids,
+    )
+    return {row["segment_id"]: row["rule_version"] for row in rows}
+
+
+async def slice_end(uow: UnitOfWork, after: str, size: int) -> str | None:
+    """The last customer id of the slice of `size` customers after `after`; None: the slice runs
+    to the end of the population."""
+    return await uow.connection.fetchval(
+        f"""SELECT customer_id FROM {S}.customers WHERE tenant_id = $1 AND customer_id > $2
+            ORDER BY customer_id OFFSET $3 LIMIT 1""",
+        uow.tenant,
+        after,
+        size - 1,
+    )
+
+
+async def recompute(
+    uow: UnitOfWork,
+    segment_id: uuid.UUID,
+    predicate: str,
+    needs: set[str],
+    values: list,
+    after: str,
+    upto: str | None,
+) -> list[str]:
+    rows = await uow.connection.fetch(
+        bulk_recompute(predicate, needs), uow.tenant, uow.now, str(segment_id), after, upto, *values
+    )
+    return [row["customer_id"] for row in rows]
+
+
+# --- profile attributes -----------------------------------------------------------------------------
+
+
+async def attribute_types(uow: UnitOfWork) -> dict[str, str]:
+    rows = await uow.connection.fetch(
+        f"SELECT name, type FROM {S}.attribute_types WHERE tenant_id = $1", uow.tenant
+    )
+    return {row["name"]: row["type"] for row in rows}
+
+
+async def learn_attribute_types(uow: UnitOfWork, kinds: dict[str, str], *, authoritative: bool) -> None:
+    """Record attribute types: profile's schema is `authoritative` (it overwrites); types seen in
+    values only fill in names not known yet."""
+    conflict = "DO UPDATE SET type = excluded.type" if authoritative else "DO NOTHING"
+    await uow.connection.execute(
+        f"""INSERT INTO {S}.attribute_types (tenant_id, name, type)
+            SELECT $1, n, t FROM unnest($2::varchar[], $3::varchar[]) AS k(n, t)
+            ON CONFLICT (tenant_id, name) {conflict}""",
+        uow.tenant,
+        list(kinds),
+        list(kinds.values()),
+    )
+
+
+async def save_profiles(uow: UnitOfWork, profiles: list) -> None:
+    """Upsert segmentation's copy of these profiles in one statement (they join the population)."""
+    await uow.connection.execute(
+        f"""INSERT INTO {S}.customers (tenant_id, customer_id, first_seen_at, birth_date, locale,
+                enrolled_at, attributes, consents)
+            SELECT $1, p.id, $2, p.birth_date, p.locale, p.enrolled_at, p.attributes::jsonb, p.consents::jsonb
+            FROM unnest($3::varchar[], $4::date[], $5::varchar[], $6::timestamptz[], $7::text[], $8::text[])
+                 AS p(id, birth_date, locale, enrolled_at, attributes, consents)
+            ON CONFLICT (tenant_id, customer_id) DO UPDATE SET birth_date = excluded.birth_date,
+                locale = excluded.locale, enrolled_at = excluded.enrolled_at,
+                attributes = excluded.attributes, consents = excluded.consents""",
+        uow.tenant,
+        uow.now,
+        [p.customer_id for p in profiles],
+        [p.birth_date for p in profiles],
+        [p.locale for p in profiles],
+        [p.enrolled_at for p in profiles],
+        [json.dumps(p.attributes) for p in profiles],
+        [json.dumps(p.consents) for p in profiles],
+    )
+
+
+async def start_backfill(uow: UnitOfWork) -> bool:
+    """False when the tenant's backfill is running already (one started over an hour ago and not
+    finished is taken for dead, its last job out of attempts, and started afresh)."""
+    return bool(
+        await uow.connection.fetchval(
+            f"""INSERT INTO {S}.profile_backfills (tenant_id, copied, started_at) VALUES ($1, 0, $2)
+                ON CONFLICT (tenant_id) DO UPDATE SET copied = 0, started_at = $2, finished_at = NULL
+                WHERE {S}.profile_backfills.finished_at IS NOT NULL
+                   OR {S}.profile_backfills.started_at < $2 - interval '1 hour'
+                RETURNING true""",
+            uow.tenant,
+            uow.now,
+        )
+    )
+
+
+async def backfill_progress(uow: UnitOfWork, copied: int, *, finished: bool) -> None:
+    await uow.connection.execute(
+        f"""UPDATE {S}.profile_backfills SET copied = copied + $2,
+                finished_at = CASE WHEN $3 THEN $4::timestamptz END WHERE tenant_id = $1""",
+        uow.tenant,
+        copied,
+        finished,
+        uow.now,
+    )
+
+
+# --- activities and RFM -----------------------------------------------------------------------------
+
+
+async def insert_activity(
+    uow: UnitOfWork, key: str, customer_id: str, activity_type: str, at: datetime
+) -> bool:
+    return bool(
+        await uow.connection.fetchval(
+            f"""INSERT INTO {S}.activities (tenant_id, activity_key, customer_id, activity_type, occurred_at)
+                VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true""",
+            uow.tenant,
+            key,
+            customer_id,
+            activity_type,
+            at,
+        )
+    )
+
+
+async def activity_counts(uow: UnitOfWork, customer_id: str) -> list:
+    windows = ", ".join(f"count(*) FILTER (WHERE {window_sql('occurred_at', w)}) AS n_{w}" for w in SUFFIXES)
+    return await uow.connection.fetch(
+        f"""SELECT activity_type, {windows} FROM {S}.activities WHERE tenant_id = $1 AND customer_id = $3
+            GROUP BY activity_type ORDER BY activity_type""",
+        uow.tenant,
+        uow.now,
+        customer_id,
+    )
+
+
+def _quintile(order: str) -> str:
+    """1 to 5 by rank among the tenant's purchasing customers: equal values get equal scores."""
+    return f"(1 + floor(5.0 * (rank() OVER (ORDER BY {order}) - 1) / count(*) OVER ()))::smallint"
+
+
+# One statement: score every purchasing customer by recency (last purchase), frequency (purchases)
+# and monetary value (net spend), replace the tenant's table, and count the scored.
+COMPUTE_RFM = f"""
+    WITH bought AS (
+        SELECT customer_id, max(purchased_at) AS last_at, count(*) AS purchases, sum(net_total) AS gross
+        FROM {S}.purchases WHERE tenant_id = $1 AND purchased_at <= $2 GROUP BY customer_id),
+    refunded AS (
+        SELECT customer_id, sum(refunded_total) AS refunded FROM {S}.returns
+        WHERE tenant_id = $1 AND returned_at <= $2 GROUP BY customer_id),
+    scored AS (
+        SELECT b.customer_id, {_quintile("b.last_at")} AS r, {_quintile("b.purchases")} AS f,
+               {_quintile("b.gross - coalesce(x.refunded, 0)")} AS m
+        FROM bought b LEFT JOIN refunded x USING (customer_id)),
+    dropped AS (
+        DELETE FROM {S}.rfm_scores s WHERE s.tenant_id = $1
+          AND NOT EXISTS (SELECT 1 FROM scored WHERE scored.customer_id = s.customer_id)),
+    saved AS (
+        INSERT INTO {S}.rfm_scores (tenant_id, customer_id, recency_score, frequency_score, monetary_score,
+            computed_at)
+        SELECT $1, customer_id, r, f, m, $2 FROM scored
+        ON CONFLICT (tenant_id, customer_id) DO UPDATE SET recency_score = excluded.recency_score,
+            frequency_score = excluded.frequency_score, monetary_score = excluded.monetary_score,
+            computed_at = excluded.computed_at
+        RETURNING 1)
+    SELECT count(*) FROM saved"""
+
+
+async def compute_rfm(uow: UnitOfWork) -> int:
+    return await uow.connection.fetchval(COMPUTE_RFM, uow.tenant, uow.now)
+
+
+async def rfm_of(uow: UnitOfWork, customer_id: str):
+    return await uow.connection.fetchrow(
+        f"""SELECT recency_score, frequency_score, monetary_score, computed_at FROM {S}.rfm_scores
+            WHERE tenant_id = $1 AND customer_id = $2""",
+        uow.tenant,
+        customer_id,
+    )
+
+
+async def customer_tenants(connection) -> list[str]:
+    rows = await connection.fetch(f"SELECT DISTINCT tenant_id FROM {S}.purchases")
+    return [row["tenant_id"] for row in rows]
+
+
+# --- exports ----------------------------------------------------------------------------------------
+
+
+async def rfm_page(uow: UnitOfWork, after: str, limit: int) -> list:
+    return await uow.connection.fetch(
+        f"""SELECT customer_id, recency_score, frequency_score, monetary_score, computed_at FROM {S}.rfm_scores
+            WHERE tenant_id = $1 AND customer_id > $2 ORDER BY customer_id LIMIT $3""",
+        uow.tenant,
+        after,
+        limit,
+    )

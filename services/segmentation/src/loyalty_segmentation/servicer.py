@@ -1,12 +1,14 @@
 """SegmentationService: each method decodes its request into a command, runs one use case in a
 unit of work (`units.idempotent` for changes requested by key), and encodes the result; after a
 commit it drops the cached answers of exactly the customers the change concerned. No SQL, no rule.
+Exports stream their file page by page (exports.py).
 
-Not built yet, so answered UNIMPLEMENTED by the runtime: RecordActivity, and rule conditions on
-attributes and segment references are refused as invalid (see domain/rules.py).
+Not built yet: rule conditions on segment references are refused as invalid (domain/rules.py).
 """
 
 import uuid
+
+import pyarrow as pa
 
 from loyalty.segmentation.v1 import (
     condition_pb2,
@@ -18,22 +20,37 @@ from loyalty_runtime.context import current_call
 from loyalty_runtime.errors import InvalidArgument, Reason
 from loyalty_runtime.protobuf import moment, timestamp
 from loyalty_runtime.uow import UnitsOfWork, require_key
-from loyalty_segmentation import app
+from loyalty_segmentation import app, exports
 from loyalty_segmentation.cache import MembershipCache
 from loyalty_segmentation.commands import (
     ChangeMembers,
     CreateSegment,
     DeleteSegment,
     Estimate,
+    RecordActivity,
     RecordPurchase,
     RecordReturn,
     UpdateSegment,
+    Upload,
 )
 from loyalty_segmentation.repository import SegmentRow
 
 MAX_MEMBERS_PER_CALL, MAX_SAMPLE = 1000, 20
 MAX_ID = 64
 UPDATABLE = frozenset({"display_name", "description", "rule", "labels"})
+MAX_ACTIVITY_TYPE = 100
+MEMBER_COLUMNS = (
+    exports.Column("customer_id", pa.string()),
+    exports.Column("joined_at", pa.timestamp("us", tz="UTC")),
+)
+RFM_COLUMNS = (
+    exports.Column("customer_id", pa.string()),
+    exports.Column("recency_score", pa.int16()),
+    exports.Column("frequency_score", pa.int16()),
+    exports.Column("monetary_score", pa.int16()),
+    exports.Column("computed_at", pa.timestamp("us", tz="UTC")),
+)
+FILES = {api.EXPORT_FORMAT_CSV: exports.csv_file, api.EXPORT_FORMAT_PARQUET: exports.parquet_file}
 
 
 def _id(value: str, field: str) -> uuid.UUID:
@@ -80,6 +97,12 @@ def _amount(message, field: str) -> int:
     return getattr(message, field).amount_minor
 
 
+def _file(format_: int):
+    if format_ not in FILES:
+        raise InvalidArgument(Reason.INVALID_ARGUMENT, "format is CSV or PARQUET", field="format")
+    return FILES[format_]
+
+
 def encode_segment(row: SegmentRow) -> pb.Segment:
     segment = pb.Segment(
         segment_id=str(row.segment_id),
@@ -87,8 +110,11 @@ def encode_segment(row: SegmentRow) -> pb.Segment:
         description=row.description,
         type=pb.SEGMENT_TYPE_RULE if row.type == "rule" else pb.SEGMENT_TYPE_STATIC,
         state=pb.SEGMENT_STATE_DELETED if row.deleted_at else pb.SEGMENT_STATE_ACTIVE,
-        membership_status=pb.MEMBERSHIP_STATUS_READY,
+        membership_status=pb.MEMBERSHIP_STATUS_COMPUTING if row.computing else pb.MEMBERSHIP_STATUS_READY,
         member_count=row.member_count,
+        recompute_progress=pb.RecomputeProgress(
+            processed_customers=row.recompute_done, total_customers=row.recompute_total
+        ),
         labels=row.labels,
         create_time=timestamp(row.created_at),
         update_time=timestamp(row.updated_at),
@@ -310,3 +336,82 @@ class SegmentationServicer:
             _amount(request, "refunded_total"),
         )
         return api.RecordReturnResponse(recorded=await self._record(app.record_return, command))
+
+    async def RecordActivity(self, request: api.RecordActivityRequest, context):
+        if not request.activity_type.strip() or len(request.activity_type) > MAX_ACTIVITY_TYPE:
+            raise InvalidArgument(
+                Reason.INVALID_ARGUMENT,
+                f"an activity type of 1 to {MAX_ACTIVITY_TYPE} characters",
+                field="activity_type",
+            )
+        command = RecordActivity(
+            require_key(request.idempotency_key),
+            _customer(request.customer_id),
+            request.activity_type,
+            _time(request, "occur_time"),
+        )
+        return api.RecordActivityResponse(recorded=await self._record(app.record_activity, command))
+
+    async def RecomputeRfmScores(self, request: api.RecomputeRfmScoresRequest, context):
+        require_key(request.idempotency_key)
+
+        async def compute(uow, _command):
+            return await app.compute_rfm(uow), uow.now
+
+        return await self.units.idempotent(
+            request,
+            compute,
+            None,
+            lambda result: api.RecomputeRfmScoresResponse(
+                scored_count=result[0], compute_time=timestamp(result[1])
+            ),
+        )
+
+    async def ExportSegmentMembers(self, request: api.ExportSegmentMembersRequest, context):
+        write = _file(request.format)
+        segment_id = _id(request.segment_id, "segment_id")
+        async with self.units.read() as uow:
+            await app.get_segment(uow, segment_id)
+        async for data in write(
+            MEMBER_COLUMNS, exports.keyset_pages(self._reader(app.members_page, segment_id), "customer_id")
+        ):
+            yield api.ExportSegmentMembersResponse(data=data)
+
+    async def ExportRfmScores(self, request: api.ExportRfmScoresRequest, context):
+        write = _file(request.format)
+        async for data in write(RFM_COLUMNS, exports.keyset_pages(self._reader(app.rfm_page), "customer_id")):
+            yield api.ExportRfmScoresResponse(data=data)
+
+    def _reader(self, use_case, *arguments):
+        """Each page in a read transaction of its own: a long export holds none open."""
+
+        async def read(after: str, limit: int) -> list:
+            async with self.units.read() as uow:
+                return [dict(row) for row in await use_case(uow, *arguments, after, limit)]
+
+        return read
+
+    async def UploadSegmentMembers(self, request: api.UploadSegmentMembersRequest, context):
+        require_key(request.idempotency_key)
+        command = Upload(_id(request.segment_id, "segment_id"), request.csv_content)
+        return await self._changed(
+            request,
+            app.upload_members,
+            command,
+            lambda r: api.UploadSegmentMembersResponse(
+                added_count=r.added,
+                already_member_count=r.already_members,
+                problems=[
+                    api.UploadRowProblem(row_number=n, customer_id=c, reason=why) for n, c, why in r.problems
+                ],
+            ),
+        )
+
+    async def BackfillProfiles(self, request: api.BackfillProfilesRequest, context):
+        require_key(request.idempotency_key)
+        return await self.units.idempotent(
+            request,
+            lambda uow, _command: app.start_backfill(uow),
+            None,
+            lambda started: api.BackfillProfilesResponse(started=started),
+        )

@@ -11,6 +11,9 @@ class Kind(enum.Enum):
     CHECKOUT = "checkout"
     REDEMPTION = "redemption"
     EARN = "earn"
+    RETURN = "return"
+    REFERRAL = "referral"
+    ENROLMENT = "enrolment"
 
 
 class Decision(enum.IntEnum):
@@ -54,6 +57,31 @@ class ThresholdMetric(enum.Enum):
     BURN_ACCOUNT_AGE_DAYS = "burn_account_age_days"
 
 
+class PatternKind(enum.Enum):
+    EARN_ABOVE_CUSTOMER_USUAL = "earn_above_customer_usual"
+    EARN_ABOVE_STORE_USUAL = "earn_above_store_usual"
+    BURN_AFTER_LARGE_EARN = "burn_after_large_earn"
+    BURN_NEW_DEVICE_AFTER_ACCOUNT_CHANGE = "burn_new_device_after_account_change"
+    RETURN_VALUE_SHARE = "return_value_share"
+    RETURN_AFTER_POINTS_SPENT = "return_after_points_spent"
+    REFERRAL_SHARED_FINGERPRINT = "referral_shared_fingerprint"
+    REFERRAL_DEVICE_REFEREES = "referral_device_referees"
+
+
+# The kinds measured against a customer's or store's usual earn: all their history, no window.
+USUAL_PATTERNS = frozenset({PatternKind.EARN_ABOVE_CUSTOMER_USUAL, PatternKind.EARN_ABOVE_STORE_USUAL})
+DEFAULT_MIN_EARNS = 5
+# The kinds that look at no window of history.
+WINDOWLESS_PATTERNS = USUAL_PATTERNS | {PatternKind.REFERRAL_SHARED_FINGERPRINT}
+
+
+class Fingerprint(enum.Enum):
+    DEVICE = "device"
+    CARD = "card"
+    PHONE = "phone"
+    EMAIL = "email"
+
+
 MONEY_METRICS = frozenset({ThresholdMetric.BASKET_TOTAL, ThresholdMetric.DISCOUNT_TOTAL})
 
 
@@ -84,6 +112,15 @@ class Threshold:
 
 
 @dataclass(frozen=True)
+class Pattern:
+    kind: PatternKind
+    # 0 for the kinds that look at no window (WINDOWLESS_PATTERNS).
+    window_ms: int
+    max_value: int
+    min_value: int = 0
+
+
+@dataclass(frozen=True)
 class Rule:
     rule_id: str
     state: RuleState
@@ -98,6 +135,7 @@ class Rule:
     threshold: Threshold | None = None
     # Changes when the window or key changes, so its counters start afresh.
     generation: str = ""
+    pattern: Pattern | None = None
 
     def applies(self, kind: Kind) -> bool:
         return self.state is not RuleState.DISABLED and (not self.applies_to or kind in self.applies_to)
@@ -137,7 +175,17 @@ class Action:
     terminal_id: str = ""
     store_id: str = ""
     enrolled_at: datetime | None = None
+    # The last password or login change the caller knows of.
+    credentials_changed_at: datetime | None = None
     now: datetime | None = None
+    # Returns: the purchase returned, the value refunded and the points taken back.
+    returned_checkout_id: str = ""
+    refund: int = 0
+    points_reversed: int = 0
+    # Referrals: `customer_id` is the referee; each party's fingerprints as given.
+    referrer_id: str = ""
+    referrer_fingerprints: frozenset[tuple[Fingerprint, str]] = frozenset()
+    referee_fingerprints: frozenset[tuple[Fingerprint, str]] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from functools import lru_cache
 
+from loyalty_fraud.domain import patterns
 from loyalty_fraud.domain.model import (
     MONEY_METRICS,
     Action,
@@ -120,7 +121,9 @@ def _measured(rule: Rule, action: Action) -> int | None:
         return points or None
     if action.kind is Kind.EARN or action.currency != velocity.currency:
         return None
-    amount = action.basket_total if action.kind is Kind.CHECKOUT else action.discount_total
+    amount = {Kind.CHECKOUT: action.basket_total, Kind.RETURN: action.refund}.get(
+        action.kind, action.discount_total
+    )
     return amount or None
 
 
@@ -223,12 +226,13 @@ def blocklist_lookups(action: Action) -> list[tuple[BlocklistEntryType, str]]:
     """The exact values the repository looks up (ranges are matched in memory)."""
     candidates = [
         (BlocklistEntryType.CUSTOMER, action.customer_id),
+        (BlocklistEntryType.CUSTOMER, action.referrer_id),
         (BlocklistEntryType.CARD, action.card_hash),
         (BlocklistEntryType.DEVICE, action.device_hash),
         (BlocklistEntryType.IP, action.ip_hash),
         (BlocklistEntryType.EMAIL_DOMAIN, action.email_domain),
     ]
-    return [(kind, value) for kind, value in candidates if value]
+    return list(dict.fromkeys((kind, value) for kind, value in candidates if value))
 
 
 def blocklist_matches(entries: Iterable[BlocklistEntry], action: Action) -> list[BlocklistEntry]:
@@ -288,11 +292,17 @@ def decide(
     blocked: list[BlocklistEntry],
     counters: list[Counter],
     totals: list[int] | None,
+    history: patterns.History | None = None,
 ) -> Verdict:
-    """The verdict on `action`; `totals` None means the counters were unreachable (degraded)."""
+    """The verdict on `action`; `totals` None means the counters were unreachable (degraded). The
+    pattern rules need no counters: they are judged in degraded mode too."""
     by_id = {rule.rule_id: rule for rule in rules}
     findings = [_blocklist_finding(entry) for entry in blocked]
     findings += _threshold_findings(rules, action)
+    findings += [
+        _finding(rule, detail)
+        for rule, detail in patterns.fired(rules, action, history or patterns.History())
+    ]
     skipped: tuple[str, ...] = ()
     if totals is None:
         skipped = tuple(sorted({c.rule_id for c in counters}))

@@ -70,6 +70,7 @@ class HoldState(StrEnum):
 class ExpiryPolicy:
     rule: ExpiryRule = ExpiryRule.NEVER
     months: int = 0
+    warning_days: int = 0  # points.expiring this many days ahead (0: never)
 
 
 @dataclass(frozen=True)

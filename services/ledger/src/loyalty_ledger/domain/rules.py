@@ -51,6 +51,7 @@ from loyalty_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 MAX_AMOUNT = 10**15
 MAX_UNITS = 10**9
 MAX_HOLD_TTL_SECONDS = 7 * 24 * 3600
+MAX_WARNING_DAYS = 365
 # Points may be pending (a return window) for at most this long.
 MAX_PENDING = timedelta(days=366)
 # Column sizes the rules keep to, whoever calls them (the contract says the same).
@@ -128,6 +129,12 @@ def validate_rules(rules: ProgramRules) -> ProgramRules:
     if policy.rule is ExpiryRule.MONTHS_AFTER_EARN and not 1 <= policy.months <= 600:
         raise InvalidArgument(
             Reason.INVALID_ARGUMENT, "months must be 1..600", field="program.expiry_policy.months"
+        )
+    if not 0 <= policy.warning_days <= MAX_WARNING_DAYS:
+        raise InvalidArgument(
+            Reason.INVALID_ARGUMENT,
+            f"warning_days must be 0..{MAX_WARNING_DAYS}",
+            field="program.expiry_policy.warning_days",
         )
     if not 0 < rules.default_hold_ttl_seconds <= MAX_HOLD_TTL_SECONDS:
         raise InvalidArgument(

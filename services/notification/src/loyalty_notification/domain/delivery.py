@@ -6,11 +6,13 @@ repeated with exponential backoff and jitter until `max_attempts` have been made
 is FAILED, the dead letter, with the last error as its reason.
 """
 
+import re
 from dataclasses import dataclass
 
 from loyalty_notification.domain.model import AttemptStatus, Status
 
 MAX_ERROR_TEXT = 500
+BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,17 @@ class NextStep:
     status: Status
     failure_reason: str = ""
     retry: bool = False
+
+
+def with_pixel(html_body: str, url: str) -> str:
+    """The HTML with an open-tracking image before its closing body tag (at the end without one).
+    `url` is this service's own link (its token is base64url), escaped for the attribute anyway."""
+    tag = f'<img src="{url.replace("&", "&amp;").replace(chr(34), "&quot;")}" width="1" height="1" alt="">'
+    ends = list(BODY_END.finditer(html_body))
+    if not ends:
+        return html_body + tag
+    at = ends[-1].start()
+    return html_body[:at] + tag + html_body[at:]
 
 
 def after_attempt(outcome: Outcome, attempt_number: int, max_attempts: int) -> NextStep:

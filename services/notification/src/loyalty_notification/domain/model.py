@@ -36,8 +36,10 @@ class Status(enum.Enum):
     CANCELLED = "cancelled"
 
 
-# A message in one of these may still be attempted.
+# A message in one of these may still be attempted (and so may still be cancelled).
 PENDING = frozenset({Status.QUEUED, Status.SCHEDULED, Status.SENDING})
+# A message in one of these reached the customer, so it can be opened.
+SENT = frozenset({Status.SENT, Status.DELIVERED})
 
 
 class Suppression(enum.Enum):
@@ -123,6 +125,7 @@ class Message:
     sent_time: datetime | None
     update_time: datetime
     attempts: tuple[Attempt, ...] = field(default=())
+    opened_time: datetime | None = None
 
 
 @dataclass(frozen=True)

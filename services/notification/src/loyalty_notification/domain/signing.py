@@ -8,6 +8,9 @@ carries the same id, so duplicates are detectable too).
 
 Unsubscribe token: base64url("<tenant>|<customer>|<channel>") "." base64url(HMAC-SHA256), so the
 link cannot be altered to unsubscribe someone else.
+
+Tracking token (the open pixel): base64url("<tenant>|<message>") "." base64url(HMAC-SHA256 over a
+purpose prefix and the payload), so neither kind of token passes for the other.
 """
 
 import base64
@@ -69,14 +72,40 @@ def unsubscribe_token(secret: str, subject: Unsubscription) -> str:
     return f"{_b64(payload)}.{_b64(_mac(secret, payload))}"
 
 
-def read_unsubscribe_token(secret: str, token: str) -> Unsubscription | None:
-    """The token's subject, or None when it was not signed with `secret` or was altered."""
+def _signed_parts(secret: str, token: str, purpose: bytes) -> list[str] | None:
+    """The payload's fields, or None when the token was not signed with `secret` for `purpose`."""
     try:
         payload_text, mac_text = token.split(".", 1)
         payload, mac = _unb64(payload_text), _unb64(mac_text)
     except (ValueError, TypeError):
         return None
-    if not hmac.compare_digest(mac, _mac(secret, payload)):
+    if not hmac.compare_digest(mac, _mac(secret, purpose + payload)):
         return None
-    parts = payload.decode(errors="replace").split("|")
-    return Unsubscription(*parts) if len(parts) == 3 else None
+    return payload.decode(errors="replace").split("|")
+
+
+def read_unsubscribe_token(secret: str, token: str) -> Unsubscription | None:
+    """The token's subject, or None when it was not signed with `secret` or was altered."""
+    parts = _signed_parts(secret, token, b"")
+    return Unsubscription(*parts) if parts and len(parts) == 3 else None
+
+
+# Unsubscribe tokens were signed without a prefix before tracking tokens existed; links already sent
+# keep working, and this prefix keeps the two kinds apart.
+TRACKING_PURPOSE = b"notification.opened\x00"
+
+
+@dataclass(frozen=True)
+class Tracked:
+    tenant_id: str
+    message_id: str
+
+
+def tracking_token(secret: str, subject: Tracked) -> str:
+    payload = f"{subject.tenant_id}|{subject.message_id}".encode()
+    return f"{_b64(payload)}.{_b64(_mac(secret, TRACKING_PURPOSE + payload))}"
+
+
+def read_tracking_token(secret: str, token: str) -> Tracked | None:
+    parts = _signed_parts(secret, token, TRACKING_PURPOSE)
+    return Tracked(*parts) if parts and len(parts) == 2 else None

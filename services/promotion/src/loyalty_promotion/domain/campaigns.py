@@ -100,6 +100,21 @@ def required_fields(campaign: campaign_pb2.Campaign, prefix: str = "campaign.") 
     violations = []
     if not campaign.display_name.strip():
         violations.append(Violation(prefix + "display_name", "a campaign needs a display name"))
+    budget = campaign.budget
+    for name in (
+        "max_points",
+        "max_redemptions",
+        "max_redemptions_per_customer",
+        "max_redemptions_per_customer_per_period",
+    ):
+        if getattr(budget, name) < 0:
+            violations.append(Violation(f"{prefix}budget.{name}", f"{name} must not be negative"))
+    if budget.max_discount.amount_minor < 0:
+        violations.append(
+            Violation(prefix + "budget.max_discount", "the discount budget must not be negative")
+        )
+    if budget.max_redemptions_per_customer_per_period and not budget.period:
+        violations.append(Violation(prefix + "budget.period", "a per-period limit needs its period"))
     return violations
 
 

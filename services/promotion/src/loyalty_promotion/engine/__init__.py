@@ -31,7 +31,7 @@ Use from the service:
 
 from loyalty_promotion.engine.catalog import CampaignInput, Catalog, compile_catalog
 from loyalty_promotion.engine.encoding import decode_basket, decode_customer, encode_evaluation
-from loyalty_promotion.engine.evaluate import conflicting_campaigns, evaluate
+from loyalty_promotion.engine.evaluate import OfferCandidate, conflicting_campaigns, customer_offers, evaluate
 from loyalty_promotion.engine.model import (
     MAX_LINES,
     Applied,
@@ -49,7 +49,7 @@ from loyalty_promotion.engine.model import (
     PresentedCode,
     Violation,
 )
-from loyalty_promotion.engine.validation import validate_basket, validate_campaign
+from loyalty_promotion.engine.validation import validate_basket, validate_campaign, validate_earning_rule
 
 __all__ = [
     "MAX_LINES",
@@ -66,15 +66,18 @@ __all__ = [
     "Line",
     "LineDiscount",
     "LineOutcome",
+    "OfferCandidate",
     "PointsEntry",
     "PresentedCode",
     "Violation",
     "compile_catalog",
     "conflicting_campaigns",
+    "customer_offers",
     "decode_basket",
     "decode_customer",
     "encode_evaluation",
     "evaluate",
     "validate_basket",
     "validate_campaign",
+    "validate_earning_rule",
 ]

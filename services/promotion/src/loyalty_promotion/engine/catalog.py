@@ -96,6 +96,12 @@ class Catalog:
     always: list[CompiledPromotion]
     earning_rules: list[CompiledRule]
     rejected: dict[str, list[Violation]] = field(default_factory=dict)
+    # The limits the service enforces at reservation (and reports in evaluation): campaign id ->
+    # its Budget, for campaigns with any limit; promotion id -> max_redemptions_per_customer.
+    budgets: dict[str, campaign_pb2.Budget] = field(default_factory=dict)
+    promotion_limits: dict[str, int] = field(default_factory=dict)
+    # Referral campaigns' settings (who may use a referral code), by campaign id.
+    referrals: dict[str, campaign_pb2.ReferralSettings] = field(default_factory=dict)
 
     @property
     def promotion_count(self) -> int:
@@ -121,6 +127,13 @@ def compile_catalog(
             continue
         compiled = _compile_campaign(item, settings)
         catalog.campaigns[compiled.campaign_id] = compiled
+        if item.campaign.HasField("referral"):
+            catalog.referrals[compiled.campaign_id] = item.campaign.referral
+        if _limited(item.campaign.budget):
+            catalog.budgets[compiled.campaign_id] = item.campaign.budget
+        for promotion in item.promotions:
+            if promotion.max_redemptions_per_customer:
+                catalog.promotion_limits[promotion.promotion_id] = promotion.max_redemptions_per_customer
         for promotion in compiled.promotions:
             keys = _index_keys(item, promotion)
             if not keys:
@@ -135,6 +148,16 @@ def compile_catalog(
             continue
         catalog.earning_rules.append(compile_rule(rule))
     return catalog
+
+
+def _limited(budget: campaign_pb2.Budget) -> bool:
+    return bool(
+        budget.max_discount.amount_minor
+        or budget.max_points
+        or budget.max_redemptions
+        or budget.max_redemptions_per_customer
+        or budget.max_redemptions_per_customer_per_period
+    )
 
 
 def _compile_campaign(item: CampaignInput, settings: settings_pb2.PromotionSettings) -> CompiledCampaign:

@@ -3,9 +3,10 @@ resolve stacking, apply effects in the defined order, compute points, explain th
 Pure and deterministic: the same catalog and input give the same Evaluation."""
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 
 from loyalty.common.v1 import errors_pb2 as err
 from loyalty.promotion.v1 import evaluation_pb2 as evpb, settings_pb2 as spb
@@ -51,15 +52,22 @@ class Outcome:
 
 
 def evaluate(
-    catalog: Catalog, basket: Basket, customer: CustomerContext, codes: Sequence[PresentedCode], now: datetime
+    catalog: Catalog,
+    basket: Basket,
+    customer: CustomerContext,
+    codes: Sequence[PresentedCode],
+    now: datetime,
+    blocked: Mapping[str, int] | None = None,
 ) -> Evaluation:
-    """See the package docstring. `basket` comes from `decode_basket` (already validated)."""
+    """See the package docstring. `basket` comes from `decode_basket` (already validated).
+    `blocked` maps a campaign or promotion id to the ErrorReason it must not apply for (a spent
+    budget, a customer's used-up limit: the service knows those, the engine reports them)."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     settings = catalog.settings
     code_outcomes, accepted = _screen_codes(catalog, codes, settings)
     facts = Facts(basket, customer, accepted, now, catalog.tz)
-    qualified, candidates = _qualify(catalog, facts)
+    qualified, candidates = _qualify(catalog, facts, blocked or {})
     chosen, lost = _select(qualified, facts, settings)
     outcome = _apply([p for p in qualified if p.campaign in chosen], facts, settings)
     candidates += [
@@ -142,7 +150,9 @@ def _candidates(catalog: Catalog, facts: Facts) -> list[CompiledPromotion]:
     return [found[rank] for rank in sorted(found)]
 
 
-def _qualify(catalog: Catalog, facts: Facts) -> tuple[list[CompiledPromotion], list[Candidate]]:
+def _qualify(
+    catalog: Catalog, facts: Facts, blocked: Mapping[str, int] = MappingProxyType({})
+) -> tuple[list[CompiledPromotion], list[Candidate]]:
     """Candidates whose campaign is open and whose conditions hold (on prices before discounts).
     The loop runs for every candidate of every basket: hence the fast paths."""
     qualified, rejected = [], []
@@ -152,7 +162,10 @@ def _qualify(catalog: Catalog, facts: Facts) -> tuple[list[CompiledPromotion], l
         try:
             reason = campaign_reasons.get(id(campaign))
             if reason is None:
-                reason = campaign_reasons[id(campaign)] = _campaign_reason(campaign, facts)
+                reason = campaign_reasons[id(campaign)] = blocked.get(
+                    campaign.campaign_id
+                ) or _campaign_reason(campaign, facts)
+            reason = reason or blocked.get(promotion.promotion_id, 0)
             if reason:
                 rejected.append(Candidate(campaign.campaign_id, promotion.promotion_id, reason))
                 continue
@@ -502,3 +515,42 @@ def conflicting_campaigns(
 def _lines_touched(promotions, facts, settings) -> set[int]:
     outcome = _apply(promotions, facts, settings)
     return {i for i, line in enumerate(outcome.discounts) if line}
+
+
+@dataclass(frozen=True, slots=True)
+class OfferCandidate:
+    """An automatic promotion the customer may use now (its campaign is open and its audience
+    admits them in this basket's channel and store)."""
+
+    campaign_id: str
+    promotion_id: str
+    display_name: str
+    message: str
+    start: datetime | None
+    end: datetime | None
+
+
+def customer_offers(
+    catalog: Catalog, basket: Basket, customer: CustomerContext, now: datetime
+) -> list[OfferCandidate]:
+    """The automatic promotions (no code needed) open to this customer now, for a wallet. A
+    campaign whose audience depends on the payment method counts as open (the tender is unknown)."""
+    facts = Facts(basket, customer, {}, now, catalog.tz)
+    found = []
+    for campaign in catalog.campaigns.values():
+        if campaign.needs_code:
+            continue
+        if _campaign_reason(campaign, facts) not in (0, err.ERROR_REASON_PAYMENT_METHOD_PENDING):
+            continue
+        for promotion in campaign.promotions:
+            found.append(
+                OfferCandidate(
+                    campaign.campaign_id,
+                    promotion.promotion_id,
+                    promotion.display_name,
+                    localized(promotion.customer_message, customer.locale) or promotion.display_name,
+                    campaign.schedule.start,
+                    campaign.schedule.end,
+                )
+            )
+    return found

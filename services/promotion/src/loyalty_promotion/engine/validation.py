@@ -1,6 +1,7 @@
 """What makes a campaign, an earning rule or a basket unusable, as field violations with stable
 ErrorReasons (engine range 320-349). The catalog compiles only what passes."""
 
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from loyalty.common.v1 import basket_pb2, errors_pb2 as err
@@ -86,7 +87,54 @@ def _schedule(schedule: schedule_pb2.Schedule, path: str, violations) -> None:
             "the window ends before it starts",
         )
     _zone(schedule.time_zone, f"{path}.time_zone", violations)
+    before = len(violations)
     _windows(schedule.recurring_windows, f"{path}.recurring_windows", violations)
+    if len(violations) == before and not _windows_occur(schedule):
+        _add(
+            violations,
+            f"{path}.recurring_windows",
+            err.ERROR_REASON_INVALID_WINDOW,
+            "no recurring window falls between start_time and end_time",
+        )
+
+
+# Local time is UTC-12 .. UTC+14: without a schedule zone (the tenant's applies, unknown here) a
+# window is checked against the range widened by that much, so only a window that never occurs in
+# any zone is refused.
+ANY_ZONE_BEFORE, ANY_ZONE_AFTER = timedelta(hours=12), timedelta(hours=14)
+
+
+def _windows_occur(schedule: schedule_pb2.Schedule) -> bool:
+    """Whether some recurring window overlaps [start_time, end_time) in local wall time. A range of
+    8 days or more meets every weekday, so only shorter ones are walked, day by day."""
+    if not (schedule.recurring_windows and schedule.HasField("start_time") and schedule.HasField("end_time")):
+        return True
+    start = schedule.start_time.ToDatetime(tzinfo=UTC)
+    end = schedule.end_time.ToDatetime(tzinfo=UTC)
+    if end - start >= timedelta(days=8):
+        return True
+    try:
+        zone = ZoneInfo(schedule.time_zone) if schedule.time_zone else None
+    except (ZoneInfoNotFoundError, ValueError):
+        return True  # reported as an unknown zone
+    if zone is None:
+        first, last = (
+            (start - ANY_ZONE_BEFORE).replace(tzinfo=None),
+            (end + ANY_ZONE_AFTER).replace(tzinfo=None),
+        )
+    else:
+        first, last = start.astimezone(zone).replace(tzinfo=None), end.astimezone(zone).replace(tzinfo=None)
+    day = datetime(first.year, first.month, first.day) - timedelta(days=1)
+    while day < last:
+        for window in schedule.recurring_windows:
+            if window.days and day.isoweekday() not in window.days:
+                continue
+            opens = day + timedelta(minutes=window.start_minute)
+            closes = day + timedelta(minutes=window.end_minute, days=window.end_minute <= window.start_minute)
+            if opens < last and closes > first:
+                return True
+        day += timedelta(days=1)
+    return False
 
 
 def _windows(windows, path: str, violations) -> None:
