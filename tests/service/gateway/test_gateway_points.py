@@ -1,6 +1,6 @@
-"""Points through the whole checkout: promotion's earning rule and burn policy decide, the ledger
-records (hold at reserve, capture and earn in one SettleCheckout), returns give back exactly what the
-returned lines earned and burned, and two checkouts racing for the same points burn them once."""
+"""Points through the whole checkout: promotion's earning rule decides, the ledger records (earn in
+the saga's one SettleCheckout), returns reverse exactly what the returned lines earned. Burning waits
+for promotion's evaluation to apply burn policies (they are stored, not applied yet)."""
 
 import asyncio
 import uuid
@@ -25,6 +25,11 @@ def eur(amount: int) -> dict:
 
 @pytest.fixture
 async def tenant(shop, services):
+    return await earning_tenant(shop, services)
+
+
+async def earning_tenant(shop, services):
+    """A provisioned tenant whose programme earns 1 point per euro."""
     tenant = await provision(shop, services)
     stub = promotion_service_pb2_grpc.PromotionServiceStub(services["promotion"].channel)
     metadata = internal_metadata(services["promotion"].server.settings, tenant.tenant_id)
