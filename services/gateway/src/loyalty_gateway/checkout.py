@@ -164,13 +164,13 @@ class Checkouts:
         context = await self._context(
             tenant, request.customer if request.HasField("customer") else None, settings
         )
-        codes = await self.code_guard.check(
-            tenant,
-            caller.api_key_id,
-            caller.terminal_id,
-            context.customer_id if context else "",
-            request.codes,
-        )
+        identities = {
+            "terminal": caller.terminal_id or f"key:{caller.api_key_id}",
+            "customer": context.customer_id if context else "",
+            "device": request.signals.device_id,
+            "ip": request.signals.ip_address,
+        }
+        codes = await self.code_guard.check(tenant, identities, request.codes)
         evaluated = await call(
             "promotion",
             self.downstream.promotion.EvaluateBasket,

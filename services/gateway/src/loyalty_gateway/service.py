@@ -62,9 +62,8 @@ class GatewaySettings(ServiceSettings):
     saga_lease_seconds: float = 10.0
     # Earned points withheld by a fraud REVIEW become available after this many days.
     review_hold_days: int = 14
-    # Unknown codes per key, terminal or customer before codes are locked out for the window.
-    invalid_code_limit: int = 10
-    invalid_code_window_seconds: float = 900.0
+    # Fraud's brute-force policy (unknown-code limits) is kept this long per tenant.
+    brute_force_policy_seconds: float = 30.0
     # Keys the HMAC of card, device and IP signals before they go to fraud.
     signal_hash_secret: SecretStr = SecretStr("dev-gateway-signal-secret")
 
@@ -87,7 +86,7 @@ def _checkouts(resources: Resources) -> Checkouts:
             downstream,
             Customers(downstream, ttl=s.context_ttl_seconds, size=s.context_cache_size),
             Tenants(resources.units, s.tenant_cache_seconds),
-            CodeGuard(resources.redis, limit=s.invalid_code_limit, window=s.invalid_code_window_seconds),
+            CodeGuard(resources.redis, downstream, ttl=s.brute_force_policy_seconds),
             s,
         )
         resources.gateway_checkouts = checkouts
