@@ -424,3 +424,33 @@ async def test_concurrent_returns_of_the_same_units_give_back_once(shop, tenant)
     ]
     assert refunds == [100]
     assert all(o.code() == grpc.StatusCode.INVALID_ARGUMENT for o in outcomes if isinstance(o, BaseException))
+
+
+async def test_the_wallet_shows_balance_vouchers_and_offers(shop, services, tenant):
+    from loyalty.promotion.v1 import promotion_service_pb2_grpc
+    from tests.service.promotion.helpers import Client, percent_off
+
+    customer_id = await enrol(shop, tenant)
+    promotion = Client(
+        services["promotion"],
+        tenant.tenant_id,
+        promotion_service_pb2_grpc.PromotionServiceStub(services["promotion"].channel),
+    )
+    await promotion.live_campaign(percent_off(500), display_name="Five off")
+    answer = await shop.customers.GetWallet(
+        customer_api.GetWalletRequest(customer={"customer_id": customer_id}), metadata=tenant.till_auth
+    )
+    wallet = answer.wallet
+    assert (wallet.customer_id, wallet.balance.program_id, wallet.balance.available_points) == (
+        customer_id,
+        tenant.program_id,
+        0,
+    )
+    assert [o.display_name for o in wallet.offers] == ["5% off"] and wallet.offers[0].campaign_id
+    failure = await rpc_failure(
+        shop.customers.GetWallet(
+            customer_api.GetWalletRequest(customer={"customer_id": str(uuid.uuid4())}),
+            metadata=tenant.till_auth,
+        )
+    )
+    assert (failure.code, failure.reason) == (grpc.StatusCode.NOT_FOUND, "CUSTOMER_NOT_FOUND")

@@ -1,15 +1,18 @@
 """CheckoutService and CustomerService: check the caller's scope, run the use case, translate a
 downstream failure into the caller's error. No SQL, no business rule."""
 
+import asyncio
 import functools
 
 from loyalty.gateway.v1 import (
     checkout_service_pb2 as api,
     customer_pb2 as gw,
     customer_service_pb2 as customer_api,
+    wallet_pb2,
 )
 from loyalty.ledger.v1 import ledger_service_pb2 as ledger_api
 from loyalty.profile.v1 import profile_pb2, profile_service_pb2 as profile_api
+from loyalty.promotion.v1 import offer_pb2, promotion_service_pb2 as promotion_api
 from loyalty_gateway import activities
 from loyalty_gateway.auth import Authenticator, require
 from loyalty_gateway.checkout import Checkouts
@@ -124,6 +127,26 @@ class CustomerServicer:
         return customer_api.IdentifyCustomerResponse(customer=summary(context))
 
     @rpc
+    async def GetWallet(self, caller, request):
+        """Balance and expiries from the ledger, offers, vouchers and the referral code from promotion:
+        two calls in parallel, both current (a wallet is not a till's hot path)."""
+        settings = await self.tenants.get(caller.tenant_id)
+        program = request.program_id or settings.default_program_id
+        customer_id = await self.customers.resolve(caller.tenant_id, request.customer)
+        context = await self.customers.context(caller.tenant_id, customer_id, program)
+        account, offers = await asyncio.gather(
+            self.customers.account(customer_id, program),
+            call(
+                "promotion",
+                self.downstream.promotion.ListCustomerOffers,
+                promotion_api.ListCustomerOffersRequest(
+                    page_size=200, customer=context.for_promotion(request.locale)
+                ),
+            ),
+        )
+        return customer_api.GetWalletResponse(wallet=wallet(context, account, offers.offers))
+
+    @rpc
     async def EnrolCustomer(self, caller, request):
         key = require_key(request.idempotency_key)
         settings = await self.tenants.get(caller.tenant_id)
@@ -192,6 +215,36 @@ class CustomerServicer:
                 raise
             raise NotFound(Reason.CUSTOMER_NOT_FOUND, "no such customer", field="customer") from None
         return customer_id
+
+
+def wallet(context, account, offers) -> wallet_pb2.Wallet:
+    out = wallet_pb2.Wallet(
+        customer_id=context.customer_id,
+        balance=summary(context).balance,
+        tier=gw.TierSummary(tier_id=account.tier_code, display_name=account.tier_code),
+        expiring_points=[
+            gw.ExpiringPoints(points=e.points, expire_time=e.expire_time) for e in account.balance.expiring
+        ],
+    )
+    out.balance.available_points = account.balance.available
+    out.balance.pending_points = account.balance.pending
+    for offer in offers:
+        shared = {
+            "campaign_id": offer.campaign_id,
+            "display_name": offer.display_name,
+            "message": offer.message,
+            "start_time": offer.start_time if offer.HasField("start_time") else None,
+            "end_time": offer.end_time if offer.HasField("end_time") else None,
+        }
+        if offer.HasField("remaining_redemptions"):
+            shared["remaining_uses"] = offer.remaining_redemptions
+        if offer.kind == offer_pb2.OFFER_KIND_PROMOTION:
+            out.offers.append(wallet_pb2.WalletOffer(promotion_id=offer.promotion_id, **shared))
+        elif offer.kind == offer_pb2.OFFER_KIND_VOUCHER:
+            out.vouchers.append(wallet_pb2.WalletVoucher(code=offer.code, **shared))
+        elif offer.kind == offer_pb2.OFFER_KIND_REFERRAL_CODE and not out.referral_code:
+            out.referral_code = offer.code
+    return out
 
 
 def summary(context) -> gw.CustomerSummary:

@@ -145,7 +145,7 @@ class Customers:
                 segmentation_api.ListCustomerSegmentsRequest(customer_id=customer_id),
                 cap_seconds=SEGMENTATION_SECONDS,
             ),
-            self._account(customer_id, program_id),
+            self.account(customer_id, program_id),
             return_exceptions=True,
         )
         for answer in (profile, account):
@@ -173,7 +173,7 @@ class Customers:
             degraded=degraded,
         )
 
-    async def _account(self, customer_id: str, program_id: str):
+    async def account(self, customer_id: str, program_id: str):
         """The customer's account in the programme; an empty one before the first reserve opens it
         (a preview changes nothing)."""
         try:
