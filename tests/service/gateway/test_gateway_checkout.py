@@ -297,7 +297,8 @@ async def retry_until_answered(method, request, metadata, attempts: int = 50):
         try:
             return await method(request, metadata=metadata)
         except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.UNAVAILABLE:
+            # ABORTED: another replica's lease on the saga has not run out yet.
+            if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED):
                 raise
             await asyncio.sleep(0.1)
     return await method(request, metadata=metadata)
