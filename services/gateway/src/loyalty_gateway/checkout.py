@@ -318,7 +318,7 @@ class Checkouts:
             await self._compensate(saga, "cancelled")
             raise FailedPrecondition(Reason.RESERVATION_EXPIRED, "the reservation expired; reserve again")
         if saga.state == "processing":
-            await self._reserve_phase(saga, sale, settings, expected if commit else None)
+            await self._reserve_phase(saga, sale, settings, expected if commit else None, commit=commit)
             if saga.state == "declined" or not commit:
                 return
         await self._commit_phase(saga, sale)
@@ -336,7 +336,8 @@ class Checkouts:
         except errors.DomainError as refusal:
             await self._failed(saga, name, refusal, transient=False)
         saga.mark(name, "skipped" if outcome is False else "succeeded")
-        await self._save(saga)
+        if outcome is not False:  # a skipped step called nothing: a resumed saga decides it again alike
+            await self._save(saga)
 
     async def _failed(self, saga: Saga, name: int, error: errors.DomainError, *, transient: bool):
         saga.mark(name, "pending" if transient else "failed", error=error)
@@ -356,7 +357,7 @@ class Checkouts:
         await self._compensate(saga, "failed")
         raise error
 
-    async def _reserve_phase(self, saga: Saga, sale, settings, expected) -> None:
+    async def _reserve_phase(self, saga: Saga, sale, settings, expected, *, commit: bool) -> None:
         if saga.evaluation is None:
             await self._evaluate(saga, sale, settings)
         result = saga.evaluated()
@@ -383,7 +384,8 @@ class Checkouts:
         ttl = sale.ttl.ToTimedelta() if sale.HasField("ttl") else DEFAULT_TTL
         saga.expire_at = self.units.clock() + min(max(ttl, timedelta(seconds=1)), MAX_TTL)
         saga.state = "reserved"
-        await self._save(saga)
+        if not commit:  # a commit goes on at once, and saves as it goes
+            await self._save(saga)
 
     async def _evaluate(self, saga: Saga, sale, settings) -> None:
         tenant = current_call().tenant_id
