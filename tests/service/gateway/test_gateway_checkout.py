@@ -455,3 +455,33 @@ async def test_the_wallet_shows_balance_vouchers_and_offers(shop, services, tena
         )
     )
     assert (failure.code, failure.reason) == (grpc.StatusCode.NOT_FOUND, "CUSTOMER_NOT_FOUND")
+
+
+async def test_a_customer_token_identifies_at_the_till_until_it_expires(shop, services, tenant):
+    customer_id = await enrol(shop, tenant)
+    request = customer_api.CreateCustomerTokenRequest(
+        idempotency_key=uuid.uuid4().hex, customer={"customer_id": customer_id}, ttl={"seconds": 1}
+    )
+    issued = await shop.customers.CreateCustomerToken(request, metadata=tenant.till_auth)
+    again = await shop.customers.CreateCustomerToken(request, metadata=tenant.till_auth)
+    assert issued.customer_token.startswith("ct_") and again.customer_token == issued.customer_token
+    lookup = {"customer_token": issued.customer_token}
+    found = await shop.customers.IdentifyCustomer(
+        customer_api.IdentifyCustomerRequest(customer=lookup), metadata=tenant.till_auth
+    )
+    assert found.customer.customer_id == customer_id
+    other = await provision(shop, services)
+    for auth in (other.till_auth,):
+        failure = await rpc_failure(
+            shop.customers.IdentifyCustomer(
+                customer_api.IdentifyCustomerRequest(customer=lookup), metadata=auth
+            )
+        )
+        assert (failure.code, failure.reason) == (grpc.StatusCode.NOT_FOUND, "CUSTOMER_NOT_FOUND")
+    await asyncio.sleep(1.2)
+    expired = await rpc_failure(
+        shop.checkout.PreviewCheckout(
+            api.PreviewCheckoutRequest(customer=lookup, basket=basket()), metadata=tenant.till_auth
+        )
+    )
+    assert (expired.code, expired.reason) == (grpc.StatusCode.NOT_FOUND, "CUSTOMER_NOT_FOUND")

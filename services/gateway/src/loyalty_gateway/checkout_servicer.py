@@ -3,6 +3,7 @@ downstream failure into the caller's error. No SQL, no business rule."""
 
 import asyncio
 import functools
+from datetime import UTC, datetime, timedelta
 
 from loyalty.gateway.v1 import (
     checkout_service_pb2 as api,
@@ -74,6 +75,8 @@ class CheckoutServicer:
             checkout_return=returned, checkout=await self.checkouts.get(request.checkout_id)
         )
 
+
+DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL = timedelta(minutes=5), timedelta(hours=1)
 
 CONSENT_CHANNELS = {
     gw.CONTACT_CHANNEL_EMAIL: profile_pb2.CONSENT_CHANNEL_EMAIL,
@@ -201,6 +204,18 @@ class CustomerServicer:
         # A replay answers the first event's id; this call's own attempt was rolled back.
         response.duplicate = not fresh or fresh[-1] != response.event_id
         return response
+
+    @rpc
+    async def CreateCustomerToken(self, caller, request):
+        key = require_key(request.idempotency_key)
+        ttl = request.ttl.ToTimedelta() if request.HasField("ttl") else DEFAULT_TOKEN_TTL
+        if not timedelta(seconds=1) <= ttl <= MAX_TOKEN_TTL:
+            raise InvalidArgument(Reason.INVALID_ARGUMENT, "a lifetime of 1 s to 1 hour", field="ttl")
+        customer_id = await self._existing_customer(caller, request.customer)
+        token, expires = await self.customers.tokens.issue(
+            caller.tenant_id, customer_id, f"{caller.api_key_id}:{key}", ttl, datetime.now(UTC)
+        )
+        return customer_api.CreateCustomerTokenResponse(customer_token=token, expire_time=timestamp(expires))
 
     async def _existing_customer(self, caller, lookup) -> str:
         customer_id = await self.customers.resolve(caller.tenant_id, lookup)

@@ -23,7 +23,8 @@ from loyalty.profile.v1 import profile_service_pb2 as profile_api
 from loyalty.promotion.v1 import condition_pb2, evaluation_pb2
 from loyalty.segmentation.v1 import segmentation_service_pb2 as segmentation_api
 from loyalty_gateway.downstream import Downstream, DownstreamError, call
-from loyalty_runtime.errors import InvalidArgument, NotFound, Reason, Unimplemented
+from loyalty_gateway.tokens import CustomerTokens
+from loyalty_runtime.errors import InvalidArgument, NotFound, Reason
 
 SEGMENTATION_SECONDS = 0.3
 
@@ -75,8 +76,9 @@ def _attributes(customer) -> dict:
 
 
 class Customers:
-    def __init__(self, downstream: Downstream, *, ttl: float, size: int) -> None:
+    def __init__(self, downstream: Downstream, tokens: CustomerTokens, *, ttl: float, size: int) -> None:
         self.downstream = downstream
+        self.tokens = tokens
         self.ttl = ttl
         self.size = size
         self._contexts: OrderedDict[tuple[str, str, str], tuple[float, CustomerContext]] = OrderedDict()
@@ -105,7 +107,7 @@ class Customers:
         if kind == "customer_id":
             return lookup.customer_id
         if kind == "customer_token":
-            raise Unimplemented(Reason.UNIMPLEMENTED, "customer tokens are not issued yet")
+            return await self.tokens.customer(tenant, lookup.customer_token)
         if kind != "identifier":
             raise InvalidArgument(
                 Reason.INVALID_ARGUMENT, "a customer lookup needs one of its fields", field="customer"

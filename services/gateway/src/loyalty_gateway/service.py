@@ -16,6 +16,7 @@ from loyalty_gateway.customers import Customers
 from loyalty_gateway.downstream import connect
 from loyalty_gateway.repository import SCHEMA
 from loyalty_gateway.tenants import Tenants
+from loyalty_gateway.tokens import CustomerTokens
 from loyalty_runtime.catalogue import PORTS
 from loyalty_runtime.server import Api, Resources, ServiceDefinition
 from loyalty_runtime.settings import ServiceSettings
@@ -84,7 +85,12 @@ def _checkouts(resources: Resources) -> Checkouts:
         checkouts = Checkouts(
             resources.units,
             downstream,
-            Customers(downstream, ttl=s.context_ttl_seconds, size=s.context_cache_size),
+            Customers(
+                downstream,
+                CustomerTokens(resources.redis),
+                ttl=s.context_ttl_seconds,
+                size=s.context_cache_size,
+            ),
             Tenants(resources.units, s.tenant_cache_seconds),
             CodeGuard(resources.redis, downstream, ttl=s.brute_force_policy_seconds),
             s,
