@@ -14,6 +14,7 @@ from grpc_status import rpc_status
 from loyalty.gateway.v1 import (
     admin_pb2,
     admin_service_pb2 as api,
+    admin_service_pb2_grpc,
     checkout_service_pb2,
     checkout_service_pb2_grpc,
 )
@@ -273,3 +274,73 @@ async def test_the_audit_log_records_changes_and_detects_an_edit_made_in_sql(gat
     assert (verified.intact, verified.first_broken_sequence) == (False, 2)
     offline = await bootstrap.verify_audit_log(gateway.server.settings.database_url, tenant.tenant_id)
     assert (offline.intact, offline.first_broken) == (False, 2)
+
+
+async def test_an_oidc_issuers_tokens_are_verified_with_its_jwks(gateway_settings, tenant):
+    """RS256 tokens from a configured issuer, checked against its JWKS (served here); a token signed
+    with another key, or an HS256 token keyed with the issuer's public key, is refused."""
+    import json
+
+    from aiohttp import web
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    from loyalty_devstack.infra import free_port
+
+    signing = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(RSAAlgorithm.to_jwk(signing.public_key())) | {"kid": "k1", "use": "sig", "alg": "RS256"}
+    app = web.Application()
+
+    async def jwks(_request):
+        return web.json_response({"keys": [jwk]})
+
+    app.router.add_get("/jwks", jwks)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    now = int(time.time())
+    claims = {
+        "iss": "https://idp.test",
+        "aud": "loyalty-admin",
+        "sub": "ann",
+        "tenant": tenant.tenant_id,
+        "roles": ["admin"],
+        "iat": now,
+        "exp": now + 300,
+    }
+    oidc = gateway_settings.model_copy(
+        update={"oidc_jwks_url": f"http://127.0.0.1:{port}/jwks", "oidc_issuer": "https://idp.test"}
+    )
+    public_pem = signing.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    try:
+        async with running_service(DEFINITION, oidc) as replica:
+            stub = admin_service_pb2_grpc.AdminServiceStub(replica.channel)
+            good = jwt.encode(claims, signing, algorithm="RS256", headers={"kid": "k1"})
+            await stub.ListTerminals(api.ListTerminalsRequest(), metadata=bearer(good))
+            # The gateway's own tokens keep working beside the issuer's.
+            await stub.ListTerminals(api.ListTerminalsRequest(), metadata=tenant.auth)
+            forged_rsa = jwt.encode(claims, stranger, algorithm="RS256", headers={"kid": "k1"})
+            wrong_issuer = jwt.encode(
+                claims | {"iss": "https://evil.test"}, signing, algorithm="RS256", headers={"kid": "k1"}
+            )
+            for bad in (forged_rsa, wrong_issuer):
+                failure = await rpc_failure(
+                    stub.ListTerminals(api.ListTerminalsRequest(), metadata=bearer(bad))
+                )
+                assert failure.code == grpc.StatusCode.UNAUTHENTICATED
+            try:
+                confused = jwt.encode(claims, public_pem, algorithm="HS256", headers={"kid": "k1"})
+            except jwt.PyJWTError:
+                confused = None  # PyJWT refuses to HMAC with a PEM key at all
+            if confused is not None:
+                failure = await rpc_failure(
+                    stub.ListTerminals(api.ListTerminalsRequest(), metadata=bearer(confused))
+                )
+                assert failure.code == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        await runner.cleanup()

@@ -5,8 +5,11 @@
 - A key is checked against its stored hash, its state, its expiry and its terminal's state. Verified
   keys are kept in memory for `key_cache_seconds` (bounded): revoking a key takes effect at once in
   the replica that revoked it and within that bound everywhere else.
-- Tokens are verified with PyJWT: the algorithm pinned (HS256; `alg: none` and any other are refused),
-  exp, iat, aud and iss required and checked.
+- Tokens are verified with PyJWT: the algorithm pinned per issuer, exp, iat, aud and iss required
+  and checked. The gateway's own tokens are HS256 with its secret; with `oidc_jwks_url` set, tokens
+  from that OIDC issuer are RS256/ES256 (as configured) with the issuer's key for their `kid` (its
+  JWKS, fetched off the event loop and cached). `alg: none`, and one issuer's algorithm presented
+  with the other's key, are refused.
 - A call without credentials is anonymous for the tenant it names (x-loyalty-tenant): it reaches only
   the RPCs that need no scope (CreateAdminToken).
 - Rate limits: a token bucket per key in Redis (one script call per request). When Redis does not
@@ -14,6 +17,7 @@
   outage would be worse. RESOURCE_EXHAUSTED, reason RATE_LIMITED, carries the wait in RetryInfo.
 """
 
+import asyncio
 import logging
 import time
 import uuid
@@ -88,6 +92,7 @@ class Authenticator:
         self.settings = settings
         self._keys: OrderedDict[uuid.UUID, tuple[float, object]] = OrderedDict()
         self._bucket = redis.register_script(TOKEN_BUCKET)
+        self._jwks = jwt.PyJWKClient(settings.oidc_jwks_url, lifespan=300) if settings.oidc_jwks_url else None
 
     async def authenticate(self, metadata) -> CallContext:
         authorization = tenant = ""
@@ -105,7 +110,7 @@ class Authenticator:
         presented = authorization[7:].strip()
         if presented.startswith(credentials.PREFIX):
             return await self._api_key(presented)
-        return self._token(presented)
+        return await self._token(presented)
 
     # --- API keys ---
 
@@ -182,21 +187,29 @@ class Authenticator:
 
     # --- admin tokens ---
 
-    def _token(self, token: str) -> CallContext:
+    async def _token(self, token: str) -> CallContext:
         s = self.settings
         try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+            if self._jwks is not None and algorithm in s.oidc_algorithms:
+                key = (await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)).key
+                algorithms, audience, issuer = list(s.oidc_algorithms), s.oidc_audience, s.oidc_issuer
+                names = (s.oidc_tenant_claim, s.oidc_roles_claim)
+            else:
+                key, algorithms = s.jwt_secret.get_secret_value(), [ALGORITHM]
+                audience, issuer, names = s.jwt_audience, s.jwt_issuer, ("tenant", "roles")
             claims = jwt.decode(
                 token,
-                s.jwt_secret.get_secret_value(),
-                algorithms=[ALGORITHM],
-                audience=s.jwt_audience,
-                issuer=s.jwt_issuer,
+                key,
+                algorithms=algorithms,
+                audience=audience,
+                issuer=issuer,
                 options={"require": ["exp", "iat", "sub", "aud", "iss"]},
                 leeway=5,
             )
         except jwt.PyJWTError:
             raise _unauthenticated() from None
-        tenant, roles = claims.get("tenant"), claims.get("roles")
+        tenant, roles = claims.get(names[0]), claims.get(names[1])
         if not isinstance(tenant, str) or not isinstance(roles, list):
             raise _unauthenticated()
         scopes = frozenset(credentials.role_scope(r) for r in roles if r in credentials.ROLES)

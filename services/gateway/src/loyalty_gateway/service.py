@@ -52,6 +52,14 @@ class GatewaySettings(ServiceSettings):
     jwt_issuer: str = "loyalty-gateway"
     jwt_audience: str = "loyalty-admin"
     jwt_lifetime_seconds: int = 3600
+    # An OIDC issuer's admin tokens, besides the gateway's own: its JWKS URL, issuer and audience, the
+    # asymmetric algorithms it signs with, and the claims naming the tenant and the roles.
+    oidc_jwks_url: str = ""
+    oidc_issuer: str = ""
+    oidc_audience: str = "loyalty-admin"
+    oidc_algorithms: tuple[str, ...] = ("RS256", "ES256")
+    oidc_tenant_claim: str = "tenant"
+    oidc_roles_claim: str = "roles"
     # Failed logins per username before further logins are refused for the window.
     login_failure_limit: int = 5
     login_window_seconds: float = 900.0
