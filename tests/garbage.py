@@ -83,6 +83,10 @@ class Garbage:
         kind = field.type
         if kind == FieldDescriptor.TYPE_STRING:
             return self.string()
+        if kind == FieldDescriptor.TYPE_BYTES:
+            return self.random.choice(
+                [b"", b"\x00\xff", "é,\n".encode(), self.string().encode("utf-8", "surrogatepass")]
+            )
         if kind == FieldDescriptor.TYPE_BOOL:
             return self.random.random() < 0.5
         if kind == FieldDescriptor.TYPE_ENUM:

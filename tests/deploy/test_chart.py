@@ -118,14 +118,90 @@ def test_ports_and_grpc_probes(manifests: Rendered, name: str):
     assert [(p["name"], p["port"]) for p in headless_ports] == [("grpc", PORTS[name]["grpc"])]
 
 
-def test_only_the_gateway_exposes_http(manifests: Rendered):
+def test_the_services_with_an_http_port_in_the_catalogue_expose_it(manifests: Rendered):
     with_http = {
         d["metadata"]["name"]
         for d in manifests.of_kind("Deployment")
         if any(p["name"] == "http" for p in container(d)["ports"])
     }
-    assert with_http == {full("gateway")}
+    assert with_http == {full("gateway"), full("notification")}
     assert env_of(manifests.get("Deployment", full("gateway")))["GATEWAY_HTTP_PORT"] == "8080"
+    env = env_of(manifests.get("Deployment", full("notification")))
+    assert env["NOTIFICATION_HTTP_PORT"] == "8057"
+    # Not published: no public URL (the links stay out of messages) and no Ingress.
+    assert "NOTIFICATION_HTTP_PUBLIC_URL" not in env
+    assert manifests.of_kind("Ingress") == []
+
+
+def links_ingress(render, *sets: str) -> Rendered:
+    prefix = "services.notification.http.ingress"
+    return render(f"{prefix}.enabled=true", f"{prefix}.host=links.example.com", *sets)
+
+
+def test_an_ingress_publishes_the_notification_links_at_their_public_url(render):
+    m = links_ingress(
+        render,
+        "services.notification.http.ingress.path=/notification",
+        "services.notification.http.ingress.className=nginx",
+        "services.notification.http.ingress.tlsSecretName=links-tls",
+    )
+    [ingress] = m.of_kind("Ingress")
+    assert ingress["metadata"]["name"] == full("notification")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"] == [{"secretName": "links-tls", "hosts": ["links.example.com"]}]
+    [rule] = ingress["spec"]["rules"]
+    assert rule["host"] == "links.example.com"
+    assert rule["http"]["paths"] == [
+        {
+            "path": "/notification",
+            "pathType": "Prefix",
+            "backend": {"service": {"name": full("notification"), "port": {"name": "http"}}},
+        }
+    ]
+    env = env_of(m.get("Deployment", full("notification")))
+    assert env["NOTIFICATION_HTTP_PUBLIC_URL"] == "https://links.example.com/notification"
+    # Without TLS the links are http://; an explicit publicUrl wins over the Ingress's.
+    plain = env_of(links_ingress(render).get("Deployment", full("notification")))
+    assert plain["NOTIFICATION_HTTP_PUBLIC_URL"] == "http://links.example.com"
+    given = links_ingress(render, "services.notification.http.publicUrl=https://l.example.org/x/")
+    assert env_of(given.get("Deployment", full("notification")))["NOTIFICATION_HTTP_PUBLIC_URL"] == (
+        "https://l.example.org/x"
+    )
+
+
+def test_published_links_admit_the_ingress_controller_on_the_http_port_only(manifests: Rendered, render):
+    http, grpc = PORTS["notification"]["http"], PORTS["notification"]["grpc"]
+    assert ingress_peers(manifests.get("NetworkPolicy", full("notification")), http) == []
+    controller = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
+    for m in (links_ingress(render), render("services.notification.http.publicUrl=https://l.example.org")):
+        policy = m.get("NetworkPolicy", full("notification"))
+        assert ingress_peers(policy, http) == controller
+        assert ingress_peers(policy, grpc) == [{"podSelector": {"matchLabels": selector("gateway")}}]
+    pinned = links_ingress(render, "networkPolicy.ingressController.podSelector.app=ingress-nginx")
+    assert ingress_peers(pinned.get("NetworkPolicy", full("notification")), http) == [
+        {**controller[0], "podSelector": {"matchLabels": {"app": "ingress-nginx"}}}
+    ]
+
+
+def test_an_ingress_needs_an_http_port_and_a_sound_public_url(helm_template):
+    result = helm_template("services.profile.http.ingress.enabled=true")
+    assert result.returncode != 0 and "services.profile.http.ingress needs services.profile.ports.http" in (
+        result.stderr
+    )
+    assert helm_template("services.notification.http.publicUrl=links.example.com").returncode != 0
+    assert helm_template("services.notification.http.ingress.path=notification").returncode != 0
+
+
+def test_keys_come_from_existing_secrets(render, helm_template):
+    m = render(
+        "services.notification.secretEnv.NOTIFICATION_UNSUBSCRIBE_SECRET.secret=keys",
+        "services.notification.secretEnv.NOTIFICATION_UNSUBSCRIBE_SECRET.key=unsubscribe",
+    )
+    env = env_of(m.get("Deployment", full("notification")))
+    assert env["NOTIFICATION_UNSUBSCRIBE_SECRET"] == {"secretKeyRef": {"name": "keys", "key": "unsubscribe"}}
+    job = env_of(m.get("Job", f"{full('notification')}-migrate"))
+    assert "NOTIFICATION_UNSUBSCRIBE_SECRET" not in job, "the migration needs no keys"
+    assert helm_template("services.notification.secretEnv.X.secret=keys").returncode != 0
 
 
 def test_security_context_is_restricted(manifests: Rendered):
@@ -484,12 +560,14 @@ def ingress_peers(policy: dict, port: int) -> list | None:
 
 
 def test_only_listed_callers_reach_a_service(manifests: Rendered, render):
+    # notification reads consents and locales from profile, segmentation its attribute copy
+    callers = {"profile": ["gateway", "notification", "segmentation"]}
     for name in SERVICES:
         if name == "gateway":
             continue
         policy = manifests.get("NetworkPolicy", full(name))
         assert ingress_peers(policy, PORTS[name]["grpc"]) == [
-            {"podSelector": {"matchLabels": selector("gateway")}}
+            {"podSelector": {"matchLabels": selector(caller)}} for caller in callers.get(name, ["gateway"])
         ]
     # the gateway is the public entry point: gRPC and HTTP from anywhere
     gateway = manifests.get("NetworkPolicy", full("gateway"))
@@ -551,8 +629,20 @@ def test_long_names_stay_valid_and_distinct(render):
 
 
 @pytest.mark.parametrize("kubernetes_version", ["1.27.0", "latest"])
-def test_manifests_are_valid_kubernetes_objects(manifests: Rendered, kubernetes_version: str):
-    """Every object against the Kubernetes OpenAPI schema, strictly (unknown fields fail)."""
+@pytest.mark.parametrize("published", [False, True], ids=["defaults", "links-ingress"])
+def test_manifests_are_valid_kubernetes_objects(
+    manifests: Rendered, render, kubernetes_version: str, published: bool
+):
+    """Every object against the Kubernetes OpenAPI schema, strictly (unknown fields fail); also
+    with the optional pieces on (an Ingress with TLS, keys from a Secret)."""
+    if published:
+        manifests = links_ingress(
+            render,
+            "services.notification.http.ingress.tlsSecretName=links-tls",
+            "services.notification.http.ingress.annotations.a=b",
+            "services.notification.secretEnv.NOTIFICATION_TRACKING_SECRET.secret=keys",
+            "services.notification.secretEnv.NOTIFICATION_TRACKING_SECRET.key=tracking",
+        )
     try:
         import kubernetes_validate
     except ImportError:

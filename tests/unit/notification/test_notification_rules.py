@@ -1,7 +1,7 @@
 """The notification service's pure rules: templates, consent and channel choice, quiet hours,
 URL policy, signatures and what an attempt's outcome means."""
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 from hypothesis import given, strategies as st
@@ -71,6 +71,35 @@ def test_money_and_numbers_follow_the_locale():
     )
     yen = Variant(Channel.SMS, "en", body="{{ m | money }}")
     assert templates.render(yen, {"m": templates.Money("JPY", 1500)}).body == "1,500 JPY"
+
+
+@pytest.mark.parametrize(
+    ("locale", "shown"),
+    [
+        ("de", "1. Januar 2031"),
+        ("en", "January 1, 2031"),
+        ("pt-BR", "1 de janeiro de 2031"),
+        ("de-XX", "1. Januar 2031"),  # a region CLDR lacks: its language
+        ("zz", "January 1, 2031"),  # a language CLDR lacks: English
+    ],
+)
+def test_dates_are_shown_in_the_locales_long_form(locale, shown):
+    variant = Variant(Channel.SMS, locale, body="{{ d | date }}")
+    assert templates.render(variant, {"d": date(2031, 1, 1)}).body == shown
+
+
+def test_a_datetime_shows_its_own_zones_date():
+    variant = Variant(Channel.SMS, "en", body="{{ d | date }}")
+    late = datetime(2030, 12, 31, 23, 30, tzinfo=UTC)
+    assert templates.render(variant, {"d": late}).body == "December 31, 2030"
+    berlin = policy.local_zone("Europe/Berlin", None)
+    assert templates.render(variant, {"d": late.astimezone(berlin)}).body == "January 1, 2031"
+
+
+def test_the_local_zone_is_the_customers_else_the_tenants_else_utc():
+    assert policy.local_zone("Asia/Tokyo", QUIET).key == "Asia/Tokyo"
+    assert policy.local_zone("", QUIET).key == "Europe/Berlin"
+    assert policy.local_zone("Not/AZone", None).key == "UTC"
 
 
 def test_syntax_problems_name_the_variant_field_and_line():

@@ -233,6 +233,10 @@ before the first install), and DATABASE_SERVICE_ROLE, the role to grant the serv
 {{- if $s.ports.http }}
 - name: {{ $p }}_HTTP_PORT
   value: {{ $s.ports.http | quote }}
+{{- with include "loyalty.httpPublicUrl" . }}
+- name: {{ $p }}_HTTP_PUBLIC_URL
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 - name: {{ $p }}_LOG_LEVEL
   value: {{ $s.logLevel | quote }}
@@ -258,6 +262,10 @@ before the first install), and DATABASE_SERVICE_ROLE, the role to grant the serv
 {{ include "loyalty.secretEnv" (dict "env" (printf "%s_REDIS_URL" $p) "secret" ($r.existingSecret | default $secret) "key" (ternary $r.existingSecretKey "redis-url" (not (empty $r.existingSecret)))) }}
 {{- $t := $root.Values.internalToken }}
 {{ include "loyalty.secretEnv" (dict "env" (printf "%s_INTERNAL_TOKEN" $p) "secret" ($t.existingSecret | default $secret) "key" (ternary $t.existingSecretKey "internal-token" (not (empty $t.existingSecret)))) }}
+{{- range $k := keys ($s.secretEnv | default dict) | sortAlpha }}
+{{- $ref := index $s.secretEnv $k }}
+{{ include "loyalty.secretEnv" (dict "env" $k "secret" $ref.secret "key" $ref.key) }}
+{{- end }}
 {{- /* dns:/// targets of every service this one may call (it is in their callers). */}}
 {{- range $callee := (include "loyalty.enabledServices" $root | fromJson).names }}
 {{- $c := include "loyalty.settings" (dict "root" $root "name" $callee) | fromJson }}
@@ -283,6 +291,38 @@ before the first install), and DATABASE_SERVICE_ROLE, the role to grant the serv
 - name: {{ $k }}
   value: {{ index $s.env $k | toString | quote }}
 {{- end }}
+{{- end }}
+
+{{/*
+Where readers reach a service's HTTP port: its http.publicUrl, else its Ingress's
+http(s)://<host><path> (https with a TLS Secret), else "". (dict "root" $ "name" $name "settings" $s)
+*/}}
+{{- define "loyalty.httpPublicUrl" -}}
+{{- $ingress := .settings.http.ingress }}
+{{- if .settings.http.publicUrl }}
+{{- trimSuffix "/" .settings.http.publicUrl }}
+{{- else if and $ingress.enabled $ingress.host }}
+{{- printf "%s://%s%s" (ternary "https" "http" (not (empty $ingress.tlsSecretName))) $ingress.host (trimSuffix "/" $ingress.path) }}
+{{- end }}
+{{- end }}
+
+{{/*
+A NetworkPolicy peer from {namespaceSelector, podSelector} values (networkPolicy.monitoring,
+networkPolicy.ingressController): pods matching podSelector in the namespaces matching
+namespaceSelector (empty: every namespace).
+*/}}
+{{- define "loyalty.peer" -}}
+- namespaceSelector:
+    {{- with .namespaceSelector }}
+    matchLabels:
+      {{- toYaml . | nindent 6 }}
+    {{- else }} {}
+    {{- end }}
+  {{- with .podSelector }}
+  podSelector:
+    matchLabels:
+      {{- toYaml . | nindent 6 }}
+  {{- end }}
 {{- end }}
 
 {{/* Restricted pod security context (Pod Security Standards "restricted"). */}}

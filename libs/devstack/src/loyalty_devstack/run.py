@@ -48,6 +48,11 @@ def service_environment(infra: Infra, database_url: str) -> dict[str, str]:
             f"{prefix}METRICS_PORT": str(service.metrics_port),
             f"{prefix}INTERNAL_TOKEN": token,
         }
+        if service.http_port:
+            env[f"{prefix}HTTP_PORT"] = str(service.http_port)
+            # Links in what a service sends (notification's unsubscribe and tracking links) point
+            # here, so a locally sent e-mail's links work; set it to reach them from elsewhere.
+            env.setdefault(f"{prefix}HTTP_PUBLIC_URL", f"http://127.0.0.1:{service.http_port}")
         for other in SERVICES:
             env.setdefault(f"{prefix}{other.name.upper()}_TARGET", f"dns:///127.0.0.1:{other.grpc_port}")
     return env
@@ -133,7 +138,7 @@ def stop_all(processes: dict[str, subprocess.Popen], grace: float = 10.0) -> Non
 BANNER = """
 all services SERVING  (logs: {logs})
 
-  service        gRPC    metrics
+  service        gRPC    metrics  HTTP
 {table}
 
 Demo tenant "{tenant}"; internal calls carry the token "{token}"; the services connect to
@@ -180,7 +185,10 @@ def run(data_dir: Path) -> None:
         token = internal_token()
         profile, ledger = PORTS["profile"].grpc_port, PORTS["ledger"].grpc_port
         demo = await seed_demo(token)
-        table = "\n".join(f"  {s.name:<14} {s.grpc_port:<7} {s.metrics_port}" for s in SERVICES)
+        table = "\n".join(
+            f"  {s.name:<14} {s.grpc_port:<7} {s.metrics_port:<8} {s.http_port or ''}".rstrip()
+            for s in SERVICES
+        )
         banner = BANNER.format(
             logs=logs,
             table=table,

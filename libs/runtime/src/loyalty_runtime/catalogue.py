@@ -34,7 +34,7 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry("promotion", 50054, 9454),
     ServiceEntry("ledger", 50055, 9455),
     ServiceEntry("fraud", 50056, 9456),
-    ServiceEntry("notification", 50057, 9457),
+    ServiceEntry("notification", 50057, 9457, http_port=8057),
 )
 
 PORTS: dict[str, ServiceEntry] = {entry.name: entry for entry in SERVICES}

@@ -16,6 +16,7 @@ from datetime import timedelta
 from google.protobuf.message import Message
 
 from loyalty.ledger.v1 import events_pb2
+from loyalty.promotion.v1 import events_pb2 as promotion_events
 from loyalty_ledger import books as ledger_books, repository
 from loyalty_ledger.books import Books, new_id
 from loyalty_ledger.commands import (
@@ -163,6 +164,29 @@ async def earn_points(uow: UnitOfWork, command: EarnPoints) -> Earned:
     await books.write(program)
     _answer_concerns(uow, account)
     return Earned(entry, AccountResult(books.account(account.account_id), program))
+
+
+async def post_reward(uow: UnitOfWork, event: promotion_events.RewardGranted) -> None:
+    """A trigger's points reward (promotion's `reward.granted`), posted to the customer's account in
+    its programme, opened if they have none. Posted once: the consumer handles each event once, and
+    the entry carries the grant id as its source."""
+    if event.reward.WhichOneof("kind") != "points":
+        return  # code rewards are the promotion service's own
+    program = await ledger_books.program(uow, event.program_id)
+    account = (await _account_in(uow, program, event.customer_id)).account
+    reward = event.reward.points
+    expires_after = reward.expires_after.ToTimedelta() if reward.HasField("expires_after") else None
+    await earn_points(
+        uow,
+        EarnPoints(
+            account_id=account.account_id,
+            amount=reward.points,
+            idempotency_key=f"reward:{event.grant_id}",
+            reason="reward",
+            source_ref=event.grant_id,
+            expires_at=uow.now + expires_after if expires_after else None,
+        ),
+    )
 
 
 def _earn(

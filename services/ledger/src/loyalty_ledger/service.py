@@ -4,10 +4,12 @@ schedules, customer data)."""
 from pydantic_settings import SettingsConfigDict
 
 from loyalty.ledger.v1 import ledger_service_pb2
+from loyalty.promotion.v1 import events_pb2 as promotion_events
 from loyalty_ledger import app
 from loyalty_ledger.repository import SCHEMA
 from loyalty_ledger.servicer import LedgerServicer
 from loyalty_runtime.catalogue import PORTS
+from loyalty_runtime.events import Subscription
 from loyalty_runtime.jobs import Schedule
 from loyalty_runtime.privacy import CustomerData
 from loyalty_runtime.server import Api, ServiceDefinition
@@ -37,6 +39,7 @@ DEFINITION = ServiceDefinition(
     schema=SCHEMA,
     migrations="loyalty_ledger:migrations",
     events="ledger.events",
+    subscriptions=[Subscription("promotion.events", promotion_events.RewardGranted, app.post_reward)],
     schedules=[
         Schedule(
             "ledger.expiry", every=lambda settings: settings.expiry_interval_seconds, run=app.scheduled_expiry

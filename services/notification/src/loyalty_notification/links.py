@@ -80,15 +80,18 @@ class Links:
         self.tracking_secret = tracking_secret
         self.timeout = timeout_seconds
 
-    def application(self) -> web.Application:
+    def application(self, prefix: str = "") -> web.Application:
+        """The routes at the root and, given the public URL's path ("/links"), under it too: an
+        ingress may forward the path as it came (the standard Prefix match) or strip it."""
         application = web.Application(client_max_size=MAX_BODY_BYTES)
-        application.add_routes(
-            [
-                web.post("/unsubscribe", self.unsubscribe),
-                web.get("/unsubscribe", self.unsubscribe_page),
-                web.get("/open", self.opened),
-            ]
-        )
+        for base in dict.fromkeys(["", prefix.rstrip("/")]):
+            application.add_routes(
+                [
+                    web.post(f"{base}/unsubscribe", self.unsubscribe),
+                    web.get(f"{base}/unsubscribe", self.unsubscribe_page),
+                    web.get(f"{base}/open", self.opened),
+                ]
+            )
         return application
 
     async def _as_tenant(self, tenant_id: str, work: Callable[[], Awaitable[web.Response]]) -> web.Response:
@@ -164,9 +167,11 @@ class Links:
         return await self._as_tenant(subject.tenant_id, record)
 
 
-async def serve_links(links: Links, host: str, port: int, stopping) -> None:
+async def serve_links(links: Links, host: str, port: int, stopping, *, prefix: str = "") -> None:
     """Serve until `stopping` is set; requests in flight get a moment to finish."""
-    runner = web.AppRunner(links.application(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
+    runner = web.AppRunner(
+        links.application(prefix), access_log=None, handle_signals=False, shutdown_timeout=2.0
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

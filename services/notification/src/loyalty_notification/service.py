@@ -3,9 +3,10 @@ and its delivery workers (the runtime's JobWorker, run as the service's own loop
 needs the providers built from the settings)."""
 
 import asyncio
+from urllib.parse import urlsplit
 
 import httpx
-from pydantic import SecretStr
+from pydantic import SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from loyalty.notification.v1 import jobs_pb2, notification_service_pb2
@@ -58,13 +59,25 @@ class NotificationSettings(ServiceSettings):
     # ingress publishes them at the URLs below.
     http_enabled: bool = True
     http_host: str = "0.0.0.0"
-    http_port: int = 8057
+    http_port: int = PORTS["notification"].http_port
+    # Where readers reach that port (an ingress's URL, the chart's services.notification.http):
+    # the two URLs below default to its /unsubscribe and /open, and its path is served too.
+    http_public_url: str = ""
     # One-click unsubscribe (RFC 8058): the public URL of `/unsubscribe` ("": no List-Unsubscribe).
     unsubscribe_url: str = ""
     unsubscribe_secret: SecretStr = SecretStr("dev-unsubscribe-secret")
     # Open tracking: the public URL of `/open` ("": HTML e-mail carries no pixel).
     tracking_url: str = ""
     tracking_secret: SecretStr = SecretStr("dev-tracking-secret")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _links_under_the_public_url(cls, data):
+        base = str(data.get("http_public_url") or "").rstrip("/") if isinstance(data, dict) else ""
+        for name, path in (("unsubscribe_url", "/unsubscribe"), ("tracking_url", "/open")):
+            if base and not data.get(name):
+                data = {**data, name: f"{base}{path}"}
+        return data
 
 
 def _directory(resources: Resources) -> Directory:
@@ -158,7 +171,7 @@ async def links_loop(resources: Resources, stopping: asyncio.Event) -> None:
         tracking_secret=s.tracking_secret.get_secret_value(),
         timeout_seconds=s.default_deadline_seconds,
     )
-    await serve_links(links, s.http_host, s.http_port, stopping)
+    await serve_links(links, s.http_host, s.http_port, stopping, prefix=urlsplit(s.http_public_url).path)
 
 
 async def prune_jobs(resources: Resources) -> None:

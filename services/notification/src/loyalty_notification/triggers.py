@@ -1,22 +1,35 @@
 """Messages other services' events start: a welcome on `customer.created`, a tier message on
-`tier.changed`. The consumer (in the event's unit of work, at most once per event) only enqueues a
+`tier.changed`, a warning on `points.expiring`. The consumer (in the event's unit of work, at most once per event) only enqueues a
 job; the job, on a delivery replica, looks the customer up in profile and decides exactly as
 SendNotification does, under a key derived from the event, so a redelivered event or a rerun job
-stores one message. A tenant without the template (`welcome`, `tier_changed`) sends nothing."""
+stores one message. A tenant without the template (`welcome`, `tier_changed`, `points_expiring`)
+sends nothing.
+
+Each sends as its template's purpose says; all three are meant to be transactional: they tell the
+customer about their own account (joined, moved tier, value about to be lost), which needs no
+marketing consent, and a customer who withdrew it must still hear that points will expire. A tenant
+that dresses one up as an offer should give it the marketing purpose, and it is then held to consent,
+caps and quiet hours like any marketing message."""
+
+from dataclasses import replace
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from loyalty.common.v1 import customer_pb2
 from loyalty.ledger.v1 import events_pb2 as ledger_events
-from loyalty.notification.v1 import jobs_pb2
+from loyalty.notification.v1 import jobs_pb2, message_pb2
 from loyalty.profile.v1 import events_pb2 as profile_events
-from loyalty_notification import app
+from loyalty_notification import app, repository
 from loyalty_notification.commands import SendNotification
 from loyalty_notification.directory import Directory
+from loyalty_notification.domain import policy
+from loyalty_notification.encoding import decode_value
 from loyalty_runtime.errors import Aborted, NotFound
 from loyalty_runtime.events import Subscription
 from loyalty_runtime.uow import UnitOfWork
 
 SEND_FOR_EVENT_JOB = "notification.send-for-event"
-WELCOME, TIER_CHANGED = "welcome", "tier_changed"
+WELCOME, TIER_CHANGED, POINTS_EXPIRING = "welcome", "tier_changed", "points_expiring"
 
 
 async def _enqueue(uow: UnitOfWork, job: jobs_pb2.SendForEventJob) -> None:
@@ -48,9 +61,29 @@ async def on_tier_changed(uow: UnitOfWork, event: ledger_events.TierChanged) -> 
     )
 
 
+async def on_points_expiring(uow: UnitOfWork, event: ledger_events.PointsExpiring) -> None:
+    if not event.customer_id or event.amount <= 0:
+        return  # nobody to tell, or nothing left to lose
+    await _enqueue(
+        uow,
+        jobs_pb2.SendForEventJob(
+            customer_id=event.customer_id,
+            template_key=POINTS_EXPIRING,
+            # The event stands for its lots (the ledger warns of each lot once), so its id keys
+            # the message: a redelivery sends nothing more, a later lot's warning is its own.
+            idempotency_key=f"points.expiring:{uow.call.event_id}",
+            values={
+                "points": message_pb2.TemplateValue(int_value=event.amount),
+                "expiry_date": message_pb2.TemplateValue(timestamp_value=event.expire_time),
+            },
+        ),
+    )
+
+
 SUBSCRIPTIONS = [
     Subscription("profile.events", profile_events.CustomerCreated, on_customer_created),
     Subscription("ledger.events", ledger_events.TierChanged, on_tier_changed),
+    Subscription("ledger.events", ledger_events.PointsExpiring, on_points_expiring),
 ]
 
 
@@ -72,9 +105,17 @@ class EventSender:
         customer = await self.directory.customer(ref)
         if customer is None:
             return  # erased or merged away before the job ran
+        if job.values:
+            tz = policy.local_zone(customer.time_zone, (await repository.cap_policy(uow)).quiet_hours)
+            values = {name: _local(decode_value(value), tz) for name, value in job.values.items()}
+            command = replace(command, variables={**command.variables, **values})
         try:
             await app.decide(uow, command, customer)
         except NotFound:
             return  # the tenant has no such template
         except Aborted:
             return  # stored already (a rerun of this job)
+
+
+def _local(value, tz: ZoneInfo):
+    return value.astimezone(tz) if isinstance(value, datetime) else value

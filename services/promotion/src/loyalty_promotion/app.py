@@ -95,7 +95,7 @@ def _stored_payload(message) -> bytes:
     return copy.SerializeToString(deterministic=True)
 
 
-def _check_etag(etag: str, version: int) -> None:
+def check_etag(etag: str, version: int) -> None:
     if etag and etag != str(version):
         raise Aborted(Reason.CONCURRENT_MODIFICATION, "the etag is not current; read it again", field="etag")
 
@@ -182,7 +182,7 @@ async def get_settings(uow: UnitOfWork, _: None = None) -> settings_pb2.Promotio
 async def update_settings(uow: UnitOfWork, command: UpdateSettings) -> settings_pb2.PromotionSettings:
     """Every replica's catalog is rebuilt with them (they change how every campaign evaluates)."""
     current = await read_settings(uow.connection, uow.tenant, lock=True)
-    _check_etag(command.etag, int(current.etag))
+    check_etag(command.etag, int(current.etag))
     try:
         updated = tenant_settings.apply_mask(current, command.changes, command.mask)
     except rules.EditRefused as refused:
@@ -287,7 +287,7 @@ def _matches(campaign: campaign_pb2.Campaign, command: ListCampaigns) -> bool:
 
 async def update_campaign(uow: UnitOfWork, command: UpdateCampaign) -> campaign_pb2.Campaign:
     stored = await _locked_campaign(uow, command.campaign_id)
-    _check_etag(command.etag, stored.version)
+    check_etag(command.etag, stored.version)
     current = _campaign_of(stored, uow.now)
     state = _allowed(Action.EDIT, stored, current, uow.now)
     try:
@@ -332,7 +332,7 @@ TRANSITIONS = {
 async def change_state(uow: UnitOfWork, command: ChangeState) -> campaign_pb2.Campaign | None:
     """Activate, pause, archive (the campaign as it is now) or delete (None)."""
     stored = await _locked_campaign(uow, command.campaign_id)
-    _check_etag(command.etag, stored.version)
+    check_etag(command.etag, stored.version)
     campaign = _campaign_of(stored, uow.now)
     if command.action is Action.DELETE:
         _allowed(Action.DELETE, stored, campaign, uow.now)
@@ -345,7 +345,8 @@ async def change_state(uow: UnitOfWork, command: ChangeState) -> campaign_pb2.Ca
         raise FailedPrecondition(Reason.CAMPAIGN_TRANSITION_NOT_ALLOWED, str(refused)) from None
     if command.action is Action.ACTIVATE:
         promotions = await _promotions(uow.connection, uow.tenant, command.campaign_id)
-        if not rules.enabled(promotions):
+        # An event campaign rewards through its triggers; it has no checkout effect to need.
+        if campaign.type != campaign_pb2.CAMPAIGN_TYPE_EVENT and not rules.enabled(promotions):
             raise FailedPrecondition(
                 Reason.CAMPAIGN_TRANSITION_NOT_ALLOWED, "a campaign needs an enabled promotion to start"
             )
@@ -421,7 +422,7 @@ async def delete_promotion(uow: UnitOfWork, command: DeletePromotion) -> None:
     if found is None:
         raise _promotion_not_found()
     stored = await _locked_campaign(uow, found.campaign_id)
-    _check_etag(command.etag, found.version)
+    check_etag(command.etag, found.version)
     if stored.state != State.DRAFT.value:
         raise FailedPrecondition(
             Reason.CAMPAIGN_TRANSITION_NOT_ALLOWED,
@@ -441,7 +442,7 @@ async def update_promotion(uow: UnitOfWork, command: UpdatePromotion) -> promoti
     promotions = await _promotions(uow.connection, uow.tenant, found.campaign_id)
     index = next(i for i, p in enumerate(promotions) if p.promotion_id == command.promotion_id)
     current = promotions[index]
-    _check_etag(command.etag, int(current.etag))
+    check_etag(command.etag, int(current.etag))
     try:
         updated = rules.apply_promotion_mask(current, command.changes, command.mask)
     except rules.EditRefused as refused:

@@ -5,7 +5,7 @@ catalog computes base points from the enabled rules."""
 import uuid
 
 from loyalty.promotion.v1 import earning_pb2
-from loyalty_promotion import engine, repository
+from loyalty_promotion import app, engine, repository
 from loyalty_promotion.commands import (
     DeleteEarningRule,
     ListEarningRules,
@@ -15,18 +15,13 @@ from loyalty_promotion.commands import (
 from loyalty_promotion.domain import earning as rules
 from loyalty_promotion.domain.campaigns import EditRefused, Violation
 from loyalty_promotion.repository import StoredRule
-from loyalty_runtime.errors import Aborted, FieldViolation, InvalidArgument, NotFound, Reason
+from loyalty_runtime.errors import FieldViolation, InvalidArgument, NotFound, Reason
 from loyalty_runtime.protobuf import timestamp
 from loyalty_runtime.uow import UnitOfWork
 
 
 def _not_found() -> NotFound:
     return NotFound(Reason.EARNING_RULE_NOT_FOUND, "no such earning rule", field="earning_rule_id")
-
-
-def _check_etag(etag: str, version: int) -> None:
-    if etag and etag != str(version):
-        raise Aborted(Reason.CONCURRENT_MODIFICATION, "the etag is not current; read it again", field="etag")
 
 
 def rule_of(stored: StoredRule) -> earning_pb2.EarningRule:
@@ -93,7 +88,7 @@ async def update_earning_rule(uow: UnitOfWork, command: UpdateEarningRule) -> ea
     stored = await repository.get_earning_rule(uow.connection, uow.tenant, command.earning_rule_id, lock=True)
     if stored is None:
         raise _not_found()
-    _check_etag(command.etag, stored.version)
+    app.check_etag(command.etag, stored.version)
     try:
         updated = rules.apply_rule_mask(rule_of(stored), command.changes, command.mask)
     except EditRefused as refused:
@@ -112,7 +107,7 @@ async def delete_earning_rule(uow: UnitOfWork, command: DeleteEarningRule) -> No
     stored = await repository.get_earning_rule(uow.connection, uow.tenant, command.earning_rule_id, lock=True)
     if stored is None:
         raise _not_found()
-    _check_etag(command.etag, stored.version)
+    app.check_etag(command.etag, stored.version)
     await repository.delete_earning_rule(uow.connection, uow.tenant, command.earning_rule_id)
     await repository.bump_catalog_version(uow.connection, uow.tenant)
 
@@ -143,7 +138,7 @@ async def get_burn_policy(uow: UnitOfWork, program_id: str) -> earning_pb2.BurnP
 
 async def update_burn_policy(uow: UnitOfWork, command: UpdateBurnPolicy) -> earning_pb2.BurnPolicy:
     current = await _burn_policy(uow, command.program_id, lock=True)
-    _check_etag(command.etag, int(current.etag))
+    app.check_etag(command.etag, int(current.etag))
     try:
         updated = rules.apply_burn_mask(current, command.changes, command.mask)
     except EditRefused as refused:

@@ -13,6 +13,7 @@ from loyalty.promotion.v1 import (
     evaluation_pb2,
     promotion_pb2,
     settings_pb2,
+    trigger_pb2,
     voucher_pb2,
 )
 from loyalty_promotion.domain.lifecycle import Action, State
@@ -243,4 +244,35 @@ class ListReferralConversions:
     referee: str
     state: str
     before: tuple[datetime, str] | None
+    limit: int
+
+
+@dataclass(frozen=True)
+class UpdateTrigger:
+    trigger_id: str
+    changes: trigger_pb2.Trigger
+    mask: field_mask_pb2.FieldMask
+    etag: str
+
+
+@dataclass(frozen=True)
+class DeleteTrigger:
+    trigger_id: str
+    etag: str
+
+
+@dataclass(frozen=True)
+class ListTriggers:
+    campaign_id: str | None
+    event_type: str | None
+    after: str | None
+    limit: int
+
+
+@dataclass(frozen=True)
+class ListRewardGrants:
+    customer_id: str | None
+    campaign_id: str | None
+    trigger_id: str | None
+    after: tuple[datetime, str] | None
     limit: int

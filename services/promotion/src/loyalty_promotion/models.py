@@ -360,3 +360,62 @@ class ReferralConversionRow(Base):
     confirm_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
     confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TriggerRow(Base):
+    """A Trigger message; the event it listens to and its state are columns for the consumer's
+    lookup ("the tenant's enabled triggers for customer.created")."""
+
+    __tablename__ = "triggers"
+    __table_args__ = (
+        CheckConstraint("state IN ('enabled', 'disabled')", name="triggers_state"),
+        _campaign_fk("triggers"),
+        Index("triggers_listening", "tenant_id", "event_type", postgresql_where=text("state = 'enabled'")),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    trigger_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(Uuid)
+    event_type: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(BigInteger)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class TriggerCountRow(Base):
+    """Matching events of one customer for one trigger in one counting period ("M2027-02")."""
+
+    __tablename__ = "trigger_counts"
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    trigger_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period: Mapped[str] = mapped_column(String(16), primary_key=True)
+    matched: Mapped[int] = mapped_column(BigInteger)
+
+
+class RewardGrantRow(Base):
+    """A reward a trigger granted, once per (trigger, event): its Reward message and state; the
+    ledger posts it from the `reward.granted` event."""
+
+    __tablename__ = "reward_grants"
+    __table_args__ = (
+        CheckConstraint(
+            "state IN ('pending', 'granted', 'withheld', 'reversed')", name="reward_grants_state"
+        ),
+        Index("reward_grants_once", "tenant_id", "trigger_id", "source_event_id", unique=True),
+        Index("reward_grants_of_customer", "tenant_id", "trigger_id", "customer_id", "created_at"),
+        Index("reward_grants_newest", "tenant_id", "created_at", "grant_id"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    grant_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    trigger_id: Mapped[str] = mapped_column(Uuid)
+    campaign_id: Mapped[str] = mapped_column(Uuid)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    source_event_id: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16))
+    reward: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _now()

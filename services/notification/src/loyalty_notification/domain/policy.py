@@ -101,12 +101,18 @@ def zone(name: str) -> ZoneInfo | None:
         return None
 
 
+def local_zone(customer_zone: str, quiet: QuietHours | None) -> ZoneInfo:
+    """The customer's zone, else the tenant's default (kept with its quiet hours), else UTC."""
+    default = zone(quiet.default_time_zone) if quiet else None
+    return zone(customer_zone) or default or ZoneInfo("UTC")
+
+
 def quiet_until(quiet: QuietHours | None, customer_zone: str, at: datetime) -> datetime | None:
     """When quiet hours end if `at` falls inside them in the customer's zone (else the policy's
     default zone, else UTC); None when `at` is outside them."""
     if quiet is None or quiet.start_minute == quiet.end_minute:
         return None
-    tz = zone(customer_zone) or zone(quiet.default_time_zone) or ZoneInfo("UTC")
+    tz = local_zone(customer_zone, quiet)
     local = at.astimezone(tz)
     minute = local.hour * 60 + local.minute
     start, end = quiet.start_minute, quiet.end_minute

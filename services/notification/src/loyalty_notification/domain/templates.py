@@ -14,6 +14,8 @@ from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date
 from jinja2 import (
     StrictUndefined,
     Template as JinjaTemplate,
@@ -60,8 +62,23 @@ def _money(value: Money, locale: str) -> str:
     return f"{sign}{_number(whole, locale)}{decimal}{cents:02d} {value.currency_code}"
 
 
-def _date(value: date | datetime, _locale: str) -> str:
-    return value.date().isoformat() if isinstance(value, datetime) else value.isoformat()
+@lru_cache(maxsize=256)
+def _cldr_locale(tag: str) -> Locale:
+    """The CLDR locale for a BCP 47 tag, else its language's, else English (a tag the check on
+    save accepted may still be one CLDR has no data for)."""
+    for candidate in (tag, tag.split("-")[0]):
+        try:
+            return Locale.parse(candidate, sep="-")
+        except (UnknownLocaleError, ValueError):
+            continue
+    return Locale("en")
+
+
+def _date(value: date | datetime, locale: str) -> str:
+    """The calendar date in the locale's long form ("31. Dezember 2030"); a datetime's own date,
+    in its own zone (an event's time arrives converted to the customer's zone)."""
+    day = value.date() if isinstance(value, datetime) else value
+    return format_date(day, format="long", locale=_cldr_locale(locale))
 
 
 def _environment(autoescape: bool) -> SandboxedEnvironment:

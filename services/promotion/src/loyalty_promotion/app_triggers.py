@@ -1,0 +1,344 @@
+"""Use cases of triggers: "on <event> [where <properties>] reward <customer>", configured per tenant,
+fed by other services' events.
+
+An event of a type some trigger listens to is handled once (the runtime's consumer); for each enabled
+trigger of the tenant whose campaign is active and whose property filters hold, it counts the match
+in its period, and when the count is one the trigger rewards and the customer's limits allow it,
+records a grant (once per trigger and event, by a unique index) and publishes `reward.granted` in
+the same transaction. The ledger posts points rewards from that event, idempotently on the grant id,
+so a reward is posted once even if every delivery is doubled.
+
+Not built yet, and refused on save rather than ignored: customer and basket conditions, code
+rewards. Not built at all yet: achievements across event types, delays, other actions
+(notifications, static segments, webhooks), clawback on returns."""
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+
+from loyalty.ledger.v1 import events_pb2 as ledger_events
+from loyalty.profile.v1 import events_pb2 as profile_events
+from loyalty.promotion.v1 import campaign_pb2, events_pb2, reward_pb2, trigger_pb2
+from loyalty.segmentation.v1 import events_pb2 as segmentation_events
+from loyalty_promotion import app, repository_triggers as repository
+from loyalty_promotion.commands import DeleteTrigger, ListRewardGrants, ListTriggers, UpdateTrigger
+from loyalty_promotion.domain import triggers as rules
+from loyalty_promotion.repository_triggers import StoredGrant, StoredTrigger
+from loyalty_runtime.errors import FieldViolation, InvalidArgument, NotFound, Reason
+from loyalty_runtime.events import Subscription
+from loyalty_runtime.protobuf import timestamp
+from loyalty_runtime.uow import UnitOfWork, event_type_of
+
+STATES = {trigger_pb2.TRIGGER_STATE_ENABLED: "enabled", trigger_pb2.TRIGGER_STATE_DISABLED: "disabled"}
+# Everything UpdateTrigger may change (trigger_id and campaign_id are immutable).
+UPDATABLE = frozenset(trigger_pb2.Trigger.DESCRIPTOR.fields_by_name) - {
+    "trigger_id",
+    "campaign_id",
+    "create_time",
+    "update_time",
+    "etag",
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """An event triggers can listen to: its stream, and the customer and properties it gives."""
+
+    stream: str
+    event: type[Message]
+    read: Callable[[Message], tuple[str, Mapping[str, rules.Value]]]
+
+    @property
+    def event_type(self) -> str:
+        return event_type_of(self.event.DESCRIPTOR)
+
+
+SOURCES = (
+    Source("profile.events", profile_events.CustomerCreated, lambda e: (e.customer_id, {})),
+    Source(
+        "ledger.events",
+        ledger_events.TierChanged,
+        lambda e: (
+            e.customer_id,
+            {
+                "program_id": e.program_id,
+                "from_tier": e.from_tier,
+                "to_tier": e.to_tier,
+                "qualifying_points": e.qualifying_points,
+            },
+        ),
+    ),
+    Source(
+        "ledger.events",
+        ledger_events.PointsExpiring,
+        lambda e: (e.customer_id, {"program_id": e.program_id, "amount": e.amount}),
+    ),
+    Source(
+        "segmentation.events",
+        segmentation_events.SegmentEntered,
+        lambda e: (e.customer_id, {"segment_id": e.segment_id}),
+    ),
+    Source(
+        "segmentation.events",
+        segmentation_events.SegmentLeft,
+        lambda e: (e.customer_id, {"segment_id": e.segment_id}),
+    ),
+    Source(
+        "promotion.events",
+        events_pb2.ReferralConverted,
+        lambda e: (
+            e.referrer_customer_id,
+            {"campaign_id": e.campaign_id, "referee_customer_id": e.referee_customer_id},
+        ),
+    ),
+)
+EVENT_TYPES = frozenset(source.event_type for source in SOURCES)
+
+
+def subscriptions() -> list[Subscription]:
+    """One subscription per event triggers listen to, for the service's definition."""
+    return [Subscription(source.stream, source.event, _handler(source)) for source in SOURCES]
+
+
+def _handler(source: Source):
+    async def handle(uow: UnitOfWork, event: Message) -> None:
+        customer_id, properties = source.read(event)
+        if customer_id:
+            await on_event(uow, source.event_type, customer_id, properties)
+
+    return handle
+
+
+# --- admin ---------------------------------------------------------------------------------------
+
+
+async def create_trigger(uow: UnitOfWork, trigger: trigger_pb2.Trigger) -> trigger_pb2.Trigger:
+    trigger = _copy(trigger)
+    if trigger.state == trigger_pb2.TRIGGER_STATE_UNSPECIFIED:
+        trigger.state = trigger_pb2.TRIGGER_STATE_ENABLED
+    await _check(uow, trigger)
+    stored = await repository.insert_trigger(
+        uow.connection,
+        uow.tenant,
+        str(uuid.uuid4()),
+        trigger.campaign_id,
+        trigger.event_type,
+        STATES[trigger.state],
+        _stored_payload(trigger),
+        uow.now,
+    )
+    return _trigger_of(stored)
+
+
+async def get_trigger(uow: UnitOfWork, trigger_id: str) -> trigger_pb2.Trigger:
+    return _trigger_of(await _stored(uow, trigger_id))
+
+
+async def list_triggers(
+    uow: UnitOfWork, command: ListTriggers
+) -> tuple[list[trigger_pb2.Trigger], str | None]:
+    rows = await repository.list_triggers(
+        uow.connection, uow.tenant, command.campaign_id, command.event_type, command.after, command.limit + 1
+    )
+    page = rows[: command.limit]
+    return [_trigger_of(row) for row in page], page[-1].trigger_id if len(rows) > command.limit else None
+
+
+async def update_trigger(uow: UnitOfWork, command: UpdateTrigger) -> trigger_pb2.Trigger:
+    stored = await _stored(uow, command.trigger_id, lock=True)
+    app.check_etag(command.etag, stored.version)
+    paths = list(command.mask.paths) or sorted(UPDATABLE)
+    unknown = [path for path in paths if path not in UPDATABLE]
+    if unknown:
+        raise InvalidArgument(Reason.INVALID_ARGUMENT, f"{unknown[0]} cannot be updated", field="update_mask")
+    trigger = trigger_pb2.Trigger.FromString(stored.payload)
+    for path in paths:
+        _apply(trigger, command.changes, path)
+    await _check(uow, trigger)
+    updated = await repository.update_trigger(
+        uow.connection,
+        uow.tenant,
+        stored.trigger_id,
+        trigger.event_type,
+        STATES[trigger.state],
+        _stored_payload(trigger),
+        uow.now,
+    )
+    return _trigger_of(updated)
+
+
+async def delete_trigger(uow: UnitOfWork, command: DeleteTrigger) -> None:
+    stored = await _stored(uow, command.trigger_id, lock=True)
+    app.check_etag(command.etag, stored.version)
+    await repository.delete_trigger(uow.connection, uow.tenant, stored.trigger_id)
+
+
+async def list_grants(
+    uow: UnitOfWork, command: ListRewardGrants
+) -> tuple[list[reward_pb2.RewardGrant], tuple | None]:
+    rows = await repository.list_grants(
+        uow.connection,
+        uow.tenant,
+        command.customer_id,
+        command.campaign_id,
+        command.trigger_id,
+        command.after,
+        command.limit + 1,
+    )
+    page = rows[: command.limit]
+    last = (page[-1].created_at, page[-1].grant_id) if len(rows) > command.limit else None
+    return [_grant_of(row) for row in page], last
+
+
+def _apply(target: trigger_pb2.Trigger, source: trigger_pb2.Trigger, path: str) -> None:
+    """Field `path` of `source` replaces `target`'s (an unset message field clears it)."""
+    field = trigger_pb2.Trigger.DESCRIPTOR.fields_by_name[path]
+    if field.is_repeated:
+        target.ClearField(path)
+        getattr(target, path).extend(getattr(source, path))
+    elif field.message_type is None:
+        setattr(target, path, getattr(source, path))
+    elif source.HasField(path):
+        getattr(target, path).CopyFrom(getattr(source, path))
+    else:
+        target.ClearField(path)
+
+
+async def _check(uow: UnitOfWork, trigger: trigger_pb2.Trigger) -> None:
+    """Refuse what a trigger may not say (every violation at once), or a campaign it cannot use."""
+    found = rules.violations(trigger, EVENT_TYPES)
+    if found:
+        raise InvalidArgument(Reason.INVALID_ARGUMENT, found[0].description, violations=found)
+    campaign = await _campaign(uow, trigger.campaign_id)
+    if campaign is None:
+        raise NotFound(Reason.CAMPAIGN_NOT_FOUND, "no such campaign", field="trigger.campaign_id")
+    if not (trigger.reward.points.program_id or campaign.program_id):
+        raise InvalidArgument(
+            Reason.INVALID_ARGUMENT,
+            "the campaign names no programme: say which programme the points go to",
+            violations=[FieldViolation("trigger.reward.points.program_id", "a programme is required")],
+        )
+
+
+async def _campaign(uow: UnitOfWork, campaign_id: str) -> campaign_pb2.Campaign | None:
+    try:
+        return await app.get_campaign(uow, str(uuid.UUID(campaign_id)))
+    except (NotFound, ValueError):
+        return None
+
+
+async def _stored(uow: UnitOfWork, trigger_id: str, *, lock: bool = False) -> StoredTrigger:
+    stored = await repository.get_trigger(uow.connection, uow.tenant, trigger_id, lock=lock)
+    if stored is None:
+        raise NotFound(Reason.TRIGGER_NOT_FOUND, "no such trigger", field="trigger_id")
+    return stored
+
+
+def _copy(trigger: trigger_pb2.Trigger) -> trigger_pb2.Trigger:
+    copy = trigger_pb2.Trigger()
+    copy.CopyFrom(trigger)
+    return copy
+
+
+def _stored_payload(trigger: trigger_pb2.Trigger) -> bytes:
+    """The message without what the row knows (id, etag, times)."""
+    stored = _copy(trigger)
+    for field in ("trigger_id", "etag", "create_time", "update_time"):
+        stored.ClearField(field)
+    return stored.SerializeToString()
+
+
+def _trigger_of(stored: StoredTrigger) -> trigger_pb2.Trigger:
+    trigger = trigger_pb2.Trigger.FromString(stored.payload)
+    trigger.trigger_id = stored.trigger_id
+    trigger.campaign_id = stored.campaign_id
+    trigger.etag = str(stored.version)
+    trigger.create_time.CopyFrom(timestamp(stored.created_at))
+    trigger.update_time.CopyFrom(timestamp(stored.updated_at))
+    return trigger
+
+
+GRANT_STATES = {
+    "pending": reward_pb2.REWARD_GRANT_STATE_PENDING,
+    "granted": reward_pb2.REWARD_GRANT_STATE_GRANTED,
+    "withheld": reward_pb2.REWARD_GRANT_STATE_WITHHELD,
+    "reversed": reward_pb2.REWARD_GRANT_STATE_REVERSED,
+}
+
+
+def _grant_of(stored: StoredGrant) -> reward_pb2.RewardGrant:
+    return reward_pb2.RewardGrant(
+        grant_id=stored.grant_id,
+        customer_id=stored.customer_id,
+        campaign_id=stored.campaign_id,
+        trigger_id=stored.trigger_id,
+        source_event_id=stored.source_event_id,
+        reward=reward_pb2.Reward.FromString(stored.reward),
+        state=GRANT_STATES[stored.state],
+        create_time=timestamp(stored.created_at),
+    )
+
+
+# --- events --------------------------------------------------------------------------------------
+
+
+async def on_event(
+    uow: UnitOfWork, event_type: str, customer_id: str, properties: Mapping[str, rules.Value]
+) -> None:
+    """Count the event for every trigger listening to it, and reward where a trigger says so."""
+    stored_triggers = await repository.listening(uow.connection, uow.tenant, event_type)
+    if not stored_triggers:
+        return
+    assert uow.call.event_id, "triggers count events: only the consumer calls this"
+    time_zone = (await app.read_settings(uow.connection, uow.tenant)).time_zone
+    occurred = uow.call.event_time or uow.now
+    for stored in stored_triggers:
+        trigger = _trigger_of(stored)
+        if not rules.filters_hold(trigger, properties):
+            continue
+        campaign = await _campaign(uow, stored.campaign_id)
+        if campaign is None or campaign.state != campaign_pb2.CAMPAIGN_STATE_ACTIVE:
+            continue
+        period = rules.counting_period(trigger, occurred, time_zone)
+        count = await repository.count_match(
+            uow.connection, uow.tenant, stored.trigger_id, customer_id, period
+        )
+        if rules.nth_is_rewarded(trigger, count):
+            await _reward(uow, trigger, campaign, customer_id)
+
+
+async def _reward(
+    uow: UnitOfWork, trigger: trigger_pb2.Trigger, campaign: campaign_pb2.Campaign, customer_id: str
+) -> None:
+    rewards, last = await repository.rewards_so_far(
+        uow.connection, uow.tenant, trigger.trigger_id, customer_id
+    )
+    if not rules.limits_allow(trigger, rewards, last, uow.call.event_time or uow.now):
+        return
+    grant_id = str(uuid.uuid4())
+    granted = await repository.insert_grant(
+        uow.connection,
+        uow.tenant,
+        grant_id,
+        trigger.trigger_id,
+        trigger.campaign_id,
+        customer_id,
+        uow.call.event_id,
+        trigger.reward.SerializeToString(),
+        uow.now,
+    )
+    if granted:
+        uow.record(
+            events_pb2.RewardGranted(
+                grant_id=grant_id,
+                customer_id=customer_id,
+                campaign_id=trigger.campaign_id,
+                trigger_id=trigger.trigger_id,
+                source_event_id=uow.call.event_id,
+                reward=trigger.reward,
+                program_id=trigger.reward.points.program_id or campaign.program_id,
+            ),
+            key=customer_id,
+        )
