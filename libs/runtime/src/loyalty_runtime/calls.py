@@ -13,9 +13,10 @@ entered on every call and costs more than this whole guard.
 import asyncio
 import contextlib
 import hmac
+import inspect
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 from google.protobuf import message_factory
@@ -52,8 +53,9 @@ log = logging.getLogger("loyalty.rpc")
 
 TRACEPARENT_HEADER = "traceparent"
 
-# Reads invocation metadata and answers who is calling, or raises Unauthenticated.
-Authenticator = Callable[[Sequence[tuple[str, str | bytes]]], CallContext]
+# Reads invocation metadata and answers who is calling, or raises Unauthenticated. It may be a
+# coroutine function (the gateway looks API keys up and counts rate limits).
+Authenticator = Callable[[Sequence[tuple[str, str | bytes]]], CallContext | Awaitable[CallContext]]
 
 
 def internal_token_authenticator(token: str) -> Authenticator:
@@ -120,6 +122,7 @@ class CallGuard:
         tracing: bool,
     ) -> None:
         self.authenticate = authenticator
+        self.authenticate_async = inspect.iscoroutinefunction(authenticator)
         self.default_deadline = default_deadline_seconds
         self.max_concurrent_calls = max_concurrent_calls
         self.slow_call_seconds = slow_call_seconds
@@ -171,6 +174,8 @@ class CallGuard:
             if self.adopt_traceparent:
                 attached = _adopt(metadata)
             call = self.authenticate(metadata)
+            if self.authenticate_async:
+                call = await call
             remaining = context.time_remaining()
             budget = self.default_deadline if remaining is None else remaining
             bound = bind_call(

@@ -94,6 +94,9 @@ class Resources:
     tracer_provider: TracerProvider | None
     # Set by the relay: wakes it when this process commits events.
     relay_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # The port the gRPC server listens on, once started (a background loop that calls it, such as
+    # the gateway's JSON/HTTP front, needs it when the settings say 0).
+    grpc_port: int = 0
 
 
 class ServiceServer:
@@ -206,6 +209,7 @@ class ServiceServer:
         await self.resources.database.open()
         self._server = self._build()
         self.port = self._server.add_insecure_port(f"{self.settings.grpc_host}:{self.settings.grpc_port}")
+        self.resources.grpc_port = self.port
         await self._server.start()
         # Without tracing, background work runs untraced, whatever else this process instruments.
         quiet = self.resources.tracer_provider is None

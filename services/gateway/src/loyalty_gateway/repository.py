@@ -1,0 +1,348 @@
+"""SQL of the gateway schema. Every statement filters by tenant, except the one that finds an API key
+by its id: that lookup is what decides the tenant."""
+
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+from loyalty_gateway.domain.audit import GENESIS, AuditEntry, chain_hash
+
+SCHEMA = "gateway"
+
+KEY_BY_ID = f"""
+    SELECT k.*, t.store_id, t.state AS terminal_state
+    FROM {SCHEMA}.api_keys k
+    LEFT JOIN {SCHEMA}.terminals t ON t.tenant_id = k.tenant_id AND t.terminal_id = k.terminal_id
+    WHERE k.api_key_id = $1"""
+
+
+async def key_by_id(connection: asyncpg.Connection, key_id: uuid.UUID):
+    return await connection.fetchrow(KEY_BY_ID, key_id)
+
+
+async def tenant_settings(connection: asyncpg.Connection, tenant: str):
+    return await connection.fetchrow(f"SELECT * FROM {SCHEMA}.tenant_settings WHERE tenant_id = $1", tenant)
+
+
+async def put_tenant_settings(
+    connection, tenant: str, program: str, currency: str, zone: str, locale: str, now
+):
+    return await connection.fetchrow(
+        f"""INSERT INTO {SCHEMA}.tenant_settings AS s
+                (tenant_id, default_program_id, currency_code, time_zone, default_locale, updated_at)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (tenant_id) DO UPDATE SET default_program_id = $2, currency_code = $3,
+                time_zone = $4, default_locale = $5, updated_at = $6
+            RETURNING *""",
+        tenant,
+        program,
+        currency,
+        zone,
+        locale,
+        now,
+    )
+
+
+async def insert_terminal(connection, tenant: str, terminal_id, name: str, store: str, labels: dict, now):
+    return await connection.fetchrow(
+        f"""INSERT INTO {SCHEMA}.terminals (tenant_id, terminal_id, display_name, store_id, labels, state,
+                created_at) VALUES ($1, $2, $3, $4, $5, 'active', $6) RETURNING *""",
+        tenant,
+        terminal_id,
+        name,
+        store,
+        labels,
+        now,
+    )
+
+
+async def terminal(connection, tenant: str, terminal_id: uuid.UUID):
+    return await connection.fetchrow(
+        f"SELECT * FROM {SCHEMA}.terminals WHERE tenant_id = $1 AND terminal_id = $2", tenant, terminal_id
+    )
+
+
+async def terminals(
+    connection, tenant: str, store: str, show_revoked: bool, after: uuid.UUID | None, limit: int
+):
+    return await connection.fetch(
+        f"""SELECT * FROM {SCHEMA}.terminals WHERE tenant_id = $1 AND ($2 = '' OR store_id = $2)
+            AND ($3 OR state = 'active') AND ($4::uuid IS NULL OR terminal_id > $4)
+            ORDER BY terminal_id LIMIT $5""",
+        tenant,
+        store,
+        show_revoked,
+        after,
+        limit,
+    )
+
+
+async def revoke_terminal(connection, tenant: str, terminal_id: uuid.UUID, now):
+    """Revokes the terminal and every key bound to it, in one statement."""
+    return await connection.fetchrow(
+        f"""WITH keys AS (
+                UPDATE {SCHEMA}.api_keys SET state = 'revoked', revoked_at = $3
+                WHERE tenant_id = $1 AND terminal_id = $2 AND state = 'active')
+            UPDATE {SCHEMA}.terminals SET state = 'revoked', revoked_at = coalesce(revoked_at, $3)
+            WHERE tenant_id = $1 AND terminal_id = $2 RETURNING *""",
+        tenant,
+        terminal_id,
+        now,
+    )
+
+
+async def insert_key(connection, tenant: str, key, fields: dict, now):
+    return await connection.fetchrow(
+        f"""INSERT INTO {SCHEMA}.api_keys (api_key_id, tenant_id, display_name, scopes, terminal_id, channel,
+                key_prefix, secret_hash, state, expire_at, created_at, created_by, rotated_from)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10, $11, $12) RETURNING *""",
+        key.api_key_id,
+        tenant,
+        fields["display_name"],
+        fields["scopes"],
+        fields["terminal_id"],
+        fields["channel"],
+        key.display_prefix,
+        key.secret_hash,
+        fields["expire_at"],
+        now,
+        fields["created_by"],
+        fields.get("rotated_from"),
+    )
+
+
+async def api_key(connection, tenant: str, key_id: uuid.UUID):
+    return await connection.fetchrow(
+        f"SELECT * FROM {SCHEMA}.api_keys WHERE tenant_id = $1 AND api_key_id = $2", tenant, key_id
+    )
+
+
+async def api_keys(connection, tenant: str, terminal_id, show_inactive: bool, after, limit: int, now):
+    return await connection.fetch(
+        f"""SELECT * FROM {SCHEMA}.api_keys WHERE tenant_id = $1 AND ($2::uuid IS NULL OR terminal_id = $2)
+            AND ($3 OR (state = 'active' AND (expire_at IS NULL OR expire_at > $6)))
+            AND ($4::uuid IS NULL OR api_key_id > $4) ORDER BY api_key_id LIMIT $5""",
+        tenant,
+        terminal_id,
+        show_inactive,
+        after,
+        limit,
+        now,
+    )
+
+
+async def revoke_key(connection, tenant: str, key_id: uuid.UUID, now):
+    return await connection.fetchrow(
+        f"""UPDATE {SCHEMA}.api_keys SET state = 'revoked', revoked_at = coalesce(revoked_at, $3)
+            WHERE tenant_id = $1 AND api_key_id = $2 RETURNING *""",
+        tenant,
+        key_id,
+        now,
+    )
+
+
+async def expire_key(connection, tenant: str, key_id: uuid.UUID, at):
+    return await connection.fetchrow(
+        f"""UPDATE {SCHEMA}.api_keys SET expire_at = least(coalesce(expire_at, $3), $3)
+            WHERE tenant_id = $1 AND api_key_id = $2 RETURNING *""",
+        tenant,
+        key_id,
+        at,
+    )
+
+
+async def insert_admin_user(connection, tenant: str, user_id, username: str, password_hash: str, roles, now):
+    return await connection.fetchrow(
+        f"""INSERT INTO {SCHEMA}.admin_users (tenant_id, admin_user_id, username, password_hash, roles,
+                created_at) VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (tenant_id, username) DO NOTHING RETURNING *""",
+        tenant,
+        user_id,
+        username,
+        password_hash,
+        roles,
+        now,
+    )
+
+
+async def admin_user_by_name(connection, tenant: str, username: str):
+    return await connection.fetchrow(
+        f"SELECT * FROM {SCHEMA}.admin_users WHERE tenant_id = $1 AND username = $2", tenant, username
+    )
+
+
+async def append_audit(connection, tenant: str, principal: str, action: str, resource: str, fields, now):
+    """Appends one record to the tenant's chain. The advisory lock serialises appends per tenant
+    (until COMMIT), so two changes cannot both link to the same predecessor."""
+    await connection.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"gateway.audit:{tenant}"
+    )
+    last = await connection.fetchrow(
+        f"SELECT sequence, hash FROM {SCHEMA}.audit_log WHERE tenant_id = $1 ORDER BY sequence DESC LIMIT 1",
+        tenant,
+    )
+    sequence, previous = (last["sequence"] + 1, last["hash"]) if last else (1, GENESIS)
+    entry = AuditEntry(sequence, principal, action, resource, tuple(fields), now)
+    await connection.execute(
+        f"""INSERT INTO {SCHEMA}.audit_log (tenant_id, sequence, principal, action, resource, fields,
+                created_at, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+        tenant,
+        sequence,
+        principal,
+        action,
+        resource,
+        list(fields),
+        now,
+        chain_hash(previous, entry),
+    )
+
+
+async def audit_records(connection, tenant: str, before: int | None, limit: int):
+    return await connection.fetch(
+        f"""SELECT * FROM {SCHEMA}.audit_log WHERE tenant_id = $1 AND ($2::bigint IS NULL OR sequence < $2)
+            ORDER BY sequence DESC LIMIT $3""",
+        tenant,
+        before,
+        limit,
+    )
+
+
+def audit_chain(connection, tenant: str):
+    """Every record in sequence order, streamed (the log can be long); inside a transaction."""
+    return connection.cursor(
+        f"SELECT * FROM {SCHEMA}.audit_log WHERE tenant_id = $1 ORDER BY sequence", tenant, prefetch=500
+    )
+
+
+def audit_entry(row) -> AuditEntry:
+    return AuditEntry(
+        row["sequence"],
+        row["principal"],
+        row["action"],
+        row["resource"],
+        tuple(row["fields"]),
+        row["created_at"],
+    )
+
+
+# --- checkouts ---
+
+
+async def checkout(connection, tenant: str, checkout_id: str):
+    return await connection.fetchrow(
+        f"SELECT * FROM {SCHEMA}.checkouts WHERE tenant_id = $1 AND checkout_id = $2", tenant, checkout_id
+    )
+
+
+async def open_checkout(connection, tenant: str, checkout_id: str, values: dict, now: datetime):
+    """Creates the saga row, or returns None when the checkout id is already taken."""
+    return await connection.fetchrow(
+        f"""INSERT INTO {SCHEMA}.checkouts (tenant_id, checkout_id, fingerprint, state, request, api_key_id,
+                terminal_id, store_id, customer_id, account_id, hold_id, steps, rewards_withheld,
+                receipt_number, purchase_at, created_at, updated_at)
+            VALUES ($1, $2, $3, 'processing', $4, $5, $6, $7, '', '', '', '{{}}', false, $8, $9, $10, $10)
+            ON CONFLICT DO NOTHING RETURNING *""",
+        tenant,
+        checkout_id,
+        values["fingerprint"],
+        values["request"],
+        values["api_key_id"],
+        values["terminal_id"],
+        values["store_id"],
+        values["receipt_number"],
+        values["purchase_at"],
+        now,
+    )
+
+
+async def claim_checkout(
+    connection, tenant: str, checkout_id: str, owner: str, until: datetime, now: datetime
+):
+    """Takes the saga's lease if nobody holds it (or a holder's ran out); None otherwise."""
+    return await connection.fetchrow(
+        f"""UPDATE {SCHEMA}.checkouts SET lease_owner = $3, lease_until = $4
+            WHERE tenant_id = $1 AND checkout_id = $2 AND (lease_until IS NULL OR lease_until < $5)
+            RETURNING *""",
+        tenant,
+        checkout_id,
+        owner,
+        until,
+        now,
+    )
+
+
+SAGA_COLUMNS = (
+    "state",
+    "customer_id",
+    "account_id",
+    "hold_id",
+    "evaluation",
+    "result",
+    "steps",
+    "rewards_withheld",
+    "expire_at",
+    "committed_at",
+)
+
+
+async def save_checkout(
+    connection, tenant: str, checkout_id: str, owner: str, values: dict, *, release: bool
+):
+    """Stores the saga's progress while holding the lease (False if the lease was lost meanwhile)."""
+    sets = ", ".join(f"{column} = ${n}" for n, column in enumerate(SAGA_COLUMNS, start=5))
+    release_sql = ", lease_owner = NULL, lease_until = NULL" if release else ""
+    row = await connection.fetchval(
+        f"""UPDATE {SCHEMA}.checkouts SET {sets}, updated_at = $4{release_sql}
+            WHERE tenant_id = $1 AND checkout_id = $2 AND lease_owner = $3 RETURNING true""",
+        tenant,
+        checkout_id,
+        owner,
+        values["updated_at"],
+        *(values[c] for c in SAGA_COLUMNS),
+    )
+    return bool(row)
+
+
+async def returns_of(connection, tenant: str, checkout_id: str):
+    return await connection.fetch(
+        f"""SELECT * FROM {SCHEMA}.checkout_returns WHERE tenant_id = $1 AND checkout_id = $2
+            ORDER BY created_at, return_id""",
+        tenant,
+        checkout_id,
+    )
+
+
+async def open_return(connection, tenant: str, checkout_id: str, return_id: str, fingerprint, units, now):
+    return await connection.fetchrow(
+        f"""INSERT INTO {SCHEMA}.checkout_returns (tenant_id, checkout_id, return_id, fingerprint, state, units,
+                created_at) VALUES ($1, $2, $3, $4, 'processing', $5, $6) ON CONFLICT DO NOTHING RETURNING *""",
+        tenant,
+        checkout_id,
+        return_id,
+        fingerprint,
+        units,
+        now,
+    )
+
+
+async def complete_return(connection, tenant: str, checkout_id: str, return_id: str, answer: bytes) -> bool:
+    """False when a concurrent retry completed it first."""
+    return await connection.fetchval(
+        f"""UPDATE {SCHEMA}.checkout_returns SET state = 'completed', answer = $4
+            WHERE tenant_id = $1 AND checkout_id = $2 AND return_id = $3 AND state = 'processing'
+            RETURNING true""",
+        tenant,
+        checkout_id,
+        return_id,
+        answer,
+    )
+
+
+async def lock_checkout(connection, tenant: str, checkout_id: str):
+    """The checkout row, locked until COMMIT: returns against one checkout take turns."""
+    return await connection.fetchrow(
+        f"SELECT * FROM {SCHEMA}.checkouts WHERE tenant_id = $1 AND checkout_id = $2 FOR UPDATE",
+        tenant,
+        checkout_id,
+    )
