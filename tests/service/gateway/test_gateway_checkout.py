@@ -311,7 +311,9 @@ async def retry_until_answered(method, request, metadata, attempts: int = 50):
         (basket(("milk", -1, 150)), "INVALID_LINE"),
         (basket(("milk", 1, -5)), "INVALID_AMOUNT"),
         (basket(currency="USD"), "CURRENCY_MISMATCH"),
-        (basket(*[("x", 1, 1)] * 101), "INVALID_ARGUMENT"),
+        # Over the tenant's line limit (100 unless its settings say more), then over the contract's.
+        (basket(*[("x", 1, 1)] * 101), "TOO_MANY_LINES"),
+        (basket(*[("x", 1, 1)] * 501), "INVALID_ARGUMENT"),
     ],
 )
 async def test_bad_baskets_are_refused_and_nothing_is_recorded(shop, tenant, bad, reason):

@@ -41,6 +41,9 @@ def internal_metadata(settings: ServiceSettings, tenant_id: str, *, principal: s
     )
 
 
+TEST_POOL_SIZE = 3
+
+
 class StoppedClock:
     """A server clock (`running_service(..., clock=)`) that stands still until the test moves it."""
 
@@ -59,8 +62,9 @@ async def migrated_settings(
 ) -> ServiceSettings:
     """Migrate `definition`'s schema and return its settings for a test server: port 0 on loopback,
     pool waits long enough for the tests' deliberate pile-ups on one row (production sheds them
-    after 0.5 s), and `overrides`. The pool keeps the production default: the session-wide servers
-    of both xdist workers together must stay within PostgreSQL's connection limit (100 by default)."""
+    after 0.5 s), and `overrides`. The pool is smaller than production's (3, not 5): the session-wide
+    servers of both xdist workers (each service's own, and the gateway's set of them) must stay
+    within PostgreSQL's connection limit (100 by default); at 5 they reached it."""
     from loyalty_runtime.migrations import migrate  # Alembic: a test's import, never a server's
 
     await migrate(database_url, definition.migrations, definition.schema)
@@ -71,6 +75,7 @@ async def migrated_settings(
         "grpc_port": 0,
         "metrics_port": 0,
         "database_acquire_timeout_seconds": 10.0,
+        "database_pool_size": TEST_POOL_SIZE,
     }
     return definition.settings(**(defaults | overrides))
 
