@@ -13,6 +13,8 @@ from google.protobuf import field_mask_pb2
 from google.protobuf.duration_pb2 import Duration
 from redis.asyncio import Redis
 
+from loyalty.common.v1 import money_pb2
+from loyalty.gateway.v1 import customer_pb2 as gateway_customer, events_pb2 as gateway_events
 from loyalty.ledger.v1 import events_pb2 as ledger_events
 from loyalty.profile.v1 import events_pb2 as profile_events
 from loyalty.promotion.v1 import (
@@ -33,8 +35,13 @@ def points(amount: int, program_id: str = "club") -> reward_pb2.Reward:
 
 
 def welcome(campaign_id: str, **fields) -> trigger_pb2.Trigger:
-    fields = {"display_name": "Welcome bonus", "reward": points(100), **fields}
-    return trigger_pb2.Trigger(campaign_id=campaign_id, event_type="customer.created", **fields)
+    fields = {
+        "display_name": "Welcome bonus",
+        "event_type": "customer.created",
+        "reward": points(100),
+        **fields,
+    }
+    return trigger_pb2.Trigger(campaign_id=campaign_id, **fields)
 
 
 async def event_campaign(tenant) -> campaign_pb2.Campaign:
@@ -251,7 +258,8 @@ async def test_another_tenants_trigger_is_not_found_and_its_campaign_cannot_be_u
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"event_type": "order.teleported"}, "trigger.event_type"),
+        ({"event_type": "purchase.teleported"}, "trigger.event_type"),  # a platform namespace, no such event
+        ({"event_type": "Not An Event"}, "trigger.event_type"),
         ({"display_name": ""}, "trigger.display_name"),
         ({"reward": reward_pb2.Reward()}, "trigger.reward"),
         ({"reward": points(0)}, "trigger.reward.points.points"),
@@ -290,3 +298,76 @@ async def test_a_trigger_that_cannot_work_is_refused_with_its_field(tenant, chan
     assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, [field])
     listed = await tenant.stub.ListTriggers(api.ListTriggersRequest(), metadata=tenant.metadata)
     assert not listed.triggers
+
+
+async def test_three_purchases_in_february_over_20_earn_500_points_once(tenant, redis_url):
+    campaign = await event_campaign(tenant)
+    await create(
+        tenant,
+        trigger_pb2.Trigger(
+            campaign_id=campaign.campaign_id,
+            display_name="3 purchases in February",
+            event_type="purchase.committed",
+            property_filters=[
+                trigger_pb2.PropertyFilter(
+                    property="net_total",
+                    operator=trigger_pb2.PROPERTY_OPERATOR_GREATER_THAN_OR_EQUALS,
+                    value=trigger_pb2.PropertyValue(int_value=2000),
+                )
+            ],
+            occurrence=trigger_pb2.OccurrenceRule(nth=3, period=trigger_pb2.OCCURRENCE_PERIOD_CALENDAR_MONTH),
+            reward=points(500),
+        ),
+    )
+    await create(tenant, welcome(campaign.campaign_id))  # for settled()
+    totals = [2500, 900, 3000, 2000, 4000, 5000]  # the 900 does not count; the 4th match is past the 3rd
+    for day, total in enumerate(totals):
+        purchase = gateway_events.PurchaseCommitted(
+            checkout_id=f"chk-{day}",
+            customer_id="c-1",
+            net_total=money_pb2.Money(currency_code="EUR", amount_minor=total),
+        )
+        await publish(
+            redis_url, "gateway.events", tenant.tenant_id, purchase, at=datetime(2030, 2, 3 + day, tzinfo=UTC)
+        )
+    await settled(tenant, redis_url, "c-last")
+    [grant] = await grants(tenant, 1, customer_id="c-1")
+    assert grant.reward.points.points == 500
+
+
+async def test_an_apps_activity_type_is_a_trigger_event_and_the_platforms_own_names_are_not(
+    tenant, redis_url
+):
+    campaign = await event_campaign(tenant)
+    reviews = await create(
+        tenant,
+        trigger_pb2.Trigger(
+            campaign_id=campaign.campaign_id,
+            display_name="Two reviews",
+            event_type="review.written",
+            property_filters=[
+                trigger_pb2.PropertyFilter(
+                    property="rating",
+                    operator=trigger_pb2.PROPERTY_OPERATOR_GREATER_THAN,
+                    value=trigger_pb2.PropertyValue(int_value=0),
+                )
+            ],
+            occurrence=trigger_pb2.OccurrenceRule(nth=2, period=trigger_pb2.OCCURRENCE_PERIOD_CAMPAIGN),
+            reward=points(50),
+        ),
+    )
+    await create(tenant, welcome(campaign.campaign_id))
+    for number in range(2):
+        activity = gateway_events.ActivityRecorded(
+            event_id=f"a-{number}",
+            customer_id="c-1",
+            activity_type="review.written",
+            properties={"rating": gateway_customer.AttributeValue(int_value=5)},
+        )
+        await publish(redis_url, "gateway.events", tenant.tenant_id, activity)
+    await settled(tenant, redis_url, "c-last")
+    [grant] = await grants(tenant, 1, customer_id="c-1")
+    assert grant.trigger_id == reviews.trigger_id
+
+    fake = await rpc_failure(create(tenant, welcome(campaign.campaign_id, event_type="reward.granted")))
+    assert fake.fields == ["trigger.event_type"]

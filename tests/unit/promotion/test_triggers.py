@@ -143,11 +143,13 @@ def test_what_a_trigger_may_not_say(fields, field):
             getattr(candidate, name).CopyFrom(item)
         else:
             setattr(candidate, name, item)
-    assert [v.field for v in rules.violations(candidate, EVENTS)] == [field]
-    assert rules.violations(base, EVENTS) == []
+    assert [v.field for v in rules.violations(candidate, EVENTS.__contains__)] == [field]
+    assert rules.violations(base, EVENTS.__contains__) == []
 
 
 def test_in_needs_values_and_exists_needs_none():
     empty_in = only(tpb.PROPERTY_OPERATOR_IN)
-    assert [v.field for v in rules.violations(empty_in, EVENTS)] == ["trigger.property_filters[0].values"]
-    assert rules.violations(only(tpb.PROPERTY_OPERATOR_EXISTS), EVENTS) == []
+    assert [v.field for v in rules.violations(empty_in, EVENTS.__contains__)] == [
+        "trigger.property_filters[0].values"
+    ]
+    assert rules.violations(only(tpb.PROPERTY_OPERATOR_EXISTS), EVENTS.__contains__) == []

@@ -31,6 +31,7 @@ is the Redis Streams consumer and streams.py its retention.
 
 import asyncio
 import logging
+import re
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -225,6 +226,39 @@ def relay_loop(stream: str) -> Callable[..., Awaitable[None]]:
         ).run(resources.relay_wakeup, stopping)
 
     return relay
+
+
+# Activity types: what apps report through the gateway's RecordEvent ("review.written") and triggers
+# listen to. The platform's own event namespaces are reserved, so no app can pass off an activity
+# as a purchase, a tier change or a reward.
+ACTIVITY_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
+MAX_ACTIVITY_TYPE_LENGTH = 100
+PLATFORM_EVENT_PREFIXES = (
+    "purchase.",
+    "checkout.",
+    "customer.",
+    "segment.",
+    "promotion.",
+    "ledger.",
+    "fraud.",
+    "notification.",
+    "referral.",
+    "reward.",
+    "redemptions.",
+    "tier.",
+    "points.",
+    "activity.",
+    "campaign.",
+)
+
+
+def is_activity_type(name: str) -> bool:
+    """A well-formed name outside the platform's own namespaces."""
+    return (
+        len(name) <= MAX_ACTIVITY_TYPE_LENGTH
+        and ACTIVITY_TYPE.fullmatch(name) is not None
+        and not name.startswith(PLATFORM_EVENT_PREFIXES)
+    )
 
 
 @dataclass(frozen=True)

@@ -2,43 +2,26 @@
 published as `activity.recorded` through the gateway's outbox, once per idempotency key. The
 platform's own event names are reserved, so an app cannot fake a purchase or a tier change."""
 
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from loyalty.gateway.v1 import events_pb2
 from loyalty_runtime.errors import InvalidArgument, Reason
+from loyalty_runtime.events import ACTIVITY_TYPE, MAX_ACTIVITY_TYPE_LENGTH, is_activity_type
 from loyalty_runtime.protobuf import timestamp
 from loyalty_runtime.uow import UnitOfWork
 
-EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
-MAX_TYPE_LENGTH = 100
-RESERVED = (
-    "purchase.",
-    "checkout.",
-    "customer.",
-    "segment.",
-    "promotion.",
-    "ledger.",
-    "fraud.",
-    "notification.",
-    "referral.",
-    "tier.",
-    "points.",
-    "activity.",
-    "campaign.",
-)
 MAX_AGE = timedelta(days=30)
 MAX_SKEW = timedelta(minutes=5)
 
 
 def check_event_type(event_type: str) -> str:
-    if len(event_type) > MAX_TYPE_LENGTH or not EVENT_TYPE.fullmatch(event_type):
+    if len(event_type) > MAX_ACTIVITY_TYPE_LENGTH or not ACTIVITY_TYPE.fullmatch(event_type):
         raise InvalidArgument(
             Reason.INVALID_ARGUMENT, "a dotted, lower-case name such as review.written", field="event_type"
         )
-    if event_type.startswith(RESERVED):
+    if not is_activity_type(event_type):
         raise InvalidArgument(
             Reason.RESERVED_EVENT_TYPE, "the platform's own event names are reserved", field="event_type"
         )

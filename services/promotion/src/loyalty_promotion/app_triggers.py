@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
+from loyalty.gateway.v1 import events_pb2 as gateway_events
 from loyalty.ledger.v1 import events_pb2 as ledger_events
 from loyalty.profile.v1 import events_pb2 as profile_events
 from loyalty.promotion.v1 import campaign_pb2, events_pb2, reward_pb2, trigger_pb2
@@ -27,7 +28,7 @@ from loyalty_promotion.commands import DeleteTrigger, ListRewardGrants, ListTrig
 from loyalty_promotion.domain import triggers as rules
 from loyalty_promotion.repository_triggers import StoredGrant, StoredTrigger
 from loyalty_runtime.errors import FieldViolation, InvalidArgument, NotFound, Reason
-from loyalty_runtime.events import Subscription
+from loyalty_runtime.events import Subscription, is_activity_type
 from loyalty_runtime.protobuf import timestamp
 from loyalty_runtime.uow import UnitOfWork, event_type_of
 
@@ -44,15 +45,31 @@ UPDATABLE = frozenset(trigger_pb2.Trigger.DESCRIPTOR.fields_by_name) - {
 
 @dataclass(frozen=True)
 class Source:
-    """An event triggers can listen to: its stream, and the customer and properties it gives."""
+    """An event triggers can listen to: its stream, and the customer and properties it gives;
+    `listened_as` names what triggers listen for when it is not the event's own type (an app's
+    activity is listened to by its activity type, "review.written")."""
 
     stream: str
     event: type[Message]
     read: Callable[[Message], tuple[str, Mapping[str, rules.Value]]]
+    listened_as: Callable[[Message], str] | None = None
 
     @property
     def event_type(self) -> str:
         return event_type_of(self.event.DESCRIPTOR)
+
+
+def _activity_properties(event: gateway_events.ActivityRecorded) -> dict[str, rules.Value]:
+    """The activity's properties filters can compare (strings, integers, booleans, money as minor
+    units); dates and times are left out."""
+    found: dict[str, rules.Value] = {}
+    for name, value in event.properties.items():
+        kind = value.WhichOneof("kind")
+        if kind in ("string_value", "int_value", "bool_value"):
+            found[name] = getattr(value, kind)
+        elif kind == "money_value":
+            found[name] = value.money_value.amount_minor
+    return found
 
 
 SOURCES = (
@@ -86,6 +103,27 @@ SOURCES = (
         lambda e: (e.customer_id, {"segment_id": e.segment_id}),
     ),
     Source(
+        "gateway.events",
+        gateway_events.PurchaseCommitted,
+        lambda e: (
+            e.customer_id,
+            {
+                "net_total": e.net_total.amount_minor,
+                "currency": e.net_total.currency_code,
+                "store_id": e.store_id,
+                "program_id": e.program_id,
+                "points_earned": e.points_earned,
+                "codes": len(e.codes),
+            },
+        ),
+    ),
+    Source(
+        "gateway.events",
+        gateway_events.ActivityRecorded,
+        lambda e: (e.customer_id, _activity_properties(e)),
+        listened_as=lambda e: e.activity_type,
+    ),
+    Source(
         "promotion.events",
         events_pb2.ReferralConverted,
         lambda e: (
@@ -94,7 +132,12 @@ SOURCES = (
         ),
     ),
 )
-EVENT_TYPES = frozenset(source.event_type for source in SOURCES)
+EVENT_TYPES = frozenset(source.event_type for source in SOURCES if source.listened_as is None)
+
+
+def listenable(event_type: str) -> bool:
+    """A platform event triggers listen to, or an app's activity type."""
+    return event_type in EVENT_TYPES or is_activity_type(event_type)
 
 
 def subscriptions() -> list[Subscription]:
@@ -105,8 +148,9 @@ def subscriptions() -> list[Subscription]:
 def _handler(source: Source):
     async def handle(uow: UnitOfWork, event: Message) -> None:
         customer_id, properties = source.read(event)
+        event_type = source.listened_as(event) if source.listened_as else source.event_type
         if customer_id:
-            await on_event(uow, source.event_type, customer_id, properties)
+            await on_event(uow, event_type, customer_id, properties)
 
     return handle
 
@@ -208,7 +252,7 @@ def _apply(target: trigger_pb2.Trigger, source: trigger_pb2.Trigger, path: str) 
 
 async def _check(uow: UnitOfWork, trigger: trigger_pb2.Trigger) -> None:
     """Refuse what a trigger may not say (every violation at once), or a campaign it cannot use."""
-    found = rules.violations(trigger, EVENT_TYPES)
+    found = rules.violations(trigger, listenable)
     if found:
         raise InvalidArgument(Reason.INVALID_ARGUMENT, found[0].description, violations=found)
     campaign = await _campaign(uow, trigger.campaign_id)

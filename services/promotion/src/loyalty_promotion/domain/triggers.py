@@ -6,7 +6,7 @@ A trigger counts matching events per customer and period (`OccurrenceRule`: rewa
 life and not again within its `cooldown`. Periods are calendar periods in the tenant's time zone, so
 "3 purchases in February" means February where the shop is."""
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -23,7 +23,7 @@ Value = str | int | bool
 
 
 def violations(
-    trigger: tpb.Trigger, known_events: frozenset[str], prefix: str = "trigger."
+    trigger: tpb.Trigger, listenable: Callable[[str], bool], prefix: str = "trigger."
 ) -> list[Violation]:
     """Everything wrong with a trigger as a marketer saved it, each with its field."""
     found: list[Violation] = []
@@ -33,8 +33,8 @@ def violations(
 
     if not trigger.display_name.strip() or len(trigger.display_name) > MAX_NAME:
         wrong("display_name", f"a name of 1 to {MAX_NAME} characters is required")
-    if trigger.event_type not in known_events:
-        wrong("event_type", f"must be one of: {', '.join(sorted(known_events))}")
+    if not listenable(trigger.event_type):
+        wrong("event_type", "must be an event of the platform triggers listen to, or an app's activity type")
     if trigger.state not in (tpb.TRIGGER_STATE_ENABLED, tpb.TRIGGER_STATE_DISABLED):
         wrong("state", "must be ENABLED or DISABLED")
     if trigger.HasField("condition"):
