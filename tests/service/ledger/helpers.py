@@ -129,3 +129,20 @@ async def events_of(
                 await asyncio.sleep(0.05)
     finally:
         await redis.aclose()
+
+
+def lines(*specs) -> list[pb.CheckoutLine]:
+    return [
+        pb.CheckoutLine(line_id=line_id, quantity=quantity, earn_points=earn, burn_points=burn)
+        for line_id, quantity, earn, burn in specs
+    ]
+
+
+def settle(account: str, checkout: str, basket, **fields) -> api.SettleCheckoutRequest:
+    return api.SettleCheckoutRequest(
+        account_id=account,
+        checkout_id=checkout,
+        lines=basket,
+        idempotency_key=fields.pop("idempotency_key", key()),
+        **fields,
+    )

@@ -6,24 +6,7 @@ import grpc
 
 from loyalty.ledger.v1 import events_pb2, ledger_pb2 as pb, ledger_service_pb2 as api
 from tests.conftest import rpc_failure
-from tests.service.ledger.helpers import events_of, journal_checks, key
-
-
-def lines(*specs) -> list[pb.CheckoutLine]:
-    return [
-        pb.CheckoutLine(line_id=line_id, quantity=quantity, earn_points=earn, burn_points=burn)
-        for line_id, quantity, earn, burn in specs
-    ]
-
-
-def settle(account: str, checkout: str, basket, **fields) -> api.SettleCheckoutRequest:
-    return api.SettleCheckoutRequest(
-        account_id=account,
-        checkout_id=checkout,
-        lines=basket,
-        idempotency_key=fields.pop("idempotency_key", key()),
-        **fields,
-    )
+from tests.service.ledger.helpers import events_of, journal_checks, key, lines, settle
 
 
 def returning(checkout: str, *specs) -> api.ReturnCheckoutLinesRequest:

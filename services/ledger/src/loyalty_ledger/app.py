@@ -15,6 +15,11 @@ from datetime import timedelta
 
 from google.protobuf.message import Message
 
+from loyalty.fraud.v1 import (
+    assessment_pb2 as fraud_assessment,
+    events_pb2 as fraud_events,
+    review_pb2 as fraud_review,
+)
 from loyalty.ledger.v1 import events_pb2
 from loyalty.promotion.v1 import events_pb2 as promotion_events
 from loyalty_ledger import books as ledger_books, repository
@@ -164,6 +169,33 @@ async def earn_points(uow: UnitOfWork, command: EarnPoints) -> Earned:
     await books.write(program)
     _answer_concerns(uow, account)
     return Earned(entry, AccountResult(books.account(account.account_id), program))
+
+
+async def resolve_review(uow: UnitOfWork, event: fraud_events.CaseResolved) -> None:
+    """A fraud review of a checkout was resolved: the points its settlement left pending mature now
+    (approved) or are taken back (rejected). Once: the consumer handles each event once, an approved
+    entry has nothing pending left, and a rejection's reversal is keyed by the case."""
+    if event.kind != fraud_assessment.ASSESSMENT_KIND_CHECKOUT:
+        return
+    checkout = await repository.checkout(uow, event.subject_id)
+    if checkout is None or checkout.earn_entry_id is None:
+        return  # nothing was earned, or the checkout never settled here
+    if event.resolution == fraud_review.REVIEW_CASE_STATE_APPROVED:
+        # The account is locked before its lots, as every use case does; locking it again tidies
+        # it up, which matures the points just made due.
+        await Books(uow).lock(checkout.account_id)
+        if await repository.make_available_now(uow, checkout.earn_entry_id):
+            await Books(uow).lock(checkout.account_id)
+    elif event.resolution == fraud_review.REVIEW_CASE_STATE_REJECTED:
+        await reverse_entry(
+            uow,
+            ReverseEntry(
+                entry_id=checkout.earn_entry_id,
+                idempotency_key=f"fraud:{event.review_case_id}",
+                reason="fraud review rejected",
+                source_ref=event.review_case_id,
+            ),
+        )
 
 
 async def post_reward(uow: UnitOfWork, event: promotion_events.RewardGranted) -> None:

@@ -413,6 +413,12 @@ RETURNING a.account_id"""
 # Across tenants, on purpose: the scheduler runs each tenant's expiry and tiers in that tenant's units.
 TENANTS = "SELECT DISTINCT tenant_id FROM ledger.programs ORDER BY tenant_id"
 
+MAKE_AVAILABLE_NOW = """
+WITH due AS (
+    UPDATE ledger.lots SET available_at = $3
+    WHERE tenant_id = $1 AND entry_id = $2 AND pending AND remaining > 0 RETURNING 1)
+SELECT count(*) FROM due"""
+
 CHECKOUT_EXISTS = "SELECT true FROM ledger.checkouts WHERE tenant_id = $1 AND checkout_id = $2"
 
 INSERT_CHECKOUT = """
@@ -863,6 +869,11 @@ async def insert_checkout(uow: UnitOfWork, checkout: Checkout, hold_id: str | No
         raise AlreadyExists(
             Reason.CHECKOUT_ALREADY_SETTLED, "this checkout was already settled", field="checkout_id"
         ) from None
+
+
+async def make_available_now(uow: UnitOfWork, entry_id: str) -> int:
+    """The entry's pending lots become due now (the next tidy-up of the account matures them)."""
+    return await uow.connection.fetchval(MAKE_AVAILABLE_NOW, uow.tenant, entry_id, uow.now)
 
 
 async def checkout(uow: UnitOfWork, checkout_id: str) -> Checkout | None:

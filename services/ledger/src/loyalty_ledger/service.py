@@ -3,6 +3,7 @@ schedules, customer data)."""
 
 from pydantic_settings import SettingsConfigDict
 
+from loyalty.fraud.v1 import events_pb2 as fraud_events
 from loyalty.ledger.v1 import ledger_service_pb2
 from loyalty.promotion.v1 import events_pb2 as promotion_events
 from loyalty_ledger import app
@@ -39,7 +40,10 @@ DEFINITION = ServiceDefinition(
     schema=SCHEMA,
     migrations="loyalty_ledger:migrations",
     events="ledger.events",
-    subscriptions=[Subscription("promotion.events", promotion_events.RewardGranted, app.post_reward)],
+    subscriptions=[
+        Subscription("promotion.events", promotion_events.RewardGranted, app.post_reward),
+        Subscription("fraud.events", fraud_events.CaseResolved, app.resolve_review),
+    ],
     schedules=[
         Schedule(
             "ledger.expiry", every=lambda settings: settings.expiry_interval_seconds, run=app.scheduled_expiry
