@@ -2,6 +2,9 @@
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
 
 from loyalty.common.v1 import customer_pb2
 from loyalty.notification.v1 import (
@@ -10,6 +13,8 @@ from loyalty.notification.v1 import (
     template_pb2 as tpb,
 )
 from loyalty.profile.v1 import profile_pb2, profile_service_pb2 as profile_api
+from loyalty_runtime.events import Envelope
+from loyalty_runtime.uow import event_type_of
 
 EMAIL, SMS, PUSH, WEBHOOK = (
     tpb.NOTIFICATION_CHANNEL_EMAIL,
@@ -146,3 +151,22 @@ class Client:
             if found.status in FINAL or asyncio.get_running_loop().time() > deadline:
                 return found
             await asyncio.sleep(0.05)
+
+
+async def publish(redis_url: str, stream: str, tenant_id: str, event, *, event_id: str = "") -> str:
+    """`event` on `stream` as another service's outbox relay puts it there; its event id."""
+    envelope = Envelope(
+        event_id=event_id or f"test:{uuid.uuid4()}",
+        event_type=event_type_of(event.DESCRIPTOR),
+        tenant_id=tenant_id,
+        key=event.customer_id,
+        payload=event.SerializeToString(),
+        occurred_at=datetime.now(UTC),
+        trace_parent=None,
+    )
+    redis = Redis.from_url(redis_url)
+    try:
+        await redis.xadd(stream, envelope.to_fields())
+    finally:
+        await redis.aclose()
+    return envelope.event_id

@@ -103,7 +103,7 @@ def encode_template(template: Template) -> template_pb.Template:
 def decode_value(value: message_pb.TemplateValue):
     kind = value.WhichOneof("kind")
     if kind == "money_value":
-        return Money(value.money_value.currency_code, value.money_value.units)
+        return Money(value.money_value.currency_code, value.money_value.amount_minor)
     if kind == "date_value":
         d = value.date_value
         return date(d.year, d.month, d.day)

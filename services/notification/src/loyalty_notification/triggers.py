@@ -1,13 +1,15 @@
 """Messages other services' events start: a welcome on `customer.created`, a tier message on
-`tier.changed`, a warning on `points.expiring`. The consumer (in the event's unit of work, at most once per event) only enqueues a
-job; the job, on a delivery replica, looks the customer up in profile and decides exactly as
-SendNotification does, under a key derived from the event, so a redelivered event or a rerun job
-stores one message. A tenant without the template (`welcome`, `tier_changed`, `points_expiring`)
-sends nothing.
+`tier.changed`, a warning on `points.expiring`, a reward message on `reward.granted` and a receipt on
+`purchase.committed`. The consumer (in the event's unit of work, at most once per event) only
+enqueues a job; the job, on a delivery replica, looks the customer up in profile and decides exactly
+as SendNotification does, under a key derived from the event, so a redelivered event or a rerun job
+stores one message. A tenant without the template (`welcome`, `tier_changed`, `points_expiring`,
+`reward_granted`, `receipt`) sends nothing.
 
-Each sends as its template's purpose says; all three are meant to be transactional: they tell the
-customer about their own account (joined, moved tier, value about to be lost), which needs no
-marketing consent, and a customer who withdrew it must still hear that points will expire. A tenant
+Each sends as its template's purpose says; all are meant to be transactional: they tell the
+customer about their own account (joined, moved tier, value about to be lost, rewarded, bought),
+which needs no marketing consent, and a customer who withdrew it must still hear that points will
+expire. A tenant
 that dresses one up as an offer should give it the marketing purpose, and it is then held to consent,
 caps and quiet hours like any marketing message."""
 
@@ -16,9 +18,11 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from loyalty.common.v1 import customer_pb2
+from loyalty.gateway.v1 import events_pb2 as gateway_events
 from loyalty.ledger.v1 import events_pb2 as ledger_events
 from loyalty.notification.v1 import jobs_pb2, message_pb2
 from loyalty.profile.v1 import events_pb2 as profile_events
+from loyalty.promotion.v1 import events_pb2 as promotion_events
 from loyalty_notification import app, repository
 from loyalty_notification.commands import SendNotification
 from loyalty_notification.directory import Directory
@@ -30,6 +34,7 @@ from loyalty_runtime.uow import UnitOfWork
 
 SEND_FOR_EVENT_JOB = "notification.send-for-event"
 WELCOME, TIER_CHANGED, POINTS_EXPIRING = "welcome", "tier_changed", "points_expiring"
+REWARD_GRANTED, RECEIPT = "reward_granted", "receipt"
 
 
 async def _enqueue(uow: UnitOfWork, job: jobs_pb2.SendForEventJob) -> None:
@@ -80,10 +85,52 @@ async def on_points_expiring(uow: UnitOfWork, event: ledger_events.PointsExpirin
     )
 
 
+async def on_reward_granted(uow: UnitOfWork, event: promotion_events.RewardGranted) -> None:
+    if not event.customer_id:
+        return
+    kind = event.reward.WhichOneof("kind") or ""
+    await _enqueue(
+        uow,
+        jobs_pb2.SendForEventJob(
+            customer_id=event.customer_id,
+            template_key=REWARD_GRANTED,
+            # The grant, not the event, is the unit: one message per grant whatever publishes it.
+            idempotency_key=f"reward.granted:{event.grant_id}",
+            # A voucher reward gives 0 points; `reward_kind` lets one template word both.
+            variables={"campaign_id": event.campaign_id, "reward_kind": kind},
+            values={"points": message_pb2.TemplateValue(int_value=event.reward.points.points)},
+        ),
+    )
+
+
+async def on_purchase_committed(uow: UnitOfWork, event: gateway_events.PurchaseCommitted) -> None:
+    if not event.customer_id:
+        return  # an anonymous checkout has nobody to send a receipt to
+    await _enqueue(
+        uow,
+        jobs_pb2.SendForEventJob(
+            customer_id=event.customer_id,
+            template_key=RECEIPT,
+            idempotency_key=f"purchase.committed:{event.checkout_id}",
+            variables={"receipt_number": event.receipt_number, "checkout_id": event.checkout_id},
+            values={
+                "net_total": message_pb2.TemplateValue(money_value=event.net_total),
+                "points_earned": message_pb2.TemplateValue(int_value=event.points_earned),
+                "points_burned": message_pb2.TemplateValue(int_value=event.points_burned),
+                # Earned points under fraud review are not the customer's yet: a receipt can say so.
+                "rewards_withheld": message_pb2.TemplateValue(bool_value=event.rewards_withheld),
+                "purchase_time": message_pb2.TemplateValue(timestamp_value=event.purchase_time),
+            },
+        ),
+    )
+
+
 SUBSCRIPTIONS = [
     Subscription("profile.events", profile_events.CustomerCreated, on_customer_created),
     Subscription("ledger.events", ledger_events.TierChanged, on_tier_changed),
     Subscription("ledger.events", ledger_events.PointsExpiring, on_points_expiring),
+    Subscription("promotion.events", promotion_events.RewardGranted, on_reward_granted),
+    Subscription("gateway.events", gateway_events.PurchaseCommitted, on_purchase_committed),
 ]
 
 
