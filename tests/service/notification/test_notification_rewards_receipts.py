@@ -10,6 +10,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from loyalty.common.v1 import money_pb2
+from loyalty.fraud.v1 import assessment_pb2, events_pb2 as fraud_events, review_pb2
 from loyalty.gateway.v1 import events_pb2 as gateway_events
 from loyalty.notification.v1 import notification_service_pb2 as api
 from loyalty.promotion.v1 import events_pb2 as promotion_events, reward_pb2
@@ -187,3 +188,26 @@ async def test_a_tenant_without_the_templates_sends_nothing(tenant, smtp, redis_
     assert await job_state(db, tenant.tenant_id, f"purchase.committed:{bought.checkout_id}") == "done"
     assert await messages_of(tenant, customer) == []
     assert not [email for recipients, email in smtp.messages if recipients == [address]]
+
+
+async def test_the_customer_hears_how_the_review_of_their_purchase_ended_once(tenant, smtp, redis_url):
+    body = (
+        "{% if approved %}Ihre Punkte für {{ checkout_id }} sind freigegeben.{% else %}Abgelehnt.{% endif %}"
+    )
+    await tenant.template("review_resolved", variants=[variant(EMAIL, "de", subject="Prüfung", body=body)])
+    address = f"review.{key()[:8]}@example.com"
+    customer = await tenant.enrol(email=address, locale="de-DE")
+    case = fraud_events.CaseResolved(
+        review_case_id=str(uuid.uuid4()),
+        kind=assessment_pb2.ASSESSMENT_KIND_CHECKOUT,
+        subject_id="chk-9",
+        customer_id=customer,
+        resolution=review_pb2.REVIEW_CASE_STATE_APPROVED,
+    )
+    event_id = await publish(redis_url, "fraud.events", tenant.tenant_id, case)
+    await publish(redis_url, "fraud.events", tenant.tenant_id, case, event_id=event_id)
+    await publish(redis_url, "fraud.events", tenant.tenant_id, case)  # the same case under a new id
+    await mails_to(smtp, address, 1)
+    await asyncio.sleep(0.5)
+    [mail] = await mails_to(smtp, address, 1)
+    assert text(mail) == "Ihre Punkte für chk-9 sind freigegeben."

@@ -1,10 +1,11 @@
 """Messages other services' events start: a welcome on `customer.created`, a tier message on
-`tier.changed`, a warning on `points.expiring`, a reward message on `reward.granted` and a receipt on
-`purchase.committed`. The consumer (in the event's unit of work, at most once per event) only
+`tier.changed`, a warning on `points.expiring`, a reward message on `reward.granted`, a receipt on
+`purchase.committed`, and the outcome of a fraud review of the customer's checkout on
+`fraud.case_resolved` (its points released or voided). The consumer (in the event's unit of work, at most once per event) only
 enqueues a job; the job, on a delivery replica, looks the customer up in profile and decides exactly
 as SendNotification does, under a key derived from the event, so a redelivered event or a rerun job
 stores one message. A tenant without the template (`welcome`, `tier_changed`, `points_expiring`,
-`reward_granted`, `receipt`) sends nothing.
+`reward_granted`, `receipt`, `review_resolved`) sends nothing.
 
 Each sends as its template's purpose says; all are meant to be transactional: they tell the
 customer about their own account (joined, moved tier, value about to be lost, rewarded, bought),
@@ -18,6 +19,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from loyalty.common.v1 import customer_pb2
+from loyalty.fraud.v1 import assessment_pb2, events_pb2 as fraud_events, review_pb2
 from loyalty.gateway.v1 import events_pb2 as gateway_events
 from loyalty.ledger.v1 import events_pb2 as ledger_events
 from loyalty.notification.v1 import jobs_pb2, message_pb2
@@ -34,7 +36,7 @@ from loyalty_runtime.uow import UnitOfWork
 
 SEND_FOR_EVENT_JOB = "notification.send-for-event"
 WELCOME, TIER_CHANGED, POINTS_EXPIRING = "welcome", "tier_changed", "points_expiring"
-REWARD_GRANTED, RECEIPT = "reward_granted", "receipt"
+REWARD_GRANTED, RECEIPT, REVIEW_RESOLVED = "reward_granted", "receipt", "review_resolved"
 
 
 async def _enqueue(uow: UnitOfWork, job: jobs_pb2.SendForEventJob) -> None:
@@ -125,12 +127,30 @@ async def on_purchase_committed(uow: UnitOfWork, event: gateway_events.PurchaseC
     )
 
 
+async def on_case_resolved(uow: UnitOfWork, event: fraud_events.CaseResolved) -> None:
+    """The customer whose purchase was under review hears whether its points are now theirs."""
+    if event.kind != assessment_pb2.ASSESSMENT_KIND_CHECKOUT or not event.customer_id:
+        return
+    approved = event.resolution == review_pb2.REVIEW_CASE_STATE_APPROVED
+    await _enqueue(
+        uow,
+        jobs_pb2.SendForEventJob(
+            customer_id=event.customer_id,
+            template_key=REVIEW_RESOLVED,
+            idempotency_key=f"fraud.case_resolved:{event.review_case_id}",
+            variables={"checkout_id": event.subject_id, "outcome": "approved" if approved else "rejected"},
+            values={"approved": message_pb2.TemplateValue(bool_value=approved)},
+        ),
+    )
+
+
 SUBSCRIPTIONS = [
     Subscription("profile.events", profile_events.CustomerCreated, on_customer_created),
     Subscription("ledger.events", ledger_events.TierChanged, on_tier_changed),
     Subscription("ledger.events", ledger_events.PointsExpiring, on_points_expiring),
     Subscription("promotion.events", promotion_events.RewardGranted, on_reward_granted),
     Subscription("gateway.events", gateway_events.PurchaseCommitted, on_purchase_committed),
+    Subscription("fraud.events", fraud_events.CaseResolved, on_case_resolved),
 ]
 
 
