@@ -328,6 +328,60 @@ async def insert_purchase(
     )
 
 
+async def insert_categories(
+    uow: UnitOfWork, key: str, customer_id: str, at: datetime, categories: list[str]
+) -> None:
+    await uow.connection.execute(
+        f"""INSERT INTO {S}.purchase_categories (tenant_id, purchase_key, category, customer_id, purchased_at)
+            SELECT $1, $2, c, $3, $4 FROM unnest($5::varchar[]) c ON CONFLICT DO NOTHING""",
+        uow.tenant,
+        key,
+        customer_id,
+        at,
+        categories,
+    )
+
+
+async def insert_code_redemptions(
+    uow: UnitOfWork, customer_id: str, checkout_id: str, at: datetime, redemptions: list[tuple[str, str]]
+) -> int:
+    """(redemption id, voucher id) pairs, each recorded once; how many are new."""
+    return await uow.connection.fetchval(
+        f"""WITH added AS (
+                INSERT INTO {S}.code_redemptions (tenant_id, redemption_id, customer_id, checkout_id,
+                    voucher_id, redeemed_at)
+                SELECT $1, r, $2, $3, v, $4 FROM unnest($5::varchar[], $6::varchar[]) AS x(r, v)
+                ON CONFLICT DO NOTHING RETURNING 1)
+            SELECT count(*) FROM added""",
+        uow.tenant,
+        customer_id,
+        checkout_id,
+        at,
+        [r for r, _ in redemptions],
+        [v for _, v in redemptions],
+    )
+
+
+async def window_counts(uow: UnitOfWork, customer_id: str) -> dict[str, tuple[int, int]]:
+    """Per window suffix: (distinct categories bought, codes redeemed)."""
+    counted = []
+    for table, column, count in (
+        ("purchase_categories", "purchased_at", "count(DISTINCT category)"),
+        ("code_redemptions", "redeemed_at", "count(*)"),
+    ):
+        windows = ", ".join(f"{count} FILTER (WHERE {window_sql(column, w)}) AS n_{w}" for w in SUFFIXES)
+        counted.append(
+            await uow.connection.fetchrow(
+                f"SELECT {windows} FROM {S}.{table} WHERE tenant_id = $1 AND customer_id = $3",
+                uow.tenant,
+                uow.now,
+                customer_id,
+            )
+        )
+    categories, codes = counted
+    return {w: (categories[f"n_{w}"], codes[f"n_{w}"]) for w in SUFFIXES}
+
+
 async def insert_return(
     uow: UnitOfWork, key: str, customer_id: str, checkout_id: str, at: datetime, total: int
 ) -> bool:
@@ -452,7 +506,15 @@ async def customer_metrics(uow: UnitOfWork, customer_id: str):
 
 async def erase_customer(uow: UnitOfWork, customer_id: str) -> list[uuid.UUID]:
     """Forget the customer's purchases, returns and memberships; the segments they left."""
-    for table in ("purchases", "returns", "activities", "rfm_scores", "customers"):
+    for table in (
+        "purchases",
+        "purchase_categories",
+        "returns",
+        "activities",
+        "code_redemptions",
+        "rfm_scores",
+        "customers",
+    ):
         await uow.connection.execute(
             f"DELETE FROM {S}.{table} WHERE tenant_id = $1 AND customer_id = $2", uow.tenant, customer_id
         )
@@ -465,7 +527,7 @@ async def erase_customer(uow: UnitOfWork, customer_id: str) -> list[uuid.UUID]:
 
 
 async def move_history(uow: UnitOfWork, survivor: str, merged: str) -> None:
-    for table in ("purchases", "returns", "activities"):
+    for table in ("purchases", "purchase_categories", "returns", "activities", "code_redemptions"):
         await uow.connection.execute(
             f"UPDATE {S}.{table} SET customer_id = $2 WHERE tenant_id = $1 AND customer_id = $3",
             uow.tenant,
