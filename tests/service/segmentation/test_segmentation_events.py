@@ -236,3 +236,56 @@ async def test_the_new_counts_take_whole_numbers_and_a_window(tenant, metric_nam
             await tenant.rule_segment(rule, name=key())
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert [v.field for v in bad_request(details(raised.value)).field_violations] == [field]
+
+
+async def test_a_released_code_no_longer_counts_whichever_arrives_first(tenant, redis_url, db):
+    redeemed = metric(CODES, GTE, 1)
+    redeemers = await tenant.rule_segment(redeemed)
+    coded = promotion_events.RedemptionSummary(redemption_id="rd-9", campaign_id="spring", voucher_id="v-9")
+    committed = promotion_events.RedemptionsCommitted(
+        checkout_id="co-9", customer_id="uma", redemptions=[coded]
+    )
+    released = promotion_events.RedemptionsReleased(
+        checkout_id="co-9", customer_id="uma", redemptions=[coded]
+    )
+    await handled(db, await publish(redis_url, PROMOTION, tenant.tenant, committed, at=NOW))
+    assert await tenant.members(redeemers.segment_id) == {"uma"}
+    await handled(db, await publish(redis_url, PROMOTION, tenant.tenant, released, at=NOW))
+    assert await tenant.members(redeemers.segment_id) == set()
+    # The commit delivered again after its release counts nothing.
+    await handled(db, await publish(redis_url, PROMOTION, tenant.tenant, committed, at=NOW))
+    assert (await metrics_of(tenant, "uma"))[1][LIFE].codes_redeemed_count == 0
+    assert await tenant.members(redeemers.segment_id) == set()
+    # Released before its commit arrives (another checkout): never counted.
+    early = promotion_events.RedemptionSummary(redemption_id="rd-10", voucher_id="v-10")
+    first = await publish(
+        redis_url,
+        PROMOTION,
+        tenant.tenant,
+        promotion_events.RedemptionsReleased(checkout_id="co-10", customer_id="uma", redemptions=[early]),
+        at=NOW,
+    )
+    await handled(db, first)
+    late = promotion_events.RedemptionsCommitted(checkout_id="co-10", customer_id="uma", redemptions=[early])
+    await handled(db, await publish(redis_url, PROMOTION, tenant.tenant, late, at=NOW))
+    assert (await metrics_of(tenant, "uma"))[1][LIFE].codes_redeemed_count == 0
+
+
+async def test_the_rpc_and_the_event_racing_on_one_checkout_count_it_once(tenant, redis_url, db):
+    """Three RecordPurchase calls and two deliveries of purchase.committed (distinct event ids) of
+    one checkout, at once, against the real database: one purchase."""
+    event = purchase("zoe", "co-race", 800, NOW - timedelta(days=1), line("l1", "toys"))
+    published, recorded = await asyncio.gather(
+        asyncio.gather(*(publish(redis_url, GATEWAY, tenant.tenant, event) for _ in range(2))),
+        asyncio.gather(*(tenant.purchase("zoe", NOW - timedelta(days=1), 800, "co-race") for _ in range(3))),
+    )
+    await handled(db, *published)
+    assert sum(recorded) <= 1
+    _, windows = await metrics_of(tenant, "zoe")
+    assert (windows[LIFE].purchase_count, windows[LIFE].spend.amount_minor) == (1, 800)
+    assert windows[LIFE].category_count in (0, 1)  # 1 when the event won the race (the RPC sent no basket)
+    rows = await db.fetchval(
+        "SELECT count(*) FROM segmentation.purchases WHERE tenant_id = $1 AND purchase_key = 'co-race'",
+        tenant.tenant,
+    )
+    assert rows == 1

@@ -491,12 +491,23 @@ async def activity_recorded(uow: UnitOfWork, event: gateway_events.ActivityRecor
 async def redemptions_committed(uow: UnitOfWork, event: promotion_events.RedemptionsCommitted) -> None:
     """Codes redeemed: the checkout's redemptions of a voucher (automatic promotions are not codes),
     each once by its redemption id, at the time the commit happened."""
+    await _code_redemptions(uow, event, released=False)
+
+
+async def redemptions_released(uow: UnitOfWork, event: promotion_events.RedemptionsReleased) -> None:
+    """Released codes were not redeemed after all, in whichever order commit and release arrive."""
+    await _code_redemptions(uow, event, released=True)
+
+
+async def _code_redemptions(uow: UnitOfWork, event, *, released: bool) -> None:
     codes = [(r.redemption_id, r.voucher_id) for r in event.redemptions if r.voucher_id]
     if not event.customer_id or not codes:
         return
     await repository.touch_customer(uow, event.customer_id)
     at = uow.call.event_time or uow.now
-    if await repository.insert_code_redemptions(uow, event.customer_id, event.checkout_id, at, codes):
+    if await repository.insert_code_redemptions(
+        uow, event.customer_id, event.checkout_id, at, codes, released=released
+    ):
         changed = Changed()
         await _after_record(uow, event.customer_id, changed)
         await forget_after_commit(uow, changed)

@@ -195,7 +195,7 @@ class PurchaseCategoryRow(Base):
 
 
 class CodeRedemptionRow(Base):
-    """A code (voucher) redeemed in a committed checkout, from redemptions.committed."""
+    """A code (voucher) redeemed in a committed checkout, from redemptions.committed / .released."""
 
     __tablename__ = "code_redemptions"
     __table_args__ = (Index("code_redemptions_by_customer", "tenant_id", "customer_id", "redeemed_at"),)
@@ -207,6 +207,9 @@ class CodeRedemptionRow(Base):
     checkout_id: Mapped[str] = mapped_column(String(200))
     voucher_id: Mapped[str] = mapped_column(String(200))
     redeemed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Released after all (redemptions.released): no longer a code redeemed. Kept as a row so a
+    # commit delivered after its release does not count it again.
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 add_runtime_tables(Base.metadata)

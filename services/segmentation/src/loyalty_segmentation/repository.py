@@ -343,33 +343,49 @@ async def insert_categories(
 
 
 async def insert_code_redemptions(
-    uow: UnitOfWork, customer_id: str, checkout_id: str, at: datetime, redemptions: list[tuple[str, str]]
+    uow: UnitOfWork,
+    customer_id: str,
+    checkout_id: str,
+    at: datetime,
+    redemptions: list[tuple[str, str]],
+    *,
+    released: bool = False,
 ) -> int:
-    """(redemption id, voucher id) pairs, each recorded once; how many are new."""
+    """(redemption id, voucher id) pairs, each recorded once, committed or `released`; how many
+    changed. A release marks the row (or leaves one for a commit delivered after it)."""
+    conflict = (
+        f"DO UPDATE SET released_at = excluded.released_at WHERE {S}.code_redemptions.released_at IS NULL"
+        if released
+        else "DO NOTHING"
+    )
     return await uow.connection.fetchval(
-        f"""WITH added AS (
+        f"""WITH changed AS (
                 INSERT INTO {S}.code_redemptions (tenant_id, redemption_id, customer_id, checkout_id,
-                    voucher_id, redeemed_at)
-                SELECT $1, r, $2, $3, v, $4 FROM unnest($5::varchar[], $6::varchar[]) AS x(r, v)
-                ON CONFLICT DO NOTHING RETURNING 1)
-            SELECT count(*) FROM added""",
+                    voucher_id, redeemed_at, released_at)
+                SELECT $1, r, $2, $3, v, $4::timestamptz, CASE WHEN $7::boolean THEN $4::timestamptz END
+                FROM unnest($5::varchar[], $6::varchar[]) AS x(r, v)
+                ON CONFLICT (tenant_id, redemption_id) {conflict} RETURNING 1)
+            SELECT count(*) FROM changed""",
         uow.tenant,
         customer_id,
         checkout_id,
         at,
         [r for r, _ in redemptions],
         [v for _, v in redemptions],
+        released,
     )
 
 
 async def window_counts(uow: UnitOfWork, customer_id: str) -> dict[str, tuple[int, int]]:
     """Per window suffix: (distinct categories bought, codes redeemed)."""
     counted = []
-    for table, column, count in (
-        ("purchase_categories", "purchased_at", "count(DISTINCT category)"),
-        ("code_redemptions", "redeemed_at", "count(*)"),
+    for table, column, count, only in (
+        ("purchase_categories", "purchased_at", "count(DISTINCT category)", "true"),
+        ("code_redemptions", "redeemed_at", "count(*)", "released_at IS NULL"),
     ):
-        windows = ", ".join(f"{count} FILTER (WHERE {window_sql(column, w)}) AS n_{w}" for w in SUFFIXES)
+        windows = ", ".join(
+            f"{count} FILTER (WHERE {only} AND {window_sql(column, w)}) AS n_{w}" for w in SUFFIXES
+        )
         counted.append(
             await uow.connection.fetchrow(
                 f"SELECT {windows} FROM {S}.{table} WHERE tenant_id = $1 AND customer_id = $3",

@@ -163,6 +163,7 @@ DEFINITION = ServiceDefinition(
         Subscription(GATEWAY_EVENTS, gateway_events.CheckoutReturned, app.checkout_returned),
         Subscription(GATEWAY_EVENTS, gateway_events.ActivityRecorded, app.activity_recorded),
         Subscription(PROMOTION_EVENTS, promotion_events.RedemptionsCommitted, app.redemptions_committed),
+        Subscription(PROMOTION_EVENTS, promotion_events.RedemptionsReleased, app.redemptions_released),
     ],
     background=[job_loop],
     schedules=[

@@ -98,7 +98,7 @@ METRICS = {
     ),
     pb.CUSTOMER_METRIC_CODES_REDEEMED_COUNT: Metric(
         f"(SELECT count(*) FROM {REDEMPTIONS} a WHERE a.tenant_id = $1 AND a.customer_id = m.customer_id"
-        " AND {window})",
+        " AND a.released_at IS NULL AND {window})",
         "int",
         True,
         at="redeemed_at",

@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("checkout_id", sa.String(length=200), nullable=False),
         sa.Column("voucher_id", sa.String(length=200), nullable=False),
         sa.Column("redeemed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("released_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("tenant_id", "redemption_id"),
         schema=SCHEMA,
     )
