@@ -19,8 +19,10 @@ from loyalty_runtime.errors import bad_request
 from loyalty_runtime.events import Envelope
 from loyalty_runtime.protobuf import timestamp
 from loyalty_runtime.uow import event_type_of
+from loyalty_segmentation import app
 from tests.service.segmentation.conftest import START
 from tests.service.segmentation.helpers import all_of, key, metric
+from tests.service.segmentation.test_segmentation_edges import in_tenant
 from tests.service.segmentation.test_segmentation_service import details
 
 NOW = START
@@ -289,3 +291,25 @@ async def test_the_rpc_and_the_event_racing_on_one_checkout_count_it_once(tenant
         tenant.tenant,
     )
     assert rows == 1
+
+
+async def test_a_merge_moves_categories_and_codes_and_erasure_forgets_them(segmentation, tenant, db):
+    varied = await tenant.rule_segment(all_of(metric(CATEGORIES, GTE, 2), metric(CODES, GTE, 1)))
+    await tenant.purchase("sur", NOW, 100, categories=["dairy"])
+    await tenant.purchase("dup", NOW, 100, categories=["bakery"])
+    coded = promotion_events.RedemptionSummary(redemption_id="rd-m", voucher_id="v-m")
+    event = promotion_events.RedemptionsCommitted(checkout_id="co-m", customer_id="dup", redemptions=[coded])
+    await in_tenant(segmentation, tenant.tenant, app.redemptions_committed, event, at=NOW)
+    assert await tenant.members(varied.segment_id) == set()
+    await in_tenant(segmentation, tenant.tenant, app.merge_customers, "sur", "dup")
+    assert await tenant.members(varied.segment_id) == {"sur"}
+    _, windows = await metrics_of(tenant, "sur")
+    assert (windows[LIFE].category_count, windows[LIFE].codes_redeemed_count) == (2, 1)
+
+    await in_tenant(segmentation, tenant.tenant, app.erase_customer, "sur")
+    assert await tenant.members(varied.segment_id) == set()
+    for table in ("purchase_categories", "code_redemptions"):
+        left = await db.fetchval(
+            f"SELECT count(*) FROM segmentation.{table} WHERE tenant_id = $1", tenant.tenant
+        )
+        assert left == 0, table

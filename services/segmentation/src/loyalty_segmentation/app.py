@@ -437,6 +437,12 @@ def _moment(uow: UnitOfWork, event, field: str) -> datetime:
     return uow.call.event_time or uow.now
 
 
+def _key(uow: UnitOfWork, fact_id: str) -> str:
+    """The fact's own id (what the Record* RPCs are keyed by); the event's id for a producer that
+    left it empty, so such events are not all taken for one."""
+    return fact_id or f"event:{uow.call.event_id}"
+
+
 async def _from_event(uow: UnitOfWork, use_case, command) -> None:
     changed = Changed()
     await use_case(uow, command, changed)
@@ -449,7 +455,7 @@ async def purchase_committed(uow: UnitOfWork, event: gateway_events.PurchaseComm
     if not event.customer_id:
         return
     command = RecordPurchase(
-        event.checkout_id,
+        _key(uow, event.checkout_id),
         event.customer_id,
         _moment(uow, event, "purchase_time"),
         event.net_total.amount_minor,
@@ -464,7 +470,7 @@ async def checkout_returned(uow: UnitOfWork, event: gateway_events.CheckoutRetur
     if not event.customer_id:
         return
     command = RecordReturn(
-        event.return_id,
+        _key(uow, event.return_id),
         event.customer_id,
         event.checkout_id,
         _moment(uow, event, "return_time"),
@@ -483,7 +489,7 @@ async def activity_recorded(uow: UnitOfWork, event: gateway_events.ActivityRecor
     ):
         return
     command = RecordActivity(
-        event.event_id, event.customer_id, event.activity_type, _moment(uow, event, "occur_time")
+        _key(uow, event.event_id), event.customer_id, event.activity_type, _moment(uow, event, "occur_time")
     )
     await _from_event(uow, record_activity, command)
 
