@@ -678,7 +678,8 @@ async def export_customer_data(uow: UnitOfWork, customer_id: str) -> list:
     if row["birth_date"] is not None:
         born = row["birth_date"]
         copy.birth_date.CopyFrom(date_pb2.Date(year=born.year, month=born.month, day=born.day))
-    records: list = [encode_metrics(customer_id, row), copy]
+    counts = await repository.window_counts(uow, customer_id)
+    records: list = [encode_metrics(customer_id, row, counts=counts), copy]
     for membership in await repository.memberships(uow, customer_id):
         records.append(
             segment_pb2.SegmentMembership(
