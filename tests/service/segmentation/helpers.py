@@ -6,7 +6,7 @@ from datetime import datetime
 
 from google.protobuf import field_mask_pb2
 
-from loyalty.common.v1 import money_pb2
+from loyalty.common.v1 import basket_pb2, money_pb2
 from loyalty.segmentation.v1 import condition_pb2 as c, segment_pb2 as pb, segmentation_service_pb2 as api
 from loyalty_runtime.protobuf import timestamp
 
@@ -95,14 +95,17 @@ class Client:
         return response.segment
 
     async def purchase(
-        self, customer: str, at: datetime, total: int, purchase_key: str | None = None
+        self, customer: str, at: datetime, total: int, purchase_key: str | None = None, categories=()
     ) -> bool:
+        """A purchase of one line per category (each category a line's only one)."""
+        lines = [basket_pb2.LineItem(line_id=str(i), categories=[name]) for i, name in enumerate(categories)]
         response = await self.RecordPurchase(
             api.RecordPurchaseRequest(
                 idempotency_key=purchase_key or key(),
                 customer_id=customer,
                 purchase_time=timestamp(at),
                 net_total=money_pb2.Money(currency_code="EUR", amount_minor=total),
+                basket=basket_pb2.Basket(currency_code="EUR", lines=lines),
             )
         )
         return response.recorded

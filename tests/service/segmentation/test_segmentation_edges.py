@@ -20,9 +20,10 @@ COUNT = c.CUSTOMER_METRIC_PURCHASE_COUNT
 GTE = c.COMPARISON_OPERATOR_GREATER_THAN_OR_EQUALS
 
 
-async def in_tenant(segmentation, tenant: str, handler, *args):
-    """Run an event handler the way the consumer does: one unit of work of the event's tenant."""
-    token = bind_call(CallContext(tenant_id=tenant, principal="test-consumer"))
+async def in_tenant(segmentation, tenant: str, handler, *args, at=None):
+    """Run an event handler the way the consumer does: one unit of work of the event's tenant (`at`:
+    the event's time)."""
+    token = bind_call(CallContext(tenant_id=tenant, principal="test-consumer", event_time=at))
     try:
         async with segmentation.server.resources.units.change() as uow:
             await handler(uow, *args)

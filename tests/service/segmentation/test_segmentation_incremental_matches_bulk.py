@@ -1,15 +1,18 @@
-"""Incremental and bulk membership agree exactly: random customers with random purchase, return and
-activity histories are recorded one by one into segments that exist beforehand (incremental path), then the
+"""Incremental and bulk membership agree exactly: random customers with random purchase (with
+categories), return, code redemption and activity histories are recorded one by one into segments that exist beforehand (incremental path), then the
 same rules are created afresh (bulk path, one statement each) and both memberships compared."""
 
 from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from loyalty.promotion.v1 import events_pb2 as promotion_events
 from loyalty.segmentation.v1 import condition_pb2 as c, segmentation_service_pb2 as api
 from loyalty_runtime.protobuf import timestamp
+from loyalty_segmentation import app
 from tests.service.segmentation.conftest import START
 from tests.service.segmentation.helpers import Client, all_of, any_of, key, metric, negation
+from tests.service.segmentation.test_segmentation_edges import in_tenant
 
 NOW = START
 WINDOWS = [
@@ -27,11 +30,17 @@ OPERATORS = [
     c.COMPARISON_OPERATOR_GREATER_THAN,
     c.COMPARISON_OPERATOR_GREATER_THAN_OR_EQUALS,
 ]
-COUNTED = [c.CUSTOMER_METRIC_PURCHASE_COUNT, c.CUSTOMER_METRIC_RETURN_COUNT]
+COUNTED = [
+    c.CUSTOMER_METRIC_PURCHASE_COUNT,
+    c.CUSTOMER_METRIC_RETURN_COUNT,
+    c.CUSTOMER_METRIC_CATEGORY_COUNT,
+    c.CUSTOMER_METRIC_CODES_REDEEMED_COUNT,
+]
 MONEY = [c.CUSTOMER_METRIC_PURCHASE_SPEND, c.CUSTOMER_METRIC_AVERAGE_ORDER_VALUE]
 DAYS = [c.CUSTOMER_METRIC_DAYS_SINCE_LAST_PURCHASE, c.CUSTOMER_METRIC_DAYS_SINCE_FIRST_PURCHASE]
 
 TYPES = ["", "review.written", "social.shared"]
+CATEGORIES = ["dairy", "bakery", "produce"]
 
 
 def activity(op, value, window, activity_type):
@@ -81,7 +90,7 @@ rules = st.recursive(
 histories = st.lists(
     st.tuples(
         st.sampled_from("abc"),
-        st.sampled_from(["purchase", "return", "review.written", "social.shared"]),
+        st.sampled_from(["purchase", "return", "code", "review.written", "social.shared"]),
         st.integers(-2, 500),
         st.integers(0, 1500),
     ),
@@ -100,7 +109,12 @@ async def test_incremental_and_bulk_memberships_agree(segmentation, rule_set, hi
         if kind == "return":
             await tenant.refund(customer, at, amount)
         elif kind == "purchase":
-            await tenant.purchase(customer, at, amount)
+            await tenant.purchase(customer, at, amount, categories=CATEGORIES[: amount % 4])
+        elif kind == "code":
+            redeemed = promotion_events.RedemptionSummary(redemption_id=key(), voucher_id=key())
+            event = promotion_events.RedemptionsCommitted(checkout_id=key(), customer_id=customer)
+            event.redemptions.append(redeemed)
+            await in_tenant(segmentation, tenant.tenant, app.redemptions_committed, event, at=at)
         else:
             await tenant.RecordActivity(
                 api.RecordActivityRequest(

@@ -14,9 +14,12 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from loyalty.common.v1 import date_pb2
+from loyalty.gateway.v1 import events_pb2 as gateway_events
 from loyalty.profile.v1 import events_pb2 as profile_events
+from loyalty.promotion.v1 import events_pb2 as promotion_events
 from loyalty.segmentation.v1 import condition_pb2, events_pb2, jobs_pb2, metrics_pb2, segment_pb2
 from loyalty_runtime.context import CallContext, bind_call, unbind_call
 from loyalty_runtime.errors import (
@@ -46,6 +49,7 @@ from loyalty_segmentation.commands import (
 )
 from loyalty_segmentation.directory import ProfileDirectory
 from loyalty_segmentation.domain import profiles, rules, uploads
+from loyalty_segmentation.domain.rules import MAX_ACTIVITY_TYPE
 from loyalty_segmentation.repository import SegmentRow
 
 log = logging.getLogger(__name__)
@@ -364,12 +368,27 @@ async def estimate(uow: UnitOfWork, command: Estimate) -> Estimated:
 # --- behaviour ------------------------------------------------------------------------------------
 
 
+MAX_CATEGORY = 200
+
+
+def basket_categories(basket) -> tuple[str, ...]:
+    """Each line's most general category (the last listed: "dairy/cheese", "dairy" counts as
+    dairy), so a hierarchy is not counted as several categories."""
+    return tuple(sorted({line.categories[-1][:MAX_CATEGORY] for line in basket.lines if line.categories}))
+
+
 async def record_purchase(uow: UnitOfWork, command: RecordPurchase, changed: Changed) -> bool:
+    """Keyed by the checkout id, whether from the RPC or from purchase.committed: a checkout told
+    both ways (or either twice) counts once."""
     await repository.touch_customer(uow, command.customer_id)
     recorded = await repository.insert_purchase(
         uow, command.key, command.customer_id, command.purchased_at, command.net_total, command.currency_code
     )
     if recorded:
+        if command.categories:
+            await repository.insert_categories(
+                uow, command.key, command.customer_id, command.purchased_at, list(command.categories)
+            )
         await _after_record(uow, command.customer_id, changed)
     return recorded
 
@@ -409,6 +428,95 @@ async def notification_activity(uow: UnitOfWork, event) -> None:
     changed = Changed()
     await record_activity(uow, command, changed)
     await forget_after_commit(uow, changed)
+
+
+def _moment(uow: UnitOfWork, event, field: str) -> datetime:
+    """The time of the fact as the event states it; the envelope's when the producer left it unset."""
+    if event.HasField(field):
+        return getattr(event, field).ToDatetime(tzinfo=UTC)
+    return uow.call.event_time or uow.now
+
+
+def _key(uow: UnitOfWork, fact_id: str) -> str:
+    """The fact's own id (what the Record* RPCs are keyed by); the event's id for a producer that
+    left it empty, so such events are not all taken for one."""
+    return fact_id or f"event:{uow.call.event_id}"
+
+
+async def _from_event(uow: UnitOfWork, use_case, command) -> None:
+    changed = Changed()
+    await use_case(uow, command, changed)
+    await forget_after_commit(uow, changed)
+
+
+async def purchase_committed(uow: UnitOfWork, event: gateway_events.PurchaseCommitted) -> None:
+    """A committed checkout of a known customer is a purchase at its purchase time (not the time
+    the event is handled); an anonymous one has nobody to segment."""
+    if not event.customer_id:
+        return
+    command = RecordPurchase(
+        _key(uow, event.checkout_id),
+        event.customer_id,
+        _moment(uow, event, "purchase_time"),
+        event.net_total.amount_minor,
+        event.net_total.currency_code,
+        basket_categories(event.basket),
+    )
+    await _from_event(uow, record_purchase, command)
+
+
+async def checkout_returned(uow: UnitOfWork, event: gateway_events.CheckoutReturned) -> None:
+    """A return reduces spend, keyed by the return id as RecordReturn is."""
+    if not event.customer_id:
+        return
+    command = RecordReturn(
+        _key(uow, event.return_id),
+        event.customer_id,
+        event.checkout_id,
+        _moment(uow, event, "return_time"),
+        event.refunded_total.amount_minor,
+    )
+    await _from_event(uow, record_return, command)
+
+
+async def activity_recorded(uow: UnitOfWork, event: gateway_events.ActivityRecorded) -> None:
+    """An app's activity, keyed by its event id as RecordActivity is. A type the column cannot hold
+    is dropped (redelivering it would fail the same way forever)."""
+    if (
+        not event.customer_id
+        or not event.activity_type.strip()
+        or len(event.activity_type) > MAX_ACTIVITY_TYPE
+    ):
+        return
+    command = RecordActivity(
+        _key(uow, event.event_id), event.customer_id, event.activity_type, _moment(uow, event, "occur_time")
+    )
+    await _from_event(uow, record_activity, command)
+
+
+async def redemptions_committed(uow: UnitOfWork, event: promotion_events.RedemptionsCommitted) -> None:
+    """Codes redeemed: the checkout's redemptions of a voucher (automatic promotions are not codes),
+    each once by its redemption id, at the time the commit happened."""
+    await _code_redemptions(uow, event, released=False)
+
+
+async def redemptions_released(uow: UnitOfWork, event: promotion_events.RedemptionsReleased) -> None:
+    """Released codes were not redeemed after all, in whichever order commit and release arrive."""
+    await _code_redemptions(uow, event, released=True)
+
+
+async def _code_redemptions(uow: UnitOfWork, event, *, released: bool) -> None:
+    codes = [(r.redemption_id, r.voucher_id) for r in event.redemptions if r.voucher_id]
+    if not event.customer_id or not codes:
+        return
+    await repository.touch_customer(uow, event.customer_id)
+    at = uow.call.event_time or uow.now
+    if await repository.insert_code_redemptions(
+        uow, event.customer_id, event.checkout_id, at, codes, released=released
+    ):
+        changed = Changed()
+        await _after_record(uow, event.customer_id, changed)
+        await forget_after_commit(uow, changed)
 
 
 async def forget_after_commit(uow: UnitOfWork, changed: Changed) -> None:
@@ -514,7 +622,9 @@ async def rfm_page(uow: UnitOfWork, after: str, limit: int) -> list:
     return await repository.rfm_page(uow, after, limit)
 
 
-def encode_metrics(customer_id: str, row, activities=(), rfm=None) -> metrics_pb2.CustomerMetrics:
+def encode_metrics(
+    customer_id: str, row, activities=(), rfm=None, counts=None
+) -> metrics_pb2.CustomerMetrics:
     metrics = metrics_pb2.CustomerMetrics(customer_id=customer_id)
     if row is None:
         return metrics
@@ -528,6 +638,8 @@ def encode_metrics(customer_id: str, row, activities=(), rfm=None) -> metrics_pb
         entry.activity_counts.update(
             {a["activity_type"]: a[f"n_{suffix}"] for a in activities if a[f"n_{suffix}"]}
         )
+        if counts is not None:
+            entry.category_count, entry.codes_redeemed_count = counts[suffix]
     if row["first_at"] is not None:
         metrics.first_purchase_time.CopyFrom(timestamp(row["first_at"]))
         metrics.last_purchase_time.CopyFrom(timestamp(row["last_at"]))
@@ -545,6 +657,7 @@ async def customer_metrics(uow: UnitOfWork, customer_id: str) -> metrics_pb2.Cus
         await repository.customer_metrics(uow, customer_id),
         await repository.activity_counts(uow, customer_id),
         await repository.rfm_of(uow, customer_id),
+        await repository.window_counts(uow, customer_id),
     )
 
 
@@ -565,7 +678,8 @@ async def export_customer_data(uow: UnitOfWork, customer_id: str) -> list:
     if row["birth_date"] is not None:
         born = row["birth_date"]
         copy.birth_date.CopyFrom(date_pb2.Date(year=born.year, month=born.month, day=born.day))
-    records: list = [encode_metrics(customer_id, row), copy]
+    counts = await repository.window_counts(uow, customer_id)
+    records: list = [encode_metrics(customer_id, row, counts=counts), copy]
     for membership in await repository.memberships(uow, customer_id):
         records.append(
             segment_pb2.SegmentMembership(

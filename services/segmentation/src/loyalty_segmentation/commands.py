@@ -52,6 +52,8 @@ class RecordPurchase:
     purchased_at: datetime
     net_total: int
     currency_code: str
+    # The basket's categories (each line's most general one), for the categories-bought metric.
+    categories: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -180,4 +180,36 @@ class ReturnRow(Base):
     refunded_total: Mapped[int] = mapped_column(BigInteger)
 
 
+class PurchaseCategoryRow(Base):
+    """The categories a purchase's basket held (each line's most general one), for the
+    categories-bought metric."""
+
+    __tablename__ = "purchase_categories"
+    __table_args__ = (Index("purchase_categories_by_customer", "tenant_id", "customer_id", "purchased_at"),)
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purchase_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    category: Mapped[str] = mapped_column(String(200), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    purchased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CodeRedemptionRow(Base):
+    """A code (voucher) redeemed in a committed checkout, from redemptions.committed / .released."""
+
+    __tablename__ = "code_redemptions"
+    __table_args__ = (Index("code_redemptions_by_customer", "tenant_id", "customer_id", "redeemed_at"),)
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Promotion's redemption id: a redemption delivered twice is one row.
+    redemption_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    checkout_id: Mapped[str] = mapped_column(String(200))
+    voucher_id: Mapped[str] = mapped_column(String(200))
+    redeemed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Released after all (redemptions.released): no longer a code redeemed. Kept as a row so a
+    # commit delivered after its release does not count it again.
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 add_runtime_tables(Base.metadata)

@@ -328,6 +328,76 @@ async def insert_purchase(
     )
 
 
+async def insert_categories(
+    uow: UnitOfWork, key: str, customer_id: str, at: datetime, categories: list[str]
+) -> None:
+    await uow.connection.execute(
+        f"""INSERT INTO {S}.purchase_categories (tenant_id, purchase_key, category, customer_id, purchased_at)
+            SELECT $1, $2, c, $3, $4 FROM unnest($5::varchar[]) c ON CONFLICT DO NOTHING""",
+        uow.tenant,
+        key,
+        customer_id,
+        at,
+        categories,
+    )
+
+
+async def insert_code_redemptions(
+    uow: UnitOfWork,
+    customer_id: str,
+    checkout_id: str,
+    at: datetime,
+    redemptions: list[tuple[str, str]],
+    *,
+    released: bool = False,
+) -> int:
+    """(redemption id, voucher id) pairs, each recorded once, committed or `released`; how many
+    changed. A release marks the row (or leaves one for a commit delivered after it)."""
+    conflict = (
+        f"DO UPDATE SET released_at = excluded.released_at WHERE {S}.code_redemptions.released_at IS NULL"
+        if released
+        else "DO NOTHING"
+    )
+    return await uow.connection.fetchval(
+        f"""WITH changed AS (
+                INSERT INTO {S}.code_redemptions (tenant_id, redemption_id, customer_id, checkout_id,
+                    voucher_id, redeemed_at, released_at)
+                SELECT $1, r, $2, $3, v, $4::timestamptz, CASE WHEN $7::boolean THEN $4::timestamptz END
+                FROM unnest($5::varchar[], $6::varchar[]) AS x(r, v)
+                ON CONFLICT (tenant_id, redemption_id) {conflict} RETURNING 1)
+            SELECT count(*) FROM changed""",
+        uow.tenant,
+        customer_id,
+        checkout_id,
+        at,
+        [r for r, _ in redemptions],
+        [v for _, v in redemptions],
+        released,
+    )
+
+
+async def window_counts(uow: UnitOfWork, customer_id: str) -> dict[str, tuple[int, int]]:
+    """Per window suffix: (distinct categories bought, codes redeemed)."""
+    counted = []
+    for table, column, count, only in (
+        ("purchase_categories", "purchased_at", "count(DISTINCT category)", "true"),
+        ("code_redemptions", "redeemed_at", "count(*)", "released_at IS NULL"),
+    ):
+        windows = ", ".join(
+            f"{count} FILTER (WHERE {only} AND {window_sql(column, w)}) AS n_{w}" for w in SUFFIXES
+        )
+        counted.append(
+            await uow.connection.fetchrow(
+                f"SELECT {windows} FROM {S}.{table} WHERE tenant_id = $1 AND customer_id = $3",
+                uow.tenant,
+                uow.now,
+                customer_id,
+            )
+        )
+    categories, codes = counted
+    return {w: (categories[f"n_{w}"], codes[f"n_{w}"]) for w in SUFFIXES}
+
+
 async def insert_return(
     uow: UnitOfWork, key: str, customer_id: str, checkout_id: str, at: datetime, total: int
 ) -> bool:
@@ -452,7 +522,15 @@ async def customer_metrics(uow: UnitOfWork, customer_id: str):
 
 async def erase_customer(uow: UnitOfWork, customer_id: str) -> list[uuid.UUID]:
     """Forget the customer's purchases, returns and memberships; the segments they left."""
-    for table in ("purchases", "returns", "activities", "rfm_scores", "customers"):
+    for table in (
+        "purchases",
+        "purchase_categories",
+        "returns",
+        "activities",
+        "code_redemptions",
+        "rfm_scores",
+        "customers",
+    ):
         await uow.connection.execute(
             f"DELETE FROM {S}.{table} WHERE tenant_id = $1 AND customer_id = $2", uow.tenant, customer_id
         )
@@ -465,7 +543,7 @@ async def erase_customer(uow: UnitOfWork, customer_id: str) -> list[uuid.UUID]:
 
 
 async def move_history(uow: UnitOfWork, survivor: str, merged: str) -> None:
-    for table in ("purchases", "returns", "activities"):
+    for table in ("purchases", "purchase_categories", "returns", "activities", "code_redemptions"):
         await uow.connection.execute(
             f"UPDATE {S}.{table} SET customer_id = $2 WHERE tenant_id = $1 AND customer_id = $3",
             uow.tenant,

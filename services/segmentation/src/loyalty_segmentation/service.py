@@ -7,8 +7,10 @@ import asyncio
 
 from pydantic_settings import SettingsConfigDict
 
+from loyalty.gateway.v1 import events_pb2 as gateway_events
 from loyalty.notification.v1 import events_pb2 as notification_events
 from loyalty.profile.v1 import events_pb2 as profile_events
+from loyalty.promotion.v1 import events_pb2 as promotion_events
 from loyalty.segmentation.v1 import jobs_pb2, segmentation_service_pb2
 from loyalty_runtime.catalogue import PORTS
 from loyalty_runtime.clients import internal_channel
@@ -24,6 +26,8 @@ from loyalty_segmentation.repository import SCHEMA
 from loyalty_segmentation.servicer import SegmentationServicer
 
 NOTIFICATION_EVENTS = "notification.events"
+GATEWAY_EVENTS = "gateway.events"
+PROMOTION_EVENTS = "promotion.events"
 
 
 class SegmentationSettings(ServiceSettings):
@@ -155,6 +159,11 @@ DEFINITION = ServiceDefinition(
         Subscription(PROFILE_EVENTS, profile_events.CustomerUpdated, app.customer_updated),
         Subscription(NOTIFICATION_EVENTS, notification_events.NotificationSent, app.notification_activity),
         Subscription(NOTIFICATION_EVENTS, notification_events.NotificationOpened, app.notification_activity),
+        Subscription(GATEWAY_EVENTS, gateway_events.PurchaseCommitted, app.purchase_committed),
+        Subscription(GATEWAY_EVENTS, gateway_events.CheckoutReturned, app.checkout_returned),
+        Subscription(GATEWAY_EVENTS, gateway_events.ActivityRecorded, app.activity_recorded),
+        Subscription(PROMOTION_EVENTS, promotion_events.RedemptionsCommitted, app.redemptions_committed),
+        Subscription(PROMOTION_EVENTS, promotion_events.RedemptionsReleased, app.redemptions_released),
     ],
     background=[job_loop],
     schedules=[

@@ -324,6 +324,7 @@ class SegmentationServicer:
             _time(request, "purchase_time"),
             _amount(request, "net_total"),
             request.net_total.currency_code,
+            app.basket_categories(request.basket),
         )
         return api.RecordPurchaseResponse(recorded=await self._record(app.record_purchase, command))
 

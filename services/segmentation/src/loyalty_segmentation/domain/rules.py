@@ -22,6 +22,8 @@ from loyalty_runtime.errors import FieldViolation, InvalidArgument, Reason
 MAX_DEPTH, MAX_NODES = 8, 200
 MAX_ACTIVITY_TYPE = 100
 ACTIVITIES = "segmentation.activities"
+CATEGORIES = "segmentation.purchase_categories"
+REDEMPTIONS = "segmentation.code_redemptions"
 
 WINDOW_SUFFIX = {
     pb.METRIC_WINDOW_LAST_7_DAYS: "7",
@@ -49,12 +51,14 @@ def _days_since(column: str) -> str:
 @dataclass(frozen=True)
 class Metric:
     """An SQL expression over `m` ({w}: the window suffix), its operand kind, whether it takes a
-    window, and the metric columns it reads."""
+    window, and the metric columns it reads; a correlated count over a table `a` says which of its
+    columns falls in the window ({window})."""
 
     expression: str
     kind: str
     windowed: bool
     needs: tuple[str, ...] = ()
+    at: str = ""
 
 
 METRICS = {
@@ -83,6 +87,21 @@ METRICS = {
         " AND ({t} = '' OR a.activity_type = {t}) AND {window})",
         "int",
         True,
+        at="occurred_at",
+    ),
+    pb.CUSTOMER_METRIC_CATEGORY_COUNT: Metric(
+        f"(SELECT count(DISTINCT a.category) FROM {CATEGORIES} a WHERE a.tenant_id = $1"
+        " AND a.customer_id = m.customer_id AND {window})",
+        "int",
+        True,
+        at="purchased_at",
+    ),
+    pb.CUSTOMER_METRIC_CODES_REDEEMED_COUNT: Metric(
+        f"(SELECT count(*) FROM {REDEMPTIONS} a WHERE a.tenant_id = $1 AND a.customer_id = m.customer_id"
+        " AND a.released_at IS NULL AND {window})",
+        "int",
+        True,
+        at="redeemed_at",
     ),
 }
 
@@ -319,6 +338,8 @@ def _metric_sql(metric: pb.MetricCondition, compiled: Compiled) -> str:
     if metric.metric == pb.CUSTOMER_METRIC_ACTIVITY_COUNT:
         activity = compiled.bind(metric.activity_type, "text")
         expression = spec.expression.format(t=activity, window=window_sql("a.occurred_at", suffix))
+    elif spec.at:
+        expression = spec.expression.format(window=window_sql(f"a.{spec.at}", suffix))
     else:
         expression = spec.expression.format(w=suffix)
     compiled.needs.update(need.format(w=suffix) for need in spec.needs)
