@@ -382,6 +382,8 @@ async def test_statistics_count_what_was_committed_net_of_rollbacks(codes, tenan
     ).statistics
     assert (statistics.redemption_count, statistics.rolled_back_count, statistics.customer_count) == (2, 1, 2)
     assert statistics.discount_total.amount_minor == 200
+    # What the two committed checkouts paid: the cart's 10.00 less each one's 1.00 off.
+    assert (statistics.revenue_total.currency_code, statistics.revenue_total.amount_minor) == ("EUR", 1800)
     assert (statistics.voucher_count, statistics.redeemed_voucher_count) == (2, 1)
     assert statistics.budget_usage.redemptions_committed == 2
     assert [(p.redemption_count, p.discount_total.amount_minor) for p in statistics.promotions] == [(2, 200)]

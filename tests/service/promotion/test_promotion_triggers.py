@@ -130,6 +130,10 @@ async def test_a_welcome_trigger_rewards_each_new_customer_once_even_if_the_even
         event_id,
     )
     assert grant.reward.points.points == 100 and grant.state == reward_pb2.REWARD_GRANT_STATE_PENDING
+    statistics = await tenant.stub.GetCampaignStatistics(
+        api.GetCampaignStatisticsRequest(campaign_id=campaign.campaign_id), metadata=tenant.metadata
+    )
+    assert statistics.statistics.reward_grant_count == 2  # c-1 once, and settled()'s marker
     [announced] = [e for e in await granted_events(redis_url, tenant.tenant_id) if e.customer_id == "c-1"]
     assert (announced.grant_id, announced.program_id, announced.reward.points.points) == (
         grant.grant_id,

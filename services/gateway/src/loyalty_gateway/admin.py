@@ -263,7 +263,8 @@ class LoginThrottle:
         key = self._key(tenant, username)
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
-                await pipe.incr(key).expire(key, int(self.window), nx=True).execute()
+                # The window starts with the first failure (SET NX, not EXPIRE NX: Redis 6.2 has none).
+                await pipe.set(key, 0, ex=int(self.window), nx=True).incr(key).execute()
         except (RedisError, OSError):
             pass
 

@@ -132,12 +132,13 @@ class CodeGuard:
     async def add(self, counters: list[tuple[str, Limit]], misses: int) -> None:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
+                # A window starts with its first miss (SET NX, not EXPIRE NX: Redis 6.2 has none).
                 for key, limit in counters:
-                    pipe.incrby(key, misses).expire(key, limit.window, nx=True)
+                    pipe.set(key, 0, ex=limit.window, nx=True).incrby(key, misses)
                 counts = await pipe.execute()
             over = [
                 (key, limit)
-                for (key, limit), count in zip(counters, counts[::2], strict=True)
+                for (key, limit), count in zip(counters, counts[1::2], strict=True)
                 if count > limit.max_attempts
             ]
             if over:

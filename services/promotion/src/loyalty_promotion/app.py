@@ -492,14 +492,14 @@ async def get_statistics(uow: UnitOfWork, command: GetStatistics) -> statistics_
         target.evaluation_count += evaluations
         target.points_offered += points
         target.discount_offered.append(money_pb2.Money(currency_code=currency, amount_minor=discount))
-    _redemption_figures(
-        result,
-        promotions,
-        await repository_codes.redemption_figures(
-            uow.connection, uow.tenant, command.campaign_id, command.start, end
-        ),
+    figures = await repository_codes.redemption_figures(
+        uow.connection, uow.tenant, command.campaign_id, command.start, end
     )
+    _redemption_figures(result, promotions, figures)
     result.promotions.extend(promotions.values())
+    if result.discount_total.currency_code:  # revenue is in the currency the redemptions were in
+        result.revenue_total.currency_code = result.discount_total.currency_code
+        result.revenue_total.amount_minor = figures["revenue"]
     campaign = await get_campaign(uow, command.campaign_id)
     result.budget_usage.CopyFrom(campaign.budget.usage)
     return result
@@ -518,6 +518,7 @@ def _redemption_figures(
     result.voucher_count = figures["vouchers"]
     result.redeemed_voucher_count = figures["redeemed_vouchers"]
     result.referral_conversion_count = figures["conversions"]
+    result.reward_grant_count = figures["grants"]
     for row in figures["promotions"]:
         promotion_id = str(row["promotion_id"])
         target = promotions.setdefault(

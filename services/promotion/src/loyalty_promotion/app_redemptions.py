@@ -265,6 +265,7 @@ async def reserve(
         result.SerializeToString(),
         command.basket.SerializeToString(deterministic=True),
         redemptions,
+        revenue=result.total_payable.amount_minor,
     )
     return redemption_pb2.Reservation(
         checkout_id=command.checkout_id,

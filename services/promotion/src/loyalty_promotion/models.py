@@ -316,6 +316,9 @@ class RedemptionRow(Base):
     currency: Mapped[str] = mapped_column(String(3))
     discount: Mapped[int] = mapped_column(BigInteger)
     points: Mapped[int] = mapped_column(BigInteger)
+    # The checkout's total payable, on the campaign's first row of the checkout (0 on the others),
+    # so the campaign's revenue is a sum without double counting.
+    basket_revenue: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     discount_reversed: Mapped[int] = _counter()
     points_reversed: Mapped[int] = _counter()
     scopes: Mapped[list[str]] = mapped_column(ARRAY(String(120)))

@@ -431,8 +431,10 @@ async def save_reserved(
     result: bytes,
     basket: bytes,
     redemptions: Sequence[StoredRedemption],
+    revenue: int = 0,
 ) -> None:
-    """The reservation's result, basket and redemptions, in one statement."""
+    """The reservation's result, basket and redemptions, in one statement; `revenue` (the basket's
+    total payable) goes on each campaign's first row."""
     columns = (
         list(
             zip(
@@ -465,9 +467,10 @@ async def save_reserved(
             )
             INSERT INTO {SCHEMA}.redemptions (tenant_id, redemption_id, checkout_id, customer_id,
                 campaign_id, promotion_id, voucher_id, code, state, currency, discount, points, scopes,
-                first, budgeted, created_at, updated_at)
+                first, budgeted, created_at, updated_at, basket_revenue)
             SELECT $1, r.id, $2, r.customer, r.campaign, r.promotion, r.voucher, r.code, 'reserved',
-                   r.currency, r.discount, r.points, r.scopes::varchar[], r.first, r.budgeted, $5, $5
+                   r.currency, r.discount, r.points, r.scopes::varchar[], r.first, r.budgeted, $5, $5,
+                   CASE WHEN r.first THEN $19::bigint ELSE 0 END
             FROM unnest($6::uuid[], $7::varchar[], $8::uuid[], $9::uuid[], $10::uuid[], $11::varchar[],
                         $12::varchar[], $13::bigint[], $14::bigint[], $15::text[], $16::bool[], $17::bool[])
                  AS r(id, customer, campaign, promotion, voucher, code, currency, discount, points, scopes,
@@ -479,6 +482,7 @@ async def save_reserved(
         redemptions[0].created_at if redemptions else None,
         *[list(c) for c in columns],
         basket,
+        revenue,
     )
 
 
@@ -986,7 +990,9 @@ async def redemption_figures(
     totals = await connection.fetchrow(
         f"""SELECT count(DISTINCT checkout_id) FILTER (WHERE state = 'committed') AS committed,
                    count(DISTINCT checkout_id) FILTER (WHERE state IN ('rolled_back', 'expired')) AS released,
-                   count(DISTINCT customer_id) FILTER (WHERE state = 'committed') AS customers
+                   count(DISTINCT customer_id) FILTER (WHERE state = 'committed') AS customers,
+                   coalesce(sum(basket_revenue) FILTER (WHERE state = 'committed' AND first), 0)::bigint
+                       AS revenue
             FROM {SCHEMA}.redemptions
             WHERE tenant_id = $1 AND campaign_id = $2 AND ($3::timestamptz IS NULL OR created_at >= $3)
               AND created_at < $4""",
@@ -1011,8 +1017,19 @@ async def redemption_figures(
         first,
         last,
     )
+    grants = await connection.fetchval(
+        f"""SELECT count(*) FROM {SCHEMA}.reward_grants
+            WHERE tenant_id = $1 AND campaign_id = $2 AND state <> 'reversed'
+              AND ($3::timestamptz IS NULL OR created_at >= $3) AND created_at < $4""",
+        tenant,
+        campaign_id,
+        first,
+        last,
+    )
     return {
         "promotions": [dict(r) for r in per_promotion],
+        "revenue": totals["revenue"],
+        "grants": grants,
         "committed": totals["committed"],
         "released": totals["released"],
         "customers": totals["customers"],
