@@ -5,8 +5,10 @@ import uuid
 
 import grpc
 import pytest
+from redis.asyncio import Redis
 
 from loyalty.gateway.v1 import admin_service_pb2 as admin_api, admin_service_pb2_grpc
+from loyalty_devstack.infra import create_database, drop_database
 from loyalty_gateway import bootstrap
 from loyalty_gateway.service import DEFINITION
 from loyalty_runtime.testing import migrated_settings, running_service
@@ -15,11 +17,34 @@ PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture(scope="session")
-async def gateway_settings(database_url, redis_url):
+async def shop_database_url(infra):
+    """A PostgreSQL database of the gateway tests' own: their services run the same schemas, job
+    queues and schedules as every other suite's server of the same service (other clocks, other
+    settings), and sharing them either could take the other's jobs."""
+    name = f"loyalty_test_shop_{uuid.uuid4().hex[:8]}"
+    await create_database(infra, name)
+    yield infra.database_url(name)
+    await drop_database(infra, name)
+
+
+@pytest.fixture(scope="session")
+async def shop_redis_url(redis_url):
+    """A Redis database of the gateway tests' own, for the same reason: their services consume each
+    other's streams in consumer groups every other suite's server of the same service reads too."""
+    base, _, index = redis_url.rpartition("/")
+    url = f"{base}/{(int(index) + 8) % 16}"
+    client = Redis.from_url(url)
+    await client.flushdb()  # emptied at the start, as the worker's own
+    await client.aclose()
+    return url
+
+
+@pytest.fixture(scope="session")
+async def gateway_settings(shop_database_url, shop_redis_url):
     return await migrated_settings(
         DEFINITION,
-        database_url,
-        redis_url,
+        shop_database_url,
+        shop_redis_url,
         rate_limit_per_second=1000.0,
         rate_limit_burst=1000,
         http_host="127.0.0.1",
@@ -109,14 +134,14 @@ DOWNSTREAM = {
 
 
 @pytest.fixture(scope="session")
-async def services(database_url, redis_url):
+async def services(shop_database_url, shop_redis_url):
     """Every service the gateway calls, each a real server on its own port."""
     from contextlib import AsyncExitStack
 
     running = {}
     async with AsyncExitStack() as stack:
         for name, definition in DOWNSTREAM.items():
-            settings = await migrated_settings(definition, database_url, redis_url)
+            settings = await migrated_settings(definition, shop_database_url, shop_redis_url)
             running[name] = await stack.enter_async_context(running_service(definition, settings))
         yield running
 

@@ -47,13 +47,13 @@ async def published(
         await redis.aclose()
 
 
-async def test_a_commit_publishes_one_purchase_and_a_return_one_return(shop, tenant, redis_url):
+async def test_a_commit_publishes_one_purchase_and_a_return_one_return(shop, tenant, shop_redis_url):
     customer_id = await enrol(shop, tenant)
     checkout_id = uuid.uuid4().hex
     request = commit_request(checkout_id, customer_id, basket=basket(("milk", 2, 150)), receipt_number="R-9")
     for _ in range(2):
         await shop.checkout.CommitCheckout(request, metadata=tenant.till_auth)
-    purchases = await published(redis_url, tenant.tenant_id, "purchase.committed", 1)
+    purchases = await published(shop_redis_url, tenant.tenant_id, "purchase.committed", 1)
     assert len(purchases) == 1
     purchase = events_pb2.PurchaseCommitted.FromString(purchases[0].payload)
     assert (purchase.checkout_id, purchase.customer_id, purchase.net_total.amount_minor) == (
@@ -69,12 +69,12 @@ async def test_a_commit_publishes_one_purchase_and_a_return_one_return(shop, ten
         ),
         metadata=tenant.till_auth,
     )
-    returns = await published(redis_url, tenant.tenant_id, "checkout.returned", 1)
+    returns = await published(shop_redis_url, tenant.tenant_id, "checkout.returned", 1)
     assert len(returns) == 1
     assert events_pb2.CheckoutReturned.FromString(returns[0].payload).refunded_total.amount_minor == 150
 
 
-async def test_record_event_publishes_once_and_refuses_reserved_names(shop, tenant, redis_url):
+async def test_record_event_publishes_once_and_refuses_reserved_names(shop, tenant, shop_redis_url):
     customer_id = await enrol(shop, tenant)
     request = customer_api.RecordEventRequest(
         idempotency_key=uuid.uuid4().hex,
@@ -85,7 +85,7 @@ async def test_record_event_publishes_once_and_refuses_reserved_names(shop, tena
     first = await shop.customers.RecordEvent(request, metadata=tenant.till_auth)
     again = await shop.customers.RecordEvent(request, metadata=tenant.till_auth)
     assert (first.duplicate, again.duplicate, again.event_id) == (False, True, first.event_id)
-    activities = await published(redis_url, tenant.tenant_id, "activity.recorded", 1)
+    activities = await published(shop_redis_url, tenant.tenant_id, "activity.recorded", 1)
     assert len(activities) == 1
     activity = events_pb2.ActivityRecorded.FromString(activities[0].payload)
     assert (activity.activity_type, activity.properties["rating"].int_value) == ("review.written", 5)
