@@ -15,7 +15,7 @@ from loyalty.promotion.v1 import (
     statistics_pb2,
 )
 from tests.conftest import rpc_failure
-from tests.service.promotion.helpers import basket, percent_off
+from tests.service.promotion.helpers import Codes, basket, percent_off
 
 
 async def _table_counts(service) -> dict[str, int]:
@@ -245,3 +245,23 @@ async def test_a_basket_of_300_lines_is_evaluated(tenant):
     result = await tenant.evaluate(basket(*[(f"S{n}", 1, 100) for n in range(300)]))
     assert len(result.lines) == 300 and result.promotion_discount.amount_minor == 3000
     assert [a.campaign_id for a in result.applied_promotions] == [campaign.campaign_id]
+
+
+async def test_without_baskets_a_simulation_samples_the_recent_committed_checkouts(tenant):
+    await tenant.live_campaign(percent_off(500, skus=["bread"]))
+    checkouts = Codes(tenant)
+    for number, sku in enumerate(["oil", "bread", "oil"]):
+        await checkouts.reserve(f"sim-{number}", basket((sku, 1, 1000)))
+        if number < 2:  # the third stays reserved: not a sample
+            await checkouts.commit(f"sim-{number}")
+    draft = await tenant.create_campaign()
+    await tenant.add_promotion(draft.campaign_id, percent_off(2000, skus=["oil"]))
+    response = await tenant.stub.SimulateCampaign(
+        api.SimulateCampaignRequest(campaign_id=draft.campaign_id), metadata=tenant.metadata
+    )
+    assert list(response.sampled_checkout_ids) == ["sim-1", "sim-0"]  # newest first
+    draft_discounts = [
+        sum(a.discount.amount_minor for a in result.applied_promotions if a.campaign_id == draft.campaign_id)
+        for result in response.results
+    ]
+    assert draft_discounts == [0, 200]  # the bread basket, then the oil basket at 20% off

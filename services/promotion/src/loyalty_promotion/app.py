@@ -9,7 +9,7 @@ from datetime import date, datetime
 
 import asyncpg
 
-from loyalty.common.v1 import money_pb2
+from loyalty.common.v1 import basket_pb2, money_pb2
 from loyalty.promotion.v1 import (
     campaign_pb2,
     earning_pb2,
@@ -662,14 +662,28 @@ async def evaluate_basket(
     return encode_result(evaluation, as_presented)
 
 
-async def simulate_campaign(uow: UnitOfWork, command: SimulateCampaign) -> tuple[list, list[str]]:
-    """The campaign as if active, together with the live ones, against each sample basket; and the
-    live campaigns that compete with it there."""
-    if not command.baskets:
-        raise InvalidArgument(
-            Reason.INVALID_ARGUMENT, "at least one sample basket is needed", field="baskets"
+SAMPLED_CHECKOUTS = 100
+
+
+async def simulate_campaign(uow: UnitOfWork, command: SimulateCampaign) -> tuple[list, list[str], list[str]]:
+    """The campaign as if active, together with the live ones, against each sample basket (given,
+    or the tenant's most recent committed checkouts); the live campaigns that compete with it there;
+    and the checkouts sampled, if any."""
+    given = command.baskets
+    sampled: list[str] = []
+    if not given:
+        recent = await repository_codes.recent_committed_baskets(
+            uow.connection, uow.tenant, SAMPLED_CHECKOUTS
         )
-    baskets = [basket_of(basket, f"baskets[{i}].") for i, basket in enumerate(command.baskets)]
+        if not recent:
+            raise InvalidArgument(
+                Reason.INVALID_ARGUMENT,
+                "give sample baskets: the tenant has no committed checkouts to draw them from",
+                field="baskets",
+            )
+        sampled = [checkout_id for checkout_id, _ in recent]
+        given = tuple(basket_pb2.Basket.FromString(payload) for _, payload in recent)
+    baskets = [basket_of(basket, f"baskets[{i}].") for i, basket in enumerate(given)]
     stored = await repository.get_campaign(uow.connection, uow.tenant, command.campaign_id)
     if stored is None:
         raise _campaign_not_found()
@@ -691,4 +705,4 @@ async def simulate_campaign(uow: UnitOfWork, command: SimulateCampaign) -> tuple
     now = command.now or uow.now
     results = [engine.encode_evaluation(engine.evaluate(catalog, b, customer, [], now)) for b in baskets]
     conflicts = engine.conflicting_campaigns(catalog, campaign.campaign_id, baskets, customer, now)
-    return results, sorted(conflicts)
+    return results, sorted(conflicts), sampled

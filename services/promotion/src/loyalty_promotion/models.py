@@ -273,6 +273,10 @@ class ReservationRow(Base):
     __table_args__ = (
         CheckConstraint(f"state IN {RESERVATION_STATES}", name="reservations_state"),
         Index("reservations_expiring", "expire_at", postgresql_where=text("state = 'reserved'")),
+        # SimulateCampaign's sample of recent committed checkouts.
+        Index(
+            "reservations_committed", "tenant_id", "commit_at", postgresql_where=text("state = 'committed'")
+        ),
     )
 
     tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)

@@ -486,6 +486,18 @@ async def save_reserved(
     )
 
 
+async def recent_committed_baskets(connection: asyncpg.Connection, tenant: str, limit: int) -> list:
+    """(checkout_id, basket) of the tenant's most recent committed checkouts, newest first."""
+    rows = await connection.fetch(
+        f"""SELECT checkout_id, basket FROM {SCHEMA}.reservations
+            WHERE tenant_id = $1 AND state = 'committed' AND basket <> ''
+            ORDER BY commit_at DESC NULLS LAST, checkout_id LIMIT $2""",
+        tenant,
+        limit,
+    )
+    return [(row["checkout_id"], row["basket"]) for row in rows]
+
+
 async def redemptions_of(
     connection: asyncpg.Connection, tenant: str, checkout_id: str
 ) -> list[StoredRedemption]:

@@ -432,8 +432,10 @@ class PromotionServicer(TriggerRpcs):
             moment(request, "evaluation_time"),
         )
         async with self.units.read() as uow:
-            results, conflicts = await app.simulate_campaign(uow, command)
-        return api.SimulateCampaignResponse(results=results, conflicting_campaign_ids=conflicts)
+            results, conflicts, sampled = await app.simulate_campaign(uow, command)
+        return api.SimulateCampaignResponse(
+            results=results, conflicting_campaign_ids=conflicts, sampled_checkout_ids=sampled
+        )
 
     # --- vouchers ---
 
