@@ -338,11 +338,14 @@ async def on_event(
     assert uow.call.event_id, "triggers count events: only the consumer calls this"
     time_zone = (await app.read_settings(uow.connection, uow.tenant)).time_zone
     occurred = uow.call.event_time or uow.now
+    campaigns: dict[str, campaign_pb2.Campaign | None] = {}  # read once per event, not per trigger
     for stored in stored_triggers:
         trigger = _trigger_of(stored)
         if not rules.filters_hold(trigger, properties):
             continue
-        campaign = await _campaign(uow, stored.campaign_id)
+        if stored.campaign_id not in campaigns:
+            campaigns[stored.campaign_id] = await _campaign(uow, stored.campaign_id)
+        campaign = campaigns[stored.campaign_id]
         if campaign is None or campaign.state != campaign_pb2.CAMPAIGN_STATE_ACTIVE:
             continue
         period = rules.counting_period(trigger, occurred, time_zone)

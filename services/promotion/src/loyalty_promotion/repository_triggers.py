@@ -157,8 +157,9 @@ async def count_match(
 async def rewards_so_far(
     connection: asyncpg.Connection, tenant: str, trigger_id: str, customer_id: str
 ) -> tuple[int, datetime | None]:
-    """How often the trigger rewarded the customer, and when last (the count row's lock, taken by
-    count_match in the same transaction, keeps two events of the customer from both passing)."""
+    """How often the trigger rewarded the customer, and when last. Read without a lock: a trigger
+    listens to one event type, whose stream one consumer handles one event after another, so two
+    events of one trigger never race here."""
     row = await connection.fetchrow(
         f"""SELECT count(*), max(created_at) FROM {SCHEMA}.reward_grants
             WHERE tenant_id = $1 AND trigger_id = $2 AND customer_id = $3 AND state <> 'reversed'""",
