@@ -156,6 +156,29 @@ class CallGuard:
 
         return grpc.unary_unary_rpc_method_handler(handle, response_serializer=_serialize)
 
+    def forwarder(self, service: str, method: MethodDescriptor, behavior) -> grpc.RpcMethodHandler:
+        """The method handler for an RPC this server forwards to another service: the same guard,
+        but the request's bytes reach `behavior(raw, context)` undecoded and the answer's bytes (an
+        async generator of them for a server-streaming RPC) go back as they are; whoever answers in
+        the end decodes and validates."""
+        full_method = f"/{service}/{method.name}"
+        measure = metrics.for_method(service, method.name)
+
+        if method.server_streaming:
+
+            async def forward_stream(raw: bytes, context: grpc.aio.ServicerContext):
+                async with self._guarded(context, full_method, measure):
+                    async for response in behavior(raw, context):
+                        yield response
+
+            return grpc.unary_stream_rpc_method_handler(forward_stream)
+
+        async def forward(raw: bytes, context: grpc.aio.ServicerContext):
+            async with self._guarded(context, full_method, measure):
+                return await behavior(raw, context)
+
+        return grpc.unary_unary_rpc_method_handler(forward)
+
     @contextlib.asynccontextmanager
     async def _guarded(self, context: grpc.aio.ServicerContext, full_method: str, measure):
         """Everything around one call's body: admission, authentication, deadline, error mapping,

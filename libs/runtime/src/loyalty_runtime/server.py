@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -55,6 +55,17 @@ class Api:
 
 
 @dataclass(frozen=True)
+class Forward:
+    """Another service's API that this server answers by forwarding (the gateway's admin API): under
+    that service's own name, so its generated clients work here unchanged. `methods(resources)` gives
+    the behavior of each method served, taking the request's bytes and returning the answer's (see
+    `CallGuard.forwarder`); a method it leaves out is not served at all (UNIMPLEMENTED)."""
+
+    descriptor: ServiceDescriptor
+    methods: Callable[["Resources"], Mapping[str, Callable]]
+
+
+@dataclass(frozen=True)
 class ServiceDefinition:
     """Everything the runtime needs to run a service; `service.py` of each service declares one."""
 
@@ -76,6 +87,8 @@ class ServiceDefinition:
     background: Sequence[Callable[["Resources", asyncio.Event], Awaitable[None]]] = ()
     # Who may call. Internal services trust the shared internal token; the gateway brings its own.
     authenticator: Callable[["Resources"], Authenticator] | None = None
+    # Other services' APIs it serves by forwarding their calls.
+    forwards: Sequence[Forward] = ()
 
     @property
     def service_names(self) -> tuple[str, ...]:
@@ -182,10 +195,18 @@ class ServiceServer:
                 for method in api.descriptor.methods
             }
             server.add_registered_method_handlers(api.descriptor.full_name, handlers)
+        for forward in self.definition.forwards:
+            methods = forward.descriptor.methods_by_name
+            handlers = {
+                name: guard.forwarder(forward.descriptor.full_name, methods[name], behavior)
+                for name, behavior in forward.methods(self.resources).items()
+            }
+            server.add_registered_method_handlers(forward.descriptor.full_name, handlers)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (
                 *self.definition.service_names,
+                *(forward.descriptor.full_name for forward in self.definition.forwards),
                 *(api.descriptor.full_name for api in runtime_apis(self.definition)),
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,

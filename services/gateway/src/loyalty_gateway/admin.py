@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from loyalty_gateway import repository
 from loyalty_gateway.auth import Authenticator
-from loyalty_gateway.domain import audit, credentials
+from loyalty_gateway.domain import admin_api, audit, credentials
 from loyalty_runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -32,12 +32,20 @@ PASSWORDS = PasswordHasher()
 # Verified when the username is unknown, so a login takes as long either way.
 _DUMMY_HASH = PASSWORDS.hash("not a password anybody has")
 MIN_PASSWORD_LENGTH = 12
+AUDIT_RESOURCE_LENGTH = 300  # audit_log.resource
 
 
 async def record(uow: UnitOfWork, action: str, resource: str, fields) -> None:
     await repository.append_audit(
         uow.connection, uow.tenant, uow.call.principal, action, resource, sorted(fields), uow.now
     )
+
+
+async def record_forwarded(uow: UnitOfWork, method: str, request, response) -> None:
+    """A change made through the admin API's forwarding (proxy.py), once it succeeded: the method,
+    the ids it named and the names of the fields it set."""
+    resource = admin_api.audit_resource(request, response, AUDIT_RESOURCE_LENGTH)
+    await record(uow, method, resource, admin_api.audit_fields(request))
 
 
 def parse_id(value: str, field: str, reason: Reason) -> uuid.UUID:

@@ -24,6 +24,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
 import jwt
 from redis.asyncio import Redis
@@ -236,7 +237,12 @@ def require(method: str) -> CallContext:
     """The current caller, if it may call `method`; PERMISSION_DENIED otherwise (nothing is done)."""
     call = current_call()
     if not credentials.permitted(method, call.scopes):
-        if call.principal == "anonymous":
-            raise _unauthenticated()
-        raise PermissionDenied(Reason.PERMISSION_DENIED, f"this credential may not call {method}")
+        refuse(call, method)
     return call
+
+
+def refuse(call: CallContext, method: str) -> NoReturn:
+    """An anonymous caller must sign in (UNAUTHENTICATED); any other may not (PERMISSION_DENIED)."""
+    if call.principal == "anonymous":
+        raise _unauthenticated()
+    raise PermissionDenied(Reason.PERMISSION_DENIED, f"this credential may not call {method}")

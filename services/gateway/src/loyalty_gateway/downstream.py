@@ -82,20 +82,26 @@ class Downstream:
     promotion: promotion_service_pb2_grpc.PromotionServiceStub
     ledger: ledger_service_pb2_grpc.LedgerServiceStub
     fraud: fraud_service_pb2_grpc.FraudServiceStub
+    # The channels themselves, by service name (the admin API forwards over them, notification's too).
+    channels: dict[str, grpc.aio.Channel]
+
+
+SERVICES = ("profile", "segmentation", "promotion", "ledger", "fraud", "notification")
 
 
 def connect(settings, tracer_provider) -> Downstream:
     token = settings.internal_token.get_secret_value()
-
-    def channel(target: str) -> grpc.aio.Channel:
-        return internal_channel(target, internal_token=token, tracer_provider=tracer_provider)
-
+    channels = {
+        name: internal_channel(
+            getattr(settings, f"{name}_target"), internal_token=token, tracer_provider=tracer_provider
+        )
+        for name in SERVICES
+    }
     return Downstream(
-        profile=profile_service_pb2_grpc.ProfileServiceStub(channel(settings.profile_target)),
-        segmentation=segmentation_service_pb2_grpc.SegmentationServiceStub(
-            channel(settings.segmentation_target)
-        ),
-        promotion=promotion_service_pb2_grpc.PromotionServiceStub(channel(settings.promotion_target)),
-        ledger=ledger_service_pb2_grpc.LedgerServiceStub(channel(settings.ledger_target)),
-        fraud=fraud_service_pb2_grpc.FraudServiceStub(channel(settings.fraud_target)),
+        profile=profile_service_pb2_grpc.ProfileServiceStub(channels["profile"]),
+        segmentation=segmentation_service_pb2_grpc.SegmentationServiceStub(channels["segmentation"]),
+        promotion=promotion_service_pb2_grpc.PromotionServiceStub(channels["promotion"]),
+        ledger=ledger_service_pb2_grpc.LedgerServiceStub(channels["ledger"]),
+        fraud=fraud_service_pb2_grpc.FraudServiceStub(channels["fraud"]),
+        channels=channels,
     )

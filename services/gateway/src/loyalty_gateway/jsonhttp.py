@@ -1,5 +1,6 @@
 """JSON over HTTP for backends that do not speak gRPC: the Connect protocol's unary JSON form
-(connectrpc.com/docs/protocol), generated from the gateway's protos, plus an OpenAPI document.
+(connectrpc.com/docs/protocol), generated from the gateway's protos and the unary RPCs of the admin
+API it forwards to the services (proxy.py), plus an OpenAPI document.
 
 Why Connect rather than REST routes from google.api.http annotations: Connect maps every RPC
 mechanically (`POST /<package.Service>/<Method>`, the request message as canonical protobuf JSON in
@@ -21,10 +22,12 @@ import logging
 import grpc
 from aiohttp import web
 from google.protobuf import json_format, message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from grpc_status import rpc_status
 
 from loyalty.gateway.v1 import admin_service_pb2, checkout_service_pb2, customer_service_pb2
+from loyalty_gateway import proxy
+from loyalty_gateway.domain import admin_api
 from loyalty_runtime.context import AUTHORIZATION_HEADER, TENANT_HEADER
 
 log = logging.getLogger("loyalty.gateway.http")
@@ -36,6 +39,17 @@ SERVICES = [
         (customer_service_pb2, "CustomerService"),
         (admin_service_pb2, "AdminService"),
     )
+]
+# Every RPC of the gateway's own services, and the unary ones of the admin API it forwards (proxy.py;
+# Connect's streaming form is not served here, so exports are gRPC only).
+METHODS = [
+    *(method for service in SERVICES for method in service.methods),
+    *(
+        service.methods_by_name[name]
+        for service in proxy.SERVICES
+        for name in admin_api.TABLE[service.full_name]
+        if not service.methods_by_name[name].server_streaming
+    ),
 ]
 MAX_BODY = 1024 * 1024
 # Connect's code names and HTTP statuses (connectrpc.com/docs/protocol#error-codes).
@@ -57,6 +71,10 @@ HTTP_STATUS = {
     grpc.StatusCode.DATA_LOSS: 500,
     grpc.StatusCode.UNAUTHENTICATED: 401,
 }
+
+
+def _path(method: MethodDescriptor) -> str:
+    return f"/{method.containing_service.full_name}/{method.name}"
 
 
 def _error(code: grpc.StatusCode, message: str, details=()) -> web.Response:
@@ -95,17 +113,16 @@ def _timeout(request: web.Request) -> float | None:
 class JsonFront:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.routes = {}
-        for service in SERVICES:
-            for method in service.methods:
-                request_type = message_factory.GetMessageClass(method.input_type)
-                response_type = message_factory.GetMessageClass(method.output_type)
-                path = f"/{service.full_name}/{method.name}"
-                call = channel.unary_unary(
-                    path,
-                    request_serializer=request_type.SerializeToString,
-                    response_deserializer=response_type.FromString,
-                )
-                self.routes[path] = (request_type, call)
+        for method in METHODS:
+            request_type = message_factory.GetMessageClass(method.input_type)
+            response_type = message_factory.GetMessageClass(method.output_type)
+            path = _path(method)
+            call = channel.unary_unary(
+                path,
+                request_serializer=request_type.SerializeToString,
+                response_deserializer=response_type.FromString,
+            )
+            self.routes[path] = (request_type, call)
 
     async def handle(self, request: web.Request) -> web.Response:
         route = self.routes.get(request.path)
@@ -212,27 +229,27 @@ def openapi() -> dict:
         "description": "A Connect error: code, message and google.rpc details (ErrorInfo carries the reason)",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/connect.Error"}}},
     }
-    for service in SERVICES:
-        for method in service.methods:
-            paths[f"/{service.full_name}/{method.name}"] = {
-                "post": {
-                    "operationId": f"{service.name}.{method.name}",
-                    "tags": [service.name],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _message_ref(method.input_type, schemas)}},
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "OK",
-                            "content": {
-                                "application/json": {"schema": _message_ref(method.output_type, schemas)}
-                            },
+    for method in METHODS:
+        service = method.containing_service
+        paths[_path(method)] = {
+            "post": {
+                "operationId": f"{service.name}.{method.name}",
+                "tags": [service.name],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _message_ref(method.input_type, schemas)}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "content": {
+                            "application/json": {"schema": _message_ref(method.output_type, schemas)}
                         },
-                        "default": error,
                     },
-                }
+                    "default": error,
+                },
             }
+        }
     schemas["connect.Error"] = {
         "type": "object",
         "properties": {

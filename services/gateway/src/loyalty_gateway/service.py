@@ -5,7 +5,7 @@ from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from loyalty.gateway.v1 import admin_service_pb2, checkout_service_pb2, customer_service_pb2
-from loyalty_gateway import jsonhttp
+from loyalty_gateway import jsonhttp, proxy
 from loyalty_gateway.admin import LoginThrottle
 from loyalty_gateway.admin_servicer import AdminServicer
 from loyalty_gateway.auth import Authenticator
@@ -13,12 +13,13 @@ from loyalty_gateway.checkout import Checkouts
 from loyalty_gateway.checkout_servicer import CheckoutServicer, CustomerServicer
 from loyalty_gateway.codes import CodeGuard
 from loyalty_gateway.customers import Customers
-from loyalty_gateway.downstream import connect
+from loyalty_gateway.downstream import Downstream, connect
+from loyalty_gateway.proxy import AdminProxy
 from loyalty_gateway.repository import SCHEMA
 from loyalty_gateway.tenants import Tenants
 from loyalty_gateway.tokens import CustomerTokens
 from loyalty_runtime.catalogue import PORTS
-from loyalty_runtime.server import Api, Resources, ServiceDefinition
+from loyalty_runtime.server import Api, Forward, Resources, ServiceDefinition
 from loyalty_runtime.settings import ServiceSettings
 
 
@@ -41,6 +42,7 @@ class GatewaySettings(ServiceSettings):
     promotion_target: str = _target("promotion")
     ledger_target: str = _target("ledger")
     fraud_target: str = _target("fraud")
+    notification_target: str = _target("notification")
     # Verified API keys are remembered this long per replica (a revocation elsewhere takes this long).
     key_cache_seconds: float = 5.0
     key_cache_size: int = 10_000
@@ -85,11 +87,19 @@ def _auth(resources: Resources) -> Authenticator:
     return auth
 
 
+def _downstream(resources: Resources) -> Downstream:
+    downstream = getattr(resources, "gateway_downstream", None)
+    if downstream is None:
+        downstream = connect(resources.settings, resources.tracer_provider)
+        resources.gateway_downstream = downstream
+    return downstream
+
+
 def _checkouts(resources: Resources) -> Checkouts:
     checkouts = getattr(resources, "gateway_checkouts", None)
     if checkouts is None:
         s = resources.settings
-        downstream = connect(s, resources.tracer_provider)
+        downstream = _downstream(resources)
         checkouts = Checkouts(
             resources.units,
             downstream,
@@ -105,6 +115,14 @@ def _checkouts(resources: Resources) -> Checkouts:
         )
         resources.gateway_checkouts = checkouts
     return checkouts
+
+
+def _proxy(resources: Resources) -> AdminProxy:
+    forwarding = getattr(resources, "gateway_proxy", None)
+    if forwarding is None:
+        forwarding = AdminProxy(resources.units, _downstream(resources).channels)
+        resources.gateway_proxy = forwarding
+    return forwarding
 
 
 def _admin(resources: Resources) -> AdminServicer:
@@ -131,5 +149,8 @@ DEFINITION = ServiceDefinition(
     migrations="loyalty_gateway:migrations",
     events="gateway.events",
     authenticator=lambda resources: _auth(resources).authenticate,
+    forwards=[
+        Forward(descriptor, lambda r, d=descriptor: _proxy(r).methods(d)) for descriptor in proxy.SERVICES
+    ],
     background=[jsonhttp.serve],
 )
