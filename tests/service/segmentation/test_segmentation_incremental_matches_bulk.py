@@ -1,6 +1,8 @@
 """Incremental and bulk membership agree exactly: random customers with random purchase (with
-categories), return, code redemption and activity histories are recorded one by one into segments that exist beforehand (incremental path), then the
-same rules are created afresh (bulk path, one statement each) and both memberships compared."""
+categories), return, code redemption, activity and static list histories are recorded one by one
+into segments that exist beforehand (incremental path), then the same rules are created afresh (bulk
+path, one statement each) and both memberships compared. Rules may test membership of the static
+list and of the segments created before them (each path's own), under AND/OR/NOT."""
 
 from datetime import timedelta
 
@@ -49,7 +51,32 @@ def activity(op, value, window, activity_type):
     return condition
 
 
+def reference(index: int) -> c.Condition:
+    """Membership of the `index`th earlier segment (0: the static list), resolved per path."""
+    return c.Condition(segment=c.SegmentReferenceCondition(segment_id=f"@{index}"))
+
+
+def resolve(rule: c.Condition, targets: list[str]) -> c.Condition:
+    """The rule with each reference to an earlier segment replaced by its id among `targets` (one
+    not created yet: the static list)."""
+    resolved = c.Condition()
+    resolved.CopyFrom(rule)
+    pending = [resolved]
+    while pending:
+        node = pending.pop()
+        kind = node.WhichOneof("kind")
+        if kind in ("all_of", "any_of"):
+            pending.extend(getattr(node, kind).conditions)
+        elif kind == "negation":
+            pending.append(node.negation.condition)
+        elif kind == "segment":
+            index = int(node.segment.segment_id.removeprefix("@"))
+            node.segment.segment_id = targets[index] if index < len(targets) else targets[0]
+    return resolved
+
+
 leaves = st.one_of(
+    st.builds(reference, st.integers(0, 2)),
     st.builds(
         lambda m, op, v, w: metric(m, op, v, window=w),
         st.sampled_from(COUNTED),
@@ -90,7 +117,7 @@ rules = st.recursive(
 histories = st.lists(
     st.tuples(
         st.sampled_from("abc"),
-        st.sampled_from(["purchase", "return", "code", "review.written", "social.shared"]),
+        st.sampled_from(["purchase", "return", "code", "review.written", "social.shared", "list", "unlist"]),
         st.integers(-2, 500),
         st.integers(0, 1500),
     ),
@@ -103,10 +130,15 @@ histories = st.lists(
 async def test_incremental_and_bulk_memberships_agree(segmentation, rule_set, history):
     segmentation.clock.now = NOW
     tenant = Client(segmentation, f"h-{key()[:10]}")
-    incremental = [await tenant.rule_segment(rule) for rule in rule_set]
+    listed = (await tenant.static_segment()).segment_id
+    incremental = await created(tenant, listed, rule_set)
     for customer, kind, days, amount in history:
         at = NOW - timedelta(days=days, hours=amount % 24)
-        if kind == "return":
+        if kind in ("list", "unlist"):
+            change = tenant.AddSegmentMembers if kind == "list" else tenant.RemoveSegmentMembers
+            request = api.AddSegmentMembersRequest if kind == "list" else api.RemoveSegmentMembersRequest
+            await change(request(idempotency_key=key(), segment_id=listed, customer_ids=[customer]))
+        elif kind == "return":
             await tenant.refund(customer, at, amount)
         elif kind == "purchase":
             await tenant.purchase(customer, at, amount, categories=CATEGORIES[: amount % 4])
@@ -121,6 +153,15 @@ async def test_incremental_and_bulk_memberships_agree(segmentation, rule_set, hi
                     idempotency_key=key(), customer_id=customer, activity_type=kind, occur_time=timestamp(at)
                 )
             )
-    bulk = [await tenant.rule_segment(rule) for rule in rule_set]
+    bulk = await created(tenant, listed, rule_set)
     for live, fresh in zip(incremental, bulk, strict=True):
         assert await tenant.members(live.segment_id) == await tenant.members(fresh.segment_id)
+
+
+async def created(tenant: Client, listed: str, rule_set) -> list:
+    """The rule segments, each referring to the static list and to those created before it."""
+    segments = []
+    for rule in rule_set:
+        targets = [listed, *(s.segment_id for s in segments)]
+        segments.append(await tenant.rule_segment(resolve(rule, targets)))
+    return segments

@@ -74,7 +74,7 @@ def test_between_and_in_bind_every_operand():
             "segment.rule.metric.values",
         ),
         (c.Condition(negation=c.NotCondition()), "segment.rule.negation.condition"),
-        (c.Condition(segment=c.SegmentReferenceCondition(segment_id="x")), "segment.rule.segment"),
+        (c.Condition(segment=c.SegmentReferenceCondition(segment_id="x")), "segment.rule.segment.segment_id"),
     ],
 )
 def test_a_malformed_rule_names_its_field(condition, field):

@@ -7,6 +7,11 @@ re-evaluates every live rule segment for the customers a record or event is abou
 of background jobs (a new or changed rule, the hourly refresh, a finished backfill, new RFM scores).
 Each change of membership writes segment.entered / segment.left to the outbox in the same
 transaction.
+
+A rule may test membership of other segments. The incremental path evaluates the segments layer by
+layer in dependency order (a layer sees the changes of the ones before it); the bulk path recomputes
+the segments that refer to a segment once that segment's recompute has finished, and a change of a
+static list re-evaluates the listed customers for the segments that refer to it.
 """
 
 import json
@@ -20,7 +25,14 @@ from loyalty.common.v1 import date_pb2
 from loyalty.gateway.v1 import events_pb2 as gateway_events
 from loyalty.profile.v1 import events_pb2 as profile_events
 from loyalty.promotion.v1 import events_pb2 as promotion_events
-from loyalty.segmentation.v1 import condition_pb2, events_pb2, jobs_pb2, metrics_pb2, segment_pb2
+from loyalty.segmentation.v1 import (
+    condition_pb2,
+    events_pb2,
+    jobs_pb2,
+    metrics_pb2,
+    segment_pb2,
+    settings_pb2,
+)
 from loyalty_runtime.context import CallContext, bind_call, unbind_call
 from loyalty_runtime.errors import (
     Aborted,
@@ -44,6 +56,7 @@ from loyalty_segmentation.commands import (
     RecordPurchase,
     RecordReturn,
     UpdateSegment,
+    UpdateSettings,
     Upload,
     Uploaded,
 )
@@ -87,28 +100,52 @@ def _rule(segment: SegmentRow) -> condition_pb2.Condition:
     return condition_pb2.Condition.FromString(segment.rule)
 
 
+def _graph(segments: list[SegmentRow]) -> dict[str, set[str]]:
+    """Which segments each rule segment refers to."""
+    return {str(s.segment_id): rules.references(_rule(s)) for s in segments}
+
+
 # --- membership -----------------------------------------------------------------------------------
 
 
 async def refresh_customers(uow: UnitOfWork, customer_ids: list[str], changed: Changed) -> None:
-    """Re-evaluate every live rule segment for these customers and apply the difference."""
+    """Re-evaluate every live rule segment for these customers and apply the difference: one
+    statement for all segments, or one per layer when rules refer to other rule segments."""
     segments = await repository.live_rule_segments(uow)
-    attributes = await repository.attribute_types(uow) if segments else {}
+    if not segments:
+        return
+    attributes, zone = await repository.rule_context(uow)
+    by_id = {str(s.segment_id): s for s in segments}
+    current = await repository.rule_memberships(uow, customer_ids)
+    for layer in rules.layers(_graph(segments)):
+        await _refresh_layer(
+            uow, [by_id[i] for i in layer], customer_ids, current, (attributes, zone), changed
+        )
+
+
+async def _refresh_layer(uow: UnitOfWork, segments, customer_ids, current, context, changed: Changed) -> None:
     predicates, values, needs = [], [], set()
     for segment in segments:
-        compiled = rules.compile_rule(_rule(segment), FIRST_RULE_PARAMETER + len(values), attributes)
+        compiled = rules.compile_rule(_rule(segment), FIRST_RULE_PARAMETER + len(values), *context)
         predicates.append(compiled.sql)
         values.extend(compiled.values)
         needs |= compiled.needs
-    rows = await repository.evaluate(uow, predicates, needs, values, customer_ids) if segments else []
+    rows = await repository.evaluate(uow, predicates, needs, values, customer_ids)
     matching = {
         (segment.segment_id, row["customer_id"])
         for row in rows
         for segment, match in zip(segments, row["matches"], strict=True)
         if match
     }
-    current = await repository.rule_memberships(uow, customer_ids)
-    await _apply(uow, entered=matching - current, left=current - matching, changed=changed)
+    ids = {segment.segment_id for segment in segments}
+    mine = {membership for membership in current if membership[0] in ids}
+    await _apply(uow, entered=matching - mine, left=mine - matching, changed=changed)
+
+
+async def _refresh_dependents(uow: UnitOfWork, segment_id: uuid.UUID, customer_ids, changed: Changed) -> None:
+    """A static list changed for these customers: re-evaluate them where a rule refers to it."""
+    if customer_ids and rules.dependents({str(segment_id)}, _graph(await repository.live_rule_segments(uow))):
+        await refresh_customers(uow, sorted(customer_ids), changed)
 
 
 async def _apply(uow: UnitOfWork, *, entered: set, left: set, changed: Changed) -> None:
@@ -149,7 +186,7 @@ async def recompute_slice(
     segment = await repository.segment(uow, uuid.UUID(job.segment_id), lock=True)
     if segment is None or segment.deleted_at is not None or segment.rule_version != job.rule_version:
         return
-    compiled = rules.compile_rule(_rule(segment), FIRST_BULK_PARAMETER, await repository.attribute_types(uow))
+    compiled = rules.compile_rule(_rule(segment), FIRST_BULK_PARAMETER, *await repository.rule_context(uow))
     upto = await repository.slice_end(uow, job.after_customer_id, tuning.recompute_slice)
     changed.customers.update(
         await repository.recompute(
@@ -167,18 +204,27 @@ async def recompute_slice(
         following.CopyFrom(job)
         following.after_customer_id = upto
         await uow.enqueue(RECOMPUTE_JOB, following)
+    else:
+        # Finished: the segments that refer to this one follow its new membership.
+        referring = rules.dependents({job.segment_id}, _graph(await repository.live_rule_segments(uow)))
+        if referring:
+            await schedule_recompute(uow, sorted(uuid.UUID(i) for i in referring))
 
 
 async def recompute_all(uow: UnitOfWork, *, only_rfm: bool = False) -> None:
-    """Recompute every live rule segment (or those reading RFM scores) in the background."""
+    """Recompute every live rule segment (or those reading RFM scores) in the background; one that
+    refers to another being recomputed follows when that one finishes."""
     attributes = await repository.attribute_types(uow)
-    segment_ids = [
-        s.segment_id
-        for s in await repository.live_rule_segments(uow)
+    segments = await repository.live_rule_segments(uow)
+    chosen = {
+        str(s.segment_id)
+        for s in segments
         if not only_rfm or "rfm" in rules.compile_rule(_rule(s), FIRST_BULK_PARAMETER, attributes).needs
-    ]
-    if segment_ids:
-        await schedule_recompute(uow, segment_ids)
+    }
+    graph = _graph(segments)
+    first = sorted(uuid.UUID(i) for i in chosen if not graph[i] & chosen)
+    if first:
+        await schedule_recompute(uow, first)
 
 
 async def scheduled_refresh(resources) -> None:
@@ -218,7 +264,7 @@ async def _each_tenant(resources, tenants: list[str], use_case, budget: float | 
 async def create_segment(uow: UnitOfWork, command: CreateSegment, changed: Changed) -> SegmentRow:
     """Saved at once; a rule segment's membership follows in the background (COMPUTING, then READY)."""
     if command.rule is not None:
-        rules.validate(command.rule, attributes=await repository.attribute_types(uow))
+        await _validate(uow, command.rule, None)
     segment_id = uuid.uuid4()
     rule = command.rule.SerializeToString(deterministic=True) if command.rule is not None else None
     inserted = await repository.insert_segment(
@@ -263,7 +309,28 @@ async def _live_segment(uow: UnitOfWork, segment_id: uuid.UUID, etag: str, field
     return segment
 
 
+async def _validate(uow: UnitOfWork, rule: condition_pb2.Condition, segment_id: uuid.UUID | None) -> None:
+    """Validate a rule to save: the segments it refers to are live (and stay so until this commits:
+    they are locked against a delete) and, for an existing segment, lead back to it nowhere."""
+    referred = rules.references(rule)
+    live = await repository.live_segment_ids(uow, sorted(referred), lock=True) if referred else set()
+    rules.validate(rule, attributes=await repository.attribute_types(uow), segments=live)
+    if segment_id is None or not referred:
+        return
+    graph = _graph(await repository.live_rule_segments(uow))
+    cycle = rules.find_cycle(str(segment_id), referred, graph)
+    if cycle:
+        raise InvalidArgument(
+            Reason.SEGMENT_REFERENCE_CYCLE,
+            "the rule's segment references lead back to this segment: " + " -> ".join(cycle),
+            field="segment.rule",
+        )
+
+
 async def update_segment(uow: UnitOfWork, command: UpdateSegment, changed: Changed) -> SegmentRow:
+    if "rule" in command.fields:
+        # Rule changes of one tenant take turns, so two cannot close a cycle between them.
+        await repository.lock_rules(uow)
     segment = await _live_segment(uow, command.segment_id, command.etag, "segment.segment_id")
     values = {}
     if "display_name" in command.fields:
@@ -283,7 +350,7 @@ async def update_segment(uow: UnitOfWork, command: UpdateSegment, changed: Chang
                 "only a rule segment has a rule, and it needs one",
                 field="segment.rule",
             )
-        rules.validate(command.rule, attributes=await repository.attribute_types(uow))
+        await _validate(uow, command.rule, segment.segment_id)
         values["rule"] = command.rule.SerializeToString(deterministic=True)
     await repository.update_segment(uow, replace(segment, **values))
     if "rule" in command.fields:
@@ -292,8 +359,18 @@ async def update_segment(uow: UnitOfWork, command: UpdateSegment, changed: Chang
 
 
 async def delete_segment(uow: UnitOfWork, command: DeleteSegment, changed: Changed) -> SegmentRow:
-    """Soft delete: every member leaves (with their events); the definition stays."""
+    """Soft delete: every member leaves (with their events); the definition stays. Refused while
+    other live segments' rules refer to it."""
     segment = await _live_segment(uow, command.segment_id, command.etag, "segment_id")
+    segments = await repository.live_rule_segments(uow)
+    referring = rules.dependents({str(segment.segment_id)}, _graph(segments))
+    if referring:
+        names = sorted(s.display_name for s in segments if str(s.segment_id) in referring)
+        raise FailedPrecondition(
+            Reason.SEGMENT_IN_USE,
+            f"the rules of {len(names)} segment(s) refer to this one: {', '.join(names)}",
+            field="segment_id",
+        )
     members = await repository.remove_members(
         uow, segment.segment_id, await repository.all_members(uow, segment.segment_id)
     )
@@ -324,6 +401,7 @@ async def add_members(uow: UnitOfWork, command: ChangeMembers, changed: Changed)
         _publish(uow, events_pb2.SegmentEntered, segment.segment_id, customer_id)
     await repository.set_member_count(uow, segment.segment_id)
     changed.customers.update(added)
+    await _refresh_dependents(uow, segment.segment_id, added, changed)
     unknown = [c for c in dict.fromkeys(command.customer_ids) if c not in known]
     return MembersChanged(len(added), unknown)
 
@@ -335,6 +413,7 @@ async def remove_members(uow: UnitOfWork, command: ChangeMembers, changed: Chang
         _publish(uow, events_pb2.SegmentLeft, segment.segment_id, customer_id)
     await repository.set_member_count(uow, segment.segment_id)
     changed.customers.update(removed)
+    await _refresh_dependents(uow, segment.segment_id, removed, changed)
     return MembersChanged(len(removed))
 
 
@@ -349,15 +428,18 @@ async def upload_members(uow: UnitOfWork, command: Upload, changed: Changed) -> 
         _publish(uow, events_pb2.SegmentEntered, segment.segment_id, customer_id)
     await repository.set_member_count(uow, segment.segment_id)
     changed.customers.update(added)
+    await _refresh_dependents(uow, segment.segment_id, added, changed)
     unknown = [(row, c, "unknown customer") for c, row in parsed.customers.items() if c not in known]
     problems = sorted(parsed.problems + unknown)
     return Uploaded(len(added), len(known) - len(added), problems)
 
 
 async def estimate(uow: UnitOfWork, command: Estimate) -> Estimated:
-    attributes = await repository.attribute_types(uow)
-    rules.validate(command.rule, "rule", attributes)
-    compiled = rules.compile_rule(command.rule, FIRST_RULE_PARAMETER, attributes)
+    referred = rules.references(command.rule)
+    live = await repository.live_segment_ids(uow, sorted(referred)) if referred else set()
+    attributes, zone = await repository.rule_context(uow)
+    rules.validate(command.rule, "rule", attributes, live)
+    compiled = rules.compile_rule(command.rule, FIRST_RULE_PARAMETER, attributes, zone)
     return Estimated(
         *await repository.count_matching(
             uow, compiled.sql, compiled.needs, compiled.values, command.sample_size
@@ -600,6 +682,37 @@ async def compute_rfm(uow: UnitOfWork) -> int:
     scored = await repository.compute_rfm(uow)
     await recompute_all(uow, only_rfm=True)
     return scored
+
+
+# --- settings -------------------------------------------------------------------------------------
+
+
+def _settings(row) -> settings_pb2.SegmentationSettings:
+    if row is None:
+        return settings_pb2.SegmentationSettings(etag="0")
+    return settings_pb2.SegmentationSettings(
+        time_zone=row["time_zone"], update_time=timestamp(row["updated_at"]), etag=str(row["version"])
+    )
+
+
+async def get_settings(uow: UnitOfWork) -> settings_pb2.SegmentationSettings:
+    return _settings(await repository.settings(uow))
+
+
+async def update_settings(
+    uow: UnitOfWork, command: UpdateSettings, changed: Changed
+) -> settings_pb2.SegmentationSettings:
+    """A new time zone moves every calendar rule's edges: the rule segments are recomputed."""
+    rules.check_time_zone(command.time_zone)
+    current = _settings(await repository.settings(uow, lock=True))
+    if command.etag and command.etag != current.etag:
+        raise Aborted(
+            Reason.CONCURRENT_MODIFICATION, "the settings changed since they were read", field="etag"
+        )
+    saved = _settings(await repository.save_settings(uow, command.time_zone))
+    if command.time_zone != current.time_zone:
+        await recompute_all(uow)
+    return saved
 
 
 # --- reads ----------------------------------------------------------------------------------------

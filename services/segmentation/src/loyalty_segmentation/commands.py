@@ -98,3 +98,9 @@ class Estimated:
     matching: int
     total: int
     sample: list[str]
+
+
+@dataclass(frozen=True)
+class UpdateSettings:
+    time_zone: str
+    etag: str

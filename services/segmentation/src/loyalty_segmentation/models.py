@@ -212,4 +212,16 @@ class CodeRedemptionRow(Base):
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class TenantSettingsRow(Base):
+    """The tenant's segmentation settings (SegmentationSettings); no row: the defaults (UTC)."""
+
+    __tablename__ = "tenant_settings"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # IANA name: the calendar of ages, relative dates, anniversaries and whole days since a moment.
+    time_zone: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 add_runtime_tables(Base.metadata)

@@ -275,6 +275,26 @@ async def live_rule_segments(uow: UnitOfWork) -> list[SegmentRow]:
     return [SegmentRow(**row) for row in rows]
 
 
+async def live_segment_ids(uow: UnitOfWork, segment_ids: list[str], *, lock: bool = False) -> set[str]:
+    """Those of `segment_ids` (text) that are live segments of the tenant; `lock`: kept so (FOR
+    SHARE: a delete waits) until this transaction ends."""
+    rows = await uow.connection.fetch(
+        f"""SELECT segment_id::text AS segment_id FROM {S}.segments
+            WHERE tenant_id = $1 AND segment_id::text = ANY($2::varchar[]) AND deleted_at IS NULL"""
+        + (" ORDER BY segment_id FOR SHARE" if lock else ""),
+        uow.tenant,
+        segment_ids,
+    )
+    return {row["segment_id"] for row in rows}
+
+
+async def lock_rules(uow: UnitOfWork) -> None:
+    """The tenant's rule changes take turns (a transaction-scoped advisory lock)."""
+    await uow.connection.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('segmentation.rules:' || $1, 0))", uow.tenant
+    )
+
+
 async def evaluate(
     uow: UnitOfWork, predicates: list[str], needs: set[str], values: list, customers: list[str]
 ):
@@ -610,6 +630,39 @@ async def attribute_types(uow: UnitOfWork) -> dict[str, str]:
         f"SELECT name, type FROM {S}.attribute_types WHERE tenant_id = $1", uow.tenant
     )
     return {row["name"]: row["type"] for row in rows}
+
+
+async def rule_context(uow: UnitOfWork) -> tuple[dict[str, str], str]:
+    """What compiling the tenant's rules takes, in one round trip: its attribute types and its time
+    zone (UTC until set)."""
+    row = await uow.connection.fetchrow(
+        f"""SELECT (SELECT coalesce(jsonb_object_agg(name, type), '{{}}'::jsonb) FROM {S}.attribute_types
+                    WHERE tenant_id = $1) AS attributes,
+                   (SELECT time_zone FROM {S}.tenant_settings WHERE tenant_id = $1) AS time_zone""",
+        uow.tenant,
+    )
+    return row["attributes"], row["time_zone"] or "UTC"
+
+
+async def settings(uow: UnitOfWork, *, lock: bool = False):
+    """(time zone, version, updated_at) of the tenant's settings; None while it has the defaults."""
+    return await uow.connection.fetchrow(
+        f"SELECT time_zone, version, updated_at FROM {S}.tenant_settings WHERE tenant_id = $1"
+        + (" FOR UPDATE" if lock else ""),
+        uow.tenant,
+    )
+
+
+async def save_settings(uow: UnitOfWork, time_zone: str):
+    return await uow.connection.fetchrow(
+        f"""INSERT INTO {S}.tenant_settings (tenant_id, time_zone, version, updated_at) VALUES ($1, $2, 1, $3)
+            ON CONFLICT (tenant_id) DO UPDATE SET time_zone = excluded.time_zone,
+                version = {S}.tenant_settings.version + 1, updated_at = excluded.updated_at
+            RETURNING time_zone, version, updated_at""",
+        uow.tenant,
+        time_zone,
+        uow.now,
+    )
 
 
 async def learn_attribute_types(uow: UnitOfWork, kinds: dict[str, str], *, authoritative: bool) -> None:

@@ -2,8 +2,6 @@
 unit of work (`units.idempotent` for changes requested by key), and encodes the result; after a
 commit it drops the cached answers of exactly the customers the change concerned. No SQL, no rule.
 Exports stream their file page by page (exports.py).
-
-Not built yet: rule conditions on segment references are refused as invalid (domain/rules.py).
 """
 
 import uuid
@@ -31,6 +29,7 @@ from loyalty_segmentation.commands import (
     RecordPurchase,
     RecordReturn,
     UpdateSegment,
+    UpdateSettings,
     Upload,
 )
 from loyalty_segmentation.repository import SegmentRow
@@ -406,6 +405,22 @@ class SegmentationServicer:
                     api.UploadRowProblem(row_number=n, customer_id=c, reason=why) for n, c, why in r.problems
                 ],
             ),
+        )
+
+    async def GetSegmentationSettings(self, request: api.GetSegmentationSettingsRequest, context):
+        async with self.units.read() as uow:
+            return api.GetSegmentationSettingsResponse(settings=await app.get_settings(uow))
+
+    async def UpdateSegmentationSettings(self, request: api.UpdateSegmentationSettingsRequest, context):
+        require_key(request.idempotency_key)
+        if not set(request.update_mask.paths) <= {"time_zone"}:
+            raise InvalidArgument(Reason.INVALID_ARGUMENT, "update_mask names time_zone", field="update_mask")
+        command = UpdateSettings(request.settings.time_zone, request.settings.etag)
+        return await self._changed(
+            request,
+            app.update_settings,
+            command,
+            lambda settings: api.UpdateSegmentationSettingsResponse(settings=settings),
         )
 
     async def BackfillProfiles(self, request: api.BackfillProfilesRequest, context):

@@ -9,12 +9,19 @@ column names, casts and operators. A compiled rule also says which metric column
 
 Attributes: the built-in fields below, `consent.<channel>.<purpose>` (true when granted), and the
 tenant's custom attributes by their type (`AttributeTypes`: profile's schema as segmentation knows
-it). Dates are compared in UTC.
+it). Calendar computations (today's date for ages, relative dates and anniversaries, whole days
+since a moment) use the tenant's time zone, bound as a value like any other.
+
+A segment condition is membership of another segment, read from the materialised membership: the
+referenced segment's members must be current before a rule over them is evaluated, so segments are
+evaluated in dependency order (`layers`), and a rule whose references lead back to itself is refused
+(`find_cycle`).
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, date
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from loyalty.segmentation.v1 import condition_pb2 as pb
 from loyalty_runtime.errors import FieldViolation, InvalidArgument, Reason
@@ -24,6 +31,7 @@ MAX_ACTIVITY_TYPE = 100
 ACTIVITIES = "segmentation.activities"
 CATEGORIES = "segmentation.purchase_categories"
 REDEMPTIONS = "segmentation.code_redemptions"
+MEMBERS = "segmentation.segment_members"
 
 WINDOW_SUFFIX = {
     pb.METRIC_WINDOW_LAST_7_DAYS: "7",
@@ -45,7 +53,8 @@ def window_sql(column: str, suffix: str) -> str:
 
 
 def _days_since(column: str) -> str:
-    return f"floor(extract(epoch FROM $2::timestamptz - {column}) / 86400)::bigint"
+    """Calendar days in the tenant's time zone ({today}: today's date there, {zone}: the zone)."""
+    return f"({{today}} - ({column} AT TIME ZONE {{zone}})::date)::bigint"
 
 
 @dataclass(frozen=True)
@@ -141,11 +150,10 @@ OPERANDS = {
 }
 CASTS = {"string": "text", "enum": "text", "int": "bigint", "decimal": "bigint", "bool": "boolean"}
 
-TODAY = "($2::timestamptz AT TIME ZONE 'UTC')::date"
-# Built-in attributes: SQL over `m` and kind.
+# Built-in attributes: SQL over `m` ({today}: today's date in the tenant's time zone) and kind.
 BUILT_IN = {
     "birth_date": ("m.birth_date", "date"),
-    "age": (f"date_part('year', age({TODAY}, m.birth_date))::bigint", "int"),
+    "age": ("date_part('year', age({today}, m.birth_date))::bigint", "int"),
     "locale": ("m.locale", "string"),
     "enrol_time": ("m.enrolled_at", "timestamp"),
 }
@@ -161,17 +169,29 @@ AttributeTypes = Mapping[str, str]
 @dataclass
 class Compiled:
     """A predicate over `m`, the values it binds (numbered from `first_parameter`), and the metric
-    columns it reads."""
+    columns it reads; the tenant's time zone is bound once, when a calendar computation needs it."""
 
     first_parameter: int
+    time_zone: str = "UTC"
     values: list = field(default_factory=list)
     needs: set[str] = field(default_factory=set)
     sql: str = ""
+    _zone: str = ""
 
     def bind(self, value, cast: str = "") -> str:
         self.values.append(value)
         number = f"${self.first_parameter + len(self.values) - 1}"
         return f"{number}::{cast}" if cast else number
+
+    @property
+    def zone(self) -> str:
+        if not self._zone:
+            self._zone = self.bind(self.time_zone, "text")
+        return self._zone
+
+    @property
+    def today(self) -> str:
+        return f"($2::timestamptz AT TIME ZONE {self.zone})::date"
 
 
 @dataclass
@@ -187,13 +207,31 @@ class _Problems:
         self.add(path, text, Reason.ATTRIBUTE_TYPE_MISMATCH)
 
 
+def check_time_zone(name: str, path: str = "settings.time_zone") -> None:
+    """An IANA time zone name, or empty (UTC)."""
+    if not name:
+        return
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidArgument(
+            Reason.INVALID_ARGUMENT, "an IANA time zone such as Europe/Berlin", field=path
+        ) from None
+    if len(name) > 64:
+        raise InvalidArgument(Reason.INVALID_ARGUMENT, "at most 64 characters", field=path)
+
+
 def validate(
-    rule: pb.Condition, path: str = "segment.rule", attributes: AttributeTypes | None = None
+    rule: pb.Condition,
+    path: str = "segment.rule",
+    attributes: AttributeTypes | None = None,
+    segments: Set[str] = frozenset(),
 ) -> None:
-    """Refuse a rule that is malformed, too large, names an unknown attribute or metric, or compares
-    with the wrong kind of value; every problem is reported with its field path, nothing is saved."""
+    """Refuse a rule that is malformed, too large, names an unknown attribute, metric or segment
+    (`segments`: the tenant's live ones), or compares with the wrong kind of value; every problem is
+    reported with its field path, nothing is saved."""
     problems = _Problems()
-    nodes = _check(rule, path, 1, problems, attributes or {})
+    nodes = _check(rule, path, 1, problems, _Known(attributes or {}, segments))
     if nodes > MAX_NODES:
         problems.add(path, f"a rule has at most {MAX_NODES} conditions")
     if problems.violations:
@@ -202,7 +240,13 @@ def validate(
         )
 
 
-def _check(node: pb.Condition, path: str, depth: int, out: _Problems, attributes: AttributeTypes) -> int:
+@dataclass(frozen=True)
+class _Known:
+    attributes: AttributeTypes
+    segments: Set[str]
+
+
+def _check(node: pb.Condition, path: str, depth: int, out: _Problems, known: _Known) -> int:
     if depth > MAX_DEPTH:
         out.add(path, f"a rule is at most {MAX_DEPTH} levels deep")
         return 1
@@ -210,20 +254,21 @@ def _check(node: pb.Condition, path: str, depth: int, out: _Problems, attributes
     if kind in ("all_of", "any_of"):
         children = getattr(node, kind).conditions
         return 1 + sum(
-            _check(child, f"{path}.{kind}.conditions[{i}]", depth + 1, out, attributes)
+            _check(child, f"{path}.{kind}.conditions[{i}]", depth + 1, out, known)
             for i, child in enumerate(children)
         )
     if kind == "negation":
         if not node.negation.HasField("condition"):
             out.add(f"{path}.negation.condition", "a NOT needs a condition")
             return 1
-        return 1 + _check(node.negation.condition, f"{path}.negation.condition", depth + 1, out, attributes)
+        return 1 + _check(node.negation.condition, f"{path}.negation.condition", depth + 1, out, known)
     if kind == "metric":
         _check_metric(node.metric, f"{path}.metric", out)
     elif kind == "attribute":
-        _check_attribute(node.attribute, f"{path}.attribute", out, attributes)
+        _check_attribute(node.attribute, f"{path}.attribute", out, known.attributes)
     elif kind == "segment":
-        out.add(f"{path}.segment", "segment conditions are not supported by this version")
+        if node.segment.segment_id not in known.segments:
+            out.add(f"{path}.segment.segment_id", "no such segment", Reason.SEGMENT_NOT_FOUND)
     else:
         out.add(path, "a condition must set exactly one kind")
     return 1
@@ -302,11 +347,14 @@ def _date(value) -> date | None:
 
 
 def compile_rule(
-    rule: pb.Condition, first_parameter: int, attributes: AttributeTypes | None = None
+    rule: pb.Condition,
+    first_parameter: int,
+    attributes: AttributeTypes | None = None,
+    time_zone: str = "UTC",
 ) -> Compiled:
     """A validated rule -> SQL boolean over `m` (`.sql`), values for $first_parameter... (`.values`)
-    and the metric columns it reads (`.needs`)."""
-    compiled = Compiled(first_parameter)
+    and the metric columns it reads (`.needs`); dates in `time_zone` (an IANA name)."""
+    compiled = Compiled(first_parameter, time_zone)
     compiled.sql = _sql(rule, compiled, attributes or {})
     return compiled
 
@@ -321,6 +369,12 @@ def _sql(node: pb.Condition, compiled: Compiled, attributes: AttributeTypes) -> 
         return f"(NOT {_sql(node.negation.condition, compiled, attributes)})"
     if kind == "attribute":
         return _attribute_sql(node.attribute, compiled, attributes)
+    if kind == "segment":
+        segment = compiled.bind(node.segment.segment_id, "uuid")
+        return (
+            f"EXISTS (SELECT 1 FROM {MEMBERS} r WHERE r.tenant_id = $1 AND r.segment_id = {segment}"
+            " AND r.customer_id = m.customer_id)"
+        )
     return _metric_sql(node.metric, compiled)
 
 
@@ -340,6 +394,8 @@ def _metric_sql(metric: pb.MetricCondition, compiled: Compiled) -> str:
         expression = spec.expression.format(t=activity, window=window_sql("a.occurred_at", suffix))
     elif spec.at:
         expression = spec.expression.format(window=window_sql(f"a.{spec.at}", suffix))
+    elif "{today}" in spec.expression:
+        expression = spec.expression.format(today=compiled.today, zone=compiled.zone)
     else:
         expression = spec.expression.format(w=suffix)
     compiled.needs.update(need.format(w=suffix) for need in spec.needs)
@@ -373,7 +429,8 @@ def _test(expression: str, operator, operands: list[str]) -> str:
 
 def _attribute_expression(name: str, kind: str, compiled: Compiled) -> str:
     if name in BUILT_IN:
-        return BUILT_IN[name][0]
+        expression = BUILT_IN[name][0]
+        return expression.format(today=compiled.today) if "{today}" in expression else expression
     if name.startswith("consent."):
         return f"(m.consents ->> {compiled.bind(name.removeprefix('consent.'), 'text')})::boolean"
     key = compiled.bind(name, "text")
@@ -392,7 +449,7 @@ def _attribute_sql(condition: pb.AttributeCondition, compiled: Compiled, attribu
     if operator in PRESENCE:
         return f"({expression} IS {'NOT ' if operator == pb.COMPARISON_OPERATOR_EXISTS else ''}NULL)"
     if operator == ANNIVERSARY:
-        return _anniversary(expression, compiled.bind(condition.value.int_value, "integer"))
+        return _anniversary(expression, compiled.bind(condition.value.int_value, "integer"), compiled.today)
     if operator in TEXT:
         needle = compiled.bind(condition.value.string_value, "text")
         if operator == pb.COMPARISON_OPERATOR_CONTAINS:
@@ -407,16 +464,82 @@ def _moment(value: pb.Value, kind: str, compiled: Compiled) -> str:
     if value.WhichOneof("kind") == "relative_days":
         days = compiled.bind(value.relative_days, "integer")
         return (
-            f"({TODAY} + {days})" if kind == "date" else f"($2::timestamptz + make_interval(days => {days}))"
+            f"({compiled.today} + {days})"
+            if kind == "date"
+            else f"($2::timestamptz + make_interval(days => {days}))"
         )
     return compiled.bind(operand(value), CASTS.get(kind, "date" if kind == "date" else "timestamptz"))
 
 
-def _anniversary(expression: str, days: str) -> str:
+def _anniversary(expression: str, days: str, today: str) -> str:
     """The day and month of `expression` fall within the next `days` days, today included (a 29
     February counts on the 28th in other years)."""
-    years = f"(extract(year FROM {TODAY}) - extract(year FROM {expression}))::int"
+    years = f"(extract(year FROM {today}) - extract(year FROM {expression}))::int"
     this_year = f"({expression} + make_interval(years => {years}))::date"
     next_year = f"({expression} + make_interval(years => {years} + 1))::date"
-    upcoming = f"(CASE WHEN {this_year} >= {TODAY} THEN {this_year} ELSE {next_year} END)"
-    return f"COALESCE({upcoming} - {TODAY} < {days}, false)"
+    upcoming = f"(CASE WHEN {this_year} >= {today} THEN {this_year} ELSE {next_year} END)"
+    return f"COALESCE({upcoming} - {today} < {days}, false)"
+
+
+# --- segment references ---------------------------------------------------------------------------
+
+
+def references(rule: pb.Condition) -> set[str]:
+    """The segment ids a rule's segment conditions name."""
+    kind = rule.WhichOneof("kind")
+    if kind in ("all_of", "any_of"):
+        return set().union(*(references(child) for child in getattr(rule, kind).conditions))
+    if kind == "negation":
+        return references(rule.negation.condition)
+    return {rule.segment.segment_id} if kind == "segment" else set()
+
+
+Graph = Mapping[str, Set[str]]
+
+
+def find_cycle(segment_id: str, refers_to: Set[str], graph: Graph) -> list[str] | None:
+    """The way back to `segment_id` (from it, through its references, to it again) were it to refer
+    to `refers_to` and the other segments to what `graph` says; None when there is none."""
+    seen: set[str] = set()
+
+    def walk(node: str, trail: list[str]) -> list[str] | None:
+        if node == segment_id:
+            return [*trail, node]
+        if node in seen:
+            return None
+        seen.add(node)
+        for target in sorted(graph.get(node, ())):
+            found = walk(target, [*trail, node])
+            if found:
+                return found
+        return None
+
+    for target in sorted(refers_to):
+        found = walk(target, [segment_id])
+        if found:
+            return found
+    return None
+
+
+def layers(graph: Graph) -> list[list[str]]:
+    """The segments of `graph` in dependency order: each layer refers only to earlier layers (or to
+    segments outside the graph: static lists). The graph has no cycle (refused on save)."""
+    depth: dict[str, int] = {}
+
+    def level(node: str, seen: frozenset[str]) -> int:
+        if node not in depth:
+            inner = [t for t in graph[node] if t in graph and t not in seen]
+            depth[node] = 1 + max((level(t, seen | {node}) for t in inner), default=-1)
+        return depth[node]
+
+    for node in graph:
+        level(node, frozenset())
+    ordered: list[list[str]] = [[] for _ in range(1 + max(depth.values(), default=-1))]
+    for node in sorted(graph):
+        ordered[depth[node]].append(node)
+    return ordered
+
+
+def dependents(segment_ids: Set[str], graph: Graph) -> set[str]:
+    """The segments whose rules refer to any of `segment_ids` directly."""
+    return {node for node, targets in graph.items() if targets & segment_ids}
