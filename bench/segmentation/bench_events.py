@@ -11,7 +11,7 @@ Give it a Redis database of its own: the run moves the segmentation group of gat
 to the stream's end, so that only this run's events are handled.
 
 Backlog: `--events` events published at once; events/s from the first publish until the last one
-is handled, and server CPU per event. Paced: events published at half that rate for `--seconds`;
+is handled, server CPU per event, and when the jobs that drop their cached answers are done. Paced: events published at half that rate for `--seconds`;
 the lag of each (published -> its handling transaction began, `processed_events.processed_at`) as
 p50 / p99 / max. Rules: "VIP: spent over 50.00 in 365 days", "churn risk: 3+ purchases ever, none
 in 90 days", "bought from 2+ categories in 90 days".
@@ -46,6 +46,7 @@ from loyalty_runtime.events import Envelope, RedisStreamsBroker
 from loyalty_runtime.protobuf import timestamp
 
 STREAM, GROUP = "gateway.events", "segmentation"
+NO_SCHEDULES = {"REFRESH_INTERVAL_SECONDS": "0", "RFM_INTERVAL_SECONDS": "0"}
 CATEGORIES = ["dairy", "bakery", "produce", "drinks", "frozen"]
 
 
@@ -143,7 +144,7 @@ async def skip_old_events(redis: Redis) -> None:
         await redis.xgroup_setid(STREAM, GROUP, id="$")
 
 
-async def backlog(broker, connection, server, events: Events, count: int) -> float:
+async def backlog(broker, connection, server, events: Events, count: int, label: str = "backlog") -> float:
     before, started = server.cpu_seconds(), time.perf_counter()
     for start in range(0, count, 500):
         await broker.publish(STREAM, events.make(min(500, count - start)))
@@ -151,8 +152,15 @@ async def backlog(broker, connection, server, events: Events, count: int) -> flo
     seconds = time.perf_counter() - started
     rate = count / seconds
     cpu = (server.cpu_seconds() - before) / count * 1e6
+    queued = "SELECT count(*) FROM segmentation.jobs WHERE state = 'queued'"
+    while True:
+        if not await connection.fetchval(queued):
+            break
+        await asyncio.sleep(0.05)
+    jobs = time.perf_counter() - started
     print(
-        f"backlog: {count} events in {seconds:.1f}s: {rate:.0f} events/s, {cpu:.0f} us server CPU per event"
+        f"{label}: {count} events in {seconds:.1f}s: {rate:.0f} events/s, {cpu:.0f} us server CPU per event"
+        f" (their cache-invalidation jobs done after {jobs:.1f}s)"
     )
     return rate
 
@@ -195,13 +203,7 @@ async def main() -> None:
         dsn = asyncpg_dsn(url)
         redis = Redis.from_url(redis_url)
         await skip_old_events(redis)
-        server = service_process(
-            "segmentation",
-            url,
-            redis_url,
-            internal_token=TOKEN,
-            settings={"REFRESH_INTERVAL_SECONDS": "0", "RFM_INTERVAL_SECONDS": "0"},
-        )
+        server = service_process("segmentation", url, redis_url, internal_token=TOKEN, settings=NO_SCHEDULES)
         connection = await asyncpg.connect(dsn)
         try:
             print(f"Python {platform.python_version()}; {os.cpu_count()} CPUs; server on uvloop")
@@ -219,7 +221,7 @@ async def main() -> None:
                 await until_ready(stub, created.segment.segment_id)
             print(f"{args.customers} customers (3 purchases each), {len(RULES)} live rule segments")
             broker, events = RedisStreamsBroker(redis), Events(args.customers)
-            await backlog(broker, connection, server, events, 200)  # warm-up
+            await backlog(broker, connection, server, events, 200, "warm-up")
             rate = await backlog(broker, connection, server, events, args.events)
             await paced(broker, connection, events, rate / 2, args.seconds)
         finally:

@@ -358,6 +358,8 @@ async def update_segment(uow: UnitOfWork, command: UpdateSegment, changed: Chang
 async def delete_segment(uow: UnitOfWork, command: DeleteSegment, changed: Changed) -> SegmentRow:
     """Soft delete: every member leaves (with their events); the definition stays. Refused while
     other live segments' rules refer to it."""
+    # In turn with rule changes: one that locked its rule's segments cannot wait on this delete.
+    await repository.lock_rules(uow)
     segment = await _live_segment(uow, command.segment_id, command.etag, "segment_id")
     segments = await repository.live_rule_segments(uow)
     referring = rules.dependents({str(segment.segment_id)}, _graph(segments))

@@ -289,7 +289,7 @@ async def live_segment_ids(uow: UnitOfWork, segment_ids: list[str], *, lock: boo
 
 
 async def lock_rules(uow: UnitOfWork) -> None:
-    """The tenant's rule changes take turns (a transaction-scoped advisory lock)."""
+    """The tenant's rule changes and deletes take turns (a transaction-scoped advisory lock)."""
     await uow.connection.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended('segmentation.rules:' || $1, 0))", uow.tenant
     )
