@@ -163,3 +163,22 @@ async def test_a_segment_others_refer_to_cannot_be_deleted(tenant):
     await tenant.ready(referring.segment_id)
     await tenant.DeleteSegment(api.DeleteSegmentRequest(idempotency_key=key(), segment_id=listed.segment_id))
     assert await tenant.members(listed.segment_id) == set()
+
+
+async def test_a_delete_racing_a_new_reference_never_leaves_a_rule_over_a_deleted_segment(tenant):
+    for _ in range(3):
+        target = await tenant.static_segment()
+        results = await asyncio.gather(
+            tenant.DeleteSegment(
+                api.DeleteSegmentRequest(idempotency_key=key(), segment_id=target.segment_id)
+            ),
+            tenant.CreateSegment(
+                api.CreateSegmentRequest(
+                    idempotency_key=key(),
+                    segment=pb.Segment(display_name=key(), type=pb.SEGMENT_TYPE_RULE, rule=member_of(target)),
+                )
+            ),
+            return_exceptions=True,
+        )
+        refusals = [error_info(details(r)).reason for r in results if isinstance(r, grpc.aio.AioRpcError)]
+        assert refusals in (["SEGMENT_IN_USE"], ["SEGMENT_NOT_FOUND"])

@@ -149,17 +149,14 @@ async def _refresh_dependents(uow: UnitOfWork, segment_id: uuid.UUID, customer_i
 
 
 async def _apply(uow: UnitOfWork, *, entered: set, left: set, changed: Changed) -> None:
-    deltas: dict[uuid.UUID, int] = {}
+    """Membership and member counts move in one statement; an event per change."""
+    if not entered and not left:
+        return
+    await repository.change_memberships(uow, sorted(entered), sorted(left))
     for segment_id, customer_id in sorted(entered):
-        await repository.add_members(uow, segment_id, [customer_id])
         _publish(uow, events_pb2.SegmentEntered, segment_id, customer_id)
-        deltas[segment_id] = deltas.get(segment_id, 0) + 1
     for segment_id, customer_id in sorted(left):
-        await repository.remove_members(uow, segment_id, [customer_id])
         _publish(uow, events_pb2.SegmentLeft, segment_id, customer_id)
-        deltas[segment_id] = deltas.get(segment_id, 0) - 1
-    if deltas:
-        await repository.adjust_counts(uow, deltas)
     changed.customers.update(customer_id for _, customer_id in entered | left)
 
 
@@ -361,6 +358,8 @@ async def update_segment(uow: UnitOfWork, command: UpdateSegment, changed: Chang
 async def delete_segment(uow: UnitOfWork, command: DeleteSegment, changed: Changed) -> SegmentRow:
     """Soft delete: every member leaves (with their events); the definition stays. Refused while
     other live segments' rules refer to it."""
+    # In turn with rule changes: one that locked its rule's segments cannot wait on this delete.
+    await repository.lock_rules(uow)
     segment = await _live_segment(uow, command.segment_id, command.etag, "segment_id")
     segments = await repository.live_rule_segments(uow)
     referring = rules.dependents({str(segment.segment_id)}, _graph(segments))

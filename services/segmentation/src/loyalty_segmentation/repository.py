@@ -289,7 +289,7 @@ async def live_segment_ids(uow: UnitOfWork, segment_ids: list[str], *, lock: boo
 
 
 async def lock_rules(uow: UnitOfWork) -> None:
-    """The tenant's rule changes take turns (a transaction-scoped advisory lock)."""
+    """The tenant's rule changes and deletes take turns (a transaction-scoped advisory lock)."""
     await uow.connection.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended('segmentation.rules:' || $1, 0))", uow.tenant
     )
@@ -476,6 +476,33 @@ async def remove_members(uow: UnitOfWork, segment_id: uuid.UUID, customer_ids: l
         customer_ids,
     )
     return [row["customer_id"] for row in rows]
+
+
+async def change_memberships(
+    uow: UnitOfWork, entered: list[tuple[uuid.UUID, str]], left: list[tuple[uuid.UUID, str]]
+) -> None:
+    """(segment, customer) pairs enter and leave, and each segment's count follows: one statement."""
+    await uow.connection.execute(
+        f"""WITH entered AS (
+                INSERT INTO {S}.segment_members (tenant_id, segment_id, customer_id, joined_at)
+                SELECT $1, e.s, e.c, $2 FROM unnest($3::uuid[], $4::varchar[]) AS e(s, c)
+                ON CONFLICT DO NOTHING RETURNING segment_id),
+            gone AS (
+                DELETE FROM {S}.segment_members m USING unnest($5::uuid[], $6::varchar[]) AS l(s, c)
+                WHERE m.tenant_id = $1 AND m.segment_id = l.s AND m.customer_id = l.c RETURNING m.segment_id),
+            deltas AS (
+                SELECT segment_id, sum(delta) AS delta FROM (
+                    SELECT segment_id, 1 AS delta FROM entered UNION ALL SELECT segment_id, -1 FROM gone) x
+                GROUP BY segment_id)
+            UPDATE {S}.segments s SET member_count = s.member_count + d.delta FROM deltas d
+            WHERE s.tenant_id = $1 AND s.segment_id = d.segment_id""",
+        uow.tenant,
+        uow.now,
+        [segment for segment, _ in entered],
+        [customer for _, customer in entered],
+        [segment for segment, _ in left],
+        [customer for _, customer in left],
+    )
 
 
 async def all_members(uow: UnitOfWork, segment_id: uuid.UUID) -> list[str]:
