@@ -161,7 +161,13 @@ async def measure(call, calls: int, concurrency: int) -> dict:
             latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
         )
 
-    return {"rps": len(latencies) / elapsed, "p50": at(0.5), "p99": at(0.99), "errors": dict(failures)}
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50": at(0.5),
+        "p99": at(0.99),
+        "errors": dict(failures),
+        "latencies": latencies,
+    }
 
 
 def row(label: str, concurrency: int, figures: dict) -> str:
@@ -195,13 +201,24 @@ async def main(args) -> None:
             processes.append(cold_gateway)
             cold_channel = await cold_gateway.channel()
             till, customers = await provision(warm_channel, channels["ledger"], database_url, args.customers)
-            await report(args, levels, bare, warm_channel, cold_channel, till, customers)
+            cpu = {"gateway": warm_gateway, **servers}
+            await report(args, levels, bare, warm_channel, cold_channel, till, customers, cpu)
         finally:
             for process in processes:
                 process.stop()
 
 
-async def report(args, levels, bare, warm_channel, cold_channel, till, customers) -> None:
+async def cpu_per_call(label: str, call, calls: int, processes: dict[str, ServerProcess]) -> str:
+    """Server CPU per call, process by process (user + system, /proc), at concurrency 8."""
+    before = {name: process.cpu_seconds() for name, process in processes.items()}
+    figures = await measure(call, calls, 8)
+    done = len(figures["latencies"]) or 1
+    spent = {name: (processes[name].cpu_seconds() - before[name]) * 1e6 / done for name in processes}
+    cells = " ".join(f"{name} {us:.0f}" for name, us in spent.items() if us >= 1)
+    return f"{label:<34} CPU us/call: {cells}  (total {sum(spent.values()):.0f})"
+
+
+async def report(args, levels, bare, warm_channel, cold_channel, till, customers, cpu) -> None:
     echo = echo_pb2_grpc.EchoServiceStub(await bare.channel())
     warm = checkout_service_pb2_grpc.CheckoutServiceStub(warm_channel)
     cold = checkout_service_pb2_grpc.CheckoutServiceStub(cold_channel)
@@ -255,6 +272,9 @@ async def report(args, levels, bare, warm_channel, cold_channel, till, customers
         print()
     share = statistics.median(warm_rps[c] / echo_rps[c] for c in levels)
     print(f"warm Preview throughput / bare echo (median over levels): {share:.0%}")
+    print()
+    for label, call in rows[1:]:
+        print(await cpu_per_call(label, call, args.calls, cpu), flush=True)
 
 
 if __name__ == "__main__":

@@ -29,10 +29,12 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.xdist_group("readme-commands")
 
 
-def readme_blocks() -> list[str]:
+def readme_blocks(language: str = "sh") -> list[str]:
+    """The section's blocks in `language`: `sh` for profile and ledger, `bash` for the gateway's
+    checkout walk-through."""
     text = (ROOT / "README.md").read_text()
     section = text.split("\n## Try it by hand\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```sh\n(.*?)```", section, re.DOTALL)
+    return re.findall(rf"```{language}\n(.*?)```", section, re.DOTALL)
 
 
 def banner_commands(**values) -> str:
@@ -61,10 +63,14 @@ class Demo:
 
     def localised(self, script: str) -> str:
         def port(match: re.Match) -> str:
-            assert int(match.group(1)) in self.ports, f"{match.group(0)} is not profile or ledger"
+            assert int(match.group(1)) in self.ports, f"{match.group(0)} is not a server of the test's"
             return f"localhost:{self.ports[int(match.group(1))]}"
 
-        return re.sub(r"localhost:(\d+)", port, script).replace("<printed id>", self.data.account_id)
+        return (
+            re.sub(r"localhost:(\d+)", port, script)
+            .replace("<printed id>", self.data.account_id)
+            .replace("<programme id>", self.data.program_id)
+        )
 
 
 async def bash(script: str) -> tuple[int, str]:
@@ -126,3 +132,54 @@ async def test_the_banner_commands_succeed(demo: Demo):
     returncode, output = await bash(demo.localised(script))
     assert returncode == 0, output
     assert demo.data.customer_id in output and demo.data.account_id in output
+
+
+@pytest.fixture(scope="module")
+async def shop_demo(demo: Demo, database_url, redis_url):
+    """The rest of `make run` beside the demo's profile and ledger: segmentation, promotion, fraud
+    and the gateway (gRPC and JSON/HTTP) wired to them, on the same database."""
+    targets = {
+        f"{name}_target": f"127.0.0.1:{demo.ports[PORTS[name].grpc_port]}" for name in ("profile", "ledger")
+    }
+    async with AsyncExitStack() as stack:
+        for name in ("segmentation", "promotion", "fraud", "gateway"):
+            definition = importlib.import_module(f"{PORTS[name].package}.service").DEFINITION
+            await migrate(database_url, definition.migrations, definition.schema)
+            extra = {}
+            if name == "gateway":
+                extra = targets | {"http_host": "127.0.0.1", "http_port": free_port()}
+            settings = definition.settings(
+                database_url=database_url,
+                redis_url=redis_url,
+                grpc_port=free_port(),
+                grpc_host="127.0.0.1",
+                **extra,
+            )
+            service = await stack.enter_async_context(running_service(definition, settings))
+            targets[f"{name}_target"] = service.address
+            demo.ports[PORTS[name].grpc_port] = service.server.port
+            if name == "gateway":
+                demo.ports[PORTS[name].http_port] = settings.http_port
+        yield demo
+        for name in ("segmentation", "promotion", "fraud", "gateway"):
+            demo.ports.pop(PORTS[name].grpc_port)
+        demo.ports.pop(PORTS["gateway"].http_port)
+
+
+def test_the_gateway_walk_through_is_bash():
+    [block] = readme_blocks("bash")
+    checked = subprocess.run(["bash", "-n"], input=block, capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stderr + block
+
+
+async def test_the_gateway_walk_through_succeeds(shop_demo: Demo, database_url):
+    """The first admin, the tenant's settings, a till and its key, a preview over gRPC, a commit and
+    the OpenAPI document over JSON/HTTP, as written."""
+    [block] = readme_blocks("bash")
+    script = f"export GATEWAY_DATABASE_URL='{database_url}'\n" + shop_demo.localised(block)
+    returncode, output = await bash(script)
+    assert returncode == 0, output
+    assert "admin user" in output  # create-admin
+    assert '"total_payable"' in output and '"amount_minor": "300"' in output  # the gRPC preview
+    assert '"state":"CHECKOUT_STATE_COMMITTED"' in output.replace(" ", "")  # the JSON/HTTP commit
+    assert '"/loyalty.gateway.v1.CheckoutService/CommitCheckout"' in output  # the OpenAPI paths

@@ -174,14 +174,17 @@ class Shop(Tenant):
         return bearer(self.key)
 
 
-async def provision(shop, services, *, store_id: str = "s1") -> Shop:
+async def provision(shop, services, *, store_id: str = "s1", tiers=()) -> Shop:
     base = await new_tenant(shop)
     tenant = Shop(shop, base.tenant_id, base.token)
     ledger = ledger_service_pb2_grpc.LedgerServiceStub(services["ledger"].channel)
     program = await ledger.CreateProgram(
         ledger_api.CreateProgramRequest(
             program=ledger_pb2.Program(
-                display_name="Club", asset_kind=ledger_pb2.ASSET_KIND_POINTS, asset_code="POINTS"
+                display_name="Club",
+                asset_kind=ledger_pb2.ASSET_KIND_POINTS,
+                asset_code="POINTS",
+                tiers=tiers,
             ),
             idempotency_key=uuid.uuid4().hex,
         ),

@@ -28,9 +28,9 @@ async def tenant(shop, services):
     return await earning_tenant(shop, services)
 
 
-async def earning_tenant(shop, services):
-    """A provisioned tenant whose programme earns 1 point per euro."""
-    tenant = await provision(shop, services)
+async def earning_tenant(shop, services, **provisioned):
+    """A provisioned tenant whose programme earns 1 point per euro and burns 100 points for a euro."""
+    tenant = await provision(shop, services, **provisioned)
     stub = promotion_service_pb2_grpc.PromotionServiceStub(services["promotion"].channel)
     metadata = internal_metadata(services["promotion"].server.settings, tenant.tenant_id)
     rule = earning_pb2.EarningRule(

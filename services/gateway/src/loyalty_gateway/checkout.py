@@ -103,6 +103,8 @@ class Saga:
     rewards_withheld: bool
     expire_at: datetime | None
     committed_at: datetime | None
+    receipt_number: str
+    purchase_at: datetime
     row: dict = field(repr=False)
 
     @classmethod
@@ -117,6 +119,8 @@ class Saga:
             row["rewards_withheld"],
             row["expire_at"],
             row["committed_at"],
+            row["receipt_number"],
+            row["purchase_at"],
             row=dict(row),
         )
 
@@ -241,6 +245,9 @@ class Checkouts:
             if saga is not None:
                 break
             row = await self._wait(sale.checkout_id)
+        if commit:  # a till numbers the receipt as it commits its reservation
+            saga.receipt_number = request.receipt_number or saga.receipt_number
+            saga.purchase_at = moment(request, "purchase_time") or saga.purchase_at
         try:
             await self._advance(
                 saga, sale, settings, commit=commit, expected=getattr(request, "expected_total_payable", None)
@@ -321,6 +328,8 @@ class Checkouts:
             await self._reserve_phase(saga, sale, settings, expected if commit else None, commit=commit)
             if saga.state == "declined" or not commit:
                 return
+        else:  # reserved earlier: the commit's expected total is held against what was reserved
+            await self._expect(saga, expected)
         await self._commit_phase(saga, sale)
 
     async def _step(self, saga: Saga, name: int, work) -> None:
@@ -365,8 +374,20 @@ class Checkouts:
         if saga.state == "declined":
             return
         await self._step(
-            saga, STEP.SAGA_STEP_NAME_RESERVE_REDEMPTIONS, lambda: self._reserve_redemptions(saga, sale)
+            saga,
+            STEP.SAGA_STEP_NAME_RESERVE_REDEMPTIONS,
+            lambda: self._reserve_redemptions(saga, sale, settings),
         )
+        await self._expect(saga, expected)
+        await self._step(saga, STEP.SAGA_STEP_NAME_HOLD_POINTS, lambda: self._hold(saga, sale))
+        ttl = sale.ttl.ToTimedelta() if sale.HasField("ttl") else DEFAULT_TTL
+        saga.expire_at = self.units.clock() + min(max(ttl, timedelta(seconds=1)), MAX_TTL)
+        saga.state = "reserved"
+        if not commit:  # a commit goes on at once, and saves as it goes
+            await self._save(saga)
+
+    async def _expect(self, saga: Saga, expected) -> None:
+        """The till's total from its preview, when it sends one, must be the total reserved."""
         if (
             expected is not None
             and expected.currency_code
@@ -380,12 +401,6 @@ class Checkouts:
                     field="expected_total_payable",
                 ),
             )
-        await self._step(saga, STEP.SAGA_STEP_NAME_HOLD_POINTS, lambda: self._hold(saga, sale))
-        ttl = sale.ttl.ToTimedelta() if sale.HasField("ttl") else DEFAULT_TTL
-        saga.expire_at = self.units.clock() + min(max(ttl, timedelta(seconds=1)), MAX_TTL)
-        saga.state = "reserved"
-        if not commit:  # a commit goes on at once, and saves as it goes
-            await self._save(saga)
 
     async def _evaluate(self, saga: Saga, sale, settings) -> None:
         tenant = current_call().tenant_id
@@ -454,11 +469,18 @@ class Checkouts:
             channel=sale.basket.channel,
         )
 
-    async def _reserve_redemptions(self, saga: Saga, sale):
+    async def _reserve_redemptions(self, saga: Saga, sale, settings):
         result = saga.evaluated()
         if not sale.codes and not result.applied_promotions:
             return False
-        context = evaluation_pb2.CustomerContext(customer_id=saga.customer_id)
+        # Promotion evaluates the basket again as it reserves: with the same customer context as
+        # the evaluation (cached by then), or tier offers and the points burn would be dropped.
+        context = evaluation_pb2.CustomerContext()
+        if saga.customer_id:
+            known = await self.customers.context(
+                current_call().tenant_id, saga.customer_id, settings.default_program_id
+            )
+            context = known.for_promotion(sale.locale)
         reserved = await call(
             "promotion",
             self.downstream.promotion.ReserveRedemptions,
@@ -504,15 +526,15 @@ class Checkouts:
         # Receipts and points messages follow from the purchase event, not from a call here.
         saga.mark(STEP.SAGA_STEP_NAME_NOTIFY, "skipped")
         result = saga.evaluated()
-        balance = settled[0].account.balance.available if settled and settled[0].HasField("account") else None
+        before = saga.row.get("balance_before", 0)
+        if settled and settled[0].HasField("account"):
+            # The ledger's balance after this checkout's burn and earn, and so the one before it (a
+            # commit after a reservation runs in another call than the evaluation that read it).
+            earned = 0 if saga.rewards_withheld else result.points_earning.total_points
+            before = settled[0].account.balance.available + result.points_burn.applied_points - earned
         receipt = checkout_result(
-            result,
-            customer_id=saga.customer_id,
-            balance_before=saga.row.get("balance_before", 0),
-            pending=saga.rewards_withheld,
+            result, customer_id=saga.customer_id, balance_before=before, pending=saga.rewards_withheld
         )
-        if balance is not None:
-            receipt.points.balance_after = balance
         saga.result = receipt.SerializeToString()
         saga.state = "committed"
         saga.committed_at = self.units.clock()
@@ -532,8 +554,8 @@ class Checkouts:
             points_burned=result.points_burn.applied_points,
             codes=[c.code for c in result.codes if c.accepted],
             rewards_withheld=saga.rewards_withheld,
-            purchase_time=timestamp(saga.row["purchase_at"]),
-            receipt_number=saga.row["receipt_number"],
+            purchase_time=timestamp(saga.purchase_at),
+            receipt_number=saga.receipt_number,
         )
 
     async def _commit_redemptions(self, saga: Saga, reserved: bool):

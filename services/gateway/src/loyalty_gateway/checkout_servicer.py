@@ -44,7 +44,7 @@ def rpc(method):
 class CheckoutServicer:
     def __init__(self, checkouts: Checkouts, auth: Authenticator) -> None:
         self.checkouts = checkouts
-        self.returns = Returns(checkouts.units, checkouts.downstream)
+        self.returns = Returns(checkouts.units, checkouts.downstream, checkouts.customers)
         self.auth = auth
 
     @rpc

@@ -283,6 +283,8 @@ SAGA_COLUMNS = (
     "rewards_withheld",
     "expire_at",
     "committed_at",
+    "receipt_number",
+    "purchase_at",
 )
 
 

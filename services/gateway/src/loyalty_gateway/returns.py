@@ -12,6 +12,7 @@ from loyalty.gateway.v1 import checkout_pb2 as pb, checkout_service_pb2 as api, 
 from loyalty.ledger.v1 import ledger_pb2, ledger_service_pb2 as ledger_api
 from loyalty.promotion.v1 import promotion_service_pb2 as promotion_api, redemption_pb2
 from loyalty_gateway import repository
+from loyalty_gateway.customers import Customers
 from loyalty_gateway.domain.baskets import share, units_of
 from loyalty_gateway.downstream import Downstream, call
 from loyalty_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Reason
@@ -58,9 +59,10 @@ def _requested(
 
 
 class Returns:
-    def __init__(self, units: UnitsOfWork, downstream: Downstream) -> None:
+    def __init__(self, units: UnitsOfWork, downstream: Downstream, customers: Customers) -> None:
         self.units = units
         self.downstream = downstream
+        self.customers = customers
 
     async def record(self, request: api.ReturnItemsRequest):
         if not request.return_id:
@@ -160,6 +162,7 @@ class Returns:
                     return_time=timestamp(uow.now),
                 )
                 uow.record(event, key=checkout_row["customer_id"] or checkout_row["checkout_id"])
+        self.customers.forget(uow.tenant, checkout_row["customer_id"])  # its balance changed
         return answer
 
     def _answer(
