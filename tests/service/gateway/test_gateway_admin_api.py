@@ -252,8 +252,9 @@ async def test_an_export_streams_through_the_gateway(gateway, services, staff):
     created = await create_segment(gateway, staff)
     segment_id = created.segment.segment_id
     members = await enrol(services, staff.tenant.tenant_id, 5)
-    # Segmentation learns of customers from profile's events; until then it ignores their ids.
-    for _ in range(100):
+    # Segmentation learns of customers from profile's events; until then it ignores their ids
+    # (seconds on a loaded machine).
+    for _ in range(600):
         added = await segments(gateway).AddSegmentMembers(
             seg_api.AddSegmentMembersRequest(
                 idempotency_key=uuid.uuid4().hex, segment_id=segment_id, customer_ids=members

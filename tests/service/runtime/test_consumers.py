@@ -250,7 +250,7 @@ async def test_replicas_take_turns_and_a_crashed_leaders_successor_keeps_each_ke
 
     # The leader reads at most 10 entries ahead; its entries are taken over only after being idle
     # for longer than its lease lasts, so its successor leads while they still wait.
-    options = {"batch_size": 5, "max_backlog": 10, "lease_seconds": 0.3, "claim_idle_seconds": 1.0}
+    options = {"batch_size": 5, "max_backlog": 10, "lease_seconds": 1.0, "claim_idle_seconds": 2.5}
     replicas = [consumer(redis, stream, units, schema, handle, **options) for _ in range(3)]
     stopping = asyncio.Event()
     tasks = {r: asyncio.create_task(r.run(stopping)) for r in replicas}
