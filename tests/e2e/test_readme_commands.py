@@ -173,8 +173,8 @@ def test_the_gateway_walk_through_is_bash():
 
 
 async def test_the_gateway_walk_through_succeeds(shop_demo: Demo, database_url):
-    """The first admin, the tenant's settings, a till and its key, a preview over gRPC, a commit and
-    the OpenAPI document over JSON/HTTP, as written."""
+    """The first admin, the tenant's settings, a till and its key, a preview over gRPC, a commit, the
+    OpenAPI document and a streamed export over JSON/HTTP, as written."""
     [block] = readme_blocks("bash")
     script = f"export GATEWAY_DATABASE_URL='{database_url}'\n" + shop_demo.localised(block)
     returncode, output = await bash(script)
@@ -183,3 +183,4 @@ async def test_the_gateway_walk_through_succeeds(shop_demo: Demo, database_url):
     assert '"total_payable"' in output and '"amount_minor": "300"' in output  # the gRPC preview
     assert '"state":"CHECKOUT_STATE_COMMITTED"' in output.replace(" ", "")  # the JSON/HTTP commit
     assert '"/loyalty.gateway.v1.CheckoutService/CommitCheckout"' in output  # the OpenAPI paths
+    assert '{"data":' in output and "^B^@^@^@^B{}" in output  # the export's chunks and clean end

@@ -1,10 +1,13 @@
 """The admin API over the services, through the gateway: the services' own RPCs under their own names
 (their generated clients work unchanged), each behind the roles of domain/admin_api.py's table, the
 internal RPCs not served at all, the tenant from the token, changes in the audit log, a streamed
-export, the same over JSON/HTTP, and garbage bytes answered as the caller's mistake."""
+export, the same over JSON/HTTP (streams in Connect's envelopes), and garbage bytes answered as the caller's mistake."""
 
 import asyncio
+import base64
+import json
 import os
+import struct
 import uuid
 from contextlib import AsyncExitStack
 
@@ -248,7 +251,7 @@ async def enrol(services, tenant_id: str, count: int) -> list[str]:
     return ids
 
 
-async def test_an_export_streams_through_the_gateway(gateway, services, staff):
+async def segment_with_members(gateway, services, staff) -> tuple[str, list[str]]:
     created = await create_segment(gateway, staff)
     segment_id = created.segment.segment_id
     members = await enrol(services, staff.tenant.tenant_id, 5)
@@ -262,8 +265,13 @@ async def test_an_export_streams_through_the_gateway(gateway, services, staff):
             metadata=staff.auth("marketer"),
         )
         if not added.unknown_customer_ids:
-            break
+            return segment_id, members
         await asyncio.sleep(0.1)
+    raise AssertionError("segmentation never learnt of the enrolled customers")
+
+
+async def test_an_export_streams_through_the_gateway(gateway, services, staff):
+    segment_id, members = await segment_with_members(gateway, services, staff)
     request = seg_api.ExportSegmentMembersRequest(segment_id=segment_id, format=seg_api.EXPORT_FORMAT_CSV)
     chunks = [
         chunk.data
@@ -276,6 +284,52 @@ async def test_an_export_streams_through_the_gateway(gateway, services, staff):
         async for _ in denied:
             pass
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def envelope(flags: int, payload: bytes) -> bytes:
+    return struct.pack(">BI", flags, len(payload)) + payload
+
+
+def envelopes(body: bytes) -> list[tuple[int, dict]]:
+    frames = []
+    while body:
+        flags, length = struct.unpack_from(">BI", body)
+        frames.append((flags, json.loads(body[5 : 5 + length])))
+        body = body[5 + length :]
+    return frames
+
+
+async def test_an_export_streams_over_json_http_in_connect_envelopes(gateway, services, staff):
+    segment_id, members = await segment_with_members(gateway, services, staff)
+    path = "/loyalty.segmentation.v1.SegmentationService/ExportSegmentMembers"
+    request = json.dumps({"segmentId": segment_id, "format": "EXPORT_FORMAT_CSV"}).encode()
+    stream_type = {"content-type": "application/connect+json"}
+
+    async def post(role: str, body: bytes, headers=stream_type) -> httpx.Response:
+        auth = {"authorization": f"Bearer {staff.tokens[role]}"}
+        return await http.post(path, content=body, headers={**headers, **auth})
+
+    port = gateway.server.resources.http_port
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        exported = await post("analyst", envelope(0, request))
+        denied = await post("marketer", envelope(0, request))
+        unframed = await post("analyst", request)
+        as_unary = await post("analyst", request, {"content-type": "application/json"})
+        document = (await http.get("/openapi.json")).json()
+
+    assert exported.status_code == 200 and exported.headers["content-type"] == "application/connect+json"
+    *chunks, (end_flags, end) = envelopes(exported.content)
+    assert chunks and all(flags == 0 for flags, _ in chunks)
+    assert (end_flags, end) == (0x02, {})
+    csv = b"".join(base64.b64decode(chunk["data"]) for _, chunk in chunks).decode()
+    assert all(member in csv for member in members)
+    # A stream's failure travels in its end-of-stream frame, with the same code as over gRPC.
+    assert denied.status_code == 200
+    [(flags, failure)] = envelopes(denied.content)
+    assert flags == 0x02 and failure["error"]["code"] == "permission_denied"
+    assert unframed.status_code == 400 and unframed.json()["code"] == "invalid_argument"
+    assert as_unary.status_code == 415
+    assert "application/connect+json" in document["paths"][path]["post"]["requestBody"]["content"]
 
 
 async def test_support_looks_customers_up(gateway, services, staff, other_staff):

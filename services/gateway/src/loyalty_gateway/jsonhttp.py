@@ -1,6 +1,10 @@
-"""JSON over HTTP for backends that do not speak gRPC: the Connect protocol's unary JSON form
-(connectrpc.com/docs/protocol), generated from the gateway's protos and the unary RPCs of the admin
-API it forwards to the services (proxy.py), plus an OpenAPI document.
+"""JSON over HTTP for backends that do not speak gRPC: the Connect protocol's JSON forms
+(connectrpc.com/docs/protocol), generated from the gateway's protos and the admin API it forwards to
+the services (proxy.py), plus an OpenAPI document. Unary RPCs take and answer plain
+`application/json`; server-streaming ones (exports) Connect's `application/connect+json` envelopes:
+each message framed as one flags byte and a 4-byte big-endian length, the stream closed by an
+end-of-stream frame (flag 0x02) whose JSON carries the error, if any, so a failure after the first
+chunk still reaches the caller with its code and reason.
 
 Why Connect rather than REST routes from google.api.http annotations: Connect maps every RPC
 mechanically (`POST /<package.Service>/<Method>`, the request message as canonical protobuf JSON in
@@ -17,7 +21,9 @@ loopback hop of CPU per HTTP call.
 
 import asyncio
 import base64
+import json
 import logging
+import struct
 
 import grpc
 from aiohttp import web
@@ -40,18 +46,19 @@ SERVICES = [
         (admin_service_pb2, "AdminService"),
     )
 ]
-# Every RPC of the gateway's own services, and the unary ones of the admin API it forwards (proxy.py;
-# Connect's streaming form is not served here, so exports are gRPC only).
+# Every RPC of the gateway's own services and of the admin API it forwards (proxy.py).
 METHODS = [
     *(method for service in SERVICES for method in service.methods),
     *(
         service.methods_by_name[name]
         for service in proxy.SERVICES
         for name in admin_api.TABLE[service.full_name]
-        if not service.methods_by_name[name].server_streaming
     ),
 ]
 MAX_BODY = 1024 * 1024
+UNARY_TYPE, STREAM_TYPE = "application/json", "application/connect+json"
+ENVELOPE = struct.Struct(">BI")  # Connect's frame header: flags, length
+END_STREAM = 0x02
 # Connect's code names and HTTP statuses (connectrpc.com/docs/protocol#error-codes).
 HTTP_STATUS = {
     grpc.StatusCode.CANCELLED: 499,
@@ -77,11 +84,29 @@ def _path(method: MethodDescriptor) -> str:
     return f"/{method.containing_service.full_name}/{method.name}"
 
 
-def _error(code: grpc.StatusCode, message: str, details=()) -> web.Response:
+def _error_body(code: grpc.StatusCode, message: str, details=()) -> dict:
     body = {"code": code.name.lower(), "message": message}
     if details:
         body["details"] = list(details)
-    return web.json_response(body, status=HTTP_STATUS.get(code, 500))
+    return body
+
+
+def _error(code: grpc.StatusCode, message: str, details=()) -> web.Response:
+    return web.json_response(_error_body(code, message, details), status=HTTP_STATUS.get(code, 500))
+
+
+def _frame(flags: int, payload: bytes) -> bytes:
+    return ENVELOPE.pack(flags, len(payload)) + payload
+
+
+def _unframe(body: bytes) -> bytes | None:
+    """The one uncompressed message of a server-streaming request's body, or None."""
+    if len(body) < ENVELOPE.size:
+        return None
+    flags, length = ENVELOPE.unpack_from(body)
+    if flags != 0 or len(body) != ENVELOPE.size + length:
+        return None
+    return body[ENVELOPE.size :]
 
 
 def _details(failure: grpc.aio.AioRpcError) -> list[dict]:
@@ -117,32 +142,58 @@ class JsonFront:
             request_type = message_factory.GetMessageClass(method.input_type)
             response_type = message_factory.GetMessageClass(method.output_type)
             path = _path(method)
-            call = channel.unary_unary(
+            open_call = channel.unary_stream if method.server_streaming else channel.unary_unary
+            call = open_call(
                 path,
                 request_serializer=request_type.SerializeToString,
                 response_deserializer=response_type.FromString,
             )
-            self.routes[path] = (request_type, call)
+            self.routes[path] = (method.server_streaming, request_type, call)
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         route = self.routes.get(request.path)
         if route is None:
             return _error(grpc.StatusCode.UNIMPLEMENTED, f"no such RPC: {request.path}")
-        if request.content_type != "application/json":
-            return web.Response(status=415, text="send application/json (Connect unary JSON)")
-        request_type, call = route
+        streaming, request_type, call = route
+        expected = STREAM_TYPE if streaming else UNARY_TYPE
+        if request.content_type != expected:
+            return web.Response(status=415, text=f"send {expected} (Connect JSON)")
+        body = await request.read()
+        if streaming:
+            body = _unframe(body)
+            if body is None:
+                return _error(
+                    grpc.StatusCode.INVALID_ARGUMENT, "the body is not one uncompressed Connect envelope"
+                )
         try:
-            message = json_format.Parse(await request.text() or "{}", request_type())
+            message = json_format.Parse(body.decode() or "{}", request_type())
         except (json_format.ParseError, UnicodeDecodeError) as error:
             return _error(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"the body is not a {request_type.DESCRIPTOR.name}: {error}"[:300],
             )
+        options = {"metadata": _metadata(request), "timeout": _timeout(request)}
+        if streaming:
+            return await self._stream(request, call(message, **options))
         try:
-            response = await call(message, metadata=_metadata(request), timeout=_timeout(request))
+            response = await call(message, **options)
         except grpc.aio.AioRpcError as failure:
             return _error(failure.code(), failure.details() or "", _details(failure))
         return web.json_response(text=json_format.MessageToJson(response, indent=None))
+
+    async def _stream(self, request: web.Request, responses) -> web.StreamResponse:
+        """Each message as it arrives; the outcome, error or not, in the end-of-stream frame."""
+        answer = web.StreamResponse(headers={"content-type": STREAM_TYPE})
+        await answer.prepare(request)
+        end: dict = {}
+        try:
+            async for response in responses:
+                await answer.write(_frame(0, json_format.MessageToJson(response, indent=None).encode()))
+        except grpc.aio.AioRpcError as failure:
+            end = {"error": _error_body(failure.code(), failure.details() or "", _details(failure))}
+        await answer.write(_frame(END_STREAM, json.dumps(end).encode()))
+        await answer.write_eof()
+        return answer
 
 
 async def openapi_handler(request: web.Request) -> web.Response:
@@ -222,6 +273,13 @@ def _message_ref(message: Descriptor, schemas: dict) -> dict:
     return {"$ref": f"#/components/schemas/{message.full_name}"}
 
 
+STREAM_NOTE = (
+    "Server streaming (Connect): the request is one envelope (flags byte 0, 4-byte big-endian length, "
+    "JSON), the answer a sequence of such envelopes closed by one with flags 0x02 whose JSON holds "
+    "`error` (a connect.Error) when the stream failed."
+)
+
+
 def openapi() -> dict:
     schemas: dict = {}
     paths = {}
@@ -231,20 +289,20 @@ def openapi() -> dict:
     }
     for method in METHODS:
         service = method.containing_service
+        media = STREAM_TYPE if method.server_streaming else UNARY_TYPE
         paths[_path(method)] = {
             "post": {
                 "operationId": f"{service.name}.{method.name}",
                 "tags": [service.name],
+                **({"description": STREAM_NOTE} if method.server_streaming else {}),
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _message_ref(method.input_type, schemas)}},
+                    "content": {media: {"schema": _message_ref(method.input_type, schemas)}},
                 },
                 "responses": {
                     "200": {
                         "description": "OK",
-                        "content": {
-                            "application/json": {"schema": _message_ref(method.output_type, schemas)}
-                        },
+                        "content": {media: {"schema": _message_ref(method.output_type, schemas)}},
                     },
                     "default": error,
                 },
