@@ -89,6 +89,7 @@ async def login(gateway, tenant_id: str, username: str, password: str = PASSWORD
     response = await gateway.admin.CreateAdminToken(
         admin_api.CreateAdminTokenRequest(username=username, password=password),
         metadata=(("x-loyalty-tenant", tenant_id),),
+        timeout=60,  # argon2 by design costs CPU; the default deadline ran out on a loaded machine
     )
     return response.token
 
