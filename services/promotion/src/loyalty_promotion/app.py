@@ -179,6 +179,16 @@ async def get_settings(uow: UnitOfWork, _: None = None) -> settings_pb2.Promotio
     return await read_settings(uow.connection, uow.tenant)
 
 
+async def _strip_code_dashes(uow: UnitOfWork) -> None:
+    shared = await repository_codes.strip_code_dashes(uow.connection, uow.tenant)
+    if shared is not None:
+        raise FailedPrecondition(
+            Reason.CODES_COLLIDE_WITHOUT_DASHES,
+            f"two of the tenant's codes would both be {shared} without dashes; change one first",
+            field="settings.ignore_dashes_in_codes",
+        )
+
+
 async def update_settings(uow: UnitOfWork, command: UpdateSettings) -> settings_pb2.PromotionSettings:
     """Every replica's catalog is rebuilt with them (they change how every campaign evaluates)."""
     current = await read_settings(uow.connection, uow.tenant, lock=True)
@@ -194,6 +204,8 @@ async def update_settings(uow: UnitOfWork, command: UpdateSettings) -> settings_
             found[0].description,
             violations=[FieldViolation(v.field, v.description) for v in found],
         )
+    if updated.ignore_dashes_in_codes and not current.ignore_dashes_in_codes:
+        await _strip_code_dashes(uow)
     updated.update_time.CopyFrom(timestamp(uow.now))
     version = await repository.save_settings(uow.connection, uow.tenant, _stored_payload(updated))
     await repository.bump_catalog_version(uow.connection, uow.tenant)
