@@ -261,3 +261,21 @@ async def test_login_prints_a_token_that_works(shop, tenant, cli):
     assert logged_in.exit_code == 0, logged_in.output
     listed = await cli("keys", "list", token=logged_in.stdout.strip())
     assert listed.exit_code == 0, listed.output
+
+
+async def test_a_refusal_by_the_service_is_shown_and_the_next_apply_continues(shop, tenant, cli, tmp_path):
+    path = tmp_path / "spring.yaml"
+    path.write_text("key: spring\ncampaign: {display_name: Spring}\npromotions:\n  - key: empty\n")
+    refused = await cli("campaigns", "apply", "--yes", "-f", str(path))
+    assert refused.exit_code == 1, refused.output
+    assert "INVALID_ARGUMENT" in refused.output and "effects" in refused.output
+    path.write_text(
+        "key: spring\ncampaign: {display_name: Spring}\npromotions:\n"
+        "  - key: empty\n    effects: [{percent_off: {percent_bps: 500}}]\n"
+    )
+    shown = await cli("campaigns", "diff", "-f", str(path))
+    assert "= campaign" not in shown.output and "+   promotion empty" in shown.output
+    assert "+ campaign spring" not in shown.output  # made by the first run
+    assert (await cli("campaigns", "apply", "--yes", "-f", str(path))).exit_code == 0
+    spring = (await campaigns_by_key(shop, tenant))["spring"]
+    assert set(await promotions_of(shop, tenant, spring.campaign_id)) == {"empty"}
