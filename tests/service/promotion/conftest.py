@@ -19,6 +19,8 @@ async def promotion_settings(database_url, redis_url):
         redis_url,
         # Short enough for tests to wait on; the default is 5 s.
         statistics_flush_seconds=0.1,
+        # campaign.ended follows a schedule's end within this (the default is 10 s).
+        campaign_end_sweep_seconds=0.2,
     )
 
 

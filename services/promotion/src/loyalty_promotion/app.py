@@ -40,6 +40,7 @@ from loyalty_promotion.domain.lifecycle import LIVE, Action, State
 from loyalty_promotion.replica import Replica
 from loyalty_promotion.repository import StoredCampaign, StoredPromotion
 from loyalty_promotion.statistics import WHOLE_CAMPAIGN
+from loyalty_runtime.context import CallContext, bind_call, unbind_call
 from loyalty_runtime.errors import (
     Aborted,
     FailedPrecondition,
@@ -179,6 +180,16 @@ async def get_settings(uow: UnitOfWork, _: None = None) -> settings_pb2.Promotio
     return await read_settings(uow.connection, uow.tenant)
 
 
+async def _strip_code_dashes(uow: UnitOfWork) -> None:
+    shared = await repository_codes.strip_code_dashes(uow.connection, uow.tenant)
+    if shared is not None:
+        raise FailedPrecondition(
+            Reason.CODES_COLLIDE_WITHOUT_DASHES,
+            f"two of the tenant's codes would both be {shared} without dashes; change one first",
+            field="settings.ignore_dashes_in_codes",
+        )
+
+
 async def update_settings(uow: UnitOfWork, command: UpdateSettings) -> settings_pb2.PromotionSettings:
     """Every replica's catalog is rebuilt with them (they change how every campaign evaluates)."""
     current = await read_settings(uow.connection, uow.tenant, lock=True)
@@ -194,6 +205,8 @@ async def update_settings(uow: UnitOfWork, command: UpdateSettings) -> settings_
             found[0].description,
             violations=[FieldViolation(v.field, v.description) for v in found],
         )
+    if updated.ignore_dashes_in_codes and not current.ignore_dashes_in_codes:
+        await _strip_code_dashes(uow)
     updated.update_time.CopyFrom(timestamp(uow.now))
     version = await repository.save_settings(uow.connection, uow.tenant, _stored_payload(updated))
     await repository.bump_catalog_version(uow.connection, uow.tenant)
@@ -217,6 +230,7 @@ async def create_campaign(uow: UnitOfWork, command: CreateCampaign) -> campaign_
         State.DRAFT.value,
         campaign.priority,
         _stored_payload(campaign),
+        rules.window_of(campaign).end,
     )
     campaign.etag = "1"
     return campaign
@@ -316,6 +330,7 @@ async def _save(
         new_state.value,
         campaign.priority,
         _stored_payload(campaign),
+        rules.window_of(campaign).end,
     )
     await _catalog_changed(uow, State(stored.state), new_state)
     saved = StoredCampaign(stored.campaign_id, new_state.value, version, _stored_payload(campaign))
@@ -366,6 +381,33 @@ def _state_event(action: Action, campaign: campaign_pb2.Campaign):
     if action is Action.PAUSE:
         return events_pb2.CampaignPaused(campaign_id=campaign.campaign_id)
     return events_pb2.CampaignArchived(campaign_id=campaign.campaign_id)
+
+
+# Campaign ends the sweep announces per run.
+END_SWEEP_BATCH = 500
+
+
+async def announce_ended_campaigns(units: UnitsOfWork) -> int:
+    """Publishes campaign.ended for every tenant's live campaigns whose schedule has ended (the
+    schedule's run): each in its own transaction, bound to its tenant. Evaluation needs no help
+    (a campaign past its end applies to nothing already); this tells the other services."""
+    async with units.database.connection() as connection:
+        due = await repository.ending_campaigns(connection, units.clock(), END_SWEEP_BATCH)
+    announced = 0
+    for tenant, campaign_id in due:
+        token = bind_call(CallContext(tenant_id=tenant, principal="promotion-campaign-end"))
+        try:
+            async with units.change() as uow:
+                end = await repository.mark_ended(uow.connection, tenant, campaign_id, uow.now)
+                if end is not None:
+                    ended = events_pb2.CampaignEnded(campaign_id=campaign_id, end_time=timestamp(end))
+                    uow.record(ended, key=campaign_id)
+                    announced += 1
+        except Exception:
+            log.exception("announcing a campaign's end failed", extra={"fields": {"tenant": tenant}})
+        finally:
+            unbind_call(token)
+    return announced
 
 
 # --- promotions ---

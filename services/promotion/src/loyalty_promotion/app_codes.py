@@ -13,7 +13,7 @@ from datetime import datetime
 import asyncpg
 from google.protobuf import field_mask_pb2
 
-from loyalty.promotion.v1 import campaign_pb2, voucher_pb2
+from loyalty.promotion.v1 import campaign_pb2, settings_pb2, voucher_pb2
 from loyalty_promotion import engine, repository, repository_codes as codes_sql
 from loyalty_promotion.commands import ListVouchers, SetVoucherEnabled, UpdateVoucher
 from loyalty_promotion.domain import vouchers as rules
@@ -124,10 +124,22 @@ async def voucher_campaign(
     return campaign
 
 
+async def ignoring_dashes(uow: UnitOfWork) -> bool:
+    """Whether the tenant's codes match without their dashes; a writer of codes asks this first, and
+    holds the codes' shared lock with it until it commits (repository_codes.code_settings)."""
+    payload = await codes_sql.code_settings(uow.connection, uow.tenant)
+    return payload is not None and settings_pb2.PromotionSettings.FromString(payload).ignore_dashes_in_codes
+
+
 def new_voucher(
-    requested: voucher_pb2.Voucher, campaign_id: str, now: datetime, *, batch_id: str | None = None
+    requested: voucher_pb2.Voucher,
+    campaign_id: str,
+    now: datetime,
+    *,
+    batch_id: str | None = None,
+    ignore_dashes: bool = False,
 ) -> StoredVoucher:
-    code = rules.normalize(requested.code)
+    code = rules.normalize(requested.code, ignore_dashes)
     problem = rules.code_problem(code)
     if problem:
         raise InvalidArgument(Reason.INVALID_ARGUMENT, problem, field="voucher.code")
@@ -158,7 +170,7 @@ def new_voucher(
 
 async def create_voucher(uow: UnitOfWork, requested: voucher_pb2.Voucher) -> voucher_pb2.Voucher:
     await voucher_campaign(uow, requested.campaign_id, "voucher.campaign_id")
-    voucher = new_voucher(requested, requested.campaign_id, uow.now)
+    voucher = new_voucher(requested, requested.campaign_id, uow.now, ignore_dashes=await ignoring_dashes(uow))
     if not await codes_sql.insert_voucher(uow.connection, uow.tenant, voucher):
         raise AlreadyExists(
             Reason.VOUCHER_CODE_TAKEN, "the tenant has this code already", field="voucher.code"
@@ -167,9 +179,8 @@ async def create_voucher(uow: UnitOfWork, requested: voucher_pb2.Voucher) -> vou
 
 
 async def get_voucher(uow: UnitOfWork, voucher_id: str, code: str) -> voucher_pb2.Voucher:
-    stored = await codes_sql.get_voucher(
-        uow.connection, uow.tenant, voucher_id=voucher_id, code=rules.normalize(code)
-    )
+    code = rules.normalize(code, await ignoring_dashes(uow)) if code else ""
+    stored = await codes_sql.get_voucher(uow.connection, uow.tenant, voucher_id=voucher_id, code=code)
     if stored is None:
         raise voucher_not_found("voucher_id" if voucher_id else "code")
     return voucher_of(stored, uow.now)
@@ -257,9 +268,10 @@ async def resolve_codes(
     """The engine's codes (normalised, each once, in order) with the service's verdict on each;
     the vouchers found by code; and each normalised code's form as presented."""
     customer_id = customer.customer_id
+    ignore_dashes = catalog.settings.ignore_dashes_in_codes
     as_presented: dict[str, str] = {}
     for raw in presented:
-        as_presented.setdefault(rules.normalize(raw), raw)
+        as_presented.setdefault(rules.normalize(raw, ignore_dashes), raw)
     found = await codes_sql.vouchers_by_code(connection, tenant, list(as_presented)) if as_presented else {}
     per_customer = [f"v:{v.voucher_id}" for v in found.values() if v.max_per_customer and customer_id]
     used = (

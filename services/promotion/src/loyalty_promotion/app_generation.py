@@ -55,9 +55,13 @@ async def _make(uow: UnitOfWork, job: jobs_pb2.GenerateVouchersJob, count: int, 
     """Makes `count` new codes of the job's pattern (one per holder when holders are given)."""
     pattern = codegen.parse(job.pattern.pattern, job.pattern.charset)
     terms = _terms(job, uow.now)
+    ignore_dashes = await app_codes.ignoring_dashes(uow)
     wanted: list[str | None] = list(holders) if holders else [None] * count
     for _ in range(MAX_DRAWS):
-        codes = codegen.generate(pattern, len(wanted), secrets.token_bytes)
+        codes = [
+            rules.normalize(c, ignore_dashes)
+            for c in codegen.generate(pattern, len(wanted), secrets.token_bytes)
+        ]
         rows = list(zip(codes, wanted, strict=True))
         skipped = set(await sql.copy_codes(uow.connection, uow.tenant, terms, rows))
         wanted = [holder for code, holder in rows if code in skipped]
@@ -163,11 +167,12 @@ async def import_vouchers(
             Reason.INVALID_ARGUMENT, f"1 to {command.limit} codes per call", field="vouchers"
         )
     batch_id = str(uuid.uuid4())
+    ignore_dashes = await app_codes.ignoring_dashes(uow)
     rejections: list[tuple[int, str, str]] = list(command.refused)
     seen: set[str] = set()
     created = 0
     for number, item in command.vouchers:
-        code = rules.normalize(item.code)
+        code = rules.normalize(item.code, ignore_dashes)
         problem = rules.code_problem(code) or ("duplicate code in this request" if code in seen else "")
         seen.add(code)
         if problem:

@@ -79,6 +79,7 @@ async def create_referral_code(
         return _code_of(existing, 0), False
     requested = campaign.code_pattern.pattern or DEFAULT_PATTERN
     pattern = codegen.parse(requested, campaign.code_pattern.charset)
+    ignore_dashes = await app_codes.ignoring_dashes(uow)
     for _ in range(MAX_DRAWS):
         (code,) = codegen.generate(pattern, 1, secrets.token_bytes)
         voucher = app_codes.new_voucher(
@@ -89,6 +90,7 @@ async def create_referral_code(
             ),
             command.campaign_id,
             uow.now,
+            ignore_dashes=ignore_dashes,
         )
         voucher = replace(voucher, referrer_customer_id=command.referrer)
         if await sql.insert_voucher(uow.connection, uow.tenant, voucher):

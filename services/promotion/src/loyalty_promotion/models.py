@@ -54,6 +54,11 @@ class CampaignRow(Base):
         CheckConstraint(f"state IN {STATES}", name="campaigns_state"),
         CheckConstraint("version > 0", name="campaigns_version"),
         Index("campaigns_by_priority", "tenant_id", "priority", "campaign_id"),
+        Index(
+            "campaigns_ending",
+            "end_at",
+            postgresql_where=text("ended_at IS NULL AND state IN ('scheduled', 'active')"),
+        ),
     )
 
     tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
@@ -64,6 +69,9 @@ class CampaignRow(Base):
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The schedule's end (from the payload), and the end campaign.ended was published for.
+    end_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class PromotionRow(Base):

@@ -3,7 +3,7 @@ tenant; a row of another tenant is indistinguishable from a missing one."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 import asyncpg
 
@@ -59,16 +59,23 @@ _PROMOTION = "promotion_id, campaign_id, version, payload"
 
 
 async def insert_campaign(
-    connection: asyncpg.Connection, tenant: str, campaign_id: str, state: str, priority: int, payload: bytes
+    connection: asyncpg.Connection,
+    tenant: str,
+    campaign_id: str,
+    state: str,
+    priority: int,
+    payload: bytes,
+    end_at: datetime | None,
 ) -> None:
     await connection.execute(
-        f"""INSERT INTO {SCHEMA}.campaigns (tenant_id, campaign_id, state, priority, version, payload)
-            VALUES ($1, $2, $3, $4, 1, $5)""",
+        f"""INSERT INTO {SCHEMA}.campaigns (tenant_id, campaign_id, state, priority, version, payload, end_at)
+            VALUES ($1, $2, $3, $4, 1, $5, $6)""",
         tenant,
         campaign_id,
         state,
         priority,
         payload,
+        end_at,
     )
 
 
@@ -87,18 +94,59 @@ async def get_campaign(
 
 
 async def update_campaign(
-    connection: asyncpg.Connection, tenant: str, campaign_id: str, state: str, priority: int, payload: bytes
+    connection: asyncpg.Connection,
+    tenant: str,
+    campaign_id: str,
+    state: str,
+    priority: int,
+    payload: bytes,
+    end_at: datetime | None,
 ) -> int:
-    """Writes the new version (the row is locked by this transaction); returns its version."""
+    """Writes the new version (the row is locked by this transaction); returns its version. A moved
+    end is announced again when it comes."""
     return await connection.fetchval(
         f"""UPDATE {SCHEMA}.campaigns SET state = $3, priority = $4, payload = $5,
-                   version = version + 1, updated_at = now()
+                   version = version + 1, updated_at = now(),
+                   ended_at = CASE WHEN end_at IS DISTINCT FROM $6 THEN NULL ELSE ended_at END,
+                   end_at = $6
             WHERE tenant_id = $1 AND campaign_id = $2 RETURNING version""",
         tenant,
         campaign_id,
         state,
         priority,
         payload,
+        end_at,
+    )
+
+
+async def ending_campaigns(
+    connection: asyncpg.Connection, now: datetime, limit: int
+) -> list[tuple[str, str]]:
+    """(tenant, campaign id) of live campaigns, every tenant's, whose schedule ended by `now` and
+    whose end was not announced yet (the sweep's own read, across tenants), soonest first."""
+    rows = await connection.fetch(
+        f"""SELECT tenant_id, campaign_id FROM {SCHEMA}.campaigns
+            WHERE ended_at IS NULL AND state IN ('scheduled', 'active') AND end_at <= $1
+            ORDER BY end_at LIMIT $2""",
+        now,
+        limit,
+    )
+    return [(row["tenant_id"], str(row["campaign_id"])) for row in rows]
+
+
+async def mark_ended(
+    connection: asyncpg.Connection, tenant: str, campaign_id: str, now: datetime
+) -> datetime | None:
+    """Claims the announcement of the campaign's end (one statement, so of two sweeps only one
+    claims it); its end when claimed, None when it is not due or was claimed already."""
+    return await connection.fetchval(
+        f"""UPDATE {SCHEMA}.campaigns SET ended_at = end_at
+            WHERE tenant_id = $1 AND campaign_id = $2 AND ended_at IS NULL
+              AND state IN ('scheduled', 'active') AND end_at <= $3
+            RETURNING end_at""",
+        tenant,
+        campaign_id,
+        now,
     )
 
 

@@ -71,6 +71,44 @@ def _voucher(row) -> StoredVoucher | None:
     return StoredVoucher(**values)
 
 
+def _codes_lock(tenant: str) -> str:
+    """The advisory lock that every writer of the tenant's codes shares and a switch of
+    ignore_dashes_in_codes takes alone: no code is written under the old rule while the tenant's
+    codes are rewritten under the new one."""
+    return f"promotion.codes:{tenant}"
+
+
+async def code_settings(connection: asyncpg.Connection, tenant: str) -> bytes | None:
+    """The tenant's PromotionSettings bytes (None: the defaults), read under the codes' shared lock
+    until the transaction ends. Two statements: one statement's snapshot is taken before its lock
+    wait, so it would read the settings as they were before a switch it waited for."""
+    await connection.execute(
+        "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))", _codes_lock(tenant)
+    )
+    return await connection.fetchval(
+        f"SELECT payload FROM {SCHEMA}.tenant_settings WHERE tenant_id = $1", tenant
+    )
+
+
+async def strip_code_dashes(connection: asyncpg.Connection, tenant: str) -> str | None:
+    """Rewrites the tenant's codes without their dashes, under the codes' exclusive lock; when two
+    codes differ only by dashes nothing is rewritten and the form they share is returned."""
+    await connection.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", _codes_lock(tenant))
+    shared = await connection.fetchval(
+        f"""SELECT replace(code, '-', '') FROM {SCHEMA}.vouchers WHERE tenant_id = $1
+            GROUP BY 1 HAVING count(*) > 1 ORDER BY 1 LIMIT 1""",
+        tenant,
+    )
+    if shared is not None:
+        return shared
+    await connection.execute(
+        f"""UPDATE {SCHEMA}.vouchers SET code = replace(code, '-', ''), version = version + 1
+            WHERE tenant_id = $1 AND strpos(code, '-') > 0""",
+        tenant,
+    )
+    return None
+
+
 async def insert_voucher(connection: asyncpg.Connection, tenant: str, voucher: StoredVoucher) -> bool:
     """False when the tenant has the code already."""
     return bool(

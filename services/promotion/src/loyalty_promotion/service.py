@@ -36,6 +36,8 @@ class PromotionSettings(ServiceSettings):
     # reservations runs this often.
     reservation_ttl_seconds: float = 900.0
     reservation_sweep_seconds: float = 10.0
+    # How soon after a campaign's schedule ends campaign.ended is published, at most.
+    campaign_end_sweep_seconds: float = 10.0
     # Job workers making large voucher batches (0 = none on this replica), and how often an idle
     # one looks for work.
     generation_workers: int = 1
@@ -126,6 +128,11 @@ DEFINITION = ServiceDefinition(
             "promotion.reservations-expiry",
             every=lambda settings: settings.reservation_sweep_seconds,
             run=lambda resources: app_redemptions.sweep(resources.units),
-        )
+        ),
+        Schedule(
+            "promotion.campaign-ends",
+            every=lambda settings: settings.campaign_end_sweep_seconds,
+            run=lambda resources: app.announce_ended_campaigns(resources.units),
+        ),
     ],
 )

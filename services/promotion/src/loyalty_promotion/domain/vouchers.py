@@ -14,9 +14,11 @@ MAX_CODE_LENGTH = 64
 CODE_CHARACTERS = re.compile(r"^[A-Z0-9][A-Z0-9_-]*$")
 
 
-def normalize(code: str) -> str:
-    """Codes are matched case-insensitively after trimming surrounding spaces."""
-    return code.strip().upper()
+def normalize(code: str, ignore_dashes: bool = False) -> str:
+    """Codes are matched case-insensitively after trimming surrounding spaces, and without their
+    dashes where the tenant says so (PromotionSettings.ignore_dashes_in_codes)."""
+    code = code.strip().upper()
+    return code.replace("-", "") if ignore_dashes else code
 
 
 def code_problem(code: str) -> str:
