@@ -77,6 +77,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "GetWallet": frozenset({CUSTOMER_READ}),
     "EnrolCustomer": frozenset({CUSTOMER_WRITE}),
     "RecordEvent": frozenset({CUSTOMER_WRITE}),
+    "ListRewards": frozenset({CUSTOMER_READ}),
+    "RedeemReward": frozenset({CUSTOMER_WRITE}),
     "CreateCustomerToken": frozenset({CUSTOMER_WRITE}),
     "CreateTerminal": ADMINISTRATORS,
     "GetTerminal": ADMINISTRATORS,
