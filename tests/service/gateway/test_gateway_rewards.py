@@ -24,6 +24,7 @@ from tests.conftest import rpc_failure
 from tests.service.gateway.conftest import provision
 from tests.service.gateway.test_gateway_adjustments import balance
 from tests.service.gateway.test_gateway_checkout import enrol
+from tests.service.promotion.helpers import percent_off
 
 CODE = catalogue_pb2.CATALOGUE_REWARD_KIND_CODE
 DONATION = catalogue_pb2.CATALOGUE_REWARD_KIND_DONATION
@@ -32,9 +33,9 @@ DONATION = catalogue_pb2.CATALOGUE_REWARD_KIND_DONATION
 @pytest.fixture
 async def tenant(shop, services):
     tenant = await provision(shop, services)
-    promotion = services["promotion"]
-    internal = promotion_service_pb2_grpc.PromotionServiceStub(promotion.channel)
-    metadata = internal_metadata(promotion.server.settings, tenant.tenant_id)
+    service = services["promotion"]
+    internal = promotion_service_pb2_grpc.PromotionServiceStub(service.channel)
+    metadata = internal_metadata(service.server.settings, tenant.tenant_id)
     campaign = await internal.CreateCampaign(
         promotion_api.CreateCampaignRequest(
             idempotency_key=uuid.uuid4().hex,
@@ -43,6 +44,18 @@ async def tenant(shop, services):
         metadata=metadata,
     )
     tenant.campaign_id = campaign.campaign.campaign_id
+    promotion = percent_off(1000)
+    promotion.campaign_id = tenant.campaign_id
+    await internal.CreatePromotion(
+        promotion_api.CreatePromotionRequest(idempotency_key=uuid.uuid4().hex, promotion=promotion),
+        metadata=metadata,
+    )
+    await internal.ActivateCampaign(
+        promotion_api.ActivateCampaignRequest(
+            idempotency_key=uuid.uuid4().hex, campaign_id=tenant.campaign_id
+        ),
+        metadata=metadata,
+    )
     tenant.promotion = internal, metadata
     # The catalogue is managed through the gateway's admin API, as the promotion RPCs it forwards.
     tenant.catalogue = promotion_service_pb2_grpc.PromotionServiceStub(shop.channel)
@@ -112,6 +125,10 @@ async def test_a_code_is_issued_into_the_wallet_for_the_points_once_per_key(shop
     assert await redeem(shop, tenant, customer_id, reward.reward_id, key) == redeemed
     assert await balance(services, tenant, customer_id) == 150
     assert await held_codes(tenant, customer_id) == [redeemed.code]
+    wallet = await shop.customers.GetWallet(
+        customer_api.GetWalletRequest(customer={"customer_id": customer_id}), metadata=tenant.till_auth
+    )
+    assert redeemed.code in {v.code for v in wallet.wallet.vouchers}
     assert (
         await tenant.promotion[0].GetVoucher(
             promotion_api.GetVoucherRequest(code=redeemed.code), metadata=tenant.promotion[1]
