@@ -81,8 +81,8 @@ class Rewards:
         redemption_id = str(uuid.uuid5(REDEMPTIONS, f"{tenant}:{key}"))
         steps = Steps(self.downstream, redemption_id)
         reserved = await steps.reserve(request.reward_id, customer_id)
-        account_id = await self.customers.open_account(customer_id, reserved.program_id)
         try:
+            account_id = await self.customers.open_account(customer_id, reserved.program_id)
             entry_id = await steps.pay(reserved, account_id)
         except DownstreamError as failure:
             if not failure.transient:

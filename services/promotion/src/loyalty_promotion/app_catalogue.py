@@ -163,6 +163,7 @@ async def reserve(uow: UnitOfWork, command: Reserve) -> pb.CatalogueRedemption:
             raise not_found()
         raise rules.refusal(latest["start_time"], latest["end_time"], uow.now)
     redemption.state = pb.CATALOGUE_REDEMPTION_STATE_RESERVED
+    uow.concerns(command.customer_id)
     return redemption
 
 
