@@ -9,9 +9,10 @@ import uuid
 import grpc
 import pytest
 
-from loyalty.gateway.v1 import admin_pb2, admin_service_pb2 as admin_api
+from loyalty.gateway.v1 import admin_pb2, admin_service_pb2 as admin_api, admin_service_pb2_grpc
 from loyalty.ledger.v1 import ledger_service_pb2 as ledger_api, ledger_service_pb2_grpc
-from loyalty_runtime.testing import internal_metadata
+from loyalty_gateway.service import DEFINITION
+from loyalty_runtime.testing import internal_metadata, running_service
 from tests.conftest import rpc_failure
 from tests.service.gateway.conftest import bearer, provision, settings_of
 from tests.service.gateway.test_gateway_checkout import enrol
@@ -224,3 +225,29 @@ async def test_tenant_limits_are_checked(shop, tenant):
     )
     assert refused.code is grpc.StatusCode.INVALID_ARGUMENT
     assert refused.fields == ["settings.daily_adjustment_limit_points"]
+
+
+async def test_an_adjustment_the_ledger_did_not_answer_is_finished_by_its_retry(
+    shop, shop_settings, services, tenant
+):
+    customer_id = await enrol(shop, tenant)
+    agent = await support(tenant)
+    key = uuid.uuid4().hex
+    no_ledger = shop_settings.model_copy(update={"ledger_target": "127.0.0.1:1"})
+    async with running_service(DEFINITION, no_ledger) as cut_off:
+        stub = admin_service_pb2_grpc.AdminServiceStub(cut_off.channel)
+        failed = await rpc_failure(
+            stub.AdjustPoints(
+                admin_api.AdjustPointsRequest(
+                    idempotency_key=key, customer_id=customer_id, amount=70, reason=REASON
+                ),
+                metadata=agent,
+            )
+        )
+    assert failed.code is grpc.StatusCode.UNAVAILABLE
+    assert await balance(services, tenant, customer_id) == 0
+    finished = await adjust(shop, agent, customer_id, 70, key)
+    assert finished.adjusted_today_points == 70  # counted once, not again by the retry
+    assert await balance(services, tenant, customer_id) == 70
+    assert await adjust(shop, agent, customer_id, 70, key) == finished
+    assert len(await audit_actions(shop, tenant)) == 1
