@@ -175,6 +175,17 @@ class Shop(Tenant):
         return bearer(self.key)
 
 
+def settings_of(tenant, **changes) -> dict:
+    """The settings a provisioned tenant has, with `changes`."""
+    return {
+        "default_program_id": tenant.program_id,
+        "currency_code": "EUR",
+        "time_zone": "Europe/Vienna",
+        "default_locale": "de-AT",
+        **changes,
+    }
+
+
 async def provision(shop, services, *, store_id: str = "s1", tiers=()) -> Shop:
     base = await new_tenant(shop)
     tenant = Shop(shop, base.tenant_id, base.token)
@@ -195,12 +206,7 @@ async def provision(shop, services, *, store_id: str = "s1", tiers=()) -> Shop:
     await shop.admin.UpdateTenantSettings(
         admin_api.UpdateTenantSettingsRequest(
             idempotency_key=uuid.uuid4().hex,
-            settings={
-                "default_program_id": tenant.program_id,
-                "currency_code": "EUR",
-                "time_zone": "Europe/Vienna",
-                "default_locale": "de-AT",
-            },
+            settings=settings_of(tenant),
         ),
         metadata=tenant.auth,
     )

@@ -182,16 +182,47 @@ def test_burn_reversal_restores_latest_consumed_expiry():
 def test_transfer_keeps_expiry_dates_and_never_overdraws():
     source = customer(50, lots=[lot("a", 20, 10, 0), lot("b", 30, 40, 1)])
     destination = Account("d", AccountKind.CUSTOMER)
-    plan = r.plan_transfer(source, destination, 30)
+    plan = r.plan_transfer(source, destination, 30, ProgramRules(), NOW)
     assert sorted((n.amount, n.expires_at) for n in plan.effects[1].new_lots) == [
         (10, NOW + timedelta(days=40)),
         (20, NOW + timedelta(days=10)),
     ]
     with pytest.raises(FailedPrecondition) as error:
-        r.plan_transfer(source, destination, 51)
+        r.plan_transfer(source, destination, 51, ProgramRules(), NOW)
     assert error.value.reason is Reason.INSUFFICIENT_BALANCE
     with pytest.raises(InvalidArgument):
-        r.plan_transfer(source, REDEMPTION, 1)
+        r.plan_transfer(source, REDEMPTION, 1, ProgramRules(), NOW)
+
+
+ADJUSTMENT = Account("adj", AccountKind.ADJUSTMENT)
+
+
+def test_an_adjustment_credit_is_new_points_expiring_by_the_programme_policy():
+    rules = ProgramRules(expiry_policy=ExpiryPolicy(ExpiryRule.MONTHS_AFTER_EARN, months=12))
+    plan = r.plan_transfer(ADJUSTMENT, customer(), 40, rules, NOW)
+    debit, credit = plan.effects
+    assert debit.account_id == "adj" and debit.d_posted == -40 and not debit.lot_updates
+    assert [(n.amount, n.expires_at) for n in credit.new_lots] == [(40, r.add_months(NOW, 12))]
+    assert sum(p.amount for p in plan.postings) == 0
+
+
+def test_an_adjustment_debit_never_overdraws_the_customer():
+    source = customer(50, lots=[lot("a", 50, 10)])
+    plan = r.plan_transfer(source, ADJUSTMENT, 20, ProgramRules(), NOW)
+    assert plan.effects[0].lot_updates[0].delta == -20
+    assert plan.effects[1].d_posted == 20
+    with pytest.raises(FailedPrecondition) as error:
+        r.plan_transfer(source, ADJUSTMENT, 51, ProgramRules(), NOW)
+    assert error.value.reason is Reason.INSUFFICIENT_BALANCE
+
+
+@pytest.mark.parametrize(
+    "source, destination",
+    [(ADJUSTMENT, REDEMPTION), (ISSUANCE, customer()), (ADJUSTMENT, Account("don", AccountKind.DONATION))],
+)
+def test_transfers_between_system_accounts_or_from_other_ones_are_refused(source, destination):
+    with pytest.raises(InvalidArgument):
+        r.plan_transfer(source, destination, 1, ProgramRules(), NOW)
 
 
 def test_a_reversal_takes_held_points_back_by_voiding_holds_newest_first():

@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -16,7 +17,7 @@ from redis.exceptions import RedisError
 
 from loyalty_gateway import repository
 from loyalty_gateway.auth import Authenticator
-from loyalty_gateway.domain import admin_api, audit, credentials
+from loyalty_gateway.domain import adjustments, admin_api, audit, credentials
 from loyalty_runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -307,6 +308,8 @@ class TenantSettings:
     currency_code: str
     time_zone: str
     default_locale: str
+    adjustment_limit_points: int = 0
+    daily_adjustment_limit_points: int = 0
 
 
 async def update_tenant_settings(uow: UnitOfWork, command: TenantSettings):
@@ -316,21 +319,16 @@ async def update_tenant_settings(uow: UnitOfWork, command: TenantSettings):
         raise InvalidArgument(
             Reason.INVALID_ARGUMENT, "a programme is required", field="settings.default_program_id"
         )
-    row = await repository.put_tenant_settings(
-        uow.connection,
-        uow.tenant,
-        command.default_program_id,
-        command.currency_code,
-        command.time_zone,
-        command.default_locale,
-        uow.now,
-    )
-    await record(
-        uow,
-        "UpdateTenantSettings",
-        "settings",
-        ["default_program_id", "currency_code", "time_zone", "default_locale"],
-    )
+    try:
+        ZoneInfo(command.time_zone)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise InvalidArgument(
+            Reason.INVALID_ARGUMENT, "an IANA time zone such as Europe/Vienna", field="settings.time_zone"
+        ) from None
+    adjustments.check_limits(command.adjustment_limit_points, command.daily_adjustment_limit_points)
+    values = asdict(command)
+    row = await repository.put_tenant_settings(uow.connection, uow.tenant, values, uow.now)
+    await record(uow, "UpdateTenantSettings", "settings", values)
     return row
 
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 from loyalty.common.v1 import basket_pb2
 from loyalty.gateway.v1 import admin_pb2 as pb, admin_service_pb2 as api
 from loyalty_gateway import admin, repository
+from loyalty_gateway.adjustments import Adjustments
 from loyalty_gateway.auth import Authenticator, require
 from loyalty_gateway.domain import credentials
 from loyalty_runtime import paging
@@ -85,6 +86,8 @@ def encode_settings(row) -> pb.TenantSettings:
         time_zone=row["time_zone"],
         default_locale=row["default_locale"],
         update_time=timestamp(row["updated_at"]),
+        adjustment_limit_points=row["adjustment_limit_points"],
+        daily_adjustment_limit_points=row["daily_adjustment_limit_points"],
     )
 
 
@@ -127,10 +130,17 @@ def _new_key(request: api.CreateApiKeyRequest) -> admin.NewApiKey:
 
 
 class AdminServicer:
-    def __init__(self, units: UnitsOfWork, auth: Authenticator, throttle: admin.LoginThrottle) -> None:
+    def __init__(
+        self,
+        units: UnitsOfWork,
+        auth: Authenticator,
+        throttle: admin.LoginThrottle,
+        adjustments: Adjustments,
+    ) -> None:
         self.units = units
         self.auth = auth
         self.throttle = throttle
+        self.adjustments = adjustments
 
     # --- terminals ---
 
@@ -304,7 +314,14 @@ class AdminServicer:
     async def UpdateTenantSettings(self, request, context):
         require("UpdateTenantSettings")
         s = request.settings
-        command = admin.TenantSettings(s.default_program_id, s.currency_code, s.time_zone, s.default_locale)
+        command = admin.TenantSettings(
+            s.default_program_id,
+            s.currency_code,
+            s.time_zone,
+            s.default_locale,
+            s.adjustment_limit_points,
+            s.daily_adjustment_limit_points,
+        )
         return await self.units.idempotent(
             request,
             admin.update_tenant_settings,
@@ -336,3 +353,9 @@ class AdminServicer:
         return api.VerifyAuditLogResponse(
             intact=result.intact, records_checked=result.checked, first_broken_sequence=result.first_broken
         )
+
+    # --- manual point adjustments ---
+
+    async def AdjustPoints(self, request, context):
+        require("AdjustPoints")
+        return await self.adjustments.adjust(request)

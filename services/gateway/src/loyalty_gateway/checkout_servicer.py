@@ -19,6 +19,7 @@ from loyalty_gateway.auth import Authenticator, require
 from loyalty_gateway.checkout import Checkouts
 from loyalty_gateway.downstream import DownstreamError, call
 from loyalty_gateway.returns import Returns
+from loyalty_gateway.rewards import Rewards
 from loyalty_runtime.errors import InvalidArgument, NotFound, PermissionDenied, Reason
 from loyalty_runtime.protobuf import moment, timestamp
 from loyalty_runtime.uow import require_key
@@ -121,6 +122,15 @@ class CustomerServicer:
         self.tenants = checkouts.tenants
         self.downstream = checkouts.downstream
         self.auth = auth
+        self.rewards = Rewards(checkouts.downstream, checkouts.customers, checkouts.tenants)
+
+    @rpc
+    async def ListRewards(self, caller, request):
+        return await self.rewards.list(caller.tenant_id, request)
+
+    @rpc
+    async def RedeemReward(self, caller, request):
+        return await self.rewards.redeem(caller.tenant_id, request)
 
     @rpc
     async def IdentifyCustomer(self, caller, request):

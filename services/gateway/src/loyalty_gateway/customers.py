@@ -152,7 +152,7 @@ class Customers:
         )
         for answer in (profile, account):
             if isinstance(answer, BaseException):
-                raise _customer_error(answer)
+                raise customer_error(answer)
         degraded: tuple[str, ...] = ()
         if isinstance(segments, DownstreamError) and segments.transient:
             segments, degraded = None, ("segmentation",)
@@ -203,7 +203,7 @@ class Customers:
         return opened.account.account_id
 
 
-def _customer_error(error: BaseException) -> BaseException:
+def customer_error(error: BaseException) -> BaseException:
     """Profile's NOT_FOUND for a customer id that is not a UUID, an unknown one or another tenant's:
     all the same CUSTOMER_NOT_FOUND."""
     if isinstance(error, DownstreamError) and error.error.reason in (

@@ -3,9 +3,20 @@ Every table but api_keys leads with tenant_id: an API key is looked up by its id
 is known (the key decides the tenant), and carries its tenant."""
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Index, LargeBinary, MetaData, String, Uuid, func
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Index,
+    LargeBinary,
+    MetaData,
+    String,
+    Uuid,
+    func,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -28,6 +39,9 @@ class TenantSettingsRow(Base):
     time_zone: Mapped[str] = mapped_column(String(64))
     default_locale: Mapped[str] = mapped_column(String(35))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # 0: the defaults of domain/adjustments.py.
+    adjustment_limit_points: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    daily_adjustment_limit_points: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class TerminalRow(Base):
@@ -146,3 +160,42 @@ class CheckoutReturnRow(Base):
     # The CheckoutReturn answered (loyalty.gateway.v1.CheckoutReturn), once completed.
     answer: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AdjustmentRow(Base):
+    """A manual point adjustment (adjustments.py), by idempotency key: pending until the ledger
+    posted it, then posted with its answer."""
+
+    __tablename__ = "adjustments"
+    __table_args__ = (
+        CheckConstraint("amount <> 0", name="adjustments_nonzero"),
+        CheckConstraint(
+            "(state = 'pending' AND answer IS NULL) OR (state = 'posted' AND answer IS NOT NULL)",
+            name="adjustments_state",
+        ),
+    )
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    adjustment_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary)
+    principal: Mapped[str] = mapped_column(String(200))
+    # The day it counts towards, in the tenant's time zone.
+    day: Mapped[date] = mapped_column(Date)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    program_id: Mapped[str] = mapped_column(String(36))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(8))
+    # The AdjustPointsResponse (loyalty.gateway.v1), once posted.
+    answer: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AdjustmentDayRow(Base):
+    """What one admin user adjusted on one day, credits and debits alike."""
+
+    __tablename__ = "adjustment_days"
+    __table_args__ = (CheckConstraint("adjusted_points >= 0", name="adjustment_days_nonnegative"),)
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    principal: Mapped[str] = mapped_column(String(200), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    adjusted_points: Mapped[int] = mapped_column(BigInteger)

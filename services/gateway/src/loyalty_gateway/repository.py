@@ -25,22 +25,18 @@ async def tenant_settings(connection: asyncpg.Connection, tenant: str):
     return await connection.fetchrow(f"SELECT * FROM {SCHEMA}.tenant_settings WHERE tenant_id = $1", tenant)
 
 
-async def put_tenant_settings(
-    connection, tenant: str, program: str, currency: str, zone: str, locale: str, now
-):
+async def put_tenant_settings(connection, tenant: str, values: dict, now):
+    """Replaces the tenant's settings with `values` (every column but tenant_id and updated_at)."""
+    columns = list(values)
     return await connection.fetchrow(
-        f"""INSERT INTO {SCHEMA}.tenant_settings AS s
-                (tenant_id, default_program_id, currency_code, time_zone, default_locale, updated_at)
-            VALUES ($1, $2, $3, $4, $5, $6)
-            ON CONFLICT (tenant_id) DO UPDATE SET default_program_id = $2, currency_code = $3,
-                time_zone = $4, default_locale = $5, updated_at = $6
+        f"""INSERT INTO {SCHEMA}.tenant_settings AS s (tenant_id, updated_at, {", ".join(columns)})
+            VALUES ($1, $2, {", ".join(f"${i}" for i in range(3, 3 + len(columns)))})
+            ON CONFLICT (tenant_id) DO UPDATE
+            SET updated_at = $2, {", ".join(f"{c} = EXCLUDED.{c}" for c in columns)}
             RETURNING *""",
         tenant,
-        program,
-        currency,
-        zone,
-        locale,
         now,
+        *values.values(),
     )
 
 
@@ -347,4 +343,92 @@ async def lock_checkout(connection, tenant: str, checkout_id: str):
         f"SELECT * FROM {SCHEMA}.checkouts WHERE tenant_id = $1 AND checkout_id = $2 FOR UPDATE",
         tenant,
         checkout_id,
+    )
+
+
+# --- manual point adjustments ---
+
+
+async def claim_adjustment(connection, tenant: str, key: str, values: dict):
+    """The adjustment under `key`: a new one inserted from `values` (`created` true), or the one an
+    earlier attempt left (`created` false). A concurrent first attempt is waited for by the insert;
+    the second statement then sees it (a statement of its own: a fresh snapshot)."""
+    columns = list(values)
+    created = await connection.fetchrow(
+        f"""INSERT INTO {SCHEMA}.adjustments (tenant_id, idempotency_key, state, {", ".join(columns)})
+            VALUES ($1, $2, 'pending', {", ".join(f"${i}" for i in range(3, 3 + len(columns)))})
+            ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+            RETURNING *, true AS created""",
+        tenant,
+        key,
+        *values.values(),
+    )
+    return created or await connection.fetchrow(
+        f"""SELECT *, false AS created FROM {SCHEMA}.adjustments
+            WHERE tenant_id = $1 AND idempotency_key = $2""",
+        tenant,
+        key,
+    )
+
+
+async def count_adjustment(connection, tenant: str, principal: str, day, points: int, per_day: int):
+    """Adds `points` to what `principal` adjusted on `day`, if the total stays within `per_day`: the
+    new total, or None (nothing added). One guarded statement, so concurrent adjustments by one
+    user queue on the day's row and can never pass the limit together."""
+    return await connection.fetchval(
+        f"""INSERT INTO {SCHEMA}.adjustment_days AS d (tenant_id, principal, day, adjusted_points)
+            SELECT $1, $2, $3::date, $4::bigint WHERE $4::bigint <= $5::bigint
+            ON CONFLICT (tenant_id, principal, day) DO UPDATE
+            SET adjusted_points = d.adjusted_points + EXCLUDED.adjusted_points
+            WHERE d.adjusted_points + EXCLUDED.adjusted_points <= $5::bigint
+            RETURNING adjusted_points""",
+        tenant,
+        principal,
+        day,
+        points,
+        per_day,
+    )
+
+
+async def adjusted_points(connection, tenant: str, principal: str, day) -> int:
+    return await connection.fetchval(
+        f"""SELECT coalesce(max(adjusted_points), 0) FROM {SCHEMA}.adjustment_days
+            WHERE tenant_id = $1 AND principal = $2 AND day = $3""",
+        tenant,
+        principal,
+        day,
+    )
+
+
+async def post_adjustment(connection, tenant: str, key: str, answer: bytes) -> bool:
+    """Marks a pending adjustment posted with its answer; False if another attempt did first."""
+    done = await connection.fetchval(
+        f"""UPDATE {SCHEMA}.adjustments SET state = 'posted', answer = $3
+            WHERE tenant_id = $1 AND idempotency_key = $2 AND state = 'pending' RETURNING true""",
+        tenant,
+        key,
+        answer,
+    )
+    return bool(done)
+
+
+async def abandon_adjustment(connection, tenant: str, key: str) -> None:
+    """Forgets a pending adjustment the ledger refused and gives its points back to the day."""
+    await connection.execute(
+        f"""WITH gone AS (
+                DELETE FROM {SCHEMA}.adjustments
+                WHERE tenant_id = $1 AND idempotency_key = $2 AND state = 'pending'
+                RETURNING principal, day, abs(amount) AS points)
+            UPDATE {SCHEMA}.adjustment_days d SET adjusted_points = d.adjusted_points - gone.points
+            FROM gone WHERE d.tenant_id = $1 AND d.principal = gone.principal AND d.day = gone.day""",
+        tenant,
+        key,
+    )
+
+
+async def adjustment_answer(connection, tenant: str, key: str) -> bytes:
+    return await connection.fetchval(
+        f"SELECT answer FROM {SCHEMA}.adjustments WHERE tenant_id = $1 AND idempotency_key = $2",
+        tenant,
+        key,
     )

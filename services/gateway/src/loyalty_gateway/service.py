@@ -6,6 +6,7 @@ from pydantic_settings import SettingsConfigDict
 
 from loyalty.gateway.v1 import admin_service_pb2, checkout_service_pb2, customer_service_pb2
 from loyalty_gateway import jsonhttp, proxy
+from loyalty_gateway.adjustments import Adjustments
 from loyalty_gateway.admin import LoginThrottle
 from loyalty_gateway.admin_servicer import AdminServicer
 from loyalty_gateway.auth import Authenticator
@@ -128,7 +129,8 @@ def _proxy(resources: Resources) -> AdminProxy:
 def _admin(resources: Resources) -> AdminServicer:
     s = resources.settings
     throttle = LoginThrottle(resources.redis, s.login_failure_limit, s.login_window_seconds)
-    return AdminServicer(resources.units, _auth(resources), throttle)
+    adjustments = Adjustments(resources.units, _downstream(resources), _checkouts(resources).customers)
+    return AdminServicer(resources.units, _auth(resources), throttle, adjustments)
 
 
 DEFINITION = ServiceDefinition(

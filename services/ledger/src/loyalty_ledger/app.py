@@ -440,7 +440,7 @@ async def transfer_points(uow: UnitOfWork, command: TransferPoints) -> Entry:
     rules.require_same_program(source.program_id, destination.program_id)
     rules.require_asset(command.asset_code, program.rules.asset_code)
     source = await books.with_lots_to_debit(source, command.amount)
-    plan = rules.plan_transfer(source, destination, command.amount)
+    plan = rules.plan_transfer(source, destination, command.amount, program.rules, uow.now)
     entry = books.journal.post(
         plan,
         program,
@@ -462,6 +462,7 @@ async def transfer_points(uow: UnitOfWork, command: TransferPoints) -> Entry:
     )
     await books.write(program)
     _answer_concerns(uow, source)
+    _answer_concerns(uow, destination)
     return entry
 
 

@@ -435,3 +435,48 @@ class RewardGrantRow(Base):
     state: Mapped[str] = mapped_column(String(16))
     reward: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = _now()
+
+
+class CatalogueRewardRow(Base):
+    """A CatalogueReward message; its cost, programme, stock and window are columns for the guarded
+    stock update and for listing. `redeemed_count` counts reserved and issued redemptions."""
+
+    __tablename__ = "catalogue_rewards"
+    __table_args__ = (
+        CheckConstraint("points_cost > 0", name="catalogue_rewards_cost"),
+        CheckConstraint(
+            "redeemed_count >= 0 AND (stock IS NULL OR redeemed_count <= stock)",
+            name="catalogue_rewards_stock",
+        ),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    reward_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    program_id: Mapped[str] = mapped_column(String(36))
+    points_cost: Mapped[int] = mapped_column(BigInteger)
+    stock: Mapped[int | None] = mapped_column(BigInteger)
+    redeemed_count: Mapped[int] = mapped_column(BigInteger)
+    start_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class CatalogueRedemptionRow(Base):
+    """A CatalogueRedemption message by the id the gateway's saga chose."""
+
+    __tablename__ = "catalogue_redemptions"
+    __table_args__ = (
+        CheckConstraint("state IN ('reserved', 'issued', 'cancelled')", name="catalogue_redemptions_state"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    redemption_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    reward_id: Mapped[str] = mapped_column(Uuid)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()

@@ -2,11 +2,11 @@
 names, and which admin roles may call each. This table is the whole policy: an RPC missing here is
 not served through the gateway at all (UNIMPLEMENTED for every caller, whatever its role), which is
 where the services' internal RPCs stay (EvaluateBasket, Reserve/Commit/RollbackRedemptions,
-HoldPoints, SettleCheckout, Assess*, Record*, ...). An API key with the `admin` scope counts as the
-admin role.
+HoldPoints, SettleCheckout, Reserve/Issue/CancelCatalogueReward, Assess*, Record*, ...). An API
+key with the `admin` scope counts as the admin role.
 
 Roles: admin everything listed; marketer campaigns, promotions, earning rules, vouchers, triggers,
-templates and segments; support customer lookups and accounts (and AdjustPoints, the gateway's own);
+the reward catalogue, templates and segments; support customer lookups and accounts (and AdjustPoints, the gateway's own);
 analyst read-only Get/List/Statistics/Export; auditor only the gateway's audit log.
 
 `mutates` marks the RPCs whose success is written to the audit log.
@@ -103,6 +103,11 @@ TABLE: dict[str, dict[str, Rule]] = {
         "ListRewardGrants": _read(MARKETING_READ),
         "ListReferralCodes": _read(MARKETING_READ),
         "ListReferralConversions": _read(MARKETING_READ),
+        "CreateCatalogueReward": _change(MARKETING),
+        "GetCatalogueReward": _read(MARKETING_READ),
+        "ListCatalogueRewards": _read(MARKETING_READ),
+        "UpdateCatalogueReward": _change(MARKETING),
+        "DeleteCatalogueReward": _change(MARKETING),
     },
     SEGMENTATION: {
         "CreateSegment": _change(MARKETING),

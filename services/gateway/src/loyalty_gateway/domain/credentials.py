@@ -62,6 +62,7 @@ def role_scope(role: str) -> str:
 ANY_ADMIN = frozenset({ADMIN, *(role_scope(r) for r in ROLES)})
 ADMINISTRATORS = frozenset({ADMIN, role_scope("admin")})
 AUDITORS = frozenset({role_scope("auditor"), role_scope("admin")})
+SUPPORT = frozenset({ADMIN, role_scope("admin"), role_scope("support")})
 PUBLIC: frozenset[str] = frozenset()
 
 # What each RPC requires: any one of the scopes listed. An RPC missing here is refused (fail closed).
@@ -76,6 +77,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "GetWallet": frozenset({CUSTOMER_READ}),
     "EnrolCustomer": frozenset({CUSTOMER_WRITE}),
     "RecordEvent": frozenset({CUSTOMER_WRITE}),
+    "ListRewards": frozenset({CUSTOMER_READ}),
+    "RedeemReward": frozenset({CUSTOMER_WRITE}),
     "CreateCustomerToken": frozenset({CUSTOMER_WRITE}),
     "CreateTerminal": ADMINISTRATORS,
     "GetTerminal": ADMINISTRATORS,
@@ -91,6 +94,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "GetTenantSettings": ANY_ADMIN,
     "ListAuditRecords": AUDITORS,
     "VerifyAuditLog": AUDITORS,
+    "AdjustPoints": SUPPORT,
     "CreateAdminToken": PUBLIC,
 }
 

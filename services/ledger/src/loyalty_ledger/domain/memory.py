@@ -236,7 +236,7 @@ class MemoryLedger:
             destination = self._account(destination_id, now)
             program_id = self.account_program[source_id]
             r.require_same_program(program_id, self.account_program[destination_id])
-            plan = r.plan_transfer(source, destination, amount)
+            plan = r.plan_transfer(source, destination, amount, self.programs[program_id], now)
             return self._post(program_id, plan, now).entry_id
 
         return self._once(key, ("transfer", source_id, destination_id, amount), action)

@@ -461,26 +461,43 @@ def plan_expiry(account: Account, expiry: Account, now: datetime) -> tuple[Plan 
     return plan, len(updates)
 
 
-def plan_transfer(source: Account, destination: Account, amount: int) -> Plan:
-    """Move spendable points; they keep their expiry dates. Transfers never overdraw."""
+# (source kind, destination kind) a transfer may move points between. The adjustment account is
+# where manual adjustments come from and go to (the gateway's AdjustPoints).
+TRANSFER_ROUTES = frozenset(
+    {
+        (AccountKind.CUSTOMER, AccountKind.CUSTOMER),
+        (AccountKind.CUSTOMER, AccountKind.DONATION),
+        (AccountKind.CUSTOMER, AccountKind.ADJUSTMENT),
+        (AccountKind.ADJUSTMENT, AccountKind.CUSTOMER),
+    }
+)
+
+
+def plan_transfer(
+    source: Account, destination: Account, amount: int, rules: ProgramRules, now: datetime
+) -> Plan:
+    """Move spendable points; they keep their expiry dates. Transfers never overdraw a customer.
+    Points credited from the adjustment account are new to the customer: they expire as earned
+    points earned `now` do (the programme's policy)."""
     require_amount(amount)
     if source.account_id == destination.account_id:
         raise InvalidArgument(
             Reason.INVALID_ARGUMENT, "source and destination are the same", field="destination_account_id"
         )
-    if not source.is_customer:
-        raise InvalidArgument(
-            Reason.INVALID_ARGUMENT, "transfers start from a customer account", field="source_account_id"
-        )
-    if destination.kind not in (AccountKind.CUSTOMER, AccountKind.DONATION):
+    if (source.kind, destination.kind) not in TRANSFER_ROUTES:
         raise InvalidArgument(
             Reason.INVALID_ARGUMENT,
-            "transfers go to a customer or donation account",
+            "transfers go between customers, to a donation account, or to or from the adjustment account",
             field="destination_account_id",
         )
     _require_funds(source, amount, allow_overdraft=False)
     debit = _debit_posted(source, amount)
-    credit = _credit_posted(destination, _consumed_chunks(source, debit))
+    chunks = (
+        _consumed_chunks(source, debit)
+        if source.is_customer
+        else [(amount, lot_expiry(rules.expiry_policy, now))]
+    )
+    credit = _credit_posted(destination, chunks)
     return Plan(
         EntryType.TRANSFER,
         (Posting(source.account_id, -amount), Posting(destination.account_id, amount)),
