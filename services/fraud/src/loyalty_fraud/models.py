@@ -164,3 +164,21 @@ class CustomerFingerprintRow(Base):
     type: Mapped[str] = mapped_column(String(16), primary_key=True)
     value: Mapped[str] = mapped_column(String(200), primary_key=True)
     first_seen_at: Mapped[datetime] = mapped_column(Moment)
+
+
+class CodeLockoutRow(Base):
+    """A code brute-force lockout the gateway reported (`code_attempts.locked`): its CodeLockout message,
+    and the key and value it locked for listing by them; `seq` orders them (newest first)."""
+
+    __tablename__ = "code_lockouts"
+    __table_args__ = (
+        Index("code_lockouts_newest", "tenant_id", "seq"),
+        Index("code_lockouts_by_value", "tenant_id", "key", "value", "seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(BIGINT, Identity(always=True), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(Tenant)
+    key: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(200))
+    locked_at: Mapped[datetime] = mapped_column(Moment)
+    body: Mapped[bytes] = mapped_column(LargeBinary)

@@ -492,7 +492,8 @@ async def erase_history(uow: UnitOfWork, customer_id: str) -> None:
     """The pattern rules' history of the customer; their recorded decisions keep the (pseudonymous) id."""
     await uow.connection.execute(
         f"""WITH facts AS (DELETE FROM {S}.activity WHERE tenant_id = $1 AND customer_id = $2),
-                prints AS (DELETE FROM {S}.customer_fingerprints WHERE tenant_id = $1 AND customer_id = $2)
+                prints AS (DELETE FROM {S}.customer_fingerprints WHERE tenant_id = $1 AND customer_id = $2),
+                lockouts AS (DELETE FROM {S}.code_lockouts WHERE tenant_id = $1 AND key = 'customer' AND value = $2)
             DELETE FROM {S}.earn_stats WHERE tenant_id = $1 AND scope = 'customer' AND scope_id = $2""",
         uow.tenant,
         customer_id,
@@ -502,7 +503,9 @@ async def erase_history(uow: UnitOfWork, customer_id: str) -> None:
 async def merge_history(uow: UnitOfWork, survivor_id: str, merged_id: str) -> None:
     """The duplicate's history becomes the survivor's (its earns add to the survivor's usual)."""
     await uow.connection.execute(
-        f"UPDATE {S}.activity SET customer_id = $2 WHERE tenant_id = $1 AND customer_id = $3",
+        f"""WITH lockouts AS (UPDATE {S}.code_lockouts SET value = $2
+                              WHERE tenant_id = $1 AND key = 'customer' AND value = $3)
+            UPDATE {S}.activity SET customer_id = $2 WHERE tenant_id = $1 AND customer_id = $3""",
         uow.tenant,
         survivor_id,
         merged_id,
@@ -550,3 +553,36 @@ async def forget_old_activity(uow: UnitOfWork, before: datetime, limit: int) -> 
         limit,
     )
     return int(status.split()[-1])
+
+
+# --- code lockouts --------------------------------------------------------------------------------
+
+
+async def record_lockout(uow: UnitOfWork, key: str, value: str, locked_at: datetime, body: bytes) -> None:
+    await uow.connection.execute(
+        f"""INSERT INTO {S}.code_lockouts (tenant_id, key, value, locked_at, body)
+            VALUES ($1, $2, $3, $4, $5)""",
+        uow.tenant,
+        key,
+        value,
+        locked_at,
+        body,
+    )
+
+
+async def list_lockouts(
+    uow: UnitOfWork, key: str | None, value: str, before: int | None, limit: int
+) -> list[tuple[int, bytes]]:
+    """(seq, body), newest first."""
+    rows = await uow.connection.fetch(
+        f"""SELECT seq, body FROM {S}.code_lockouts WHERE tenant_id = $1
+            AND ($2::text IS NULL OR key = $2) AND ($3 = '' OR value = $3)
+            AND ($4::bigint IS NULL OR seq < $4)
+            ORDER BY seq DESC LIMIT $5""",
+        uow.tenant,
+        key,
+        value,
+        before,
+        limit,
+    )
+    return [(row["seq"], row["body"]) for row in rows]
