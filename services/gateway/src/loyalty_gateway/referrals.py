@@ -15,6 +15,7 @@ from loyalty.fraud.v1 import assessment_pb2, fraud_service_pb2 as fraud_api
 from loyalty.profile.v1 import profile_service_pb2 as profile_api
 from loyalty.promotion.v1 import promotion_service_pb2 as promotion_api
 from loyalty_gateway.downstream import Downstream, call
+from loyalty_gateway.fraud_policy import effective_decision
 from loyalty_gateway.signals import keyed_hash
 
 
@@ -58,7 +59,7 @@ class Referrals:
                 signals=self._signals(tenant, caller, signals, referee.identifiers),
             ),
         )
-        if not _allowed(assessed.assessment):
+        if effective_decision(assessed.assessment) != assessment_pb2.DECISION_ALLOW:
             return Referred(False, errors_pb2.ERROR_REASON_FRAUD_DECLINED)
         accepted = await call(
             "promotion",
@@ -97,14 +98,3 @@ class Referrals:
             channel=caller.channel,
             email_domain=emails[0].rpartition("@")[2].lower() if emails else "",
         )
-
-
-def _allowed(assessment: assessment_pb2.Assessment) -> bool:
-    """ALLOW, and when the counters were unreachable, the tenant's policy for referrals allows too."""
-    if assessment.decision != assessment_pb2.DECISION_ALLOW:
-        return False
-    policy = assessment.degraded_policy
-    return not assessment.degraded or policy in (
-        assessment_pb2.DECISION_UNSPECIFIED,
-        assessment_pb2.DECISION_ALLOW,
-    )
