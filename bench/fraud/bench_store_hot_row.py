@@ -2,8 +2,9 @@
 `earn_stats` row the EARN_ABOVE_STORE_USUAL rule reads and every recorded earn adds to) serialise the
 assessments of that store? Calls per second, p50/p99 and server CPU per call with every earn in one
 store, next to the same load spread over 1,000 stores, at each concurrency; and PostgreSQL's lock waits
-sampled during the hot run (backends of the fraud server waiting on a row lock). A benchmark, never a
-timed test.
+sampled during each run (backends waiting on a lock, mean) and the calls the server refused because
+every one of its database connections was busy (RESOURCE_EXHAUSTED; counted, not retried). A
+benchmark, never a timed test.
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/loyalty_bench REDIS_URL=redis://127.0.0.1:6379/0 \\
         python bench/fraud/bench_store_hot_row.py [--calls 2000] [--rounds 3] [--concurrency 8 32]
@@ -17,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import grpc
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -72,20 +74,30 @@ async def rows(args, database_url: str, redis_url: str) -> dict:
         channel = await server.channel()
         stub = fraud_service_pb2_grpc.FraudServiceStub(channel)
         for kind in (rpb.PATTERN_KIND_EARN_ABOVE_STORE_USUAL, rpb.PATTERN_KIND_EARN_ABOVE_CUSTOMER_USUAL):
-            rule = rpb.Rule(display_name="usual", pattern=rpb.PatternRule(kind=kind, max_value=100_000))
+            rule = rpb.Rule(
+                display_name="usual", pattern=rpb.PatternRule(kind=kind, max_value=100_000), score=100
+            )
             await stub.CreateRule(
                 api.CreateRuleRequest(idempotency_key=uuid.uuid4().hex, rule=rule), metadata=METADATA
             )
         for concurrency in args.concurrency:
             for label, stores in STORES.items():
-                measured, waits = [], []
+                measured = []
                 for round_ in range(args.rounds + 1):  # the first round warms up
                     run = uuid.uuid4().hex[:8]
 
-                    async def assess(number: int, run=run, stores=stores) -> None:
-                        answer = await stub.AssessEarn(
-                            earn(run, number, stores), metadata=METADATA, timeout=10
-                        )
+                    refused = [0]
+
+                    async def assess(number: int, run=run, stores=stores, refused=refused) -> None:
+                        try:
+                            answer = await stub.AssessEarn(
+                                earn(run, number, stores), metadata=METADATA, timeout=10
+                            )
+                        except grpc.aio.AioRpcError as error:
+                            if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                                raise
+                            refused[0] += 1  # the server's pool was exhausted: counted, not retried
+                            return
                         if answer.assessment.decision != apb.DECISION_ALLOW:
                             raise RuntimeError(f"unexpected assessment: {answer.assessment}")
 
@@ -95,9 +107,8 @@ async def rows(args, database_url: str, redis_url: str) -> dict:
                     stop.set()
                     samples = await sampler
                     if round_:
-                        measured.append(result)
-                        waits.append(sum(samples) / max(len(samples), 1))
-                found[(concurrency, label)] = (*median_row(measured), sorted(waits)[len(waits) // 2])
+                        measured.append((*result, sum(samples) / max(len(samples), 1), refused[0]))
+                found[(concurrency, label)] = median_row(measured)
         await channel.close()
         return found
     finally:

@@ -495,6 +495,7 @@ def _case(row) -> review_pb2.ReviewCase:
         resolved_by=row["resolved_by"],
         resolution_note=row["resolution_note"],
         create_time=timestamp(row["created_at"]),
+        assignee=row["assignee"],
     )
     if row["resolved_at"] is not None:
         case.resolve_time.CopyFrom(timestamp(row["resolved_at"]))
@@ -512,6 +513,7 @@ async def get_case(uow: UnitOfWork, case_id: str) -> review_pb2.ReviewCase:
 class ListCases:
     state: str | None
     customer_id: str
+    assignee: str
     after: tuple[datetime, str] | None
     limit: int
 
@@ -519,9 +521,26 @@ class ListCases:
 async def list_cases(uow: UnitOfWork, command: ListCases) -> list:
     """Rows (for the page token) and their cases, oldest first, one more than a page."""
     rows = await repository.list_cases(
-        uow, command.state, command.customer_id, command.after, command.limit + 1
+        uow, command.state, command.customer_id, command.assignee, command.after, command.limit + 1
     )
     return [(row, _case(row)) for row in rows]
+
+
+@dataclass(frozen=True)
+class AssignCase:
+    case_id: str
+    assignee: str
+
+
+async def assign_case(uow: UnitOfWork, command: AssignCase) -> review_pb2.ReviewCase:
+    """An open case to a reviewer (empty: unassigned), audited in the same statement."""
+    assigned = await repository.assign_case(uow, command.case_id, command.assignee.strip())
+    case = await get_case(uow, command.case_id)
+    if not assigned:
+        raise FailedPrecondition(
+            Reason.REVIEW_CASE_RESOLVED, "a resolved case is not assigned", field="review_case_id"
+        )
+    return case
 
 
 @dataclass(frozen=True)

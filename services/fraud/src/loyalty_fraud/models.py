@@ -90,6 +90,7 @@ class ReviewCaseRow(Base):
     state: Mapped[str] = mapped_column(String(16))
     resolved_by: Mapped[str] = mapped_column(String(200), server_default="")
     resolution_note: Mapped[str] = mapped_column(String(2000), server_default="")
+    assignee: Mapped[str] = mapped_column(String(200), server_default="")
     created_at: Mapped[datetime] = mapped_column(Moment)
     resolved_at: Mapped[datetime | None] = mapped_column(Moment, nullable=True)
 

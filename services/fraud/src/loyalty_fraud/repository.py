@@ -399,7 +399,7 @@ async def list_assessments(
 # --- review cases ---------------------------------------------------------------------------------
 
 CASE_COLUMNS = """c.review_case_id, c.state, c.customer_id, c.resolved_by, c.resolution_note, c.created_at,
-    c.resolved_at, a.body AS assessment"""
+    c.resolved_at, c.assignee, a.body AS assessment"""
 
 
 async def case(uow: UnitOfWork, case_id: str):
@@ -413,7 +413,12 @@ async def case(uow: UnitOfWork, case_id: str):
 
 
 async def list_cases(
-    uow: UnitOfWork, state: str | None, customer_id: str, after: tuple[datetime, str] | None, limit: int
+    uow: UnitOfWork,
+    state: str | None,
+    customer_id: str,
+    assignee: str,
+    after: tuple[datetime, str] | None,
+    limit: int,
 ) -> list:
     """Oldest first (the queue's order)."""
     return list(
@@ -422,6 +427,7 @@ async def list_cases(
                 JOIN {S}.assessments a ON a.tenant_id = c.tenant_id AND a.assessment_id = c.assessment_id
                 WHERE c.tenant_id = $1 AND ($2::text IS NULL OR c.state = $2) AND ($3 = '' OR c.customer_id = $3)
                 AND ($4::timestamptz IS NULL OR (c.created_at, c.review_case_id) > ($4, $5))
+                AND ($7 = '' OR c.assignee = $7)
                 ORDER BY c.created_at, c.review_case_id LIMIT $6""",
             uow.tenant,
             state,
@@ -429,6 +435,7 @@ async def list_cases(
             after[0] if after else None,
             after[1] if after else "",
             limit,
+            assignee,
         )
     )
 
@@ -448,6 +455,26 @@ async def resolve_case(uow: UnitOfWork, case_id: str, state: str, note: str) -> 
             case_id,
             state,
             note,
+            uow.call.principal or "",
+            uow.now,
+        )
+    )
+
+
+async def assign_case(uow: UnitOfWork, case_id: str, assignee: str) -> bool:
+    """Assign an open case and audit it in one statement; False when it was not open."""
+    return bool(
+        await uow.connection.fetchval(
+            f"""WITH assigned AS (
+                    UPDATE {S}.review_cases SET assignee = $3
+                    WHERE tenant_id = $1 AND review_case_id = $2 AND state = 'open' RETURNING review_case_id),
+                audited AS (
+                    INSERT INTO {S}.review_case_audit (tenant_id, review_case_id, action, principal, note, at)
+                    SELECT $1, review_case_id, 'assign', $4, $3, $5 FROM assigned)
+                SELECT count(*) > 0 FROM assigned""",
+            uow.tenant,
+            case_id,
+            assignee,
             uow.call.principal or "",
             uow.now,
         )

@@ -262,6 +262,7 @@ class FraudServicer:
         command = app.ListCases(
             CASE_STATE_NAMES.get(request.state),
             request.customer_id,
+            request.assignee,
             _after_moment(request.page_token),
             limit,
         )
@@ -272,6 +273,14 @@ class FraudServicer:
             last = found[-1][0]
             response.next_page_token = _moment_token(last["created_at"], last["review_case_id"])
         return response
+
+    async def AssignReviewCase(
+        self, request: api.AssignReviewCaseRequest, context
+    ) -> api.AssignReviewCaseResponse:
+        command = app.AssignCase(request.review_case_id, request.assignee)
+        return await self.units.idempotent(
+            request, app.assign_case, command, lambda case: api.AssignReviewCaseResponse(review_case=case)
+        )
 
     async def ResolveReviewCase(
         self, request: api.ResolveReviewCaseRequest, context

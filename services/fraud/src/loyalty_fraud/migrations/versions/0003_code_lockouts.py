@@ -1,4 +1,5 @@
-"""code brute-force lockouts the gateway reports (code_attempts.locked), for reviewers
+"""code brute-force lockouts the gateway reports (code_attempts.locked), for reviewers; review cases'
+assignee
 
 Revision ID: 0003
 Revises: 0002
@@ -17,6 +18,11 @@ SCHEMA = "fraud"
 
 
 def upgrade() -> None:
+    op.add_column(
+        "review_cases",
+        sa.Column("assignee", sa.String(200), server_default="", nullable=False),
+        schema=SCHEMA,
+    )
     op.create_table(
         "code_lockouts",
         sa.Column("seq", sa.BigInteger(), sa.Identity(always=True), primary_key=True),
@@ -35,3 +41,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("code_lockouts", schema=SCHEMA)
+    op.drop_column("review_cases", "assignee", schema=SCHEMA)
