@@ -3,8 +3,10 @@
 assessments of that store? Calls per second, p50/p99 and server CPU per call with every earn in one
 store, next to the same load spread over 1,000 stores, at each concurrency; and PostgreSQL's lock waits
 sampled during each run (backends waiting on a lock, mean) and the calls the server refused because
-every one of its database connections was busy (RESOURCE_EXHAUSTED; counted, not retried). A
-benchmark, never a timed test.
+it found no database connection within its acquire timeout (REFUSED; counted, not retried). Then the
+row's own ceiling without gRPC: single-statement upserts (autocommit, as the assessment records) from 6
+connections into one row, into STORE_SHARDS rows (what a store is spread over) and into 1,000 rows.
+A benchmark, never a timed test.
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/loyalty_bench REDIS_URL=redis://127.0.0.1:6379/0 \\
         python bench/fraud/bench_store_hot_row.py [--calls 2000] [--rounds 3] [--concurrency 8 32]
@@ -14,6 +16,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -34,8 +37,13 @@ from loyalty.fraud.v1 import (
     rule_pb2 as rpb,
 )
 from loyalty_devstack.benchkit import scratch_database, service_process
+from loyalty_fraud.repository import STORE_SHARDS
+from loyalty_runtime.db import asyncpg_dsn
 
 STORES = {"one store": 1, "1,000 stores": 1000}
+# A call that waited longer than the server's acquire timeout for a database connection: all busy
+# (RESOURCE_EXHAUSTED), or the pool could not open another in time (UNAVAILABLE).
+REFUSED = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE})
 
 
 def earn(run: str, number: int, stores: int) -> api.AssessEarnRequest:
@@ -94,9 +102,9 @@ async def rows(args, database_url: str, redis_url: str) -> dict:
                                 earn(run, number, stores), metadata=METADATA, timeout=10
                             )
                         except grpc.aio.AioRpcError as error:
-                            if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                            if error.code() not in REFUSED:
                                 raise
-                            refused[0] += 1  # the server's pool was exhausted: counted, not retried
+                            refused[0] += 1  # no database connection within 0.5 s: counted, not retried
                             return
                         if answer.assessment.decision != apb.DECISION_ALLOW:
                             raise RuntimeError(f"unexpected assessment: {answer.assessment}")
@@ -115,6 +123,29 @@ async def rows(args, database_url: str, redis_url: str) -> dict:
         server.stop()
 
 
+async def upserts_per_second(database_url: str, rows: int, calls: int = 2000, connections: int = 6) -> float:
+    pool = await asyncpg.create_pool(asyncpg_dsn(database_url), min_size=connections, max_size=connections)
+    table = f"bench_hot_{uuid.uuid4().hex[:8]}"
+    try:
+        await pool.execute(f"CREATE TABLE {table} (k text PRIMARY KEY, n bigint)")
+        numbers = iter(range(calls))
+
+        async def worker() -> None:
+            async with pool.acquire() as connection:
+                for number in numbers:
+                    await connection.execute(
+                        f"INSERT INTO {table} VALUES ($1, 1) ON CONFLICT (k) DO UPDATE SET n = {table}.n + 1",
+                        f"row-{number % rows}",
+                    )
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        return calls / (time.perf_counter() - started)
+    finally:
+        await pool.execute(f"DROP TABLE IF EXISTS {table}")
+        await pool.close()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=2000, help="calls per round")
@@ -123,7 +154,11 @@ async def main() -> None:
     args = parser.parse_args()
     async with scratch_database() as (database_url, redis_url):
         found = await rows(args, database_url, redis_url)
+        ceilings = {n: await upserts_per_second(database_url, n) for n in (1, STORE_SHARDS, 1000)}
     report(args, found)
+    print(
+        "upserts/s from 6 connections: " + ", ".join(f"{n} row(s) {rate:.0f}" for n, rate in ceilings.items())
+    )
 
 
 def report(args, found: dict) -> None:
@@ -132,10 +167,14 @@ def report(args, found: dict) -> None:
         f"AssessEarn with the store and customer usual-earn rules; {args.calls} calls x {args.rounds} rounds (medians)"
     )
     print(
-        f"{'concurrency':>11}  {'stores':<14}{'calls/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'CPU us/call':>13}{'lock waits':>12}"
+        f"{'concurrency':>11}  {'stores':<14}{'calls/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'CPU us/call':>13}"
+        f"{'lock waits':>12}{'refused':>9}"
     )
-    for (concurrency, label), (rate, p50, p99, cpu, waits) in found.items():
-        print(f"{concurrency:>11}  {label:<14}{rate:>9.0f}{p50:>8.2f}{p99:>8.2f}{cpu:>13.0f}{waits:>12.2f}")
+    for (concurrency, label), (rate, p50, p99, cpu, waits, refused) in found.items():
+        print(
+            f"{concurrency:>11}  {label:<14}{rate:>9.0f}{p50:>8.2f}{p99:>8.2f}{cpu:>13.0f}{waits:>12.2f}"
+            f"{refused:>9.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -654,9 +654,15 @@ class ListLockouts:
 
 
 async def list_lockouts(uow: UnitOfWork, command: ListLockouts) -> list[tuple[int, rpb.CodeLockout]]:
-    """One more than a page, newest first, with each one's position for the page token."""
+    """One more than a page, newest first, with each one's position for the page token. The value is
+    the column's: a merge moves a customer's lockouts to the survivor there."""
     rows = await repository.list_lockouts(uow, command.key, command.value, command.before, command.limit + 1)
-    return [(seq, rpb.CodeLockout.FromString(body)) for seq, body in rows]
+    found = []
+    for seq, value, body in rows:
+        lockout = rpb.CodeLockout.FromString(body)
+        lockout.value = value
+        found.append((seq, lockout))
+    return found
 
 
 # --- customer data --------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ the columns are what is queried. The audit of review cases is append-only (migra
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Identity, Index, LargeBinary, MetaData, String, func, text
+from sqlalchemy import DateTime, Identity, Index, LargeBinary, MetaData, SmallInteger, String, func, text
 from sqlalchemy.dialects.postgresql import BIGINT
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -143,13 +143,17 @@ class ActivityRow(Base):
 
 
 class EarnStatsRow(Base):
-    """Each customer's and store's earns so far: what "usual" is measured against."""
+    """Each customer's and store's earns so far: what "usual" is measured against. A store's are spread
+    over STORE_SHARDS rows (`shard`, picked at random per earn) and summed when read: every earn of a
+    store adds to them, and one row would make a busy store's assessments wait on its lock
+    (bench/fraud/bench_store_hot_row.py). A customer's are one row (shard 0)."""
 
     __tablename__ = "earn_stats"
 
     tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
     scope: Mapped[str] = mapped_column(String(16), primary_key=True)
     scope_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True, server_default="0")
     earns: Mapped[int] = mapped_column(BIGINT)
     points: Mapped[int] = mapped_column(BIGINT)
 

@@ -44,6 +44,9 @@ async def bump_config_version(uow: UnitOfWork) -> int:
 
 # How much history one assessment reads at most: the newest rows win.
 HISTORY_ROWS = 2000
+# Rows a store's earn statistics are spread over (models.EarnStatsRow): a busy store's earns add to one of
+# them at random instead of all waiting on one row's lock.
+STORE_SHARDS = 8
 
 
 async def assessment_inputs(
@@ -76,9 +79,11 @@ async def assessment_inputs(
                     WHERE tenant_id = $1 AND (expire_at IS NULL OR expire_at > $4)
                     AND ((type, value) IN (SELECT * FROM unnest($5::text[], $6::text[]))
                          OR ($7 AND type = 'ip_range'))
-                UNION ALL SELECT 'stats', NULL, NULL, scope, NULL, scope_id, points, NULL, NULL, earns
+                UNION ALL (SELECT 'stats', NULL, NULL, scope, NULL, scope_id, sum(points)::bigint, NULL, NULL,
+                    sum(earns)::bigint
                     FROM {S}.earn_stats
                     WHERE tenant_id = $1 AND (scope, scope_id) IN (SELECT * FROM unnest($8::text[], $9::text[]))
+                    GROUP BY scope, scope_id)
                 UNION ALL (SELECT 'activity', NULL, NULL, customer_id, fact, subject_key, amount, value, at, NULL
                     FROM {S}.activity
                     WHERE $10::bigint > 0 AND tenant_id = $1 AND customer_id = $11
@@ -305,11 +310,13 @@ async def record_assessment(
                         AS f(customer_id, fact, amount, value)
                     WHERE EXISTS (SELECT 1 FROM recorded)),
                 earned AS (
-                    INSERT INTO {S}.earn_stats AS s (tenant_id, scope, scope_id, earns, points)
-                    SELECT $1, e.scope, e.scope_id, 1, e.points
+                    INSERT INTO {S}.earn_stats AS s (tenant_id, scope, scope_id, shard, earns, points)
+                    SELECT $1, e.scope, e.scope_id,
+                        CASE WHEN e.scope = 'store' THEN floor(random() * {STORE_SHARDS})::smallint ELSE 0 END,
+                        1, e.points
                     FROM unnest($16::text[], $17::text[], $18::bigint[]) AS e(scope, scope_id, points)
                     WHERE EXISTS (SELECT 1 FROM recorded)
-                    ON CONFLICT (tenant_id, scope, scope_id)
+                    ON CONFLICT (tenant_id, scope, scope_id, shard)
                     DO UPDATE SET earns = s.earns + 1, points = s.points + excluded.points),
                 seen AS (
                     INSERT INTO {S}.customer_fingerprints (tenant_id, customer_id, type, value, first_seen_at)
@@ -551,9 +558,9 @@ async def merge_history(uow: UnitOfWork, survivor_id: str, merged_id: str) -> No
     await uow.connection.execute(
         f"""WITH moved AS (DELETE FROM {S}.earn_stats WHERE tenant_id = $1 AND scope = 'customer' AND scope_id = $3
                 RETURNING earns, points)
-            INSERT INTO {S}.earn_stats AS s (tenant_id, scope, scope_id, earns, points)
-            SELECT $1, 'customer', $2, earns, points FROM moved
-            ON CONFLICT (tenant_id, scope, scope_id)
+            INSERT INTO {S}.earn_stats AS s (tenant_id, scope, scope_id, shard, earns, points)
+            SELECT $1, 'customer', $2, 0, earns, points FROM moved
+            ON CONFLICT (tenant_id, scope, scope_id, shard)
             DO UPDATE SET earns = s.earns + excluded.earns, points = s.points + excluded.points""",
         uow.tenant,
         survivor_id,
@@ -599,10 +606,10 @@ async def record_lockout(uow: UnitOfWork, key: str, value: str, locked_at: datet
 
 async def list_lockouts(
     uow: UnitOfWork, key: str | None, value: str, before: int | None, limit: int
-) -> list[tuple[int, bytes]]:
-    """(seq, body), newest first."""
+) -> list[tuple[int, str, bytes]]:
+    """(seq, value, body), newest first."""
     rows = await uow.connection.fetch(
-        f"""SELECT seq, body FROM {S}.code_lockouts WHERE tenant_id = $1
+        f"""SELECT seq, value, body FROM {S}.code_lockouts WHERE tenant_id = $1
             AND ($2::text IS NULL OR key = $2) AND ($3 = '' OR value = $3)
             AND ($4::bigint IS NULL OR seq < $4)
             ORDER BY seq DESC LIMIT $5""",
@@ -612,4 +619,4 @@ async def list_lockouts(
         before,
         limit,
     )
-    return [(row["seq"], row["body"]) for row in rows]
+    return [(row["seq"], row["value"], row["body"]) for row in rows]
