@@ -17,8 +17,7 @@ def period_start(period: int, now: datetime, time_zone: str) -> datetime:
         start = midnight - timedelta(days=local.weekday())
     else:
         start = midnight.replace(day=1)
-    # Re-attach the zone: the offset at the period's start can differ from now's (summer time).
-    return start.replace(tzinfo=None).replace(tzinfo=ZoneInfo(time_zone))
+    return start  # zoneinfo takes the offset of the start's own wall time (summer time or not)
 
 
 def cap_reached(settings: campaign_pb2.ReferralSettings, accepted_in_period: int) -> bool:
