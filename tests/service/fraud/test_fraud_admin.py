@@ -200,6 +200,15 @@ async def test_a_review_opens_a_case_resolved_once_and_audited(tenant, fraud_set
     )
     assert [c.review_case_id for c in open_cases.review_cases] == [assessment.review_case_id]
     assert open_cases.review_cases[0].assessment == assessment
+    assign = api.AssignReviewCaseRequest(
+        idempotency_key=key(), review_case_id=assessment.review_case_id, assignee="ana"
+    )
+    assigned = await tenant.AssignReviewCase(assign)
+    assert assigned.review_case.assignee == "ana" and await tenant.AssignReviewCase(assign) == assigned
+    mine = await tenant.ListReviewCases(api.ListReviewCasesRequest(assignee="ana"))
+    others = await tenant.ListReviewCases(api.ListReviewCasesRequest(assignee="bo"))
+    assert [c.review_case_id for c in mine.review_cases] == [assessment.review_case_id]
+    assert not others.review_cases
 
     resolve = api.ResolveReviewCaseRequest(
         idempotency_key=key(),
@@ -223,6 +232,17 @@ async def test_a_review_opens_a_case_resolved_once_and_audited(tenant, fraud_set
         )
     )
     assert other_way.reason == "REVIEW_CASE_RESOLVED"
+    reassigned = await rpc_failure(
+        tenant.AssignReviewCase(
+            api.AssignReviewCaseRequest(
+                idempotency_key=key(), review_case_id=assessment.review_case_id, assignee="bo"
+            )
+        )
+    )
+    assert (reassigned.code, reassigned.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "REVIEW_CASE_RESOLVED",
+    )
     assert (await tenant.earn(1, customer="suspect")).decision == DECLINE  # blocklisted now
 
     import asyncpg
@@ -243,6 +263,7 @@ async def test_a_review_opens_a_case_resolved_once_and_audited(tenant, fraud_set
         await connection.close()
     assert [tuple(row) for row in audit] == [
         ("open", "reviewer-1", ""),
+        ("assign", "reviewer-1", "ana"),
         ("rejected", "reviewer-1", "stolen card"),
     ]
 

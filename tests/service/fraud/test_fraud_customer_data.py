@@ -1,7 +1,8 @@
 """The history fraud keeps about a customer: exported, moved to the survivor of a merge, erased."""
 
 from loyalty.common.v1 import customer_data_pb2, customer_data_pb2_grpc
-from loyalty.fraud.v1 import assessment_pb2 as apb, rule_pb2 as rpb
+from loyalty.fraud.v1 import assessment_pb2 as apb, fraud_service_pb2 as api, rule_pb2 as rpb
+from loyalty.gateway.v1 import events_pb2 as gateway_events
 from loyalty_fraud import app
 from loyalty_runtime.context import CallContext, bind_call, unbind_call
 from tests.service.fraud.helpers import earn, hashed, pattern
@@ -63,6 +64,25 @@ async def test_history_is_exported_merged_and_erased(fraud, tenant, other_tenant
     assert all(r.Is(apb.Assessment.DESCRIPTOR) for r in export.records)  # decisions stay, history went
     # Nothing of another tenant moved or went.
     assert len(await in_tenant(fraud, other_tenant.tenant, app.export_customer_data, "dup")) == 1
+
+
+async def test_a_customers_code_lockouts_follow_the_merge_and_go_with_the_erasure(fraud, tenant):
+    for key, value in (
+        (gateway_events.CODE_ATTEMPT_KEY_CUSTOMER, "dup"),
+        (gateway_events.CODE_ATTEMPT_KEY_TERMINAL, "till-1"),
+    ):
+        locked = gateway_events.CodeAttemptsLocked(
+            key=key, value=value, invalid_attempts=11, max_invalid_attempts=10
+        )
+        await in_tenant(fraud, tenant.tenant, app.code_attempts_locked, locked)
+    await in_tenant(fraud, tenant.tenant, app.merge_customers, "survivor", "dup")
+    customers = await tenant.ListCodeLockouts(api.ListCodeLockoutsRequest(key=rpb.VELOCITY_KEY_CUSTOMER))
+    assert [(lockout.value, lockout.invalid_attempts) for lockout in customers.lockouts] == [("survivor", 11)]
+    await in_tenant(fraud, tenant.tenant, app.erase_customer, "survivor")
+    left = await tenant.ListCodeLockouts(api.ListCodeLockoutsRequest())
+    assert [(lockout.key, lockout.value) for lockout in left.lockouts] == [
+        (rpb.VELOCITY_KEY_TERMINAL, "till-1")
+    ]
 
 
 async def test_history_older_than_the_longest_window_is_forgotten(fraud, tenant, fraud_settings):

@@ -9,16 +9,21 @@ import uuid
 import grpc
 import pytest
 from google.protobuf import duration_pb2
+from redis.asyncio import Redis
 
-from loyalty.common.v1 import errors_pb2 as err
+from loyalty.common.v1 import errors_pb2 as err, money_pb2
+from loyalty.gateway.v1 import events_pb2 as gateway_events
 from loyalty.promotion.v1 import (
     campaign_pb2,
     evaluation_pb2,
+    events_pb2,
     promotion_service_pb2 as api,
     referral_pb2,
+    reward_pb2,
 )
 from tests.conftest import rpc_failure
 from tests.service.promotion.helpers import basket, key, percent_off
+from tests.service.promotion.test_promotion_triggers import publish
 
 CART = basket(("A", 1, 1000))
 
@@ -124,3 +129,116 @@ async def test_referral_codes_need_a_referral_campaign(tenant):
     failure = await rpc_failure(referral_code(tenant, campaign.campaign_id, "x"))
     assert (failure.code, failure.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["campaign_id"])
     await asyncio.sleep(0)
+
+
+# --- acceptance at enrolment ---
+
+
+def accept(tenant, code: str, referee: str, *, validate_only: bool = False, key_: str = ""):
+    return tenant.stub.AcceptReferral(
+        api.AcceptReferralRequest(
+            idempotency_key=key_ or key(), code=code, referee_customer_id=referee, validate_only=validate_only
+        ),
+        metadata=tenant.metadata,
+    )
+
+
+def points(n: int) -> reward_pb2.Reward:
+    return reward_pb2.Reward(points=reward_pb2.PointsReward(points=n))
+
+
+async def referral_events(redis_url: str, tenant: str, event_type: bytes) -> list:
+    redis = Redis.from_url(redis_url)
+    try:
+        return [
+            fields[b"payload"]
+            for _, fields in await redis.xrange("promotion.events")
+            if fields[b"type"] == event_type and fields[b"tenant"].decode() == tenant
+        ]
+    finally:
+        await redis.aclose()
+
+
+async def test_an_enrolment_is_accepted_once_and_refused_for_the_referrer_and_unknown_codes(
+    tenant, redis_url
+):
+    rewarded = await programme(tenant, referee_reward=points(200), referrer_reward=points(500))
+    code = (await referral_code(tenant, rewarded.campaign_id, "ann")).referral_code.code
+    checked = await accept(tenant, code.lower(), "ben", validate_only=True)
+    assert (checked.accepted, checked.referrer_customer_id, checked.referee_grant_id) == (True, "ann", "")
+    first = await accept(tenant, f" {code} ", "ben", key_="enrol-ben")
+    again = await accept(tenant, f" {code} ", "ben", key_="enrol-ben")
+    retried = await accept(tenant, code, "ben")
+    assert first.accepted and first.referee_grant_id
+    assert again == first and retried == first
+    own = await accept(tenant, code, "ann")
+    unknown = await accept(tenant, "REF-NOPE", "cid")
+    assert (own.accepted, own.reason) == (False, err.ERROR_REASON_REFERRAL_SELF_REFERRAL)
+    assert (unknown.accepted, unknown.reason) == (False, err.ERROR_REASON_VOUCHER_NOT_FOUND)
+    other = (await referral_code(tenant, rewarded.campaign_id, "dora")).referral_code.code
+    twice = await accept(tenant, other, "ben")
+    assert (twice.accepted, twice.reason) == (False, err.ERROR_REASON_REFERRAL_NOT_ELIGIBLE)
+    granted = [
+        events_pb2.RewardGranted.FromString(p)
+        for p in await referral_events(redis_url, tenant.tenant_id, b"reward.granted")
+    ]
+    assert [(g.customer_id, g.reward.points.points, g.program_id) for g in granted] == [
+        ("ben", 200, rewarded.program_id)
+    ]
+
+
+async def test_the_cap_per_referrer_and_period_holds_under_concurrent_enrolments(tenant):
+    capped = await programme(
+        tenant, max_referrals_per_period=3, referral_period=campaign_pb2.LIMIT_PERIOD_MONTH
+    )
+    code = (await referral_code(tenant, capped.campaign_id, "gus")).referral_code.code
+    answers = await asyncio.gather(*(accept(tenant, code, f"referee-{n}") for n in range(12)))
+    assert sum(a.accepted for a in answers) == 3
+    assert {a.reason for a in answers if not a.accepted} == {err.ERROR_REASON_REFERRAL_CAP_REACHED}
+    checked = await accept(tenant, code, "one-more", validate_only=True)
+    assert (checked.accepted, checked.reason) == (False, err.ERROR_REASON_REFERRAL_CAP_REACHED)
+
+
+async def test_a_cap_needs_its_period(tenant):
+    failure = await rpc_failure(
+        tenant.create_campaign(
+            type=campaign_pb2.CAMPAIGN_TYPE_REFERRAL,
+            referral=campaign_pb2.ReferralSettings(max_referrals_per_period=3),
+        )
+    )
+    assert (failure.code, failure.fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["campaign.referral.referral_period"],
+    )
+
+
+async def test_the_referees_first_qualifying_purchase_converts_and_rewards_the_referrer_once(
+    tenant, redis_url
+):
+    rewarded = await programme(
+        tenant,
+        referrer_reward=points(500),
+        min_purchase=money_pb2.Money(currency_code="EUR", amount_minor=2000),
+    )
+    code = (await referral_code(tenant, rewarded.campaign_id, "hal")).referral_code.code
+    assert (await accept(tenant, code, "ivy")).accepted
+    for checkout_id, total in (("small", 900), ("big", 2500), ("later", 3000)):
+        purchase = gateway_events.PurchaseCommitted(
+            checkout_id=checkout_id,
+            customer_id="ivy",
+            net_total=money_pb2.Money(currency_code="EUR", amount_minor=total),
+        )
+        await publish(redis_url, "gateway.events", tenant.tenant_id, purchase)
+    async with asyncio.timeout(15):
+        while not (found := await conversions(tenant, rewarded.campaign_id)):
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # the later purchase is handled too, and converts nothing
+    found = await conversions(tenant, rewarded.campaign_id)
+    assert [(c.checkout_id, c.referrer_customer_id, c.state) for c in found] == [
+        ("big", "hal", referral_pb2.REFERRAL_CONVERSION_STATE_CONFIRMED)
+    ]
+    granted = [
+        events_pb2.RewardGranted.FromString(p)
+        for p in await referral_events(redis_url, tenant.tenant_id, b"reward.granted")
+    ]
+    assert [(g.customer_id, g.reward.points.points) for g in granted] == [("hal", 500)]

@@ -25,6 +25,7 @@ from loyalty.fraud.v1 import (
     review_pb2,
     rule_pb2 as rpb,
 )
+from loyalty.gateway.v1 import events_pb2 as gateway_events
 from loyalty_fraud import cache, encoding, repository
 from loyalty_fraud.counters import Counters
 from loyalty_fraud.domain import model, patterns, rules as fraud_rules
@@ -494,6 +495,7 @@ def _case(row) -> review_pb2.ReviewCase:
         resolved_by=row["resolved_by"],
         resolution_note=row["resolution_note"],
         create_time=timestamp(row["created_at"]),
+        assignee=row["assignee"],
     )
     if row["resolved_at"] is not None:
         case.resolve_time.CopyFrom(timestamp(row["resolved_at"]))
@@ -511,6 +513,7 @@ async def get_case(uow: UnitOfWork, case_id: str) -> review_pb2.ReviewCase:
 class ListCases:
     state: str | None
     customer_id: str
+    assignee: str
     after: tuple[datetime, str] | None
     limit: int
 
@@ -518,9 +521,26 @@ class ListCases:
 async def list_cases(uow: UnitOfWork, command: ListCases) -> list:
     """Rows (for the page token) and their cases, oldest first, one more than a page."""
     rows = await repository.list_cases(
-        uow, command.state, command.customer_id, command.after, command.limit + 1
+        uow, command.state, command.customer_id, command.assignee, command.after, command.limit + 1
     )
     return [(row, _case(row)) for row in rows]
+
+
+@dataclass(frozen=True)
+class AssignCase:
+    case_id: str
+    assignee: str
+
+
+async def assign_case(uow: UnitOfWork, command: AssignCase) -> review_pb2.ReviewCase:
+    """An open case to a reviewer (empty: unassigned), audited in the same statement."""
+    assigned = await repository.assign_case(uow, command.case_id, command.assignee.strip())
+    case = await get_case(uow, command.case_id)
+    if not assigned:
+        raise FailedPrecondition(
+            Reason.REVIEW_CASE_RESOLVED, "a resolved case is not assigned", field="review_case_id"
+        )
+    return case
 
 
 @dataclass(frozen=True)
@@ -588,6 +608,61 @@ async def customer_updated(uow: UnitOfWork, event) -> None:
         await repository.record_account_change(
             uow, event.customer_id, f"customer.updated:{uow.now.isoformat()}", fields
         )
+
+
+# --- code lockouts -------------------------------------------------------------------------------
+
+LOCKOUT_KEYS = {
+    gateway_events.CODE_ATTEMPT_KEY_TERMINAL: (rpb.VELOCITY_KEY_TERMINAL, "terminal"),
+    gateway_events.CODE_ATTEMPT_KEY_DEVICE: (rpb.VELOCITY_KEY_DEVICE, "device"),
+    gateway_events.CODE_ATTEMPT_KEY_CUSTOMER: (rpb.VELOCITY_KEY_CUSTOMER, "customer"),
+    gateway_events.CODE_ATTEMPT_KEY_IP: (rpb.VELOCITY_KEY_IP, "ip"),
+}
+# VelocityKey -> the stored key name, for ListCodeLockouts' filter.
+LOCKOUT_KEY_NAMES = dict(LOCKOUT_KEYS.values())
+
+
+async def code_attempts_locked(uow: UnitOfWork, event: gateway_events.CodeAttemptsLocked) -> None:
+    """The gateway's `code_attempts.locked`: kept for reviewers (ListCodeLockouts). The consumer handles
+    each event once, so a redelivery records nothing twice."""
+    if event.key not in LOCKOUT_KEYS or not event.value:
+        return
+    key, name = LOCKOUT_KEYS[event.key]
+    lockout = rpb.CodeLockout(
+        lockout_id=new_id(),
+        key=key,
+        value=event.value,
+        invalid_attempts=event.invalid_attempts,
+        max_invalid_attempts=event.max_invalid_attempts,
+        window=event.window,
+        lock_time=event.lock_time,
+        unlock_time=event.unlock_time,
+        terminal_id=event.terminal_id,
+    )
+    locked_at = event.lock_time.ToDatetime(tzinfo=uow.now.tzinfo) if event.HasField("lock_time") else uow.now
+    await repository.record_lockout(
+        uow, name, event.value, locked_at, lockout.SerializeToString(deterministic=True)
+    )
+
+
+@dataclass(frozen=True)
+class ListLockouts:
+    key: str | None
+    value: str
+    before: int | None
+    limit: int
+
+
+async def list_lockouts(uow: UnitOfWork, command: ListLockouts) -> list[tuple[int, rpb.CodeLockout]]:
+    """One more than a page, newest first, with each one's position for the page token. The value is
+    the column's: a merge moves a customer's lockouts to the survivor there."""
+    rows = await repository.list_lockouts(uow, command.key, command.value, command.before, command.limit + 1)
+    found = []
+    for seq, value, body in rows:
+        lockout = rpb.CodeLockout.FromString(body)
+        lockout.value = value
+        found.append((seq, lockout))
+    return found
 
 
 # --- customer data --------------------------------------------------------------------------------

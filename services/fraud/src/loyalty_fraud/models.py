@@ -8,7 +8,7 @@ the columns are what is queried. The audit of review cases is append-only (migra
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Identity, Index, LargeBinary, MetaData, String, func, text
+from sqlalchemy import DateTime, Identity, Index, LargeBinary, MetaData, SmallInteger, String, func, text
 from sqlalchemy.dialects.postgresql import BIGINT
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -90,6 +90,7 @@ class ReviewCaseRow(Base):
     state: Mapped[str] = mapped_column(String(16))
     resolved_by: Mapped[str] = mapped_column(String(200), server_default="")
     resolution_note: Mapped[str] = mapped_column(String(2000), server_default="")
+    assignee: Mapped[str] = mapped_column(String(200), server_default="")
     created_at: Mapped[datetime] = mapped_column(Moment)
     resolved_at: Mapped[datetime | None] = mapped_column(Moment, nullable=True)
 
@@ -142,13 +143,17 @@ class ActivityRow(Base):
 
 
 class EarnStatsRow(Base):
-    """Each customer's and store's earns so far: what "usual" is measured against."""
+    """Each customer's and store's earns so far: what "usual" is measured against. A store's are spread
+    over STORE_SHARDS rows (`shard`, picked at random per earn) and summed when read: every earn of a
+    store adds to them, and one row would make a busy store's assessments wait on its lock
+    (bench/fraud/bench_store_hot_row.py). A customer's are one row (shard 0)."""
 
     __tablename__ = "earn_stats"
 
     tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
     scope: Mapped[str] = mapped_column(String(16), primary_key=True)
     scope_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True, server_default="0")
     earns: Mapped[int] = mapped_column(BIGINT)
     points: Mapped[int] = mapped_column(BIGINT)
 
@@ -164,3 +169,21 @@ class CustomerFingerprintRow(Base):
     type: Mapped[str] = mapped_column(String(16), primary_key=True)
     value: Mapped[str] = mapped_column(String(200), primary_key=True)
     first_seen_at: Mapped[datetime] = mapped_column(Moment)
+
+
+class CodeLockoutRow(Base):
+    """A code brute-force lockout the gateway reported (`code_attempts.locked`): its CodeLockout message,
+    and the key and value it locked for listing by them; `seq` orders them (newest first)."""
+
+    __tablename__ = "code_lockouts"
+    __table_args__ = (
+        Index("code_lockouts_newest", "tenant_id", "seq"),
+        Index("code_lockouts_by_value", "tenant_id", "key", "value", "seq"),
+    )
+
+    seq: Mapped[int] = mapped_column(BIGINT, Identity(always=True), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(Tenant)
+    key: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(200))
+    locked_at: Mapped[datetime] = mapped_column(Moment)
+    body: Mapped[bytes] = mapped_column(LargeBinary)

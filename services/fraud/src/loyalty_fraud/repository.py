@@ -44,6 +44,9 @@ async def bump_config_version(uow: UnitOfWork) -> int:
 
 # How much history one assessment reads at most: the newest rows win.
 HISTORY_ROWS = 2000
+# Rows a store's earn statistics are spread over (models.EarnStatsRow): a busy store's earns add to one of
+# them at random instead of all waiting on one row's lock.
+STORE_SHARDS = 8
 
 
 async def assessment_inputs(
@@ -76,9 +79,11 @@ async def assessment_inputs(
                     WHERE tenant_id = $1 AND (expire_at IS NULL OR expire_at > $4)
                     AND ((type, value) IN (SELECT * FROM unnest($5::text[], $6::text[]))
                          OR ($7 AND type = 'ip_range'))
-                UNION ALL SELECT 'stats', NULL, NULL, scope, NULL, scope_id, points, NULL, NULL, earns
+                UNION ALL (SELECT 'stats', NULL, NULL, scope, NULL, scope_id, sum(points)::bigint, NULL, NULL,
+                    sum(earns)::bigint
                     FROM {S}.earn_stats
                     WHERE tenant_id = $1 AND (scope, scope_id) IN (SELECT * FROM unnest($8::text[], $9::text[]))
+                    GROUP BY scope, scope_id)
                 UNION ALL (SELECT 'activity', NULL, NULL, customer_id, fact, subject_key, amount, value, at, NULL
                     FROM {S}.activity
                     WHERE $10::bigint > 0 AND tenant_id = $1 AND customer_id = $11
@@ -305,11 +310,13 @@ async def record_assessment(
                         AS f(customer_id, fact, amount, value)
                     WHERE EXISTS (SELECT 1 FROM recorded)),
                 earned AS (
-                    INSERT INTO {S}.earn_stats AS s (tenant_id, scope, scope_id, earns, points)
-                    SELECT $1, e.scope, e.scope_id, 1, e.points
+                    INSERT INTO {S}.earn_stats AS s (tenant_id, scope, scope_id, shard, earns, points)
+                    SELECT $1, e.scope, e.scope_id,
+                        CASE WHEN e.scope = 'store' THEN floor(random() * {STORE_SHARDS})::smallint ELSE 0 END,
+                        1, e.points
                     FROM unnest($16::text[], $17::text[], $18::bigint[]) AS e(scope, scope_id, points)
                     WHERE EXISTS (SELECT 1 FROM recorded)
-                    ON CONFLICT (tenant_id, scope, scope_id)
+                    ON CONFLICT (tenant_id, scope, scope_id, shard)
                     DO UPDATE SET earns = s.earns + 1, points = s.points + excluded.points),
                 seen AS (
                     INSERT INTO {S}.customer_fingerprints (tenant_id, customer_id, type, value, first_seen_at)
@@ -399,7 +406,7 @@ async def list_assessments(
 # --- review cases ---------------------------------------------------------------------------------
 
 CASE_COLUMNS = """c.review_case_id, c.state, c.customer_id, c.resolved_by, c.resolution_note, c.created_at,
-    c.resolved_at, a.body AS assessment"""
+    c.resolved_at, c.assignee, a.body AS assessment"""
 
 
 async def case(uow: UnitOfWork, case_id: str):
@@ -413,7 +420,12 @@ async def case(uow: UnitOfWork, case_id: str):
 
 
 async def list_cases(
-    uow: UnitOfWork, state: str | None, customer_id: str, after: tuple[datetime, str] | None, limit: int
+    uow: UnitOfWork,
+    state: str | None,
+    customer_id: str,
+    assignee: str,
+    after: tuple[datetime, str] | None,
+    limit: int,
 ) -> list:
     """Oldest first (the queue's order)."""
     return list(
@@ -422,6 +434,7 @@ async def list_cases(
                 JOIN {S}.assessments a ON a.tenant_id = c.tenant_id AND a.assessment_id = c.assessment_id
                 WHERE c.tenant_id = $1 AND ($2::text IS NULL OR c.state = $2) AND ($3 = '' OR c.customer_id = $3)
                 AND ($4::timestamptz IS NULL OR (c.created_at, c.review_case_id) > ($4, $5))
+                AND ($7 = '' OR c.assignee = $7)
                 ORDER BY c.created_at, c.review_case_id LIMIT $6""",
             uow.tenant,
             state,
@@ -429,6 +442,7 @@ async def list_cases(
             after[0] if after else None,
             after[1] if after else "",
             limit,
+            assignee,
         )
     )
 
@@ -448,6 +462,26 @@ async def resolve_case(uow: UnitOfWork, case_id: str, state: str, note: str) -> 
             case_id,
             state,
             note,
+            uow.call.principal or "",
+            uow.now,
+        )
+    )
+
+
+async def assign_case(uow: UnitOfWork, case_id: str, assignee: str) -> bool:
+    """Assign an open case and audit it in one statement; False when it was not open."""
+    return bool(
+        await uow.connection.fetchval(
+            f"""WITH assigned AS (
+                    UPDATE {S}.review_cases SET assignee = $3
+                    WHERE tenant_id = $1 AND review_case_id = $2 AND state = 'open' RETURNING review_case_id),
+                audited AS (
+                    INSERT INTO {S}.review_case_audit (tenant_id, review_case_id, action, principal, note, at)
+                    SELECT $1, review_case_id, 'assign', $4, $3, $5 FROM assigned)
+                SELECT count(*) > 0 FROM assigned""",
+            uow.tenant,
+            case_id,
+            assignee,
             uow.call.principal or "",
             uow.now,
         )
@@ -492,7 +526,8 @@ async def erase_history(uow: UnitOfWork, customer_id: str) -> None:
     """The pattern rules' history of the customer; their recorded decisions keep the (pseudonymous) id."""
     await uow.connection.execute(
         f"""WITH facts AS (DELETE FROM {S}.activity WHERE tenant_id = $1 AND customer_id = $2),
-                prints AS (DELETE FROM {S}.customer_fingerprints WHERE tenant_id = $1 AND customer_id = $2)
+                prints AS (DELETE FROM {S}.customer_fingerprints WHERE tenant_id = $1 AND customer_id = $2),
+                lockouts AS (DELETE FROM {S}.code_lockouts WHERE tenant_id = $1 AND key = 'customer' AND value = $2)
             DELETE FROM {S}.earn_stats WHERE tenant_id = $1 AND scope = 'customer' AND scope_id = $2""",
         uow.tenant,
         customer_id,
@@ -502,7 +537,9 @@ async def erase_history(uow: UnitOfWork, customer_id: str) -> None:
 async def merge_history(uow: UnitOfWork, survivor_id: str, merged_id: str) -> None:
     """The duplicate's history becomes the survivor's (its earns add to the survivor's usual)."""
     await uow.connection.execute(
-        f"UPDATE {S}.activity SET customer_id = $2 WHERE tenant_id = $1 AND customer_id = $3",
+        f"""WITH lockouts AS (UPDATE {S}.code_lockouts SET value = $2
+                              WHERE tenant_id = $1 AND key = 'customer' AND value = $3)
+            UPDATE {S}.activity SET customer_id = $2 WHERE tenant_id = $1 AND customer_id = $3""",
         uow.tenant,
         survivor_id,
         merged_id,
@@ -521,9 +558,9 @@ async def merge_history(uow: UnitOfWork, survivor_id: str, merged_id: str) -> No
     await uow.connection.execute(
         f"""WITH moved AS (DELETE FROM {S}.earn_stats WHERE tenant_id = $1 AND scope = 'customer' AND scope_id = $3
                 RETURNING earns, points)
-            INSERT INTO {S}.earn_stats AS s (tenant_id, scope, scope_id, earns, points)
-            SELECT $1, 'customer', $2, earns, points FROM moved
-            ON CONFLICT (tenant_id, scope, scope_id)
+            INSERT INTO {S}.earn_stats AS s (tenant_id, scope, scope_id, shard, earns, points)
+            SELECT $1, 'customer', $2, 0, earns, points FROM moved
+            ON CONFLICT (tenant_id, scope, scope_id, shard)
             DO UPDATE SET earns = s.earns + excluded.earns, points = s.points + excluded.points""",
         uow.tenant,
         survivor_id,
@@ -550,3 +587,36 @@ async def forget_old_activity(uow: UnitOfWork, before: datetime, limit: int) -> 
         limit,
     )
     return int(status.split()[-1])
+
+
+# --- code lockouts --------------------------------------------------------------------------------
+
+
+async def record_lockout(uow: UnitOfWork, key: str, value: str, locked_at: datetime, body: bytes) -> None:
+    await uow.connection.execute(
+        f"""INSERT INTO {S}.code_lockouts (tenant_id, key, value, locked_at, body)
+            VALUES ($1, $2, $3, $4, $5)""",
+        uow.tenant,
+        key,
+        value,
+        locked_at,
+        body,
+    )
+
+
+async def list_lockouts(
+    uow: UnitOfWork, key: str | None, value: str, before: int | None, limit: int
+) -> list[tuple[int, str, bytes]]:
+    """(seq, value, body), newest first."""
+    rows = await uow.connection.fetch(
+        f"""SELECT seq, value, body FROM {S}.code_lockouts WHERE tenant_id = $1
+            AND ($2::text IS NULL OR key = $2) AND ($3 = '' OR value = $3)
+            AND ($4::bigint IS NULL OR seq < $4)
+            ORDER BY seq DESC LIMIT $5""",
+        uow.tenant,
+        key,
+        value,
+        before,
+        limit,
+    )
+    return [(row["seq"], row["value"], row["body"]) for row in rows]

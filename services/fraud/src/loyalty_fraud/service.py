@@ -3,6 +3,7 @@
 from pydantic_settings import SettingsConfigDict
 
 from loyalty.fraud.v1 import fraud_service_pb2
+from loyalty.gateway.v1 import events_pb2 as gateway_events
 from loyalty.profile.v1 import events_pb2 as profile_events
 from loyalty_fraud import app
 from loyalty_fraud.cache import ConfigCache
@@ -50,7 +51,10 @@ DEFINITION = ServiceDefinition(
     schema=SCHEMA,
     migrations="loyalty_fraud:migrations",
     events="fraud.events",
-    subscriptions=[Subscription(PROFILE_EVENTS, profile_events.CustomerUpdated, app.customer_updated)],
+    subscriptions=[
+        Subscription(PROFILE_EVENTS, profile_events.CustomerUpdated, app.customer_updated),
+        Subscription("gateway.events", gateway_events.CodeAttemptsLocked, app.code_attempts_locked),
+    ],
     schedules=[
         Schedule(
             "fraud.history_retention",

@@ -193,6 +193,28 @@ class FraudServicer:
         async with self.units.read() as uow:
             return api.GetBlocklistEntryResponse(entry=await app.get_entry(uow, request.entry_id))
 
+    async def ListCodeLockouts(
+        self, request: api.ListCodeLockoutsRequest, context
+    ) -> api.ListCodeLockoutsResponse:
+        limit = paging.page_size(request.page_size, default=100, maximum=1000)
+        key = app.LOCKOUT_KEY_NAMES.get(request.key) if request.key else None
+        if request.key and key is None:
+            raise InvalidArgument(
+                Reason.INVALID_ARGUMENT, "a terminal, device, customer or IP key", field="key"
+            )
+        token = paging.decode_token(request.page_token)
+        if token and not token.isdigit():
+            raise InvalidArgument(
+                Reason.INVALID_ARGUMENT, "not a page token of this list", field="page_token"
+            )
+        command = app.ListLockouts(key, request.value, int(token) if token else None, limit)
+        async with self.units.read() as uow:
+            found, more = _page(await app.list_lockouts(uow, command), limit)
+        return api.ListCodeLockoutsResponse(
+            lockouts=[lockout for _, lockout in found],
+            next_page_token=paging.encode_token(str(found[-1][0])) if more else "",
+        )
+
     async def ListBlocklistEntries(
         self, request: api.ListBlocklistEntriesRequest, context
     ) -> api.ListBlocklistEntriesResponse:
@@ -240,6 +262,7 @@ class FraudServicer:
         command = app.ListCases(
             CASE_STATE_NAMES.get(request.state),
             request.customer_id,
+            request.assignee,
             _after_moment(request.page_token),
             limit,
         )
@@ -250,6 +273,14 @@ class FraudServicer:
             last = found[-1][0]
             response.next_page_token = _moment_token(last["created_at"], last["review_case_id"])
         return response
+
+    async def AssignReviewCase(
+        self, request: api.AssignReviewCaseRequest, context
+    ) -> api.AssignReviewCaseResponse:
+        command = app.AssignCase(request.review_case_id, request.assignee)
+        return await self.units.idempotent(
+            request, app.assign_case, command, lambda case: api.AssignReviewCaseResponse(review_case=case)
+        )
 
     async def ResolveReviewCase(
         self, request: api.ResolveReviewCaseRequest, context

@@ -34,6 +34,7 @@ from loyalty_gateway.customers import Customers
 from loyalty_gateway.domain.baskets import check_basket, units_of
 from loyalty_gateway.downstream import Downstream, DownstreamError, call
 from loyalty_gateway.encoding import checkout_result
+from loyalty_gateway.fraud_policy import effective_decision
 from loyalty_gateway.tenants import Tenants
 from loyalty_runtime import errors
 from loyalty_runtime.context import current_call
@@ -444,7 +445,7 @@ class Checkouts:
                 signals=self._signals(saga, sale),
             ),
         )
-        decision = assessed.assessment.decision
+        decision = effective_decision(assessed.assessment)  # the tenant's policy when degraded
         if decision == assessment_pb2.DECISION_DECLINE:
             saga.state = "declined"
         saga.rewards_withheld = decision == assessment_pb2.DECISION_REVIEW

@@ -18,6 +18,7 @@ from loyalty_gateway import activities
 from loyalty_gateway.auth import Authenticator, require
 from loyalty_gateway.checkout import Checkouts
 from loyalty_gateway.downstream import DownstreamError, call
+from loyalty_gateway.referrals import Referrals, Referred
 from loyalty_gateway.returns import Returns
 from loyalty_gateway.rewards import Rewards
 from loyalty_runtime.errors import InvalidArgument, NotFound, PermissionDenied, Reason
@@ -121,6 +122,9 @@ class CustomerServicer:
         self.customers = checkouts.customers
         self.tenants = checkouts.tenants
         self.downstream = checkouts.downstream
+        self.referrals = Referrals(
+            checkouts.downstream, checkouts.settings.signal_hash_secret.get_secret_value().encode()
+        )
         self.auth = auth
         self.rewards = Rewards(checkouts.downstream, checkouts.customers, checkouts.tenants)
 
@@ -188,10 +192,21 @@ class CustomerServicer:
                 idempotency_key=f"gateway:open:{program}:{customer_id}",
             ),
         )
+        referred = Referred(False)
+        if request.referral_code.strip():
+            referred = await self.referrals.accept(
+                caller.tenant_id,
+                f"gateway:{caller.api_key_id}:{key}",
+                request.referral_code,
+                enrolled.customer,
+                caller,
+                request.signals,
+            )
         self.customers.forget(caller.tenant_id, customer_id)
         context = await self.customers.context(caller.tenant_id, customer_id, program)
-        # Referral codes are accepted by promotion's referral programme, not built yet: reported honestly.
-        return customer_api.EnrolCustomerResponse(customer=summary(context), referral_accepted=False)
+        return customer_api.EnrolCustomerResponse(
+            customer=summary(context), referral_accepted=referred.accepted, referral_reason=referred.reason
+        )
 
     @rpc
     async def RecordEvent(self, caller, request):

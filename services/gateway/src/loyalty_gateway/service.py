@@ -111,7 +111,13 @@ def _checkouts(resources: Resources) -> Checkouts:
                 size=s.context_cache_size,
             ),
             Tenants(resources.units, s.tenant_cache_seconds),
-            CodeGuard(resources.redis, downstream, ttl=s.brute_force_policy_seconds),
+            CodeGuard(
+                resources.redis,
+                downstream,
+                resources.units,
+                ttl=s.brute_force_policy_seconds,
+                secret=s.signal_hash_secret.get_secret_value().encode(),
+            ),
             s,
         )
         resources.gateway_checkouts = checkouts

@@ -281,3 +281,10 @@ class ListRewardGrants:
     trigger_id: str | None
     after: tuple[datetime, str] | None
     limit: int
+
+
+@dataclass(frozen=True)
+class AcceptReferral:
+    code: str
+    referee: str
+    validate_only: bool

@@ -378,6 +378,35 @@ class ReferralConversionRow(Base):
     confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class ReferralAcceptanceRow(Base):
+    """A new customer's enrolment with a referral code (AcceptReferral): once per referee and
+    programme; `converted_at` is set by the referee's first purchase committed afterwards. The
+    referrer's rows per period are what the programme's cap counts."""
+
+    __tablename__ = "referral_acceptances"
+    __table_args__ = (
+        Index("referral_acceptances_once", "tenant_id", "campaign_id", "referee_customer_id", unique=True),
+        Index("referral_acceptances_of_referrer", "tenant_id", "voucher_id", "created_at"),
+        Index(
+            "referral_acceptances_open",
+            "tenant_id",
+            "referee_customer_id",
+            postgresql_where=text("converted_at IS NULL"),
+        ),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    acceptance_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(Uuid)
+    voucher_id: Mapped[str] = mapped_column(Uuid)
+    code: Mapped[str] = mapped_column(String(64))
+    referrer_customer_id: Mapped[str] = mapped_column(String(64))
+    referee_customer_id: Mapped[str] = mapped_column(String(64))
+    referee_grant_id: Mapped[str | None] = mapped_column(Uuid)
+    created_at: Mapped[datetime] = _now()
+    converted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class TriggerRow(Base):
     """A Trigger message; the event it listens to and its state are columns for the consumer's
     lookup ("the tenant's enabled triggers for customer.created")."""

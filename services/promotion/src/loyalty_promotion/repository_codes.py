@@ -914,6 +914,119 @@ async def list_referral_codes(
     return found
 
 
+async def lock_referral_code(connection: asyncpg.Connection, tenant: str, voucher_id: str) -> None:
+    """Acceptances of one referrer's code take turns, so its cap per period holds under concurrency."""
+    await connection.execute(
+        f"SELECT 1 FROM {SCHEMA}.vouchers WHERE tenant_id = $1 AND voucher_id = $2 FOR UPDATE",
+        tenant,
+        voucher_id,
+    )
+
+
+async def referral_acceptances(
+    connection: asyncpg.Connection, tenant: str, voucher: StoredVoucher, referee: str, since: datetime
+) -> tuple[int, str | None, str | None]:
+    """The code's acceptances since `since`, and the code and grant of the referee's acceptance in
+    the programme (None when not referred yet). Read after the code's lock, in a statement of its own
+    (a fresh snapshot), so a concurrent acceptance committed meanwhile is counted."""
+    row = await connection.fetchrow(
+        f"""SELECT (SELECT count(*) FROM {SCHEMA}.referral_acceptances
+                    WHERE tenant_id = $1 AND voucher_id = $2 AND created_at >= $4) AS in_period,
+                   a.voucher_id::text AS voucher_id, a.referee_grant_id::text AS grant_id
+            FROM (SELECT 1) one
+            LEFT JOIN {SCHEMA}.referral_acceptances a
+              ON a.tenant_id = $1 AND a.campaign_id = $3 AND a.referee_customer_id = $5""",
+        tenant,
+        voucher.voucher_id,
+        voucher.campaign_id,
+        since,
+        referee,
+    )
+    return row["in_period"], row["voucher_id"], row["grant_id"]
+
+
+async def add_referral_acceptance(
+    connection: asyncpg.Connection,
+    tenant: str,
+    voucher: StoredVoucher,
+    referee: str,
+    grant_id: str | None,
+    now: datetime,
+) -> bool:
+    inserted = await connection.fetchval(
+        f"""INSERT INTO {SCHEMA}.referral_acceptances (tenant_id, acceptance_id, campaign_id, voucher_id,
+                code, referrer_customer_id, referee_customer_id, referee_grant_id, created_at)
+            VALUES ($1, gen_random_uuid(), $2, $3, $4, $5, $6, $7, $8)
+            ON CONFLICT (tenant_id, campaign_id, referee_customer_id) DO NOTHING RETURNING true""",
+        tenant,
+        voucher.campaign_id,
+        voucher.voucher_id,
+        voucher.code,
+        voucher.referrer_customer_id,
+        referee,
+        grant_id,
+        now,
+    )
+    return bool(inserted)
+
+
+async def open_acceptances(connection: asyncpg.Connection, tenant: str, referee: str) -> list[str]:
+    """The programmes the referee was accepted into and has not converted yet."""
+    rows = await connection.fetch(
+        f"""SELECT campaign_id::text FROM {SCHEMA}.referral_acceptances
+            WHERE tenant_id = $1 AND referee_customer_id = $2 AND converted_at IS NULL""",
+        tenant,
+        referee,
+    )
+    return [row["campaign_id"] for row in rows]
+
+
+async def convert_acceptances(
+    connection: asyncpg.Connection,
+    tenant: str,
+    referee: str,
+    checkout_id: str,
+    delays: dict[str, float],
+    now: datetime,
+) -> list[dict]:
+    """The referee's first committed purchase after their acceptance (in the campaigns of `delays`,
+    the programmes it qualifies for): the acceptance is marked converted, once, and a conversion
+    added (pending or confirmed, as at a commit with the code; none twice for one checkout)."""
+    rows = await connection.fetch(
+        f"""WITH converted AS (
+                UPDATE {SCHEMA}.referral_acceptances a SET converted_at = $6
+                FROM unnest($4::uuid[], $5::float8[]) AS d(campaign_id, seconds)
+                WHERE a.tenant_id = $1 AND a.referee_customer_id = $3 AND a.converted_at IS NULL
+                  AND a.campaign_id = d.campaign_id
+                RETURNING a.campaign_id, a.voucher_id, a.code, a.referrer_customer_id, d.seconds)
+            {_conversions_from("converted")}""",
+        tenant,
+        checkout_id,
+        referee,
+        list(delays),
+        list(delays.values()),
+        now,
+    )
+    return [dict(r) for r in rows]
+
+
+def _conversions_from(source: str) -> str:
+    """Conversions inserted from `source` (campaign_id, voucher_id, code, referrer_customer_id and the
+    confirmation delay in `seconds`) for referee $3 and checkout $2 at $6: confirmed at once without a
+    delay, pending otherwise; once per checkout and code."""
+    return f"""INSERT INTO {SCHEMA}.referral_conversions (tenant_id, conversion_id, campaign_id, voucher_id,
+                code, referrer_customer_id, referee_customer_id, checkout_id, state, confirm_at, created_at,
+                confirmed_at)
+            SELECT $1::varchar, gen_random_uuid(), s.campaign_id, s.voucher_id, s.code, s.referrer_customer_id,
+                   $3::varchar, $2::varchar,
+                   CASE WHEN s.seconds > 0 THEN 'pending' ELSE 'confirmed' END,
+                   $6::timestamptz + make_interval(secs => s.seconds), $6,
+                   CASE WHEN s.seconds > 0 THEN NULL ELSE $6::timestamptz END
+            FROM {source} s
+            ON CONFLICT DO NOTHING
+            RETURNING {_CONVERSION}"""
+
+
 _CONVERSION = """conversion_id, campaign_id, voucher_id, code, referrer_customer_id, referee_customer_id,
     checkout_id, state, confirm_at, created_at, confirmed_at"""
 
@@ -930,18 +1043,13 @@ async def add_conversions(
     """A conversion per referral code among these vouchers (once per checkout and code): confirmed
     at once where its campaign has no confirmation delay, pending otherwise."""
     rows = await connection.fetch(
-        f"""INSERT INTO {SCHEMA}.referral_conversions (tenant_id, conversion_id, campaign_id, voucher_id, code,
-                referrer_customer_id, referee_customer_id, checkout_id, state, confirm_at, created_at, confirmed_at)
-            SELECT $1::varchar, gen_random_uuid(), v.campaign_id, v.voucher_id, v.code, v.referrer_customer_id,
-                   $3::varchar, $2::varchar,
-                   CASE WHEN d.seconds > 0 THEN 'pending' ELSE 'confirmed' END,
-                   $6::timestamptz + make_interval(secs => d.seconds), $6,
-                   CASE WHEN d.seconds > 0 THEN NULL ELSE $6::timestamptz END
-            FROM {SCHEMA}.vouchers v
-            JOIN unnest($4::uuid[], $5::float8[]) AS d(campaign_id, seconds) ON d.campaign_id = v.campaign_id
-            WHERE v.tenant_id = $1::varchar AND v.voucher_id = ANY($7::uuid[]) AND v.referrer_customer_id IS NOT NULL
-            ON CONFLICT DO NOTHING
-            RETURNING {_CONVERSION}""",
+        _conversions_from(
+            f"""(SELECT v.campaign_id, v.voucher_id, v.code, v.referrer_customer_id, d.seconds
+                 FROM {SCHEMA}.vouchers v
+                 JOIN unnest($4::uuid[], $5::float8[]) AS d(campaign_id, seconds) ON d.campaign_id = v.campaign_id
+                 WHERE v.tenant_id = $1::varchar AND v.voucher_id = ANY($7::uuid[])
+                   AND v.referrer_customer_id IS NOT NULL)"""
+        ),
         tenant,
         checkout_id,
         referee,

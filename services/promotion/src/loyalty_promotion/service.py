@@ -6,7 +6,7 @@ import asyncio
 from pydantic_settings import SettingsConfigDict
 
 from loyalty.promotion.v1 import jobs_pb2, promotion_service_pb2
-from loyalty_promotion import app, app_generation, app_redemptions, app_triggers, repository
+from loyalty_promotion import app, app_generation, app_redemptions, app_referrals, app_triggers, repository
 from loyalty_promotion.app_generation import GENERATE_JOB
 from loyalty_promotion.cache import CatalogCache
 from loyalty_promotion.replica import Replica
@@ -121,7 +121,7 @@ DEFINITION = ServiceDefinition(
     schema=SCHEMA,
     migrations="loyalty_promotion:migrations",
     events="promotion.events",
-    subscriptions=app_triggers.subscriptions(),
+    subscriptions=app_referrals.with_conversions(app_triggers.subscriptions()),
     background=[_flush_statistics, _generate_codes],
     schedules=[
         Schedule(

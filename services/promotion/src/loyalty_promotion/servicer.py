@@ -22,6 +22,7 @@ from loyalty_promotion import (
     app_referrals,
 )
 from loyalty_promotion.commands import (
+    AcceptReferral,
     ChangeState,
     CreateCampaign,
     CreatePromotion,
@@ -706,6 +707,13 @@ class PromotionServicer(TriggerRpcs, CatalogueRpcs):
             referral_codes=codes, next_page_token=paging.encode_token(last) if last else ""
         )
 
+    async def AcceptReferral(self, request: api.AcceptReferralRequest, context) -> api.AcceptReferralResponse:
+        command = AcceptReferral(request.code, request.referee_customer_id, request.validate_only)
+        if request.validate_only:
+            async with self.units.read() as uow:
+                return _acceptance(await app_referrals.accept_referral(uow, command))
+        return await self.units.idempotent(request, app_referrals.accept_referral, command, _acceptance)
+
     async def ListReferralConversions(
         self, request: api.ListReferralConversionsRequest, context
     ) -> api.ListReferralConversionsResponse:
@@ -729,3 +737,13 @@ class PromotionServicer(TriggerRpcs, CatalogueRpcs):
             last = conversions[-1]
             token = paging.encode_token(f"{last.create_time.ToNanoseconds()}:{last.conversion_id}")
         return api.ListReferralConversionsResponse(conversions=conversions, next_page_token=token)
+
+
+def _acceptance(found: app_referrals.Acceptance) -> api.AcceptReferralResponse:
+    return api.AcceptReferralResponse(
+        accepted=found.accepted,
+        reason=found.reason or 0,
+        campaign_id=found.campaign_id,
+        referrer_customer_id=found.referrer,
+        referee_grant_id=found.referee_grant_id,
+    )

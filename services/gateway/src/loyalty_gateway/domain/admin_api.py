@@ -155,7 +155,9 @@ TABLE: dict[str, dict[str, Rule]] = {
         "DeleteBlocklistEntry": _change(ONLY_ADMIN),
         "GetReviewCase": _read(ANALYSIS),
         "ListReviewCases": _read(ANALYSIS),
+        "AssignReviewCase": _change(ONLY_ADMIN),
         "ResolveReviewCase": _change(ONLY_ADMIN),
+        "ListCodeLockouts": _read(ANALYSIS),
     },
     PROFILE: {
         "GetCustomer": _read(SUPPORT),

@@ -115,6 +115,11 @@ def required_fields(campaign: campaign_pb2.Campaign, prefix: str = "campaign.") 
         )
     if budget.max_redemptions_per_customer_per_period and not budget.period:
         violations.append(Violation(prefix + "budget.period", "a per-period limit needs its period"))
+    referral = campaign.referral
+    if referral.max_referrals_per_period < 0:
+        violations.append(Violation(prefix + "referral.max_referrals_per_period", "must not be negative"))
+    if referral.max_referrals_per_period and not referral.referral_period:
+        violations.append(Violation(prefix + "referral.referral_period", "a per-period cap needs its period"))
     return violations
 
 
