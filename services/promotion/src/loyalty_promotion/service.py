@@ -51,11 +51,13 @@ class PromotionSettings(ServiceSettings):
     generation_workers: int = 1
     job_poll_seconds: float = 1.0
     # Triggers: the services their conditions and actions call, the deadline of those calls, the
-    # job workers running their outside actions (0 = none on this replica) and the webhook timeout.
+    # job workers running their jobs (0 = none on this replica), their first retry's delay (doubling
+    # after each failure) and the webhook timeout.
     segmentation_target: str = f"dns:///loyalty-segmentation-headless:{PORTS['segmentation'].grpc_port}"
     notification_target: str = f"dns:///loyalty-notification-headless:{PORTS['notification'].grpc_port}"
     trigger_call_seconds: float = 2.0
     trigger_action_workers: int = 1
+    trigger_retry_seconds: float = 5.0
     webhook_timeout_seconds: float = 5.0
 
 
@@ -153,6 +155,7 @@ async def _run_trigger_jobs(resources: Resources, stopping: asyncio.Event) -> No
                     jobs,
                     principal="promotion-triggers",
                     poll_seconds=settings.job_poll_seconds,
+                    retry_seconds=settings.trigger_retry_seconds,
                     retention_hours=settings.idempotency_retention_hours,
                 )
                 for _ in range(settings.trigger_action_workers)
