@@ -425,3 +425,37 @@ async def test_unknown_events_and_conditions_that_do_not_compile_are_refused(sui
     )
     listed = await tenant.stub.ListTriggers(api.ListTriggersRequest(), metadata=tenant.metadata)
     assert not listed.triggers
+
+
+async def test_an_audience_of_segments_rewards_only_their_members(suite, tenant, trigger_redis_url):
+    segments = Segments(suite["segmentation"], tenant.tenant_id)
+    for customer in ("member", "outsider"):
+        await segments.purchase(customer, datetime.now(UTC) - timedelta(days=1), 1_000)
+    reviewers = await segments.static_segment("Reviewers club")
+    await segments.AddSegmentMembers(
+        segmentation_api.AddSegmentMembersRequest(
+            idempotency_key=key(), segment_id=reviewers.segment_id, customer_ids=["member"]
+        )
+    )
+    campaign = await event_campaign(tenant)
+    await create(
+        tenant,
+        tpb.Trigger(
+            campaign_id=campaign.campaign_id,
+            display_name="Reviews by the club",
+            event_type="review.written",
+            condition=cpb.Condition(
+                customer_segment=cpb.SegmentCondition(
+                    segment_ids=[reviewers.segment_id], match=cpb.SEGMENT_MATCH_ANY
+                )
+            ),
+            actions=[tpb.TriggerAction(award_points=reward_pb2.PointsReward(points=50))],
+        ),
+    )
+    for customer in ("outsider", "member"):
+        review = gateway_events.ActivityRecorded(customer_id=customer, activity_type="review.written")
+        await publish(trigger_redis_url, "gateway.events", tenant.tenant_id, review)
+    [grant] = await grants(tenant, 1)
+    await asyncio.sleep(0.5)  # time for the outsider's job too: it grants nothing
+    assert grant.customer_id == "member"
+    assert len(await grants(tenant, 1)) == 1

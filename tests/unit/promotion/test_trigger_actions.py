@@ -65,6 +65,11 @@ def test_the_reward_shorthand_is_one_action_and_either_one_is_required():
             Reason.TRIGGER_ACTION_INVALID,
         ),
         (
+            tpb.TriggerAction(send_notification=tpb.NotificationAction(template_key="k", channels=[0])),
+            "trigger.actions[0].send_notification.channels",
+            Reason.TRIGGER_ACTION_INVALID,
+        ),
+        (
             tpb.TriggerAction(add_to_segment=tpb.SegmentAction()),
             "trigger.actions[0].add_to_segment.segment_id",
             Reason.TRIGGER_ACTION_INVALID,

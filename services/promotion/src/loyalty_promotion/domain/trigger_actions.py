@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+from loyalty.notification.v1 import template_pb2
 from loyalty.promotion.v1 import trigger_pb2 as tpb
 from loyalty_runtime.errors import FieldViolation, Reason
 
@@ -110,8 +111,14 @@ def _check(action: tpb.TriggerAction, path: str, wrong, *, shorthand: bool = Fal
     elif kind == "issue_code":
         _voucher(action.issue_code, here, wrong)
     elif kind == "send_notification":
-        if not action.send_notification.template_key or len(action.send_notification.template_key) > MAX_KEY:
+        notification = action.send_notification
+        if not notification.template_key or len(notification.template_key) > MAX_KEY:
             wrong(f"{here}.template_key", f"a template key of 1 to {MAX_KEY} characters is required")
+        known = set(template_pb2.NotificationChannel.values()) - {
+            template_pb2.NOTIFICATION_CHANNEL_UNSPECIFIED
+        }
+        if any(channel not in known for channel in notification.channels):
+            wrong(f"{here}.channels", "each channel must be a known one")
     elif kind == "add_to_segment":
         if not action.add_to_segment.segment_id:
             wrong(f"{here}.segment_id", "a segment is required")

@@ -66,9 +66,11 @@ def needs_of(condition: cpb.Condition) -> Needs:
     """What the facts must be looked up for: a CEL expression reading `customer` is given both."""
     found = Needs()
     for kind, leaf in _leaves(condition):
-        if kind in ("customer_segment", "first_purchase"):
-            found |= Needs(segments=True, metrics=kind == "first_purchase")
-        elif kind == "customer_attribute" and leaf.attribute.startswith(METRICS_PREFIX):
+        if kind == "customer_segment":
+            found |= Needs(segments=True)
+        elif kind == "first_purchase" or (
+            kind == "customer_attribute" and leaf.attribute.startswith(METRICS_PREFIX)
+        ):
             found |= Needs(metrics=True)
         elif kind == "customer_attribute" and leaf.attribute.startswith(REDEEMED_PREFIX):
             found |= Needs(codes=frozenset({leaf.attribute.removeprefix(REDEEMED_PREFIX)}))
