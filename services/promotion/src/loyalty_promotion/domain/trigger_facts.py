@@ -17,6 +17,7 @@ event and customer, made only for triggers whose condition reads them (`needs_of
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from loyalty.common.v1 import basket_pb2
 from loyalty.promotion.v1 import condition_pb2 as cpb
 from loyalty_promotion.engine.facts import Facts
 from loyalty_promotion.engine.model import Basket, CustomerContext
@@ -111,7 +112,7 @@ class EventFacts:
     redeemed_codes: frozenset[str] = frozenset()
     attributes: dict = field(default_factory=dict)
     # The purchase's basket as the event carried it (for a job that tests the condition later).
-    event_basket: object = None
+    event_basket: basket_pb2.Basket | None = None
 
 
 def facts_of(told: EventFacts, now: datetime, time_zone: str) -> Facts:
