@@ -29,6 +29,8 @@ from loyalty.promotion.v1 import (
     trigger_pb2 as tpb,
 )
 from loyalty.segmentation.v1 import segmentation_service_pb2 as segmentation_api
+from loyalty_promotion.service import DEFINITION as PROMOTION
+from loyalty_runtime.testing import running_service
 from loyalty_runtime.webhooks import SIGNATURE_HEADER, SignatureRefused, verify_webhook
 from tests.conftest import rpc_failure
 from tests.service.gateway.conftest import provision
@@ -459,3 +461,58 @@ async def test_an_audience_of_segments_rewards_only_their_members(suite, tenant,
     await asyncio.sleep(0.5)  # time for the outsider's job too: it grants nothing
     assert grant.customer_id == "member"
     assert len(await grants(tenant, 1)) == 1
+
+
+async def test_two_replicas_handling_copies_of_one_event_at_once_fire_its_actions_once(
+    suite, tenant, trigger_redis_url
+):
+    """Copies of one event published at once, with two replicas consuming: one grant, one code, one
+    webhook, whichever replica takes which copy (the consumers remember handled events, the grant
+    has a unique index per trigger and event, its jobs a dedupe key)."""
+    receiver = await HttpReceiver().start()
+    codes = Codes(tenant)
+    crm_codes = await codes.voucher_campaign()
+    campaign = await event_campaign(tenant)
+    await create(
+        tenant,
+        tpb.Trigger(
+            campaign_id=campaign.campaign_id,
+            display_name="Every review",
+            event_type="review.written",
+            actions=[
+                tpb.TriggerAction(award_points=reward_pb2.PointsReward(points=5)),
+                tpb.TriggerAction(
+                    call_webhook=tpb.WebhookAction(
+                        url=receiver.url,
+                        secret=SECRET,
+                        issue_code=reward_pb2.VoucherReward(campaign_id=crm_codes.campaign_id),
+                    )
+                ),
+            ],
+        ),
+    )
+    try:
+        async with running_service(PROMOTION, suite["promotion"].server.settings):
+            review = gateway_events.ActivityRecorded(customer_id="twice", activity_type="review.written")
+            event_id = f"test:{uuid.uuid4()}"
+            await asyncio.gather(
+                *(
+                    publish(trigger_redis_url, "gateway.events", tenant.tenant_id, review, event_id=event_id)
+                    for _ in range(6)
+                )
+            )
+            [grant] = await grants(tenant, 1)
+
+            async def called():
+                return receiver.requests
+
+            await eventually(called)
+            await asyncio.sleep(1.0)  # time for any copy to do it again
+    finally:
+        await receiver.stop()
+    assert len(await grants(tenant, 1)) == 1 and grant.reward.points.points == 5
+    assert len(receiver.requests) == 1
+    listed = await tenant.stub.ListVouchers(
+        api.ListVouchersRequest(campaign_id=crm_codes.campaign_id), metadata=tenant.metadata
+    )
+    assert [v.code for v in listed.vouchers] == [json.loads(receiver.requests[0].body)["code"]]
