@@ -1,4 +1,5 @@
-"""Signed webhooks (Stripe's scheme), shared by every service that calls one.
+"""Signed webhooks (Stripe's scheme) for services that call one (promotion's trigger webhooks;
+notification's domain/signing.py signs its webhook channel the same way).
 
 The header `Loyalty-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`. The
 receiver recomputes it over the raw body, compares in constant time and refuses a timestamp older

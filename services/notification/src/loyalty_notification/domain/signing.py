@@ -1,6 +1,10 @@
 """Signatures: webhook requests (Stripe's scheme) and one-click unsubscribe tokens (RFC 8058).
 
-Webhook: the runtime's scheme (loyalty_runtime.webhooks); the request id is `Loyalty-Message-Id`.
+Webhook: the header `Loyalty-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+The receiver recomputes it over the raw body, compares in constant time and refuses a timestamp
+older than its tolerance (5 minutes by default), so a captured request cannot be replayed later;
+within the tolerance it drops a `Loyalty-Message-Id` it has already seen (a retry after a lost answer
+carries the same id, so duplicates are detectable too).
 
 Unsubscribe token: base64url("<tenant>|<customer>|<channel>") "." base64url(HMAC-SHA256), so the
 link cannot be altered to unsubscribe someone else.
@@ -10,23 +14,42 @@ purpose prefix and the payload), so neither kind of token passes for the other.
 """
 
 import base64
+import hashlib
 import hmac
 from dataclasses import dataclass
 
-from loyalty_runtime.webhooks import (  # noqa: F401 - the webhook scheme lives in the runtime
-    DEFAULT_TOLERANCE_SECONDS,
-    SIGNATURE_HEADER,
-    SignatureRefused,
-    mac,
-    sign_webhook,
-    verify_webhook,
-)
-
+SIGNATURE_HEADER = "Loyalty-Signature"
 MESSAGE_ID_HEADER = "Loyalty-Message-Id"
+DEFAULT_TOLERANCE_SECONDS = 300
 
 
 def _mac(secret: str, data: bytes) -> bytes:
-    return mac(secret, data)
+    return hmac.new(secret.encode(), data, hashlib.sha256).digest()
+
+
+def sign_webhook(secret: str, body: bytes, timestamp: int) -> str:
+    digest = _mac(secret, f"{timestamp}.".encode() + body).hex()
+    return f"t={timestamp},v1={digest}"
+
+
+class SignatureRefused(Exception):
+    """The signature does not match, is malformed, or is too old (a replay)."""
+
+
+def verify_webhook(
+    secret: str, header: str, body: bytes, now: int, tolerance: int = DEFAULT_TOLERANCE_SECONDS
+) -> int:
+    """The signed timestamp, if `header` signs `body` and is recent; else SignatureRefused."""
+    parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    if "t" not in parts or "v1" not in parts or not parts["t"].isdigit():
+        raise SignatureRefused("malformed signature header")
+    timestamp = int(parts["t"])
+    expected = _mac(secret, f"{timestamp}.".encode() + body).hex()
+    if not hmac.compare_digest(expected, parts["v1"]):
+        raise SignatureRefused("signature does not match")
+    if abs(now - timestamp) > tolerance:
+        raise SignatureRefused("timestamp outside the tolerance: a replay")
+    return timestamp
 
 
 def _b64(data: bytes) -> str:
