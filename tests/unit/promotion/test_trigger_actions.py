@@ -220,3 +220,7 @@ def test_conditions_that_do_not_compile_or_read_what_the_event_cannot_tell_are_r
     unknown = attribute("metrics.favourite_colour", cpb.ATTRIBUTE_OPERATOR_IS_SET)
     assert condition_violations(tpb.Trigger(event_type="customer.created", condition=unknown))
     assert condition_violations(tpb.Trigger(event_type="customer.created", condition=cpb.Condition()))
+    profile = attribute("favourite_colour", cpb.ATTRIBUTE_OPERATOR_IS_SET)
+    assert condition_violations(tpb.Trigger(event_type="customer.created", condition=profile))
+    birthday = cpb.Condition(birthday=cpb.BirthdayCondition(within_days=3))
+    assert condition_violations(tpb.Trigger(event_type="customer.created", condition=birthday))

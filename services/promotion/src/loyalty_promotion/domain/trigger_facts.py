@@ -8,6 +8,8 @@ An event is not a checkout, so the adapter fills the engine's inputs from what t
 - the customer: the event's customer id; segments from segmentation (or the segment the event
   entered); the tier of a `tier.changed` event (no other event tells the tier, so the tier leaf is
   refused on save elsewhere);
+- no profile attributes and no birth date (profile is not asked): conditions on them are refused
+  on save rather than left always false;
 - behaviour, as customer attributes under reserved names the condition compares like any attribute:
   `metrics.lifetime_spend` (minor units) and `metrics.lifetime_orders` from segmentation's lifetime
   metrics, and `redeemed.<CODE>` (true) for each code the condition names that the customer redeemed.
@@ -90,12 +92,15 @@ def event_violations(condition: cpb.Condition, event_type: str) -> list[tuple[st
             found.append((kind, f"only {TIER_EVENT} tells the tier"))
         elif kind == "code_present":
             found.append((kind, f"an event presents no codes; compare the attribute {REDEEMED_PREFIX}<CODE>"))
-        elif (
-            kind == "customer_attribute"
-            and leaf.attribute.startswith(METRICS_PREFIX)
-            and leaf.attribute not in METRICS
-        ):
-            found.append((kind, f"the metrics are {', '.join(sorted(METRICS))}"))
+        elif kind == "customer_attribute" and leaf.attribute.startswith(METRICS_PREFIX):
+            if leaf.attribute not in METRICS:
+                found.append((kind, f"the metrics are {', '.join(sorted(METRICS))}"))
+        elif kind == "customer_attribute" and not leaf.attribute.startswith(REDEEMED_PREFIX):
+            found.append(
+                (kind, f"triggers read {METRICS_PREFIX}* and {REDEEMED_PREFIX}<CODE>, not profile attributes")
+            )
+        elif kind == "birthday":
+            found.append((kind, "no trigger event tells the birth date; listen to customer.birthday"))
     return found
 
 
