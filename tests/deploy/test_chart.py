@@ -176,7 +176,9 @@ def test_published_links_admit_the_ingress_controller_on_the_http_port_only(mani
     for m in (links_ingress(render), render("services.notification.http.publicUrl=https://l.example.org")):
         policy = m.get("NetworkPolicy", full("notification"))
         assert ingress_peers(policy, http) == controller
-        assert ingress_peers(policy, grpc) == [{"podSelector": {"matchLabels": selector("gateway")}}]
+        assert ingress_peers(policy, grpc) == [
+            {"podSelector": {"matchLabels": selector(caller)}} for caller in ("gateway", "promotion")
+        ]
     pinned = links_ingress(render, "networkPolicy.ingressController.podSelector.app=ingress-nginx")
     assert ingress_peers(pinned.get("NetworkPolicy", full("notification")), http) == [
         {**controller[0], "podSelector": {"matchLabels": {"app": "ingress-nginx"}}}
@@ -560,8 +562,13 @@ def ingress_peers(policy: dict, port: int) -> list | None:
 
 
 def test_only_listed_callers_reach_a_service(manifests: Rendered, render):
-    # notification reads consents and locales from profile, segmentation its attribute copy
-    callers = {"profile": ["gateway", "notification", "segmentation"]}
+    # notification reads consents and locales from profile, segmentation its attribute copy;
+    # promotion's triggers read segments and metrics and send notifications
+    callers = {
+        "profile": ["gateway", "notification", "segmentation"],
+        "segmentation": ["gateway", "promotion"],
+        "notification": ["gateway", "promotion"],
+    }
     for name in SERVICES:
         if name == "gateway":
             continue
@@ -588,7 +595,9 @@ def test_only_listed_callers_reach_a_service(manifests: Rendered, render):
         "promotion",
     }
     promotion = m.get("NetworkPolicy", full("promotion"))["spec"]["egress"]
-    assert [r["ports"][0]["port"] for r in promotion] == [PORTS["ledger"]["grpc"]]
+    assert sorted(r["ports"][0]["port"] for r in promotion) == sorted(
+        PORTS[name]["grpc"] for name in ("ledger", "segmentation", "notification")
+    )
     env = env_of(m.get("Deployment", full("promotion")))
     assert env["PROMOTION_LEDGER_TARGET"].startswith(f"dns:///{full('ledger')}-headless.")
     # ... and not before

@@ -265,7 +265,7 @@ async def test_another_tenants_trigger_is_not_found_and_its_campaign_cannot_be_u
         ({"event_type": "purchase.teleported"}, "trigger.event_type"),  # a platform namespace, no such event
         ({"event_type": "Not An Event"}, "trigger.event_type"),
         ({"display_name": ""}, "trigger.display_name"),
-        ({"reward": reward_pb2.Reward()}, "trigger.reward"),
+        ({"reward": reward_pb2.Reward()}, "trigger.actions"),
         ({"reward": points(0)}, "trigger.reward.points.points"),
         ({"cooldown": Duration(seconds=0, nanos=0)}, "trigger.cooldown"),
         ({"cooldown": Duration(seconds=400 * 86_400)}, "trigger.cooldown"),
@@ -284,7 +284,7 @@ async def test_another_tenants_trigger_is_not_found_and_its_campaign_cannot_be_u
         ),
         (
             {"reward": reward_pb2.Reward(voucher=reward_pb2.VoucherReward(campaign_id=str(uuid.uuid4())))},
-            "trigger.reward.voucher",
+            "trigger.reward.voucher.campaign_id",
         ),
     ],
 )

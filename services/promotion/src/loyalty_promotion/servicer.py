@@ -58,6 +58,7 @@ from loyalty_promotion.domain.lifecycle import Action, State
 from loyalty_promotion.replica import Replica
 from loyalty_promotion.servicer_catalogue import CatalogueRpcs
 from loyalty_promotion.servicer_triggers import TriggerRpcs
+from loyalty_promotion.trigger_links import TriggerLinks
 from loyalty_runtime import paging
 from loyalty_runtime.context import current_tenant
 from loyalty_runtime.errors import InvalidArgument, NotFound, Reason
@@ -154,10 +155,17 @@ def _offset_token(token: str) -> int:
 
 
 class PromotionServicer(TriggerRpcs, CatalogueRpcs):
-    def __init__(self, units: UnitsOfWork, replica: Replica, reservation_ttl_seconds: float = 900.0) -> None:
+    def __init__(
+        self,
+        units: UnitsOfWork,
+        replica: Replica,
+        reservation_ttl_seconds: float = 900.0,
+        trigger_links: TriggerLinks | None = None,
+    ) -> None:
         self.units = units
         self.replica = replica
         self.reservation_ttl_seconds = reservation_ttl_seconds
+        self.trigger_links = trigger_links
 
     async def _changed(self) -> None:
         """After a committed change (or its replay): every replica's catalog follows."""

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from loyalty.promotion.v1 import promotion_service_pb2 as api
 from loyalty_promotion import app_triggers
 from loyalty_promotion.commands import DeleteTrigger, ListRewardGrants, ListTriggers, UpdateTrigger
+from loyalty_promotion.trigger_links import TriggerLinks
 from loyalty_runtime import paging
 from loyalty_runtime.errors import InvalidArgument, NotFound, Reason
 from loyalty_runtime.uow import UnitsOfWork
@@ -57,11 +58,12 @@ def _grant_token(token: str) -> tuple[datetime, str] | None:
 
 class TriggerRpcs:
     units: UnitsOfWork
+    trigger_links: TriggerLinks | None
 
     async def CreateTrigger(self, request: api.CreateTriggerRequest, context) -> api.CreateTriggerResponse:
         return await self.units.idempotent(
             request,
-            app_triggers.create_trigger,
+            lambda uow, trigger: app_triggers.create_trigger(uow, trigger, self.trigger_links),
             request.trigger,
             lambda t: api.CreateTriggerResponse(trigger=t),
         )
@@ -92,7 +94,10 @@ class TriggerRpcs:
             request.trigger.etag,
         )
         return await self.units.idempotent(
-            request, app_triggers.update_trigger, command, lambda t: api.UpdateTriggerResponse(trigger=t)
+            request,
+            lambda uow, changes: app_triggers.update_trigger(uow, changes, self.trigger_links),
+            command,
+            lambda t: api.UpdateTriggerResponse(trigger=t),
         )
 
     async def DeleteTrigger(self, request: api.DeleteTriggerRequest, context) -> api.DeleteTriggerResponse:

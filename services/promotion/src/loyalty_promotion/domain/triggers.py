@@ -14,7 +14,6 @@ from loyalty.promotion.v1 import trigger_pb2 as tpb
 from loyalty_runtime.errors import FieldViolation as Violation
 
 MAX_COOLDOWN = timedelta(days=366)
-MAX_POINTS = 10_000_000
 MAX_FILTERS = 20
 MAX_NTH = 1_000
 MAX_NAME = 200
@@ -37,8 +36,6 @@ def violations(
         wrong("event_type", "must be an event of the platform triggers listen to, or an app's activity type")
     if trigger.state not in (tpb.TRIGGER_STATE_ENABLED, tpb.TRIGGER_STATE_DISABLED):
         wrong("state", "must be ENABLED or DISABLED")
-    if trigger.HasField("condition"):
-        wrong("condition", "customer and basket conditions on triggers are not supported yet")
     if len(trigger.property_filters) > MAX_FILTERS:
         wrong("property_filters", f"at most {MAX_FILTERS} filters")
     for index, item in enumerate(trigger.property_filters[:MAX_FILTERS]):
@@ -49,7 +46,6 @@ def violations(
             wrong("occurrence.nth", f"must be 1..{MAX_NTH}")
         if occurrence.period not in tpb.OccurrencePeriod.values() or occurrence.period == 0:
             wrong("occurrence.period", "a period is required")
-    found += _reward_violations(trigger, prefix)
     if trigger.max_rewards_per_customer < 0:
         wrong("max_rewards_per_customer", "must be 0 (no limit) or more")
     if trigger.HasField("cooldown"):
@@ -77,21 +73,6 @@ def _filter_violations(item: tpb.PropertyFilter, prefix: str) -> list[Violation]
             found.append(Violation(prefix + "value", "a value is required"))
         elif operator in ORDERED and isinstance(operand, str | bool):
             found.append(Violation(prefix + "value", "ordering compares integers only"))
-    return found
-
-
-def _reward_violations(trigger: tpb.Trigger, prefix: str) -> list[Violation]:
-    kind = trigger.reward.WhichOneof("kind")
-    if kind is None:
-        return [Violation(prefix + "reward", "a reward is required")]
-    if kind == "voucher":
-        return [Violation(prefix + "reward.voucher", "code rewards are not supported yet; give points")]
-    points = trigger.reward.points
-    found = []
-    if not 1 <= points.points <= MAX_POINTS:
-        found.append(Violation(prefix + "reward.points.points", f"must be 1..{MAX_POINTS}"))
-    if points.HasField("expires_after") and points.expires_after.ToTimedelta() <= timedelta(0):
-        found.append(Violation(prefix + "reward.points.expires_after", "must be more than zero"))
     return found
 
 
