@@ -174,7 +174,9 @@ class Shop(Tenant):
         return bearer(self.key)
 
 
-async def provision(shop, services, *, store_id: str = "s1", tiers=()) -> Shop:
+async def provision(
+    shop, services, *, store_id: str = "s1", tiers=(), time_zone: str = "Europe/Vienna"
+) -> Shop:
     base = await new_tenant(shop)
     tenant = Shop(shop, base.tenant_id, base.token)
     ledger = ledger_service_pb2_grpc.LedgerServiceStub(services["ledger"].channel)
@@ -197,7 +199,7 @@ async def provision(shop, services, *, store_id: str = "s1", tiers=()) -> Shop:
             settings={
                 "default_program_id": tenant.program_id,
                 "currency_code": "EUR",
-                "time_zone": "Europe/Vienna",
+                "time_zone": time_zone,
                 "default_locale": "de-AT",
             },
         ),

@@ -14,9 +14,11 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from loyalty.gateway.v1 import events_pb2
 from loyalty_gateway import repository
 from loyalty_gateway.auth import Authenticator
-from loyalty_gateway.domain import admin_api, audit, credentials
+from loyalty_gateway.domain import admin_api, audit, credentials, tenant_settings
+from loyalty_gateway.tenants import encode_settings
 from loyalty_runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -316,6 +318,12 @@ async def update_tenant_settings(uow: UnitOfWork, command: TenantSettings):
         raise InvalidArgument(
             Reason.INVALID_ARGUMENT, "a programme is required", field="settings.default_program_id"
         )
+    for field, problem in (
+        ("time_zone", tenant_settings.time_zone_problem(command.time_zone)),
+        ("default_locale", tenant_settings.locale_problem(command.default_locale)),
+    ):
+        if problem:
+            raise InvalidArgument(Reason.INVALID_ARGUMENT, problem, field=f"settings.{field}")
     row = await repository.put_tenant_settings(
         uow.connection,
         uow.tenant,
@@ -330,6 +338,11 @@ async def update_tenant_settings(uow: UnitOfWork, command: TenantSettings):
         "UpdateTenantSettings",
         "settings",
         ["default_program_id", "currency_code", "time_zone", "default_locale"],
+    )
+    # The services that keep a copy (segmentation, promotion, notification) learn of every change.
+    uow.record(
+        events_pb2.TenantSettingsChanged(settings=encode_settings(row), version=row["version"]),
+        key=uow.tenant,
     )
     return row
 

@@ -5,7 +5,18 @@ is known (the key decides the tenant), and carries its tenant."""
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Index, LargeBinary, MetaData, String, Uuid, func
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Index,
+    LargeBinary,
+    MetaData,
+    String,
+    Uuid,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -28,6 +39,8 @@ class TenantSettingsRow(Base):
     time_zone: Mapped[str] = mapped_column(String(64))
     default_locale: Mapped[str] = mapped_column(String(35))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # One more with every change; tenant.settings_changed carries it.
+    version: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class TerminalRow(Base):

@@ -30,10 +30,11 @@ async def put_tenant_settings(
 ):
     return await connection.fetchrow(
         f"""INSERT INTO {SCHEMA}.tenant_settings AS s
-                (tenant_id, default_program_id, currency_code, time_zone, default_locale, updated_at)
-            VALUES ($1, $2, $3, $4, $5, $6)
+                (tenant_id, default_program_id, currency_code, time_zone, default_locale, updated_at,
+                 version)
+            VALUES ($1, $2, $3, $4, $5, $6, 1)
             ON CONFLICT (tenant_id) DO UPDATE SET default_program_id = $2, currency_code = $3,
-                time_zone = $4, default_locale = $5, updated_at = $6
+                time_zone = $4, default_locale = $5, updated_at = $6, version = s.version + 1
             RETURNING *""",
         tenant,
         program,

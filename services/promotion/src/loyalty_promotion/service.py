@@ -5,6 +5,7 @@ import asyncio
 
 from pydantic_settings import SettingsConfigDict
 
+from loyalty.gateway.v1 import events_pb2 as gateway_events
 from loyalty.promotion.v1 import jobs_pb2, promotion_service_pb2
 from loyalty_promotion import app, app_generation, app_redemptions, app_triggers, repository
 from loyalty_promotion.app_generation import GENERATE_JOB
@@ -14,6 +15,7 @@ from loyalty_promotion.repository import SCHEMA
 from loyalty_promotion.servicer import PromotionServicer
 from loyalty_promotion.statistics import StatisticsBuffer, flush_loop
 from loyalty_runtime.catalogue import PORTS
+from loyalty_runtime.events import Subscription
 from loyalty_runtime.jobs import Job, JobWorker, Schedule
 from loyalty_runtime.server import Api, Resources, ServiceDefinition
 from loyalty_runtime.settings import ServiceSettings
@@ -119,7 +121,10 @@ DEFINITION = ServiceDefinition(
     schema=SCHEMA,
     migrations="loyalty_promotion:migrations",
     events="promotion.events",
-    subscriptions=app_triggers.subscriptions(),
+    subscriptions=[
+        *app_triggers.subscriptions(),
+        Subscription("gateway.events", gateway_events.TenantSettingsChanged, app.tenant_settings_changed),
+    ],
     background=[_flush_statistics, _generate_codes],
     schedules=[
         Schedule(

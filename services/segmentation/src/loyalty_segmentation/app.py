@@ -701,9 +701,18 @@ async def get_settings(uow: UnitOfWork) -> settings_pb2.SegmentationSettings:
 async def update_settings(
     uow: UnitOfWork, command: UpdateSettings, changed: Changed
 ) -> settings_pb2.SegmentationSettings:
-    """A new time zone moves every calendar rule's edges: the rule segments are recomputed."""
+    """A new time zone moves every calendar rule's edges: the rule segments are recomputed. Once the
+    gateway has provisioned the tenant, its time zone is the gateway's (tenant.settings_changed):
+    changing it here as well would leave two sources, whichever wrote last winning."""
     rules.check_time_zone(command.time_zone)
-    current = _settings(await repository.settings(uow, lock=True))
+    row = await repository.settings(uow, lock=True)
+    if row is not None and row["gateway_version"]:
+        raise FailedPrecondition(
+            Reason.TENANT_SETTING_FROM_GATEWAY,
+            "the time zone follows the tenant's settings in the gateway (UpdateTenantSettings)",
+            field="settings.time_zone",
+        )
+    current = _settings(row)
     if command.etag and command.etag != current.etag:
         raise Aborted(
             Reason.CONCURRENT_MODIFICATION, "the settings changed since they were read", field="etag"
@@ -712,6 +721,17 @@ async def update_settings(
     if command.time_zone != current.time_zone:
         await recompute_all(uow)
     return saved
+
+
+async def tenant_settings_changed(uow: UnitOfWork, event: gateway_events.TenantSettingsChanged) -> None:
+    """The gateway's time zone becomes the tenant's calendar here, unless a newer version of it was
+    copied already (events of one tenant can arrive late after a redelivery). A zone this process
+    cannot load raises, so the event is retried and then dead-lettered, never silently dropped."""
+    zone = event.settings.time_zone
+    rules.check_time_zone(zone)
+    followed = await repository.follow_gateway_settings(uow, zone, event.version)
+    if followed is not None and (followed["previous"] or "") != zone:
+        await recompute_all(uow)
 
 
 # --- reads ----------------------------------------------------------------------------------------

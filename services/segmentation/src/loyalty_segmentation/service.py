@@ -162,6 +162,7 @@ DEFINITION = ServiceDefinition(
         Subscription(GATEWAY_EVENTS, gateway_events.PurchaseCommitted, app.purchase_committed),
         Subscription(GATEWAY_EVENTS, gateway_events.CheckoutReturned, app.checkout_returned),
         Subscription(GATEWAY_EVENTS, gateway_events.ActivityRecorded, app.activity_recorded),
+        Subscription(GATEWAY_EVENTS, gateway_events.TenantSettingsChanged, app.tenant_settings_changed),
         Subscription(PROMOTION_EVENTS, promotion_events.RedemptionsCommitted, app.redemptions_committed),
         Subscription(PROMOTION_EVENTS, promotion_events.RedemptionsReleased, app.redemptions_released),
     ],
