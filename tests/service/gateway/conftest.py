@@ -186,7 +186,9 @@ def settings_of(tenant, **changes) -> dict:
     }
 
 
-async def provision(shop, services, *, store_id: str = "s1", tiers=()) -> Shop:
+async def provision(
+    shop, services, *, store_id: str = "s1", tiers=(), time_zone: str = "Europe/Vienna"
+) -> Shop:
     base = await new_tenant(shop)
     tenant = Shop(shop, base.tenant_id, base.token)
     ledger = ledger_service_pb2_grpc.LedgerServiceStub(services["ledger"].channel)
@@ -206,7 +208,7 @@ async def provision(shop, services, *, store_id: str = "s1", tiers=()) -> Shop:
     await shop.admin.UpdateTenantSettings(
         admin_api.UpdateTenantSettingsRequest(
             idempotency_key=uuid.uuid4().hex,
-            settings=settings_of(tenant),
+            settings=settings_of(tenant, time_zone=time_zone),
         ),
         metadata=tenant.auth,
     )

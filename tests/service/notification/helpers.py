@@ -159,7 +159,7 @@ async def publish(redis_url: str, stream: str, tenant_id: str, event, *, event_i
         event_id=event_id or f"test:{uuid.uuid4()}",
         event_type=event_type_of(event.DESCRIPTOR),
         tenant_id=tenant_id,
-        key=event.customer_id,
+        key=getattr(event, "customer_id", tenant_id),
         payload=event.SerializeToString(),
         occurred_at=datetime.now(UTC),
         trace_parent=None,

@@ -8,16 +8,17 @@ import hashlib
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from loyalty.gateway.v1 import events_pb2
 from loyalty_gateway import repository
 from loyalty_gateway.auth import Authenticator
-from loyalty_gateway.domain import adjustments, admin_api, audit, credentials
+from loyalty_gateway.domain import adjustments, admin_api, audit, credentials, tenant_settings
+from loyalty_gateway.tenants import encode_settings
 from loyalty_runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -319,16 +320,21 @@ async def update_tenant_settings(uow: UnitOfWork, command: TenantSettings):
         raise InvalidArgument(
             Reason.INVALID_ARGUMENT, "a programme is required", field="settings.default_program_id"
         )
-    try:
-        ZoneInfo(command.time_zone)
-    except (ValueError, ZoneInfoNotFoundError):
-        raise InvalidArgument(
-            Reason.INVALID_ARGUMENT, "an IANA time zone such as Europe/Vienna", field="settings.time_zone"
-        ) from None
+    for field, problem in (
+        ("time_zone", tenant_settings.time_zone_problem(command.time_zone)),
+        ("default_locale", tenant_settings.locale_problem(command.default_locale)),
+    ):
+        if problem:
+            raise InvalidArgument(Reason.INVALID_ARGUMENT, problem, field=f"settings.{field}")
     adjustments.check_limits(command.adjustment_limit_points, command.daily_adjustment_limit_points)
     values = asdict(command)
     row = await repository.put_tenant_settings(uow.connection, uow.tenant, values, uow.now)
     await record(uow, "UpdateTenantSettings", "settings", values)
+    # The services that keep a copy (segmentation, promotion, notification) learn of every change.
+    uow.record(
+        events_pb2.TenantSettingsChanged(settings=encode_settings(row), version=row["version"]),
+        key=uow.tenant,
+    )
     return row
 
 

@@ -10,6 +10,7 @@ from loyalty_gateway import admin, repository
 from loyalty_gateway.adjustments import Adjustments
 from loyalty_gateway.auth import Authenticator, require
 from loyalty_gateway.domain import credentials
+from loyalty_gateway.tenants import encode_settings
 from loyalty_runtime import paging
 from loyalty_runtime.errors import InvalidArgument, Reason
 from loyalty_runtime.protobuf import moment, timestamp
@@ -76,18 +77,6 @@ def encode_user(row) -> pb.AdminUser:
         roles=[ROLE_VALUES[r] for r in row["roles"]],
         create_time=timestamp(row["created_at"]),
         disable_time=timestamp(row["disabled_at"]),
-    )
-
-
-def encode_settings(row) -> pb.TenantSettings:
-    return pb.TenantSettings(
-        default_program_id=row["default_program_id"],
-        currency_code=row["currency_code"],
-        time_zone=row["time_zone"],
-        default_locale=row["default_locale"],
-        update_time=timestamp(row["updated_at"]),
-        adjustment_limit_points=row["adjustment_limit_points"],
-        daily_adjustment_limit_points=row["daily_adjustment_limit_points"],
     )
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Uuid,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -42,6 +43,8 @@ class TenantSettingsRow(Base):
     # 0: the defaults of domain/adjustments.py.
     adjustment_limit_points: Mapped[int] = mapped_column(BigInteger, server_default="0")
     daily_adjustment_limit_points: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # One more with every change; tenant.settings_changed carries it.
+    version: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class TerminalRow(Base):

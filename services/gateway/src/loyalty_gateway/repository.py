@@ -29,10 +29,10 @@ async def put_tenant_settings(connection, tenant: str, values: dict, now):
     """Replaces the tenant's settings with `values` (every column but tenant_id and updated_at)."""
     columns = list(values)
     return await connection.fetchrow(
-        f"""INSERT INTO {SCHEMA}.tenant_settings AS s (tenant_id, updated_at, {", ".join(columns)})
-            VALUES ($1, $2, {", ".join(f"${i}" for i in range(3, 3 + len(columns)))})
+        f"""INSERT INTO {SCHEMA}.tenant_settings AS s (tenant_id, updated_at, version, {", ".join(columns)})
+            VALUES ($1, $2, 1, {", ".join(f"${i}" for i in range(3, 3 + len(columns)))})
             ON CONFLICT (tenant_id) DO UPDATE
-            SET updated_at = $2, {", ".join(f"{c} = EXCLUDED.{c}" for c in columns)}
+            SET updated_at = $2, version = s.version + 1, {", ".join(f"{c} = EXCLUDED.{c}" for c in columns)}
             RETURNING *""",
         tenant,
         now,

@@ -4,8 +4,10 @@ gateway's own table, kept in memory for `tenant_cache_seconds`."""
 import time
 from dataclasses import dataclass
 
+from loyalty.gateway.v1 import admin_pb2
 from loyalty_gateway import repository
 from loyalty_runtime.errors import FailedPrecondition, Reason
+from loyalty_runtime.protobuf import timestamp
 from loyalty_runtime.uow import UnitsOfWork
 
 
@@ -15,6 +17,18 @@ class TenantSettings:
     currency_code: str
     time_zone: str
     default_locale: str
+
+
+def encode_settings(row) -> admin_pb2.TenantSettings:
+    return admin_pb2.TenantSettings(
+        default_program_id=row["default_program_id"],
+        currency_code=row["currency_code"],
+        time_zone=row["time_zone"],
+        default_locale=row["default_locale"],
+        update_time=timestamp(row["updated_at"]),
+        adjustment_limit_points=row["adjustment_limit_points"],
+        daily_adjustment_limit_points=row["daily_adjustment_limit_points"],
+    )
 
 
 class Tenants:

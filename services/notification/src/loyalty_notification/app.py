@@ -13,6 +13,7 @@ import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from loyalty.gateway.v1 import events_pb2 as gateway_events
 from loyalty.notification.v1 import jobs_pb2
 from loyalty_notification import repository
 from loyalty_notification.commands import (
@@ -200,14 +201,16 @@ def _draft(
     )
 
 
-def _candidates(command: SendNotification, customer: Customer, template: Template) -> list[policy.Candidate]:
+def _candidates(
+    command: SendNotification, customer: Customer, template: Template, locale: str
+) -> list[policy.Candidate]:
     channels = list(command.channels) or templates.channels_of(template)
     contacts = {**customer.contacts, Channel.WEBHOOK: command.webhook_url}
     return [
         policy.Candidate(
             channel,
             contacts.get(channel, ""),
-            templates.choose_variant(template, channel, command.locale or customer.locale) is not None,
+            templates.choose_variant(template, channel, locale) is not None,
         )
         for channel in channels
     ]
@@ -236,8 +239,10 @@ async def decide(uow: UnitOfWork, command: SendNotification, customer: Customer 
         )
     uow.concerns(customer.customer_id)
     draft = _draft(uow, command, customer.customer_id, template)
+    # The caller's locale, the customer's, then the tenant's (the template's default comes last).
+    locale = command.locale or customer.locale or await repository.default_locale(uow)
     chosen = policy.choose_channel(
-        _candidates(command, customer, template), customer.consents, template.purpose
+        _candidates(command, customer, template, locale), customer.consents, template.purpose
     )
     if isinstance(chosen, Suppression):
         return await _store(uow, _suppressed(draft, chosen))
@@ -245,7 +250,7 @@ async def decide(uow: UnitOfWork, command: SendNotification, customer: Customer 
         raise InvalidArgument(
             Reason.INVALID_RECIPIENT, "the customer's contact point cannot be delivered to", field="recipient"
         )
-    variant = templates.choose_variant(template, chosen.channel, command.locale or customer.locale)
+    variant = templates.choose_variant(template, chosen.channel, locale)
     draft = _addressed(draft, chosen, variant.locale)
     try:
         rendered = templates.render(variant, _variables(command, customer))
@@ -382,6 +387,15 @@ async def update_cap_policy(uow: UnitOfWork, command: UpdateCapPolicy) -> CapPol
         quiet_hours=command.policy.quiet_hours if command.quiet_hours else current.quiet_hours,
     )
     return await repository.save_cap_policy(uow, merged)
+
+
+# --- the tenant's settings ---
+
+
+async def tenant_settings_changed(uow: UnitOfWork, event: gateway_events.TenantSettingsChanged) -> None:
+    """The gateway's default locale becomes the tenant's here: the texts of a customer without a
+    locale of their own are chosen by it."""
+    await repository.follow_gateway_settings(uow, event.settings.default_locale, event.version)
 
 
 # --- unsubscribe ---

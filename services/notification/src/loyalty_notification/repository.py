@@ -153,6 +153,34 @@ async def templates(
     return [_template(row) for row in rows]
 
 
+# --- the tenant's settings (a copy of the gateway's) ---
+
+
+async def default_locale(uow: UnitOfWork) -> str:
+    """The tenant's default locale as the gateway last said; empty until it did."""
+    return (
+        await uow.connection.fetchval(
+            f"SELECT default_locale FROM {SCHEMA}.tenant_settings WHERE tenant_id = $1", uow.tenant
+        )
+        or ""
+    )
+
+
+async def follow_gateway_settings(uow: UnitOfWork, locale: str, gateway_version: int) -> None:
+    """Keep the gateway's `gateway_version` of the default locale unless a newer one is kept."""
+    await uow.connection.execute(
+        f"""INSERT INTO {SCHEMA}.tenant_settings AS s (tenant_id, default_locale, gateway_version, update_time)
+            VALUES ($1, $2, $3, $4)
+            ON CONFLICT (tenant_id) DO UPDATE SET default_locale = EXCLUDED.default_locale,
+                gateway_version = EXCLUDED.gateway_version, update_time = EXCLUDED.update_time
+            WHERE s.gateway_version < EXCLUDED.gateway_version""",
+        uow.tenant,
+        locale,
+        gateway_version,
+        uow.now,
+    )
+
+
 # --- cap policies ---
 
 

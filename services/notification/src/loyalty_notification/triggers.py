@@ -150,6 +150,7 @@ SUBSCRIPTIONS = [
     Subscription("ledger.events", ledger_events.PointsExpiring, on_points_expiring),
     Subscription("promotion.events", promotion_events.RewardGranted, on_reward_granted),
     Subscription("gateway.events", gateway_events.PurchaseCommitted, on_purchase_committed),
+    Subscription("gateway.events", gateway_events.TenantSettingsChanged, app.tenant_settings_changed),
     Subscription("fraud.events", fraud_events.CaseResolved, on_case_resolved),
 ]
 

@@ -10,6 +10,7 @@ from datetime import date, datetime
 import asyncpg
 
 from loyalty.common.v1 import basket_pb2, money_pb2
+from loyalty.gateway.v1 import events_pb2 as gateway_events
 from loyalty.promotion.v1 import (
     campaign_pb2,
     earning_pb2,
@@ -205,6 +206,14 @@ async def update_settings(uow: UnitOfWork, command: UpdateSettings) -> settings_
             found[0].description,
             violations=[FieldViolation(v.field, v.description) for v in found],
         )
+    if updated.time_zone != current.time_zone and await repository.gateway_settings_version(
+        uow.connection, uow.tenant
+    ):
+        raise FailedPrecondition(
+            Reason.TENANT_SETTING_FROM_GATEWAY,
+            "the time zone follows the tenant's settings in the gateway (UpdateTenantSettings)",
+            field="settings.time_zone",
+        )
     if updated.ignore_dashes_in_codes and not current.ignore_dashes_in_codes:
         await _strip_code_dashes(uow)
     updated.update_time.CopyFrom(timestamp(uow.now))
@@ -212,6 +221,22 @@ async def update_settings(uow: UnitOfWork, command: UpdateSettings) -> settings_
     await repository.bump_catalog_version(uow.connection, uow.tenant)
     updated.etag = str(version)
     return updated
+
+
+async def tenant_settings_changed(uow: UnitOfWork, event: gateway_events.TenantSettingsChanged) -> None:
+    """The gateway's time zone becomes the tenant's default for schedules, windows and trigger
+    periods, unless a newer version of it was copied already; every replica's catalog follows."""
+    if await repository.gateway_settings_version(uow.connection, uow.tenant, lock=True) >= event.version:
+        return
+    current = await read_settings(uow.connection, uow.tenant)
+    current.time_zone = event.settings.time_zone
+    current.update_time.CopyFrom(timestamp(uow.now))
+    saved = await repository.save_followed_settings(
+        uow.connection, uow.tenant, _stored_payload(current), event.version, replace=current.etag != "0"
+    )
+    if saved is None:
+        raise Aborted(Reason.CONCURRENT_MODIFICATION, "the settings were created meanwhile: retry")
+    await repository.bump_catalog_version(uow.connection, uow.tenant)
 
 
 # --- campaigns ---

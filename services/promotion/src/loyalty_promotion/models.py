@@ -112,6 +112,8 @@ class TenantSettingsRow(Base):
     tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
+    # The version of the gateway's tenant settings the time zone was copied from (0: never).
+    gateway_version: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class CampaignStatisticsRow(Base):

@@ -295,6 +295,39 @@ async def save_settings(connection: asyncpg.Connection, tenant: str, payload: by
     )
 
 
+async def gateway_settings_version(connection: asyncpg.Connection, tenant: str, *, lock: bool = False) -> int:
+    """The version of the gateway's tenant settings the time zone was copied from; 0: never."""
+    return (
+        await connection.fetchval(
+            f"SELECT gateway_version FROM {SCHEMA}.tenant_settings WHERE tenant_id = $1"
+            + (" FOR UPDATE" if lock else ""),
+            tenant,
+        )
+        or 0
+    )
+
+
+async def save_followed_settings(
+    connection: asyncpg.Connection, tenant: str, payload: bytes, gateway_version: int, *, replace: bool
+) -> int | None:
+    """Store settings that follow the gateway's `gateway_version`: replacing the row the caller holds
+    locked, or inserting the first one (None if another insert came first: the caller retries, so
+    the other's fields are not overwritten with defaults)."""
+    conflict = (
+        """DO UPDATE SET payload = excluded.payload, version = tenant_settings.version + 1,
+               gateway_version = excluded.gateway_version"""
+        if replace
+        else "DO NOTHING"
+    )
+    return await connection.fetchval(
+        f"""INSERT INTO {SCHEMA}.tenant_settings (tenant_id, version, payload, gateway_version)
+            VALUES ($1, 1, $2, $3) ON CONFLICT (tenant_id) {conflict} RETURNING version""",
+        tenant,
+        payload,
+        gateway_version,
+    )
+
+
 async def add_statistics(connection: asyncpg.Connection, deltas: Sequence[StatisticsDelta]) -> None:
     """Adds one flush's counts in one statement (sorted, so two replicas flushing at once take the
     rows' locks in the same order and never deadlock)."""

@@ -6,6 +6,7 @@ import asyncio
 import httpx
 from pydantic_settings import SettingsConfigDict
 
+from loyalty.gateway.v1 import events_pb2 as gateway_events
 from loyalty.promotion.v1 import jobs_pb2, promotion_service_pb2, trigger_jobs_pb2
 from loyalty_promotion import (
     app,
@@ -25,6 +26,7 @@ from loyalty_promotion.servicer import PromotionServicer
 from loyalty_promotion.statistics import StatisticsBuffer, flush_loop
 from loyalty_promotion.trigger_links import TriggerLinks
 from loyalty_runtime.catalogue import PORTS
+from loyalty_runtime.events import Subscription
 from loyalty_runtime.jobs import Job, JobWorker, Schedule
 from loyalty_runtime.server import Api, Resources, ServiceDefinition
 from loyalty_runtime.settings import ServiceSettings
@@ -187,7 +189,10 @@ DEFINITION = ServiceDefinition(
     schema=SCHEMA,
     migrations="loyalty_promotion:migrations",
     events="promotion.events",
-    subscriptions=app_referrals.with_conversions(app_triggers.subscriptions()),
+    subscriptions=[
+        *app_referrals.with_conversions(app_triggers.subscriptions()),
+        Subscription("gateway.events", gateway_events.TenantSettingsChanged, app.tenant_settings_changed),
+    ],
     background=[_flush_statistics, _generate_codes, _run_trigger_jobs],
     schedules=[
         Schedule(

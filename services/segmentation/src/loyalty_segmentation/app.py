@@ -45,6 +45,7 @@ from loyalty_runtime.errors import (
 from loyalty_runtime.protobuf import timestamp
 from loyalty_runtime.uow import UnitOfWork, event_type_of
 from loyalty_segmentation import repository
+from loyalty_segmentation.cache import MembershipCache
 from loyalty_segmentation.commands import (
     ChangeMembers,
     CreateSegment,
@@ -70,11 +71,10 @@ log = logging.getLogger(__name__)
 # Incremental and estimate: $1 tenant, $2 now, $3 customer ids or sample size. Bulk: $3 segment id,
 # $4/$5 the slice of customers.
 FIRST_RULE_PARAMETER, FIRST_BULK_PARAMETER = 4, 6
-RECOMPUTE_JOB, SYNC_CUSTOMER_JOB, BACKFILL_JOB, FORGET_JOB = (
+RECOMPUTE_JOB, SYNC_CUSTOMER_JOB, BACKFILL_JOB = (
     "segmentation.recompute-segment",
     "segmentation.sync-customer",
     "segmentation.backfill-profiles",
-    "segmentation.forget-cached",
 )
 
 
@@ -499,7 +499,7 @@ async def record_activity(uow: UnitOfWork, command: RecordActivity, changed: Cha
     return recorded
 
 
-async def notification_activity(uow: UnitOfWork, event) -> None:
+async def notification_activity(uow: UnitOfWork, event, cache: MembershipCache) -> None:
     """notification.sent / notification.opened count as activities of their type ("offers received
     / opened"), once per message; the event carries no time, so its handling time is used."""
     if not event.customer_id:
@@ -508,7 +508,7 @@ async def notification_activity(uow: UnitOfWork, event) -> None:
     command = RecordActivity(f"{kind}:{event.message_id}", event.customer_id, kind, uow.now)
     changed = Changed()
     await record_activity(uow, command, changed)
-    await forget_after_commit(uow, changed)
+    forget_after_commit(uow, changed, cache)
 
 
 def _moment(uow: UnitOfWork, event, field: str) -> datetime:
@@ -524,13 +524,15 @@ def _key(uow: UnitOfWork, fact_id: str) -> str:
     return fact_id or f"event:{uow.call.event_id}"
 
 
-async def _from_event(uow: UnitOfWork, use_case, command) -> None:
+async def _from_event(uow: UnitOfWork, use_case, command, cache: MembershipCache) -> None:
     changed = Changed()
     await use_case(uow, command, changed)
-    await forget_after_commit(uow, changed)
+    forget_after_commit(uow, changed, cache)
 
 
-async def purchase_committed(uow: UnitOfWork, event: gateway_events.PurchaseCommitted) -> None:
+async def purchase_committed(
+    uow: UnitOfWork, event: gateway_events.PurchaseCommitted, cache: MembershipCache
+) -> None:
     """A committed checkout of a known customer is a purchase at its purchase time (not the time
     the event is handled); an anonymous one has nobody to segment."""
     if not event.customer_id:
@@ -543,10 +545,12 @@ async def purchase_committed(uow: UnitOfWork, event: gateway_events.PurchaseComm
         event.net_total.currency_code,
         basket_categories(event.basket),
     )
-    await _from_event(uow, record_purchase, command)
+    await _from_event(uow, record_purchase, command, cache)
 
 
-async def checkout_returned(uow: UnitOfWork, event: gateway_events.CheckoutReturned) -> None:
+async def checkout_returned(
+    uow: UnitOfWork, event: gateway_events.CheckoutReturned, cache: MembershipCache
+) -> None:
     """A return reduces spend, keyed by the return id as RecordReturn is."""
     if not event.customer_id:
         return
@@ -557,10 +561,12 @@ async def checkout_returned(uow: UnitOfWork, event: gateway_events.CheckoutRetur
         _moment(uow, event, "return_time"),
         event.refunded_total.amount_minor,
     )
-    await _from_event(uow, record_return, command)
+    await _from_event(uow, record_return, command, cache)
 
 
-async def activity_recorded(uow: UnitOfWork, event: gateway_events.ActivityRecorded) -> None:
+async def activity_recorded(
+    uow: UnitOfWork, event: gateway_events.ActivityRecorded, cache: MembershipCache
+) -> None:
     """An app's activity, keyed by its event id as RecordActivity is. A type the column cannot hold
     is dropped (redelivering it would fail the same way forever)."""
     if (
@@ -572,21 +578,25 @@ async def activity_recorded(uow: UnitOfWork, event: gateway_events.ActivityRecor
     command = RecordActivity(
         _key(uow, event.event_id), event.customer_id, event.activity_type, _moment(uow, event, "occur_time")
     )
-    await _from_event(uow, record_activity, command)
+    await _from_event(uow, record_activity, command, cache)
 
 
-async def redemptions_committed(uow: UnitOfWork, event: promotion_events.RedemptionsCommitted) -> None:
+async def redemptions_committed(
+    uow: UnitOfWork, event: promotion_events.RedemptionsCommitted, cache: MembershipCache
+) -> None:
     """Codes redeemed: the checkout's redemptions of a voucher (automatic promotions are not codes),
     each once by its redemption id, at the time the commit happened."""
-    await _code_redemptions(uow, event, released=False)
+    await _code_redemptions(uow, event, cache, released=False)
 
 
-async def redemptions_released(uow: UnitOfWork, event: promotion_events.RedemptionsReleased) -> None:
+async def redemptions_released(
+    uow: UnitOfWork, event: promotion_events.RedemptionsReleased, cache: MembershipCache
+) -> None:
     """Released codes were not redeemed after all, in whichever order commit and release arrive."""
-    await _code_redemptions(uow, event, released=True)
+    await _code_redemptions(uow, event, cache, released=True)
 
 
-async def _code_redemptions(uow: UnitOfWork, event, *, released: bool) -> None:
+async def _code_redemptions(uow: UnitOfWork, event, cache: MembershipCache, *, released: bool) -> None:
     codes = [(r.redemption_id, r.voucher_id) for r in event.redemptions if r.voucher_id]
     if not event.customer_id or not codes:
         return
@@ -597,14 +607,17 @@ async def _code_redemptions(uow: UnitOfWork, event, *, released: bool) -> None:
     ):
         changed = Changed()
         await _after_record(uow, event.customer_id, changed)
-        await forget_after_commit(uow, changed)
+        forget_after_commit(uow, changed, cache)
 
 
-async def forget_after_commit(uow: UnitOfWork, changed: Changed) -> None:
-    """An event handler has no moment after its commit: a job (run after it) drops the cached
-    answers its change made stale."""
+def forget_after_commit(uow: UnitOfWork, changed: Changed, cache: MembershipCache) -> None:
+    """Drop the cached answers the event's change made stale once its transaction has committed
+    (before, a reader could cache the old answer again), in the event's one transaction rather than
+    a job's second. A process that dies between the commit and the drop leaves those entries to
+    their TTL, as a Redis outage does (cache.py): the RPCs' changes take the same risk."""
     if changed.customers:
-        await uow.enqueue(FORGET_JOB, jobs_pb2.ForgetCachedJob(customer_ids=sorted(changed.customers)))
+        tenant, customers = uow.tenant, sorted(changed.customers)
+        uow.after_commit(lambda: cache.forget(tenant, customers))
 
 
 async def _after_record(uow: UnitOfWork, customer_id: str, changed: Changed) -> None:
@@ -613,13 +626,15 @@ async def _after_record(uow: UnitOfWork, customer_id: str, changed: Changed) -> 
     await refresh_customers(uow, [customer_id], changed)
 
 
-async def customer_created(uow: UnitOfWork, event: profile_events.CustomerCreated) -> None:
+async def customer_created(
+    uow: UnitOfWork, event: profile_events.CustomerCreated, cache: MembershipCache
+) -> None:
     """A new customer joins the population at once (rules such as "never purchased" may match
     them); their attributes follow from profile in a job."""
     await repository.touch_customer(uow, event.customer_id)
     changed = Changed()
     await refresh_customers(uow, [event.customer_id], changed)
-    await forget_after_commit(uow, changed)
+    forget_after_commit(uow, changed, cache)
     await uow.enqueue(SYNC_CUSTOMER_JOB, jobs_pb2.SyncCustomerJob(customer_id=event.customer_id))
 
 
@@ -701,9 +716,18 @@ async def get_settings(uow: UnitOfWork) -> settings_pb2.SegmentationSettings:
 async def update_settings(
     uow: UnitOfWork, command: UpdateSettings, changed: Changed
 ) -> settings_pb2.SegmentationSettings:
-    """A new time zone moves every calendar rule's edges: the rule segments are recomputed."""
+    """A new time zone moves every calendar rule's edges: the rule segments are recomputed. Once the
+    gateway has provisioned the tenant, its time zone is the gateway's (tenant.settings_changed):
+    changing it here as well would leave two sources, whichever wrote last winning."""
     rules.check_time_zone(command.time_zone)
-    current = _settings(await repository.settings(uow, lock=True))
+    row = await repository.settings(uow, lock=True)
+    if row is not None and row["gateway_version"]:
+        raise FailedPrecondition(
+            Reason.TENANT_SETTING_FROM_GATEWAY,
+            "the time zone follows the tenant's settings in the gateway (UpdateTenantSettings)",
+            field="settings.time_zone",
+        )
+    current = _settings(row)
     if command.etag and command.etag != current.etag:
         raise Aborted(
             Reason.CONCURRENT_MODIFICATION, "the settings changed since they were read", field="etag"
@@ -712,6 +736,17 @@ async def update_settings(
     if command.time_zone != current.time_zone:
         await recompute_all(uow)
     return saved
+
+
+async def tenant_settings_changed(uow: UnitOfWork, event: gateway_events.TenantSettingsChanged) -> None:
+    """The gateway's time zone becomes the tenant's calendar here, unless a newer version of it was
+    copied already (events of one tenant can arrive late after a redelivery). A zone this process
+    cannot load raises, so the event is retried and then dead-lettered, never silently dropped."""
+    zone = event.settings.time_zone
+    rules.check_time_zone(zone)
+    followed = await repository.follow_gateway_settings(uow, zone, event.version)
+    if followed is not None and (followed["previous"] or "") != zone:
+        await recompute_all(uow)
 
 
 # --- reads ----------------------------------------------------------------------------------------
@@ -801,7 +836,13 @@ async def export_customer_data(uow: UnitOfWork, customer_id: str) -> list:
     return records
 
 
-async def erase_customer(uow: UnitOfWork, customer_id: str) -> None:
+async def erase_customer(uow: UnitOfWork, customer_id: str, cache: MembershipCache) -> None:
+    """The customer leaves every segment; their cached answer goes once that has committed."""
+    await _erase(uow, customer_id)
+    forget_after_commit(uow, Changed({customer_id}), cache)
+
+
+async def _erase(uow: UnitOfWork, customer_id: str) -> None:
     left = await repository.erase_customer(uow, customer_id)
     for segment_id in left:
         _publish(uow, events_pb2.SegmentLeft, segment_id, customer_id)
@@ -809,10 +850,13 @@ async def erase_customer(uow: UnitOfWork, customer_id: str) -> None:
         await repository.adjust_counts(uow, dict.fromkeys(left, -1))
 
 
-async def merge_customers(uow: UnitOfWork, survivor_id: str, merged_id: str) -> None:
+async def merge_customers(uow: UnitOfWork, survivor_id: str, merged_id: str, cache: MembershipCache) -> None:
     """The duplicate's purchases and returns become the survivor's; the duplicate leaves every
-    segment, and the survivor's memberships follow their combined history."""
+    segment, and the survivor's memberships follow their combined history. Both cached answers go
+    (the survivor's purchase facts changed even where their segments did not)."""
     await repository.touch_customer(uow, survivor_id)
     await repository.move_history(uow, survivor_id, merged_id)
-    await erase_customer(uow, merged_id)
-    await refresh_customers(uow, [survivor_id], Changed())
+    await _erase(uow, merged_id)
+    changed = Changed({survivor_id, merged_id})
+    await refresh_customers(uow, [survivor_id], changed)
+    forget_after_commit(uow, changed, cache)

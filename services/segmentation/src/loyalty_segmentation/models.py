@@ -222,6 +222,8 @@ class TenantSettingsRow(Base):
     time_zone: Mapped[str] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The version of the gateway's tenant settings the time zone was copied from (0: never).
+    gateway_version: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 add_runtime_tables(Base.metadata)

@@ -672,9 +672,11 @@ async def rule_context(uow: UnitOfWork) -> tuple[dict[str, str], str]:
 
 
 async def settings(uow: UnitOfWork, *, lock: bool = False):
-    """(time zone, version, updated_at) of the tenant's settings; None while it has the defaults."""
+    """(time zone, version, updated_at, gateway_version) of the tenant's settings; None while it has
+    the defaults."""
     return await uow.connection.fetchrow(
-        f"SELECT time_zone, version, updated_at FROM {S}.tenant_settings WHERE tenant_id = $1"
+        f"""SELECT time_zone, version, updated_at, gateway_version FROM {S}.tenant_settings
+            WHERE tenant_id = $1"""
         + (" FOR UPDATE" if lock else ""),
         uow.tenant,
     )
@@ -685,10 +687,28 @@ async def save_settings(uow: UnitOfWork, time_zone: str):
         f"""INSERT INTO {S}.tenant_settings (tenant_id, time_zone, version, updated_at) VALUES ($1, $2, 1, $3)
             ON CONFLICT (tenant_id) DO UPDATE SET time_zone = excluded.time_zone,
                 version = {S}.tenant_settings.version + 1, updated_at = excluded.updated_at
-            RETURNING time_zone, version, updated_at""",
+            RETURNING time_zone, version, updated_at, gateway_version""",
         uow.tenant,
         time_zone,
         uow.now,
+    )
+
+
+async def follow_gateway_settings(uow: UnitOfWork, time_zone: str, gateway_version: int):
+    """Copy the gateway's time zone unless a copy of this or a newer version is kept already; the
+    zone it replaced as `previous` (None: the defaults), no row if it was older."""
+    return await uow.connection.fetchrow(
+        f"""WITH kept AS (SELECT time_zone FROM {S}.tenant_settings WHERE tenant_id = $1 FOR UPDATE)
+            INSERT INTO {S}.tenant_settings AS s (tenant_id, time_zone, version, updated_at, gateway_version)
+            VALUES ($1, $2, 1, $3, $4)
+            ON CONFLICT (tenant_id) DO UPDATE SET time_zone = excluded.time_zone, version = s.version + 1,
+                updated_at = excluded.updated_at, gateway_version = excluded.gateway_version
+            WHERE s.gateway_version < excluded.gateway_version
+            RETURNING (SELECT time_zone FROM kept) AS previous""",
+        uow.tenant,
+        time_zone,
+        uow.now,
+        gateway_version,
     )
 
 
