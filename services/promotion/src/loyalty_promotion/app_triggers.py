@@ -8,9 +8,10 @@ records a grant (once per trigger and event, by a unique index) and publishes `r
 the same transaction. The ledger posts points rewards from that event, idempotently on the grant id,
 so a reward is posted once even if every delivery is doubled.
 
-Not built yet, and refused on save rather than ignored: customer and basket conditions, code
-rewards. Not built at all yet: achievements across event types, delays, other actions
-(notifications, static segments, webhooks), clawback on returns."""
+Achievements (progress across events, app_achievements.py) and delayed rewards (app_delays.py)
+hook in here. Not built yet, and refused on save rather than ignored: customer and basket
+conditions, code rewards. Not built at all yet: other actions (notifications, static segments,
+webhooks)."""
 
 import uuid
 from collections.abc import Callable, Mapping
@@ -23,9 +24,9 @@ from loyalty.ledger.v1 import events_pb2 as ledger_events
 from loyalty.profile.v1 import events_pb2 as profile_events
 from loyalty.promotion.v1 import campaign_pb2, events_pb2, reward_pb2, trigger_pb2
 from loyalty.segmentation.v1 import events_pb2 as segmentation_events
-from loyalty_promotion import app, repository_triggers as repository
+from loyalty_promotion import app, app_achievements, app_delays, repository_triggers as repository
 from loyalty_promotion.commands import DeleteTrigger, ListRewardGrants, ListTriggers, UpdateTrigger
-from loyalty_promotion.domain import triggers as rules
+from loyalty_promotion.domain import achievements, triggers as rules
 from loyalty_promotion.repository_triggers import StoredGrant, StoredTrigger
 from loyalty_runtime.errors import FieldViolation, InvalidArgument, NotFound, Reason
 from loyalty_runtime.events import Subscription, is_activity_type
@@ -114,6 +115,8 @@ SOURCES = (
                 "program_id": e.program_id,
                 "points_earned": e.points_earned,
                 "codes": len(e.codes),
+                "checkout_id": e.checkout_id,
+                "categories": tuple({c for line in e.basket.lines for c in line.categories}),
             },
         ),
     ),
@@ -142,7 +145,10 @@ def listenable(event_type: str) -> bool:
 
 def subscriptions() -> list[Subscription]:
     """One subscription per event triggers listen to, for the service's definition."""
-    return [Subscription(source.stream, source.event, _handler(source)) for source in SOURCES]
+    return [
+        *(Subscription(source.stream, source.event, _handler(source)) for source in SOURCES),
+        *app_achievements.subscriptions(),
+    ]
 
 
 def _handler(source: Source):
@@ -252,7 +258,7 @@ def _apply(target: trigger_pb2.Trigger, source: trigger_pb2.Trigger, path: str) 
 
 async def _check(uow: UnitOfWork, trigger: trigger_pb2.Trigger) -> None:
     """Refuse what a trigger may not say (every violation at once), or a campaign it cannot use."""
-    found = rules.violations(trigger, listenable)
+    found = rules.violations(trigger, listenable) + achievements.violations(trigger, listenable)
     if found:
         raise InvalidArgument(Reason.INVALID_ARGUMENT, found[0].description, violations=found)
     campaign = await _campaign(uow, trigger.campaign_id)
@@ -332,6 +338,7 @@ async def on_event(
     uow: UnitOfWork, event_type: str, customer_id: str, properties: Mapping[str, rules.Value]
 ) -> None:
     """Count the event for every trigger listening to it, and reward where a trigger says so."""
+    await app_delays.cancel_on(uow, event_type, customer_id)
     stored_triggers = await repository.listening(uow.connection, uow.tenant, event_type)
     if not stored_triggers:
         return
@@ -348,12 +355,15 @@ async def on_event(
         campaign = campaigns[stored.campaign_id]
         if campaign is None or campaign.state != campaign_pb2.CAMPAIGN_STATE_ACTIVE:
             continue
+        if trigger.HasField("achievement"):
+            await app_achievements.on_match(uow, trigger, campaign, customer_id, properties)
+            continue
         period = rules.counting_period(trigger, occurred, time_zone)
         count = await repository.count_match(
             uow.connection, uow.tenant, stored.trigger_id, customer_id, period
         )
         if rules.nth_is_rewarded(trigger, count):
-            await _reward(uow, trigger, campaign, customer_id)
+            await app_delays.reward_or_delay(uow, trigger, campaign, customer_id)
 
 
 async def _reward(

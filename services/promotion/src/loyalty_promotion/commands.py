@@ -281,3 +281,11 @@ class ListRewardGrants:
     trigger_id: str | None
     after: tuple[datetime, str] | None
     limit: int
+
+
+@dataclass(frozen=True)
+class ListAchievementProgress:
+    customer_id: str
+    campaign_id: str | None
+    after: str | None
+    limit: int

@@ -6,7 +6,7 @@ import asyncio
 from pydantic_settings import SettingsConfigDict
 
 from loyalty.promotion.v1 import jobs_pb2, promotion_service_pb2
-from loyalty_promotion import app, app_generation, app_redemptions, app_triggers, repository
+from loyalty_promotion import app, app_delays, app_generation, app_redemptions, app_triggers, repository
 from loyalty_promotion.app_generation import GENERATE_JOB
 from loyalty_promotion.cache import CatalogCache
 from loyalty_promotion.replica import Replica
@@ -40,6 +40,8 @@ class PromotionSettings(ServiceSettings):
     # one looks for work.
     generation_workers: int = 1
     job_poll_seconds: float = 1.0
+    # How often the sweep gives the triggers' delayed rewards that are due (how late one may be).
+    delay_sweep_seconds: float = 10.0
 
 
 # The runtime's Resources has no place for a service's own per-process state, so the replica is
@@ -126,6 +128,11 @@ DEFINITION = ServiceDefinition(
             "promotion.reservations-expiry",
             every=lambda settings: settings.reservation_sweep_seconds,
             run=lambda resources: app_redemptions.sweep(resources.units),
-        )
+        ),
+        Schedule(
+            "promotion.delayed-rewards",
+            every=lambda settings: settings.delay_sweep_seconds,
+            run=lambda resources: app_delays.give_due(resources.units),
+        ),
     ],
 )

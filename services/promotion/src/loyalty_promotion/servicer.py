@@ -55,6 +55,7 @@ from loyalty_promotion.domain import csvcodes
 from loyalty_promotion.domain.campaigns import PB_TO_STATE
 from loyalty_promotion.domain.lifecycle import Action, State
 from loyalty_promotion.replica import Replica
+from loyalty_promotion.servicer_achievements import AchievementRpcs
 from loyalty_promotion.servicer_triggers import TriggerRpcs
 from loyalty_runtime import paging
 from loyalty_runtime.context import current_tenant
@@ -151,7 +152,7 @@ def _offset_token(token: str) -> int:
     return int(value or 0)
 
 
-class PromotionServicer(TriggerRpcs):
+class PromotionServicer(TriggerRpcs, AchievementRpcs):
     def __init__(self, units: UnitsOfWork, replica: Replica, reservation_ttl_seconds: float = 900.0) -> None:
         self.units = units
         self.replica = replica
