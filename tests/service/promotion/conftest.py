@@ -19,6 +19,8 @@ async def promotion_settings(database_url, redis_url):
         redis_url,
         # Short enough for tests to wait on; the default is 5 s.
         statistics_flush_seconds=0.1,
+        # Delayed trigger rewards are given within this long of being due; the default is 10 s.
+        delay_sweep_seconds=0.2,
     )
 
 

@@ -21,13 +21,14 @@ from tests.conftest import rpc_failure
 from tests.service.promotion.test_promotion_triggers import (
     create,
     event_campaign,
+    grants,
     points,
     publish,
-    settled,
     welcome,
 )
 
 DAY = 86_400
+MARKER = "marker.reached"
 
 
 def purchase(checkout_id: str, customer_id: str, total: int, *categories: str):
@@ -64,6 +65,19 @@ def achievement(campaign_id: str, measure, target: int, *, prop: str = "", windo
     return trigger_pb2.Trigger(campaign_id=campaign_id, achievement=rule, **fields)
 
 
+async def add_marker(tenant, campaign_id: str) -> None:
+    """A trigger on an activity on gateway.events, for settled(): that stream is handled in order."""
+    await create(tenant, welcome(campaign_id, display_name="Marker", event_type=MARKER))
+
+
+async def settled(tenant, redis_url: str, marker_customer: str) -> None:
+    """Wait until the consumer has handled every gateway event published before: a last one whose
+    grant shows up last."""
+    marker = gateway_events.ActivityRecorded(customer_id=marker_customer, activity_type=MARKER)
+    await publish(redis_url, "gateway.events", tenant.tenant_id, marker)
+    await grants(tenant, 1, customer_id=marker_customer)
+
+
 async def progress(tenant, customer_id: str) -> dict[str, trigger_pb2.AchievementProgress]:
     response = await tenant.stub.ListAchievementProgress(
         api.ListAchievementProgressRequest(customer_id=customer_id), metadata=tenant.metadata
@@ -83,7 +97,7 @@ async def test_spend_500_in_a_rolling_30_days_completes_once_and_shows_its_progr
             window_days=30,
         ),
     )
-    await create(tenant, welcome(campaign.campaign_id))  # for settled()
+    await add_marker(tenant, campaign.campaign_id)
     start = datetime.now(UTC) - timedelta(days=60)
     # 200 on day 0 has left the window by day 40: 200 + 200 < 500 then; 150 on day 45 completes it.
     for day, total in ((0, 20_000), (20, 20_000), (40, 20_000)):
@@ -142,7 +156,7 @@ async def test_three_distinct_categories_and_two_reviews_show_as_2_of_3_then_com
             campaign.campaign_id, trigger_pb2.ACHIEVEMENT_MEASURE_COUNT, 2, event_type="review.written"
         ),
     )
-    await create(tenant, welcome(campaign.campaign_id))
+    await add_marker(tenant, campaign.campaign_id)
     await publish(
         redis_url, "gateway.events", tenant.tenant_id, purchase("k-1", "c-1", 100, "dairy", "bakery")
     )
@@ -216,7 +230,7 @@ async def test_a_return_before_the_reward_undoes_the_progress_and_after_it_claws
         tenant,
         achievement(campaign.campaign_id, trigger_pb2.ACHIEVEMENT_MEASURE_COUNT, 2, display_name="Keeps"),
     )
-    await create(tenant, welcome(campaign.campaign_id))
+    await add_marker(tenant, campaign.campaign_id)
     await publish(redis_url, "gateway.events", tenant.tenant_id, purchase("k-1", "c-1", 800))
     await publish(redis_url, "gateway.events", tenant.tenant_id, returned("k-1", "c-1", 800))  # before
     await publish(redis_url, "gateway.events", tenant.tenant_id, purchase("k-2", "c-1", 600))
