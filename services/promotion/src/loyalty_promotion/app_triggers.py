@@ -24,7 +24,13 @@ from loyalty.ledger.v1 import events_pb2 as ledger_events
 from loyalty.profile.v1 import events_pb2 as profile_events
 from loyalty.promotion.v1 import campaign_pb2, events_pb2, reward_pb2, trigger_pb2
 from loyalty.segmentation.v1 import events_pb2 as segmentation_events
-from loyalty_promotion import app, app_achievements, app_delays, repository_triggers as repository
+from loyalty_promotion import (
+    app,
+    app_achievements,
+    app_birthdays,
+    app_delays,
+    repository_triggers as repository,
+)
 from loyalty_promotion.commands import DeleteTrigger, ListRewardGrants, ListTriggers, UpdateTrigger
 from loyalty_promotion.domain import achievements, triggers as rules
 from loyalty_promotion.repository_triggers import StoredGrant, StoredTrigger
@@ -134,6 +140,7 @@ SOURCES = (
             {"campaign_id": e.campaign_id, "referee_customer_id": e.referee_customer_id},
         ),
     ),
+    Source("promotion.events", events_pb2.CustomerBirthday, lambda e: (e.customer_id, {"year": e.year})),
 )
 EVENT_TYPES = frozenset(source.event_type for source in SOURCES if source.listened_as is None)
 
@@ -148,11 +155,14 @@ def subscriptions() -> list[Subscription]:
     return [
         *(Subscription(source.stream, source.event, _handler(source)) for source in SOURCES),
         *app_achievements.subscriptions(),
+        *app_birthdays.subscriptions(),
     ]
 
 
 def _handler(source: Source):
     async def handle(uow: UnitOfWork, event: Message) -> None:
+        if isinstance(event, profile_events.CustomerCreated):
+            await app_birthdays.on_created(uow, event)
         customer_id, properties = source.read(event)
         event_type = source.listened_as(event) if source.listened_as else source.event_type
         if customer_id:

@@ -6,7 +6,15 @@ import asyncio
 from pydantic_settings import SettingsConfigDict
 
 from loyalty.promotion.v1 import jobs_pb2, promotion_service_pb2
-from loyalty_promotion import app, app_delays, app_generation, app_redemptions, app_triggers, repository
+from loyalty_promotion import (
+    app,
+    app_birthdays,
+    app_delays,
+    app_generation,
+    app_redemptions,
+    app_triggers,
+    repository,
+)
 from loyalty_promotion.app_generation import GENERATE_JOB
 from loyalty_promotion.cache import CatalogCache
 from loyalty_promotion.replica import Replica
@@ -42,6 +50,8 @@ class PromotionSettings(ServiceSettings):
     job_poll_seconds: float = 1.0
     # How often the sweep gives the triggers' delayed rewards that are due (how late one may be).
     delay_sweep_seconds: float = 10.0
+    # How often the scheduler looks for customers whose birthday is today (emitted once a year each).
+    birthday_check_seconds: float = 3600.0
 
 
 # The runtime's Resources has no place for a service's own per-process state, so the replica is
@@ -133,6 +143,11 @@ DEFINITION = ServiceDefinition(
             "promotion.delayed-rewards",
             every=lambda settings: settings.delay_sweep_seconds,
             run=lambda resources: app_delays.give_due(resources.units),
+        ),
+        Schedule(
+            "promotion.birthdays",
+            every=lambda settings: settings.birthday_check_seconds,
+            run=lambda resources: app_birthdays.emit_due(resources.units),
         ),
     ],
 )
