@@ -2,15 +2,15 @@
 30 days", "buy from 3 categories", "write 2 reviews"), completed and rewarded once, undone by
 returns, and read by the app ("2 of 3 purchases").
 
-A matching event adds its contributions (once per event) under the customer's achievement row lock,
-so concurrent events of one customer decide completion one after another and exactly one of them
-completes it. A return (`checkout.returned`) adds its refund to the contributions of its purchase;
+A matching event adds its contributions (once per event) under the customer's achievement row locks
+(all the achievements it matches in three statements), so concurrent events of one customer decide
+completion one after another and exactly one of them completes it. A return (`checkout.returned`) adds its refund to the contributions of its purchase;
 if the progress then falls below the target of an achievement it completed, the reward still
 waiting (a delay) is cancelled, and one already given is taken back when the trigger's clawback
 policy says so (`reward.reversed`, which the ledger reverses once), and the achievement is open
 again."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from loyalty.gateway.v1 import events_pb2 as gateway_events
 from loyalty.promotion.v1 import campaign_pb2, events_pb2, reward_pb2, trigger_pb2
@@ -29,28 +29,25 @@ from loyalty_runtime.uow import UnitOfWork
 TRIGGER_BATCH = 500
 
 
-async def on_match(
+async def on_matches(
     uow: UnitOfWork,
-    trigger: trigger_pb2.Trigger,
-    campaign: campaign_pb2.Campaign,
+    matches: Sequence[tuple[trigger_pb2.Trigger, campaign_pb2.Campaign]],
     customer_id: str,
     properties: Mapping[str, object],
 ) -> None:
-    """Count a matching event towards the customer's achievement; complete and reward it once."""
-    rule = trigger.achievement
-    added = rules.contributions(rule, properties)
+    """Count a matching event towards the customer's achievements; complete and reward each once.
+    Three statements for all of them: lock, add, read."""
+    added = {t.trigger_id: rules.contributions(t.achievement, properties) for t, _ in matches}
+    added = {trigger_id: found for trigger_id, found in added.items() if found}
     if not added:
         return
-    completed_by, _ = await repository.lock_achievement(
-        uow.connection, uow.tenant, trigger.trigger_id, customer_id
-    )
+    locked = await repository.lock_achievements(uow.connection, uow.tenant, list(added), customer_id)
     occurred = uow.call.event_time or uow.now
     subject = str(properties.get("checkout_id", ""))
     refundable = properties.get("net_total", 0) if subject else 0
     await repository.add_contributions(
         uow.connection,
         uow.tenant,
-        trigger.trigger_id,
         customer_id,
         uow.call.event_id,
         added,
@@ -58,14 +55,21 @@ async def on_match(
         occurred,
         refundable if isinstance(refundable, int) else 0,
     )
-    if completed_by is not None:
+    open_ids = [trigger_id for trigger_id in added if locked[trigger_id][0] is None]
+    if not open_ids:
         return
-    counted = await repository.counted(uow.connection, uow.tenant, [trigger.trigger_id], customer_id)
-    if rules.progress(rule, counted[trigger.trigger_id], occurred) >= rule.target:
-        await repository.set_completed(
-            uow.connection, uow.tenant, trigger.trigger_id, customer_id, uow.call.event_id, occurred
-        )
-        await app_delays.reward_or_delay(uow, trigger, campaign, customer_id)
+    counted = await repository.counted(uow.connection, uow.tenant, open_ids, customer_id)
+    for trigger, campaign in matches:
+        if trigger.trigger_id not in counted:
+            continue
+        if (
+            rules.progress(trigger.achievement, counted[trigger.trigger_id], occurred)
+            >= trigger.achievement.target
+        ):
+            await repository.set_completed(
+                uow.connection, uow.tenant, trigger.trigger_id, customer_id, uow.call.event_id, occurred
+            )
+            await app_delays.reward_or_delay(uow, trigger, campaign, customer_id)
 
 
 async def on_return(uow: UnitOfWork, event: gateway_events.CheckoutReturned) -> None:
@@ -80,9 +84,8 @@ async def on_return(uow: UnitOfWork, event: gateway_events.CheckoutReturned) -> 
 
 
 async def _undo_if_short(uow: UnitOfWork, trigger_id: str, customer_id: str) -> None:
-    completed_by, completed_at = await repository.lock_achievement(
-        uow.connection, uow.tenant, trigger_id, customer_id
-    )
+    locked = await repository.lock_achievements(uow.connection, uow.tenant, [trigger_id], customer_id)
+    completed_by, completed_at = locked[trigger_id]
     stored = await repository_triggers.get_trigger(uow.connection, uow.tenant, trigger_id)
     if completed_by is None or stored is None:
         return  # not rewarded: the lower progress is all there is to undo

@@ -356,6 +356,7 @@ async def on_event(
     time_zone = (await app.read_settings(uow.connection, uow.tenant)).time_zone
     occurred = uow.call.event_time or uow.now
     campaigns: dict[str, campaign_pb2.Campaign | None] = {}  # read once per event, not per trigger
+    achievements_matched = []
     for stored in stored_triggers:
         trigger = _trigger_of(stored)
         if not rules.filters_hold(trigger, properties):
@@ -366,7 +367,7 @@ async def on_event(
         if campaign is None or campaign.state != campaign_pb2.CAMPAIGN_STATE_ACTIVE:
             continue
         if trigger.HasField("achievement"):
-            await app_achievements.on_match(uow, trigger, campaign, customer_id, properties)
+            achievements_matched.append((trigger, campaign))
             continue
         period = rules.counting_period(trigger, occurred, time_zone)
         count = await repository.count_match(
@@ -374,6 +375,8 @@ async def on_event(
         )
         if rules.nth_is_rewarded(trigger, count):
             await app_delays.reward_or_delay(uow, trigger, campaign, customer_id)
+    if achievements_matched:
+        await app_achievements.on_matches(uow, achievements_matched, customer_id, properties)
 
 
 async def _reward(

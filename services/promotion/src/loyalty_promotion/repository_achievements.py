@@ -1,8 +1,8 @@
 """SQL on asyncpg for achievements (progress per customer), delayed rewards and clawbacks. Every
 statement filters by the caller's tenant, but the sweep's read of due rewards across tenants.
 
-A customer's achievement row is taken with one upsert whose row lock orders that customer's
-concurrent events on the trigger, so completion is decided by one of them at a time; a delayed
+A customer's achievement rows are taken with one upsert whose row locks order that customer's
+concurrent events on the triggers, so completion is decided by one of them at a time; a delayed
 reward is claimed by a guarded `UPDATE ... WHERE state = 'pending'`, so it is given once however
 many sweeps race for it."""
 
@@ -15,47 +15,49 @@ from loyalty_promotion.domain.achievements import Contribution, Counted
 from loyalty_promotion.repository import SCHEMA
 
 
-async def lock_achievement(
-    connection: asyncpg.Connection, tenant: str, trigger_id: str, customer_id: str
-) -> tuple[str | None, datetime | None]:
-    """The customer's achievement row, locked (made on first use): the event that completed it, and
-    when."""
-    row = await connection.fetchrow(
+async def lock_achievements(
+    connection: asyncpg.Connection, tenant: str, trigger_ids: Sequence[str], customer_id: str
+) -> dict[str, tuple[str | None, datetime | None]]:
+    """Lock the customer's achievement rows of these triggers, made on first use, in trigger id
+    order (the one order every event takes): for each, the event that completed it and when (None:
+    not completed). One statement for every achievement an event matches."""
+    rows = await connection.fetch(
         f"""INSERT INTO {SCHEMA}.achievements AS a (tenant_id, trigger_id, customer_id)
-            VALUES ($1, $2, $3)
+            SELECT $1, t, $2 FROM unnest($3::uuid[]) AS t ORDER BY t
             ON CONFLICT (tenant_id, trigger_id, customer_id) DO UPDATE SET customer_id = a.customer_id
-            RETURNING completing_event_id, completed_at""",
+            RETURNING trigger_id::text, completing_event_id, completed_at""",
         tenant,
-        trigger_id,
         customer_id,
+        sorted(trigger_ids),
     )
-    return row[0], row[1]
+    return {row[0]: (row[1], row[2]) for row in rows}
 
 
 async def add_contributions(
     connection: asyncpg.Connection,
     tenant: str,
-    trigger_id: str,
     customer_id: str,
     source_event_id: str,
-    contributions: Sequence[Contribution],
+    contributions: dict[str, Sequence[Contribution]],
     subject: str,
     occurred_at: datetime,
     refundable: int,
 ) -> None:
-    """The event's contributions, once (a redelivered event adds nothing)."""
+    """The event's contributions to each trigger's achievement, once (a redelivered event adds
+    nothing); after lock_achievements, so concurrent events wait on the row locks, never here."""
+    rows = [(t, c.value, c.amount) for t in sorted(contributions) for c in contributions[t]]
     await connection.execute(
         f"""INSERT INTO {SCHEMA}.achievement_contributions (tenant_id, trigger_id, customer_id,
                 source_event_id, value, amount, subject, occurred_at, refundable, refunded)
-            SELECT $1, $2, $3, $4, value, amount, $7, $8, $9, 0
-            FROM unnest($5::varchar[], $6::bigint[]) AS c(value, amount)
+            SELECT $1, c.trigger_id, $2, $3, c.value, c.amount, $7, $8, $9, 0
+            FROM unnest($4::uuid[], $5::varchar[], $6::bigint[]) AS c(trigger_id, value, amount)
             ON CONFLICT DO NOTHING""",
         tenant,
-        trigger_id,
         customer_id,
         source_event_id,
-        [c.value for c in contributions],
-        [c.amount for c in contributions],
+        [row[0] for row in rows],
+        [row[1] for row in rows],
+        [row[2] for row in rows],
         subject,
         occurred_at,
         refundable,
