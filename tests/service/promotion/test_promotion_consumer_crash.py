@@ -6,11 +6,9 @@ idle, so every purchase, each also delivered twice, is rewarded exactly once. Sl
 runtime's lease (10 s) and claim idle time (30 s)."""
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime
 
@@ -20,6 +18,7 @@ from loyalty.promotion.v1 import promotion_service_pb2 as api
 from loyalty_devstack.infra import free_port
 from loyalty_runtime.events import Envelope
 from tests.service.promotion.test_promotion_achievements import purchase
+from tests.service.promotion.test_promotion_crash import _start
 from tests.service.promotion.test_promotion_triggers import (
     create,
     event_campaign,
@@ -29,25 +28,6 @@ from tests.service.promotion.test_promotion_triggers import (
 
 LEASE = "gateway.events.lease.promotion"
 PURCHASES = 300
-
-
-def _start(settings, port: int) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "PROMOTION_DATABASE_URL": settings.database_url,
-        "PROMOTION_REDIS_URL": settings.redis_url,
-        "PROMOTION_INTERNAL_TOKEN": settings.internal_token.get_secret_value(),
-        "PROMOTION_GRPC_HOST": "127.0.0.1",
-        "PROMOTION_GRPC_PORT": str(port),
-        "PROMOTION_METRICS_PORT": "0",
-        "PROMOTION_GENERATION_WORKERS": "0",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "loyalty_promotion", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 async def _lead(redis: Redis, process: subprocess.Popen) -> None:
