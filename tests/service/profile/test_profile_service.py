@@ -462,3 +462,34 @@ async def test_the_gdpr_export_hook_gives_the_profile_and_what_remains_of_its_du
     assert await records_for("another-tenant", survivor.customer_id) == []
     with pytest.raises(InvalidArgument):
         await records_for(tenant_of(tenant), "not-a-uuid")
+
+
+async def test_the_events_carry_a_birthday_without_its_year_for_promotion(stub, tenant, redis_url):
+    customer = await enrol(
+        stub,
+        tenant,
+        ident(CARD, "BIRTH001"),
+        birth_date=date_pb2.Date(year=1990, month=6, day=15),
+        time_zone="Europe/Berlin",
+    )
+    customer_id = customer.customer_id
+    for changes, path in (
+        (profile_pb2.Customer(customer_id=customer_id, given_name="Bea"), "given_name"),
+        (profile_pb2.Customer(customer_id=customer_id), "birth_date"),
+    ):
+        await stub.UpdateCustomer(
+            api.UpdateCustomerRequest(
+                idempotency_key=key(), customer=changes, update_mask=FieldMask(paths=[path])
+            ),
+            metadata=tenant,
+        )
+    await wait_for_event(redis_url, tenant_of(tenant), "customer.updated", customer_id)
+    async with asyncio.timeout(10):
+        while len(published := await published_events(redis_url, tenant_of(tenant))) < 3:
+            await asyncio.sleep(0.05)
+    birthday = events_pb2.Birthday(month=6, day=15, time_zone="Europe/Berlin")
+    assert [event for _, _, event in published] == [
+        events_pb2.CustomerCreated(customer_id=customer_id, birthday=birthday),
+        events_pb2.CustomerUpdated(customer_id=customer_id, fields=["given_name"]),
+        events_pb2.CustomerUpdated(customer_id=customer_id, fields=["birth_date"]),  # dropped: no birthday
+    ]

@@ -21,6 +21,8 @@ async def promotion_settings(database_url, redis_url):
         statistics_flush_seconds=0.1,
         # campaign.ended follows a schedule's end within this (the default is 10 s).
         campaign_end_sweep_seconds=0.2,
+        # Delayed trigger rewards are given within this long of being due; the default is 10 s.
+        delay_sweep_seconds=0.2,
     )
 
 

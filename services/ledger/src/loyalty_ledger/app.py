@@ -221,6 +221,24 @@ async def post_reward(uow: UnitOfWork, event: promotion_events.RewardGranted) ->
     )
 
 
+async def reverse_reward(uow: UnitOfWork, event: promotion_events.RewardReversed) -> None:
+    """A trigger's reward taken back (promotion's `reward.reversed`, its clawback policy after a
+    return): the entry that posted it is reversed, once (the consumer handles each event once, and
+    the reversal's key is the grant's). A reward never posted (none was for that grant) is left."""
+    earned = await repository.entry_by_key(uow, f"reward:{event.grant_id}")
+    if earned is None:
+        return
+    await reverse_entry(
+        uow,
+        ReverseEntry(
+            entry_id=earned.entry_id,
+            idempotency_key=f"reward-reversal:{event.grant_id}",
+            reason="reward clawed back",
+            source_ref=event.grant_id,
+        ),
+    )
+
+
 def _earn(
     books: Books,
     program: Program,

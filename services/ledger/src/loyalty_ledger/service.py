@@ -42,6 +42,7 @@ DEFINITION = ServiceDefinition(
     events="ledger.events",
     subscriptions=[
         Subscription("promotion.events", promotion_events.RewardGranted, app.post_reward),
+        Subscription("promotion.events", promotion_events.RewardReversed, app.reverse_reward),
         Subscription("fraud.events", fraud_events.CaseResolved, app.resolve_review),
     ],
     schedules=[

@@ -51,9 +51,19 @@ def _identifier_taken(field: str) -> AlreadyExists:
     )
 
 
+def _birthday(customer: Customer) -> events_pb2.Birthday | None:
+    """What promotion's birthday triggers need: month and day, never the year."""
+    birth = customer.birth_date
+    if birth is None:
+        return None
+    return events_pb2.Birthday(month=birth.month, day=birth.day, time_zone=customer.time_zone)
+
+
 def _updated(uow: UnitOfWork, customer: Customer, fields: list[str]) -> None:
+    birthday = _birthday(customer) if {"birth_date", "time_zone"} & set(fields) else None
     uow.record(
-        events_pb2.CustomerUpdated(customer_id=customer.customer_id, fields=fields), key=customer.customer_id
+        events_pb2.CustomerUpdated(customer_id=customer.customer_id, fields=fields, birthday=birthday),
+        key=customer.customer_id,
     )
 
 
@@ -68,7 +78,10 @@ async def enrol_customer(uow: UnitOfWork, command: EnrolCustomer) -> Customer:
     for index, identifier in enumerate(identifiers):
         if identifier in taken:
             raise _identifier_taken(f"identifiers[{index}]")
-    uow.record(events_pb2.CustomerCreated(customer_id=customer.customer_id), key=customer.customer_id)
+    uow.record(
+        events_pb2.CustomerCreated(customer_id=customer.customer_id, birthday=_birthday(customer)),
+        key=customer.customer_id,
+    )
     uow.concerns(customer.customer_id)
     return customer
 

@@ -44,6 +44,11 @@ def condition_violations(trigger: trigger_pb2.Trigger, prefix: str = "trigger.")
     violations = [FieldViolation(v.field, v.description) for v in found]
     for kind, why in adapter.event_violations(trigger.condition, trigger.event_type):
         violations.append(FieldViolation(f"{prefix}condition", f"{kind}: {why}"))
+    if trigger.HasField("achievement") and adapter.needs_of(trigger.condition).remote:
+        # Achievements count the event's own properties, which the lookup job does not carry.
+        violations.append(
+            FieldViolation(f"{prefix}condition", "an achievement's condition cannot read segments or metrics")
+        )
     return violations
 
 

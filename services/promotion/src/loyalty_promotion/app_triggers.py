@@ -11,7 +11,8 @@ so a reward is posted once even if every delivery is doubled.
 A trigger's condition (customer and, for purchases, basket conditions) is the promotion engine's
 own, tested against Facts built from the event (app_trigger_conditions.py); its actions (points,
 codes, notifications, static segments, webhooks) run once per grant (app_trigger_actions.py).
-Not built here: achievements across event types, delays, clawback on returns."""
+Achievements (progress across events, app_achievements.py) and delayed rewards (app_delays.py)
+hook in here."""
 
 import uuid
 from collections.abc import Callable, Mapping
@@ -27,12 +28,20 @@ from loyalty.promotion.v1 import campaign_pb2, events_pb2, reward_pb2, trigger_j
 from loyalty.segmentation.v1 import events_pb2 as segmentation_events
 from loyalty_promotion import (
     app,
+    app_achievements,
+    app_birthdays,
+    app_delays,
     app_trigger_actions as actions,
     app_trigger_conditions as conditions,
     repository_triggers as repository,
 )
 from loyalty_promotion.commands import DeleteTrigger, ListRewardGrants, ListTriggers, UpdateTrigger
-from loyalty_promotion.domain import trigger_actions as action_rules, trigger_facts, triggers as rules
+from loyalty_promotion.domain import (
+    achievements,
+    trigger_actions as action_rules,
+    trigger_facts,
+    triggers as rules,
+)
 from loyalty_promotion.repository_triggers import StoredGrant, StoredTrigger
 from loyalty_promotion.trigger_links import TriggerLinks
 from loyalty_runtime.errors import FieldViolation, InvalidArgument, NotFound, Reason
@@ -122,6 +131,8 @@ SOURCES = (
                 "program_id": e.program_id,
                 "points_earned": e.points_earned,
                 "codes": len(e.codes),
+                "checkout_id": e.checkout_id,
+                "categories": tuple({c for line in e.basket.lines for c in line.categories}),
             },
         ),
     ),
@@ -139,6 +150,7 @@ SOURCES = (
             {"campaign_id": e.campaign_id, "referee_customer_id": e.referee_customer_id},
         ),
     ),
+    Source("promotion.events", events_pb2.CustomerBirthday, lambda e: (e.customer_id, {"year": e.year})),
 )
 EVENT_TYPES = frozenset(source.event_type for source in SOURCES if source.listened_as is None)
 
@@ -150,11 +162,17 @@ def listenable(event_type: str) -> bool:
 
 def subscriptions() -> list[Subscription]:
     """One subscription per event triggers listen to, for the service's definition."""
-    return [Subscription(source.stream, source.event, _handler(source)) for source in SOURCES]
+    return [
+        *(Subscription(source.stream, source.event, _handler(source)) for source in SOURCES),
+        *app_achievements.subscriptions(),
+        *app_birthdays.subscriptions(),
+    ]
 
 
 def _handler(source: Source):
     async def handle(uow: UnitOfWork, event: Message) -> None:
+        if isinstance(event, profile_events.CustomerCreated):
+            await app_birthdays.on_created(uow, event)
         customer_id, properties = source.read(event)
         event_type = source.listened_as(event) if source.listened_as else source.event_type
         if customer_id:
@@ -267,9 +285,8 @@ def _apply(target: trigger_pb2.Trigger, source: trigger_pb2.Trigger, path: str) 
 async def _check(uow: UnitOfWork, trigger: trigger_pb2.Trigger, links: TriggerLinks | None) -> None:
     """Refuse what a trigger may not say (every violation at once, the reason of the first), or a
     campaign it cannot use, or what its actions name and does not exist."""
-    refusals = [
-        action_rules.Refusal(Reason.INVALID_ARGUMENT, v) for v in rules.violations(trigger, listenable)
-    ]
+    found = rules.violations(trigger, listenable) + achievements.violations(trigger, listenable)
+    refusals = [action_rules.Refusal(Reason.INVALID_ARGUMENT, v) for v in found]
     refusals += [
         action_rules.Refusal(Reason.TRIGGER_CONDITION_INVALID, v)
         for v in conditions.condition_violations(trigger)
@@ -379,6 +396,7 @@ async def on_event(
     """Count the event for every trigger listening to it whose filters and condition hold, and
     reward where a trigger says so. A condition reading another service's facts (segments, lifetime
     metrics) is tested by a job (`on_condition_job`): the consumer holds no channels."""
+    await app_delays.cancel_on(uow, event_type, customer_id)
     stored_triggers = await repository.listening(uow.connection, uow.tenant, event_type)
     if not stored_triggers:
         return
@@ -387,6 +405,7 @@ async def on_event(
     occurrence = actions.Occurrence(uow.call.event_id, event_type, uow.call.event_time or uow.now)
     told = conditions.told_by(event, customer_id)
     campaigns: dict[str, campaign_pb2.Campaign | None] = {}  # read once per event, not per trigger
+    achievements_matched = []
     for stored in stored_triggers:
         trigger = _trigger_of(stored)
         if not rules.filters_hold(trigger, properties):
@@ -410,7 +429,12 @@ async def on_event(
                 uow, None, stored, trigger, told, occurrence.occurred_at, time_zone
             ):
                 continue
+        if trigger.HasField("achievement"):
+            achievements_matched.append((trigger, campaign))
+            continue
         await _count_and_reward(uow, trigger, campaign, customer_id, occurrence, time_zone)
+    if achievements_matched:
+        await app_achievements.on_matches(uow, achievements_matched, customer_id, properties)
 
 
 async def on_condition_job(
@@ -447,7 +471,12 @@ async def _count_and_reward(
     period = rules.counting_period(trigger, occurrence.occurred_at, time_zone)
     count = await repository.count_match(uow.connection, uow.tenant, trigger.trigger_id, customer_id, period)
     if rules.nth_is_rewarded(trigger, count):
-        await _reward(uow, trigger, campaign, customer_id, occurrence)
+        await app_delays.reward_or_delay(uow, trigger, campaign, customer_id, occurrence)
+
+
+def occurrence_of(uow: UnitOfWork, trigger: trigger_pb2.Trigger) -> "actions.Occurrence":
+    """The event being handled (for a delayed reward: the one it was delayed from), as actions see it."""
+    return actions.Occurrence(uow.call.event_id, trigger.event_type, uow.call.event_time or uow.now)
 
 
 async def _reward(

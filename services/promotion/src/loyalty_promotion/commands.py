@@ -288,3 +288,11 @@ class AcceptReferral:
     code: str
     referee: str
     validate_only: bool
+
+
+@dataclass(frozen=True)
+class ListAchievementProgress:
+    customer_id: str
+    campaign_id: str | None
+    after: str | None
+    limit: int

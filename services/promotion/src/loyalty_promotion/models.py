@@ -24,6 +24,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Uuid,
     func,
@@ -519,3 +520,105 @@ class CatalogueRedemptionRow(Base):
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+
+
+def _of_trigger(name: str) -> ForeignKeyConstraint:
+    return ForeignKeyConstraint(
+        ["tenant_id", "trigger_id"],
+        [f"{SCHEMA}.triggers.tenant_id", f"{SCHEMA}.triggers.trigger_id"],
+        ondelete="CASCADE",
+        name=name,
+    )
+
+
+class AchievementContributionRow(Base):
+    """What one event contributed to a customer's achievement (one row per distinct value), and
+    what returns refunded of the purchase (`subject`, the checkout) it came from."""
+
+    __tablename__ = "achievement_contributions"
+    __table_args__ = (
+        _of_trigger("achievement_contributions_trigger"),
+        Index(
+            "achievement_contributions_of_subject",
+            "tenant_id",
+            "customer_id",
+            "subject",
+            postgresql_where=text("subject <> ''"),
+        ),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    trigger_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source_event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128), primary_key=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    subject: Mapped[str] = mapped_column(String(128))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    refundable: Mapped[int] = mapped_column(BigInteger)
+    refunded: Mapped[int] = mapped_column(BigInteger)
+
+
+class AchievementRow(Base):
+    """A customer's achievement on a trigger: its row lock orders the customer's concurrent events,
+    and `completed_at` says it rewarded (once)."""
+
+    __tablename__ = "achievements"
+    __table_args__ = (
+        _of_trigger("achievements_trigger"),
+        Index("achievements_of_customer", "tenant_id", "customer_id"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    trigger_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completing_event_id: Mapped[str | None] = mapped_column(String(128))
+
+
+class DelayedRewardRow(Base):
+    """A trigger's reward waiting for `due_at` (once per trigger and event), unless an event of
+    `cancel_on_event_type` for the customer cancels it first."""
+
+    __tablename__ = "delayed_rewards"
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'done', 'cancelled')", name="delayed_rewards_state"),
+        _of_trigger("delayed_rewards_trigger"),
+        Index("delayed_rewards_due", "due_at", postgresql_where=text("state = 'pending'")),
+        Index(
+            "delayed_rewards_cancellable",
+            "tenant_id",
+            "customer_id",
+            "cancel_on_event_type",
+            postgresql_where=text("state = 'pending' AND cancel_on_event_type <> ''"),
+        ),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    trigger_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    source_event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    cancel_on_event_type: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+
+
+class CustomerBirthdayRow(Base):
+    """The month and day of a customer's birthday (never the year) and their time zone, copied from
+    profile's events, and the last year `customer.birthday` was emitted for them."""
+
+    __tablename__ = "customer_birthdays"
+    __table_args__ = (
+        CheckConstraint(
+            "birth_month BETWEEN 1 AND 12 AND birth_day BETWEEN 1 AND 31", name="customer_birthdays_date"
+        ),
+        Index("customer_birthdays_on", "birth_month", "birth_day"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    birth_month: Mapped[int] = mapped_column(SmallInteger)
+    birth_day: Mapped[int] = mapped_column(SmallInteger)
+    time_zone: Mapped[str] = mapped_column(String(64))
+    celebrated_year: Mapped[int | None] = mapped_column(Integer)

@@ -10,6 +10,8 @@ from loyalty.gateway.v1 import events_pb2 as gateway_events
 from loyalty.promotion.v1 import jobs_pb2, promotion_service_pb2, trigger_jobs_pb2
 from loyalty_promotion import (
     app,
+    app_birthdays,
+    app_delays,
     app_generation,
     app_redemptions,
     app_referrals,
@@ -64,6 +66,10 @@ class PromotionSettings(ServiceSettings):
     trigger_action_workers: int = 1
     trigger_retry_seconds: float = 5.0
     webhook_timeout_seconds: float = 5.0
+    # How often the sweep gives the triggers' delayed rewards that are due (how late one may be).
+    delay_sweep_seconds: float = 10.0
+    # How often the scheduler looks for customers whose birthday is today (emitted once a year each).
+    birthday_check_seconds: float = 3600.0
 
 
 # The runtime's Resources has no place for a service's own per-process state, so the replica is
@@ -204,6 +210,16 @@ DEFINITION = ServiceDefinition(
             "promotion.campaign-ends",
             every=lambda settings: settings.campaign_end_sweep_seconds,
             run=lambda resources: app.announce_ended_campaigns(resources.units),
+        ),
+        Schedule(
+            "promotion.delayed-rewards",
+            every=lambda settings: settings.delay_sweep_seconds,
+            run=lambda resources: app_delays.give_due(resources.units),
+        ),
+        Schedule(
+            "promotion.birthdays",
+            every=lambda settings: settings.birthday_check_seconds,
+            run=lambda resources: app_birthdays.emit_due(resources.units),
         ),
     ],
 )

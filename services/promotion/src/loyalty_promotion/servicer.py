@@ -56,6 +56,7 @@ from loyalty_promotion.domain import csvcodes
 from loyalty_promotion.domain.campaigns import PB_TO_STATE
 from loyalty_promotion.domain.lifecycle import Action, State
 from loyalty_promotion.replica import Replica
+from loyalty_promotion.servicer_achievements import AchievementRpcs
 from loyalty_promotion.servicer_catalogue import CatalogueRpcs
 from loyalty_promotion.servicer_triggers import TriggerRpcs
 from loyalty_promotion.trigger_links import TriggerLinks
@@ -154,7 +155,7 @@ def _offset_token(token: str) -> int:
     return int(value or 0)
 
 
-class PromotionServicer(TriggerRpcs, CatalogueRpcs):
+class PromotionServicer(TriggerRpcs, CatalogueRpcs, AchievementRpcs):
     def __init__(
         self,
         units: UnitsOfWork,
