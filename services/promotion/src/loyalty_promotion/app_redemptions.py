@@ -26,7 +26,14 @@ from loyalty_promotion.domain import returns, vouchers as limits
 from loyalty_promotion.domain.returns import CommittedLine
 from loyalty_promotion.repository_codes import StoredRedemption, StoredReservation, StoredVoucher
 from loyalty_runtime.context import CallContext, bind_call, unbind_call
-from loyalty_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Reason
+from loyalty_runtime.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Reason,
+)
 from loyalty_runtime.protobuf import timestamp
 from loyalty_runtime.uow import UnitOfWork, UnitsOfWork
 
@@ -348,22 +355,22 @@ def _redemption_rows(
 
 async def commit(uow: UnitOfWork, checkout_id: str, catalog: engine.Catalog) -> redemption_pb2.Reservation:
     """`catalog` (the replica's, fetched before the transaction) says which campaigns are referral
-    programmes and their confirmation delays."""
-    stored = await sql.get_reservation(uow.connection, uow.tenant, checkout_id, lock=True)
-    if stored is None:
-        raise _not_found()
-    state = _state(stored, uow.now)
-    if state == "rolled_back":
-        raise FailedPrecondition(Reason.RESERVATION_ROLLED_BACK, "this checkout was rolled back")
-    if state == "expired":
-        raise FailedPrecondition(Reason.RESERVATION_EXPIRED, "the reservation expired; reserve again")
-    if state != "reserved":
+    programmes and their confirmation delays. The usual commit is one statement; anything else (a
+    replay, an expired or rolled-back reservation) is read under the row's lock and answered."""
+    committed = await sql.commit_reserved(uow.connection, uow.tenant, checkout_id, uow.now)
+    if committed is None:
+        stored = await sql.get_reservation(uow.connection, uow.tenant, checkout_id, lock=True)
+        if stored is None:
+            raise _not_found()
+        state = _state(stored, uow.now)
+        if state == "rolled_back":
+            raise FailedPrecondition(Reason.RESERVATION_ROLLED_BACK, "this checkout was rolled back")
+        if state == "expired":
+            raise FailedPrecondition(Reason.RESERVATION_EXPIRED, "the reservation expired; reserve again")
+        if state == "reserved":  # it was released and reserved again between the two statements
+            raise Aborted(Reason.CONCURRENT_MODIFICATION, "the reservation changed meanwhile; retry")
         return await reservation_of(uow.connection, uow.tenant, stored, uow.now)
-    # The reservation row first (locked already), the hot voucher and budget rows last.
-    stored = await sql.set_reservation_state(uow.connection, uow.tenant, checkout_id, "committed", uow.now)
-    redemptions = await sql.move_uses(
-        uow.connection, uow.tenant, checkout_id, from_state="reserved", to_state="committed", now=uow.now
-    )
+    stored, redemptions = committed
     uow.record(
         events_pb2.RedemptionsCommitted(
             checkout_id=checkout_id, customer_id=stored.customer_id or "", redemptions=_summaries(redemptions)

@@ -602,6 +602,64 @@ async def move_uses(
     return [_redemption(row) for row in rows]
 
 
+async def commit_reserved(
+    connection: asyncpg.Connection, tenant: str, checkout_id: str, now: datetime
+) -> tuple[StoredReservation, list[StoredRedemption]] | None:
+    """A reserved, unexpired checkout committed in one statement: its state, its redemptions and
+    their uses (the voucher's and the budget's reserved parts become committed); the reservation
+    and its redemptions as they are now. None when it is not reserved or expired any more (the
+    caller reads it under a lock and answers why): the guarded UPDATE takes the row lock, so a
+    rollback or expiry racing this commit either happened before it (no row) or waits for it."""
+    rows = await connection.fetch(
+        f"""WITH committed AS (
+                UPDATE {SCHEMA}.reservations SET state = 'committed', commit_at = $3
+                WHERE tenant_id = $1 AND checkout_id = $2 AND state = 'reserved' AND expire_at > $3
+                RETURNING {_RESERVATION}
+            ), moved AS (
+                UPDATE {SCHEMA}.redemptions SET state = 'committed', updated_at = $3
+                WHERE tenant_id = $1 AND checkout_id = $2 AND state = 'reserved'
+                  AND EXISTS (SELECT 1 FROM committed)
+                RETURNING {_REDEMPTION}
+            ), by_voucher AS (
+                UPDATE {SCHEMA}.vouchers v SET reserved_count = v.reserved_count - r.n,
+                    redemption_count = v.redemption_count + r.n
+                FROM (SELECT voucher_id, count(*) AS n FROM moved
+                      WHERE first AND voucher_id IS NOT NULL GROUP BY voucher_id) r
+                WHERE v.tenant_id = $1 AND v.voucher_id = r.voucher_id
+                RETURNING 1
+            ), by_budget AS (
+                UPDATE {SCHEMA}.campaign_usage u SET redemptions_reserved = u.redemptions_reserved - r.n,
+                    discount_reserved = u.discount_reserved - r.d, points_reserved = u.points_reserved - r.p,
+                    redemptions_committed = u.redemptions_committed + r.n,
+                    discount_committed = u.discount_committed + r.d, points_committed = u.points_committed + r.p
+                FROM (SELECT campaign_id, count(*) FILTER (WHERE first) AS n, sum(discount) AS d,
+                             sum(points) AS p
+                      FROM moved WHERE budgeted GROUP BY campaign_id) r
+                WHERE u.tenant_id = $1 AND u.campaign_id = r.campaign_id
+                RETURNING 1
+            )
+            SELECT c.checkout_id AS r_checkout_id, c.state AS r_state, c.customer_id AS r_customer_id,
+                   c.fingerprint AS r_fingerprint, c.result AS r_result, c.basket AS r_basket,
+                   c.expire_at AS r_expire_at, c.created_at AS r_created_at, c.commit_at AS r_commit_at,
+                   c.rollback_at AS r_rollback_at, m.*
+            FROM committed c LEFT JOIN moved m ON true
+            ORDER BY m.campaign_id, m.promotion_id""",
+        tenant,
+        checkout_id,
+        now,
+    )
+    if not rows:
+        return None
+    first = rows[0]
+    reservation = _reservation({name: first[f"r_{name}"] for name in _RESERVATION.split(", ")})
+    redemptions = [
+        _redemption({k: v for k, v in row.items() if not k.startswith("r_")})
+        for row in rows
+        if row["redemption_id"] is not None
+    ]
+    return reservation, redemptions
+
+
 async def expired_reservations(
     connection: asyncpg.Connection, now: datetime, limit: int
 ) -> list[tuple[str, str]]:
