@@ -43,6 +43,10 @@ async def test_a_per_store_limit_holds_under_a_stampede_and_rollback_gives_a_use
     assert [(c.campaign_id, c.reason) for c in refused.result.candidates] == [
         (campaign.campaign_id, err.ERROR_REASON_STORE_LIMIT_REACHED)
     ]
+    preview = await codes.evaluate(at("s1"))  # the evaluation says so before any reservation
+    assert [(c.campaign_id, c.reason) for c in preview.candidates] == [
+        (campaign.campaign_id, err.ERROR_REASON_STORE_LIMIT_REACHED)
+    ]
     # Another store has its own five.
     elsewhere = await asyncio.gather(
         *(retried(lambda: codes.reserve(checkout(), at("s2"))) for _ in range(8))

@@ -173,17 +173,27 @@ async def update_voucher(
 
 
 async def usage_of(
-    connection: asyncpg.Connection, tenant: str, campaign_ids: Sequence[str]
+    connection: asyncpg.Connection, tenant: str, campaign_ids: Sequence[str], store_id: str | None = None
 ) -> dict[str, Usage]:
+    """Each campaign's usage; with `store_id`, its uses at that store too."""
     rows = await connection.fetch(
-        f"""SELECT campaign_id, redemptions_reserved + redemptions_committed AS redemptions,
-                   discount_reserved + discount_committed AS discount,
-                   points_reserved + points_committed AS points
-            FROM {SCHEMA}.campaign_usage WHERE tenant_id = $1 AND campaign_id = ANY($2::uuid[])""",
+        f"""SELECT c.campaign_id, coalesce(u.redemptions_reserved + u.redemptions_committed, 0) AS redemptions,
+                   coalesce(u.discount_reserved + u.discount_committed, 0) AS discount,
+                   coalesce(u.points_reserved + u.points_committed, 0) AS points,
+                   coalesce(s.uses, 0) AS at_store
+            FROM unnest($2::uuid[]) AS c(campaign_id)
+            LEFT JOIN {SCHEMA}.campaign_usage u ON u.tenant_id = $1 AND u.campaign_id = c.campaign_id
+            LEFT JOIN {SCHEMA}.store_usage s
+                   ON s.tenant_id = $1 AND s.campaign_id = c.campaign_id AND s.store_id = $3::varchar
+            WHERE u.campaign_id IS NOT NULL OR s.campaign_id IS NOT NULL""",
         tenant,
         list(campaign_ids),
+        store_id,
     )
-    return {str(r["campaign_id"]): Usage(r["redemptions"], r["discount"], r["points"]) for r in rows}
+    return {
+        str(r["campaign_id"]): Usage(r["redemptions"], r["discount"], r["points"], r["at_store"])
+        for r in rows
+    }
 
 
 async def usage_rows(connection: asyncpg.Connection, tenant: str, campaign_id: str) -> dict[str, int] | None:
