@@ -269,10 +269,10 @@ class Checkouts:
 
     async def _open(self, caller: KeyCaller, sale, request, digest: bytes, states: list[str]):
         """(row, saga): a new checkout's row is created with its lease already taken (its saga); an
-        existing one is claimed right away when it can be, so the usual call costs one statement."""
-        purchase_at = (
-            moment(request, "purchase_time") if isinstance(request, api.CommitCheckoutRequest) else None
-        )
+        existing one is claimed right away when it can be. A commit usually follows its reservation,
+        so it tries the claim first, a reserve the insert: the usual call costs one statement."""
+        commit = isinstance(request, api.CommitCheckoutRequest)
+        purchase_at = moment(request, "purchase_time") if commit else None
         lease = self._lease()
         async with self.units.read() as uow:
             values = {
@@ -284,23 +284,28 @@ class Checkouts:
                 "receipt_number": getattr(request, "receipt_number", ""),
                 "purchase_at": purchase_at or uow.now,
             }
-            until = uow.now + timedelta(seconds=self.settings.saga_lease_seconds)
-            row = await repository.open_checkout(
-                uow.connection, uow.tenant, sale.checkout_id, values, (lease, until), uow.now
-            )
-            if row is not None:
-                return row, Saga.of(row, lease)
-            row = await repository.claim_checkout(
-                uow.connection,
-                uow.tenant,
-                sale.checkout_id,
-                (lease, until),
-                uow.now,
-                states=states,
-                fingerprint=digest,
-            )
-            if row is not None:
-                return row, Saga.of(row, lease)
+            taken = (lease, uow.now + timedelta(seconds=self.settings.saga_lease_seconds))
+
+            def insert():
+                return repository.open_checkout(
+                    uow.connection, uow.tenant, sale.checkout_id, values, taken, uow.now
+                )
+
+            def claim():
+                return repository.claim_checkout(
+                    uow.connection,
+                    uow.tenant,
+                    sale.checkout_id,
+                    taken,
+                    uow.now,
+                    states=states,
+                    fingerprint=digest,
+                )
+
+            for attempt in (claim, insert) if commit else (insert, claim):
+                row = await attempt()
+                if row is not None:
+                    return row, Saga.of(row, lease)
             return await repository.checkout(uow.connection, uow.tenant, sale.checkout_id), None
 
     def _lease(self) -> str:
