@@ -1,7 +1,8 @@
 """The gateway with every service behind it, each in a process of its own (real PostgreSQL and Redis):
 PreviewCheckout warm (customer context cached) and cold (every call a cache miss: a second gateway
 with GATEWAY_CONTEXT_TTL_SECONDS=0, so each call fans out to profile, segmentation and ledger), and
-ReserveCheckout+CommitCheckout as one operation, at concurrency 1, 8, 32 and 128, beside a bare
+ReserveCheckout+CommitCheckout as one operation (a 10% campaign with a budget and an earning rule
+apply, so promotion reserves and commits a redemption and the ledger posts points), at concurrency 1, 8, 32 and 128, beside a bare
 grpc.aio echo measured the same way in the same run. A benchmark, never a timed test.
 
     make bench BENCH=bench/gateway/bench_gateway.py
@@ -37,6 +38,14 @@ from loyalty.gateway.v1 import (
     customer_service_pb2_grpc,
 )
 from loyalty.ledger.v1 import ledger_pb2, ledger_service_pb2 as ledger_api, ledger_service_pb2_grpc
+from loyalty.promotion.v1 import (
+    campaign_pb2,
+    earning_pb2,
+    effect_pb2,
+    promotion_pb2,
+    promotion_service_pb2 as promotion_api,
+    promotion_service_pb2_grpc,
+)
 from loyalty.testing.v1 import echo_pb2, echo_pb2_grpc
 from loyalty_devstack.benchkit import ServerProcess, scratch_database, service_process
 from loyalty_devstack.infra import free_port
@@ -73,7 +82,55 @@ def gateway_process(
     )
 
 
-async def provision(gateway: grpc.aio.Channel, ledger: grpc.aio.Channel, database_url: str, customers: int):
+async def campaigns(promotion: grpc.aio.Channel, internal, program_id: str) -> None:
+    """What a checkout meets in a shop: the programme's earning rule (1 point per euro) and a live 10%
+    campaign with a budget and a per-customer limit, so a commit reserves and commits a redemption
+    (its budget and customer rows taken) and the ledger posts earned points."""
+    stub = promotion_service_pb2_grpc.PromotionServiceStub(promotion)
+    rule = earning_pb2.EarningRule(
+        program_id=program_id,
+        display_name="1 point per euro",
+        rate={"points": 1, "per_amount": {"currency_code": "EUR", "amount_minor": 100}},
+    )
+    await stub.CreateEarningRule(
+        promotion_api.CreateEarningRuleRequest(idempotency_key=uuid.uuid4().hex, earning_rule=rule),
+        metadata=internal,
+    )
+    budget = campaign_pb2.Budget(max_redemptions=10_000_000, max_redemptions_per_customer=1_000_000)
+    campaign = (
+        await stub.CreateCampaign(
+            promotion_api.CreateCampaignRequest(
+                idempotency_key=uuid.uuid4().hex,
+                campaign=campaign_pb2.Campaign(display_name="10% off", budget=budget),
+            ),
+            metadata=internal,
+        )
+    ).campaign
+    effect = effect_pb2.Effect(percent_off=effect_pb2.PercentOffEffect(percent_bps=1000))
+    await stub.CreatePromotion(
+        promotion_api.CreatePromotionRequest(
+            idempotency_key=uuid.uuid4().hex,
+            promotion=promotion_pb2.Promotion(
+                campaign_id=campaign.campaign_id, display_name="10% off", effects=[effect]
+            ),
+        ),
+        metadata=internal,
+    )
+    await stub.ActivateCampaign(
+        promotion_api.ActivateCampaignRequest(
+            idempotency_key=uuid.uuid4().hex, campaign_id=campaign.campaign_id
+        ),
+        metadata=internal,
+    )
+
+
+async def provision(
+    gateway: grpc.aio.Channel,
+    ledger: grpc.aio.Channel,
+    promotion: grpc.aio.Channel,
+    database_url: str,
+    customers: int,
+):
     from loyalty_gateway import bootstrap
 
     await bootstrap.create_admin_user(database_url, TENANT, "bench", PASSWORD)
@@ -99,6 +156,7 @@ async def provision(gateway: grpc.aio.Channel, ledger: grpc.aio.Channel, databas
         ),
         metadata=internal,
     )
+    await campaigns(promotion, internal, program.program.program_id)
     settings = {
         "default_program_id": program.program.program_id,
         "currency_code": "EUR",
@@ -200,7 +258,9 @@ async def main(args) -> None:
             )
             processes.append(cold_gateway)
             cold_channel = await cold_gateway.channel()
-            till, customers = await provision(warm_channel, channels["ledger"], database_url, args.customers)
+            till, customers = await provision(
+                warm_channel, channels["ledger"], channels["promotion"], database_url, args.customers
+            )
             cpu = {"gateway": warm_gateway, **servers}
             await report(args, levels, bare, warm_channel, cold_channel, till, customers, cpu)
         finally:

@@ -97,6 +97,9 @@ def test_a_budget_never_takes_part_of_a_redemption():
     points = campaign_pb2.Budget(max_points=50, max_redemptions=2)
     assert budget_rejection(points, Usage(redemptions=1, points=40), 0, 10, "EUR") is None
     assert budget_rejection(points, Usage(redemptions=2), 0, 0, "EUR") == Reason.BUDGET_EXHAUSTED
+    per_store = campaign_pb2.Budget(max_redemptions_per_store=2)
+    assert budget_rejection(per_store, Usage(redemptions=9, at_store=1), 0, 0, "EUR") is None
+    assert budget_rejection(per_store, Usage(at_store=2), 0, 0, "EUR") == Reason.STORE_LIMIT_REACHED
 
 
 def test_entropy_and_the_space_are_exact():

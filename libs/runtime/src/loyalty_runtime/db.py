@@ -3,8 +3,8 @@
 SQLAlchemy describes each service's tables (`models.py`) and Alembic migrates them. Calls run SQL text
 on asyncpg directly: a round trip through the ORM session costs about ten times its CPU here.
 
-- The pool never opens more than `pool_size` connections; a call that cannot get one within
-  `acquire_timeout` (or its own deadline) is refused at once with RESOURCE_EXHAUSTED.
+- The pool never opens more than `pool_size` connections; a call waits for one at most
+  `acquire_timeout` (and never past its own deadline), then is refused with RESOURCE_EXHAUSTED.
 - A transaction starts with `statement_timeout` and `lock_timeout` set to the call's remaining
   deadline, in the same round trip as its BEGIN, so no statement or lock wait outlives the caller; a
   cancelled call cancels its statement on the server (asyncpg sends PostgreSQL a cancel request).

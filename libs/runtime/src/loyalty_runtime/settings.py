@@ -24,8 +24,10 @@ class ServiceSettings(BaseSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/loyalty"
     # Per process. Replicas x services x this must stay under PostgreSQL's max_connections.
     database_pool_size: int = 5
-    # How long a call waits for a free connection before it is refused (RESOURCE_EXHAUSTED).
-    database_acquire_timeout_seconds: float = 0.5
+    # How long a call waits for a free connection before it is refused (RESOURCE_EXHAUSTED), within
+    # its own deadline. A burst beyond the pool queues for a connection (a statement lasts about a
+    # millisecond) rather than failing at once: at 128 concurrent checkouts 0.5 s refused a third.
+    database_acquire_timeout_seconds: float = 5.0
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Shared secret that internal callers present; outside callers reach only the gateway.
     internal_token: SecretStr = SecretStr("dev-internal-token")

@@ -80,6 +80,12 @@ def sale_of(request) -> api.ReserveCheckoutRequest:
     return sale
 
 
+def reservation_ttl(sale: api.ReserveCheckoutRequest) -> timedelta:
+    """How long a reservation holds, as asked (1 s to 1 h; 15 min when not asked)."""
+    ttl = sale.ttl.ToTimedelta() if sale.HasField("ttl") else DEFAULT_TTL
+    return min(max(ttl, timedelta(seconds=1)), MAX_TTL)
+
+
 def fingerprint(sale: api.ReserveCheckoutRequest) -> bytes:
     """What must be the same for the same checkout id: who, what, which codes, how many points."""
     core = api.ReserveCheckoutRequest(
@@ -232,60 +238,95 @@ class Checkouts:
         settings = await self.tenants.get(call_.tenant_id)
         basket = self._basket(caller, sale.basket, settings.currency_code)
         sale.basket.CopyFrom(basket)
-        row = await self._open(caller, sale, request)
-        while True:
-            if row["fingerprint"] != fingerprint(sale):
+        # A reserve works on a saga not reserved yet; a commit on one not final yet.
+        states = ["processing", "reserved"] if commit else ["processing"]
+        digest = fingerprint(sale)
+        row, saga = await self._open(caller, sale, request, digest, states)
+        while saga is None:  # another call has it, or had it and finished
+            if row["fingerprint"] != digest:
                 raise AlreadyExists(
                     Reason.IDEMPOTENCY_KEY_REUSED,
                     "this checkout_id was used for another sale",
                     field="checkout_id",
                 )
-            if row["state"] in FINAL or (row["state"] == "reserved" and not commit):
+            if row["state"] not in states:
                 return await self._answer(row)
-            saga = await self._claim(row)
-            if saga is not None:
-                break
             row = await self._wait(sale.checkout_id)
+            if row["fingerprint"] == digest and row["state"] in states:
+                saga = await self._claim(sale.checkout_id, states, digest)
         if commit:  # a till numbers the receipt as it commits its reservation
             saga.receipt_number = request.receipt_number or saga.receipt_number
             saga.purchase_at = moment(request, "purchase_time") or saga.purchase_at
+        event = None
         try:
-            await self._advance(
+            event = await self._advance(
                 saga, sale, settings, commit=commit, expected=getattr(request, "expected_total_payable", None)
             )
         finally:
-            await self._save(saga, release=True)
-        return await self._answer(await self._reread(saga.checkout_id))
+            row = await self._save(saga, release=True, event=event)
+        if event is not None:
+            self.customers.forget(call_.tenant_id, saga.customer_id)
+        return await self._answer(row)
 
-    async def _open(self, caller: KeyCaller, sale, request):
-        purchase_at = (
-            moment(request, "purchase_time") if isinstance(request, api.CommitCheckoutRequest) else None
-        )
+    async def _open(self, caller: KeyCaller, sale, request, digest: bytes, states: list[str]):
+        """(row, saga): a new checkout's row is created with its lease already taken (its saga); an
+        existing one is claimed right away when it can be. A commit usually follows its reservation,
+        so it tries the claim first, a reserve the insert: the usual call costs one statement."""
+        commit = isinstance(request, api.CommitCheckoutRequest)
+        purchase_at = moment(request, "purchase_time") if commit else None
+        lease = self._lease()
         async with self.units.read() as uow:
-            row = await repository.checkout(uow.connection, uow.tenant, sale.checkout_id)
-            if row is None:
-                values = {
-                    "fingerprint": fingerprint(sale),
-                    "request": sale.SerializeToString(),
-                    "api_key_id": caller.api_key_id,
-                    "terminal_id": caller.terminal_id,
-                    "store_id": sale.basket.store_id,
-                    "receipt_number": getattr(request, "receipt_number", ""),
-                    "purchase_at": purchase_at or uow.now,
-                }
-                row = await repository.open_checkout(
-                    uow.connection, uow.tenant, sale.checkout_id, values, uow.now
-                )
-                row = row or await repository.checkout(uow.connection, uow.tenant, sale.checkout_id)
-        return row
+            values = {
+                "fingerprint": digest,
+                "request": sale.SerializeToString(),
+                "api_key_id": caller.api_key_id,
+                "terminal_id": caller.terminal_id,
+                "store_id": sale.basket.store_id,
+                "receipt_number": getattr(request, "receipt_number", ""),
+                "purchase_at": purchase_at or uow.now,
+            }
+            taken = (lease, uow.now + timedelta(seconds=self.settings.saga_lease_seconds))
 
-    async def _claim(self, row) -> Saga | None:
+            def insert():
+                return repository.open_checkout(
+                    uow.connection, uow.tenant, sale.checkout_id, values, taken, uow.now
+                )
+
+            def claim():
+                return repository.claim_checkout(
+                    uow.connection,
+                    uow.tenant,
+                    sale.checkout_id,
+                    taken,
+                    uow.now,
+                    states=states,
+                    fingerprint=digest,
+                )
+
+            for attempt in (claim, insert) if commit else (insert, claim):
+                row = await attempt()
+                if row is not None:
+                    return row, Saga.of(row, lease)
+            return await repository.checkout(uow.connection, uow.tenant, sale.checkout_id), None
+
+    def _lease(self) -> str:
+        """A lease token per call: two calls of one replica never hold a saga's lease together."""
+        return f"{self.owner[:16]}{uuid.uuid4().hex[:16]}"
+
+    async def _claim(self, checkout_id: str, states: list[str], digest: bytes | None) -> Saga | None:
+        lease = self._lease()
         async with self.units.read() as uow:
             until = uow.now + timedelta(seconds=self.settings.saga_lease_seconds)
             claimed = await repository.claim_checkout(
-                uow.connection, uow.tenant, row["checkout_id"], self.owner, until, uow.now
+                uow.connection,
+                uow.tenant,
+                checkout_id,
+                (lease, until),
+                uow.now,
+                states=states,
+                fingerprint=digest,
             )
-        return Saga.of(claimed, self.owner) if claimed else None
+        return Saga.of(claimed, lease) if claimed else None
 
     async def _wait(self, checkout_id: str):
         """Another call holds the saga: wait for it to let go, within this call's deadline."""
@@ -299,26 +340,26 @@ class Checkouts:
                 if row["lease_owner"] is None or row["lease_until"] < uow.now:
                     return row
 
-    async def _reread(self, checkout_id: str):
-        """The row as stored, so the first answer and every replay are the same bytes."""
-        async with self.units.read() as uow:
-            return await repository.checkout(uow.connection, uow.tenant, checkout_id)
-
     def _columns(self, saga: Saga) -> dict:
         return {c: getattr(saga, c) for c in repository.SAGA_COLUMNS}
 
-    async def _save(self, saga: Saga, *, release: bool = False, event=None) -> None:
-        """Store the saga's progress; with `event`, in one transaction with it (the outbox)."""
+    async def _save(self, saga: Saga, *, release: bool = False, event=None):
+        """Store the saga's progress (with `event`, in one transaction with it: the outbox); the row
+        as stored, which is what every answer is encoded from."""
         async with self.units.change() if event is not None else self.units.read() as uow:
             values = self._columns(saga) | {"updated_at": uow.now}
-            if not await repository.save_checkout(
+            row = await repository.save_checkout(
                 uow.connection, uow.tenant, saga.checkout_id, saga.owner, values, release=release
-            ):
+            )
+            if row is None:
                 raise Aborted(Reason.CONCURRENT_MODIFICATION, "the checkout was taken over; retry")
             if event is not None:
                 uow.record(event, key=saga.customer_id or saga.checkout_id)
+        return row
 
-    async def _advance(self, saga: Saga, sale, settings, *, commit: bool, expected) -> None:
+    async def _advance(self, saga: Saga, sale, settings, *, commit: bool, expected):
+        """Runs the saga as far as this call takes it; a commit's purchase event (stored with the
+        final save) when it committed."""
         if saga.steps.get("failure"):
             await self._compensate(saga, "failed")
             raise _stored_error(saga.steps["failure"])
@@ -326,15 +367,17 @@ class Checkouts:
             await self._compensate(saga, "cancelled")
             raise FailedPrecondition(Reason.RESERVATION_EXPIRED, "the reservation expired; reserve again")
         if saga.state == "processing":
-            await self._reserve_phase(saga, sale, settings, expected if commit else None, commit=commit)
+            await self._reserve_phase(saga, sale, settings, expected if commit else None)
             if saga.state == "declined" or not commit:
-                return
+                return None
         else:  # reserved earlier: the commit's expected total is held against what was reserved
             await self._expect(saga, expected)
-        await self._commit_phase(saga, sale)
+        return await self._commit_phase(saga, sale)
 
-    async def _step(self, saga: Saga, name: int, work) -> None:
-        """Run one step unless done; record how it went; compensate a permanent failure."""
+    async def _step(self, saga: Saga, name: int, work, *, save: bool = True) -> None:
+        """Run one step unless done; record how it went (saved at once unless `save` is False: the
+        next save is the final one, and the step's call is idempotent, so a crash before it only
+        makes the retry call again); compensate a permanent failure."""
         if saga.done(name):
             return
         step = saga.step(name)
@@ -346,7 +389,7 @@ class Checkouts:
         except errors.DomainError as refusal:
             await self._failed(saga, name, refusal, transient=False)
         saga.mark(name, "skipped" if outcome is False else "succeeded")
-        if outcome is not False:  # a skipped step called nothing: a resumed saga decides it again alike
+        if save and outcome is not False:  # a skipped step called nothing: a resumed saga decides alike
             await self._save(saga)
 
     async def _failed(self, saga: Saga, name: int, error: errors.DomainError, *, transient: bool):
@@ -367,7 +410,11 @@ class Checkouts:
         await self._compensate(saga, "failed")
         raise error
 
-    async def _reserve_phase(self, saga: Saga, sale, settings, expected, *, commit: bool) -> None:
+    async def _reserve_phase(self, saga: Saga, sale, settings, expected) -> None:
+        # The reservation's expiry is fixed before anything is held: each hold below (the codes' uses,
+        # the points) is given the same time to live from a later start, so it outlives the
+        # expiry the gateway enforces, and a commit the gateway still accepts finds them held.
+        saga.expire_at = saga.expire_at or self.units.clock() + reservation_ttl(sale)
         if saga.evaluation is None:
             await self._evaluate(saga, sale, settings)
         result = saga.evaluated()
@@ -381,11 +428,7 @@ class Checkouts:
         )
         await self._expect(saga, expected)
         await self._step(saga, STEP.SAGA_STEP_NAME_HOLD_POINTS, lambda: self._hold(saga, sale))
-        ttl = sale.ttl.ToTimedelta() if sale.HasField("ttl") else DEFAULT_TTL
-        saga.expire_at = self.units.clock() + min(max(ttl, timedelta(seconds=1)), MAX_TTL)
-        saga.state = "reserved"
-        if not commit:  # a commit goes on at once, and saves as it goes
-            await self._save(saga)
+        saga.state = "reserved"  # saved by the call's final save
 
     async def _expect(self, saga: Saga, expected) -> None:
         """The till's total from its preview, when it sends one, must be the total reserved."""
@@ -426,9 +469,9 @@ class Checkouts:
             )
         except DownstreamError as failure:
             raise failure.error from None
+        # Saved with the fraud step's outcome: evaluating again after a crash is harmless.
         saga.evaluation = evaluated.result.SerializeToString()
         saga.row["balance_before"] = context.available_points if context else 0
-        await self._save(saga)
 
     async def _assess(self, saga: Saga, sale, result) -> None:
         assessed = await call(
@@ -500,7 +543,8 @@ class Checkouts:
         burn = saga.evaluated().points_burn.applied_points
         if burn <= 0 or not saga.account_id:
             return False
-        ttl = sale.ttl if sale.HasField("ttl") else Duration(seconds=int(DEFAULT_TTL.total_seconds()))
+        ttl = Duration()
+        ttl.FromTimedelta(reservation_ttl(sale))
         held = await call(
             "ledger",
             self.downstream.ledger.HoldPoints,
@@ -516,13 +560,19 @@ class Checkouts:
         saga.hold_id = held.hold.hold_id
         return None
 
-    async def _commit_phase(self, saga: Saga, sale) -> None:
+    async def _commit_phase(self, saga: Saga, sale) -> events_pb2.PurchaseCommitted:
+        """Both steps are idempotent downstream calls, so only the final save records them."""
         reserved = saga.step(STEP.SAGA_STEP_NAME_RESERVE_REDEMPTIONS)["state"] == "succeeded"
         await self._step(
-            saga, STEP.SAGA_STEP_NAME_COMMIT_REDEMPTIONS, lambda: self._commit_redemptions(saga, reserved)
+            saga,
+            STEP.SAGA_STEP_NAME_COMMIT_REDEMPTIONS,
+            lambda: self._commit_redemptions(saga, reserved),
+            save=False,
         )
         settled: list = []
-        await self._step(saga, STEP.SAGA_STEP_NAME_CAPTURE_POINTS, lambda: self._settle(saga, sale, settled))
+        await self._step(
+            saga, STEP.SAGA_STEP_NAME_CAPTURE_POINTS, lambda: self._settle(saga, sale, settled), save=False
+        )
         saga.mark(STEP.SAGA_STEP_NAME_EARN_POINTS, saga.step(STEP.SAGA_STEP_NAME_CAPTURE_POINTS)["state"])
         # Receipts and points messages follow from the purchase event, not from a call here.
         saga.mark(STEP.SAGA_STEP_NAME_NOTIFY, "skipped")
@@ -539,8 +589,7 @@ class Checkouts:
         saga.result = receipt.SerializeToString()
         saga.state = "committed"
         saga.committed_at = self.units.clock()
-        await self._save(saga, event=self._purchase(saga, sale, result))
-        self.customers.forget(current_call().tenant_id, saga.customer_id)
+        return self._purchase(saga, sale, result)
 
     def _purchase(self, saga: Saga, sale, result) -> events_pb2.PurchaseCommitted:
         return events_pb2.PurchaseCommitted(
@@ -641,6 +690,8 @@ class Checkouts:
                 raise
 
     async def cancel(self, request: api.CancelCheckoutRequest) -> pb.Checkout:
+        """Claims the saga only while it is not final (see claim_checkout), so a commit finishing
+        first is never compensated afterwards."""
         while True:
             async with self.units.read() as uow:
                 row = await repository.checkout(uow.connection, uow.tenant, request.checkout_id)
@@ -652,15 +703,15 @@ class Checkouts:
                 )
             if row["state"] in FINAL:
                 return await self._answer(row)
-            saga = await self._claim(row)
+            saga = await self._claim(request.checkout_id, ["processing", "reserved"], None)
             if saga is not None:
                 break
             await self._wait(request.checkout_id)
         try:
             await self._compensate(saga, "cancelled")
         finally:
-            await self._save(saga, release=True)
-        return await self._answer(await self._reread(saga.checkout_id))
+            row = await self._save(saga, release=True)
+        return await self._answer(row)
 
     async def get(self, checkout_id: str) -> pb.Checkout:
         async with self.units.read() as uow:

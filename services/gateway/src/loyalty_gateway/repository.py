@@ -231,13 +231,17 @@ async def checkout(connection, tenant: str, checkout_id: str):
     )
 
 
-async def open_checkout(connection, tenant: str, checkout_id: str, values: dict, now: datetime):
-    """Creates the saga row, or returns None when the checkout id is already taken."""
+async def open_checkout(
+    connection, tenant: str, checkout_id: str, values: dict, lease: tuple[str, datetime], now: datetime
+):
+    """Creates the saga row with its lease taken by `lease` (owner, until); None when the checkout id
+    is already taken."""
     return await connection.fetchrow(
         f"""INSERT INTO {SCHEMA}.checkouts (tenant_id, checkout_id, fingerprint, state, request, api_key_id,
                 terminal_id, store_id, customer_id, account_id, hold_id, steps, rewards_withheld,
-                receipt_number, purchase_at, created_at, updated_at)
-            VALUES ($1, $2, $3, 'processing', $4, $5, $6, $7, '', '', '', '{{}}', false, $8, $9, $10, $10)
+                receipt_number, purchase_at, created_at, updated_at, lease_owner, lease_until)
+            VALUES ($1, $2, $3, 'processing', $4, $5, $6, $7, '', '', '', '{{}}', false, $8, $9, $10, $10,
+                    $11, $12)
             ON CONFLICT DO NOTHING RETURNING *""",
         tenant,
         checkout_id,
@@ -249,22 +253,35 @@ async def open_checkout(connection, tenant: str, checkout_id: str, values: dict,
         values["receipt_number"],
         values["purchase_at"],
         now,
+        *lease,
     )
 
 
 async def claim_checkout(
-    connection, tenant: str, checkout_id: str, owner: str, until: datetime, now: datetime
+    connection,
+    tenant: str,
+    checkout_id: str,
+    lease: tuple[str, datetime],
+    now: datetime,
+    *,
+    states: list[str],
+    fingerprint: bytes | None,
 ):
-    """Takes the saga's lease if nobody holds it (or a holder's ran out); None otherwise."""
+    """Takes the saga's lease if nobody holds it (or a holder's ran out), the saga is still in one of
+    `states` and (when given) it is the same sale; None otherwise. The state is checked by the same
+    statement that takes the lease: a saga another call finished between our read and this claim
+    (committed, cancelled) is never taken up again."""
     return await connection.fetchrow(
         f"""UPDATE {SCHEMA}.checkouts SET lease_owner = $3, lease_until = $4
             WHERE tenant_id = $1 AND checkout_id = $2 AND (lease_until IS NULL OR lease_until < $5)
+              AND state = ANY($6::varchar[]) AND ($7::bytea IS NULL OR fingerprint = $7)
             RETURNING *""",
         tenant,
         checkout_id,
-        owner,
-        until,
+        *lease,
         now,
+        states,
+        fingerprint,
     )
 
 
@@ -287,19 +304,19 @@ SAGA_COLUMNS = (
 async def save_checkout(
     connection, tenant: str, checkout_id: str, owner: str, values: dict, *, release: bool
 ):
-    """Stores the saga's progress while holding the lease (False if the lease was lost meanwhile)."""
+    """Stores the saga's progress while holding the lease; the row as stored (None if the lease was
+    lost meanwhile)."""
     sets = ", ".join(f"{column} = ${n}" for n, column in enumerate(SAGA_COLUMNS, start=5))
     release_sql = ", lease_owner = NULL, lease_until = NULL" if release else ""
-    row = await connection.fetchval(
+    return await connection.fetchrow(
         f"""UPDATE {SCHEMA}.checkouts SET {sets}, updated_at = $4{release_sql}
-            WHERE tenant_id = $1 AND checkout_id = $2 AND lease_owner = $3 RETURNING true""",
+            WHERE tenant_id = $1 AND checkout_id = $2 AND lease_owner = $3 RETURNING *""",
         tenant,
         checkout_id,
         owner,
         values["updated_at"],
         *(values[c] for c in SAGA_COLUMNS),
     )
-    return bool(row)
 
 
 async def returns_of(connection, tenant: str, checkout_id: str):

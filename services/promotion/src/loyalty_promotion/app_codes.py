@@ -354,13 +354,14 @@ async def preview_blocks(
     evaluation: engine.Evaluation,
     customer_id: str,
     now: datetime,
+    store_id: str = "",
 ) -> dict[str, int]:
     """What the limits would refuse of this evaluation, read without locks (the reservation takes
     them atomically): campaign or promotion id -> reason."""
     limited = limited_campaigns(catalog, evaluation)
     if not limited:
         return {}
-    usage = await codes_sql.usage_of(connection, tenant, limited)
+    usage = await codes_sql.usage_of(connection, tenant, limited, store_id)
     scopes = {c: scopes_of(catalog, evaluation, c, None, now) for c in limited}
     keys = sorted({s.key for found in scopes.values() for s in found})
     used = (
@@ -401,7 +402,9 @@ async def evaluate_within_limits(
     blocked: dict[str, int] = {}
     evaluation = engine.evaluate(catalog, basket, customer, presented, now, points_to_burn=points_to_burn)
     for _ in range(MAX_LIMIT_ROUNDS):
-        more = await preview_blocks(connection, tenant, catalog, evaluation, customer.customer_id, now)
+        more = await preview_blocks(
+            connection, tenant, catalog, evaluation, customer.customer_id, now, basket.store_id
+        )
         if not set(more) - set(blocked):
             return evaluation
         blocked.update(more)

@@ -25,6 +25,7 @@ def _spent(budget: campaign_pb2.Budget | None, usage: rules.Usage) -> bool:
         (budget.max_redemptions and usage.redemptions >= budget.max_redemptions)
         or (budget.max_points and usage.points >= budget.max_points)
         or (budget.max_discount.amount_minor and usage.discount >= budget.max_discount.amount_minor)
+        or (budget.max_redemptions_per_store and usage.at_store >= budget.max_redemptions_per_store)
     )
 
 
@@ -113,7 +114,8 @@ async def list_customer_offers(
 async def _usable(uow, catalog, customer, basket, command, found) -> list[offer_pb2.Offer]:
     """Drops what budgets and limits refuse, sets uses left and (with a basket) qualification."""
     campaigns = sorted({offer.campaign_id for offer, _ in found})
-    usage = await sql.usage_of(uow.connection, uow.tenant, campaigns) if campaigns else {}
+    store = basket.store_id if command.basket is not None else None  # no basket: no store to count
+    usage = await sql.usage_of(uow.connection, uow.tenant, campaigns, store) if campaigns else {}
     scopes = {
         (o.campaign_id, o.promotion_id, o.voucher_id): _offer_scopes(
             catalog, o.campaign_id, o.promotion_id, v, uow.now

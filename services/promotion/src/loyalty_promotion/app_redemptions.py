@@ -3,11 +3,12 @@ checkout id, which is the idempotency key: the reservation row is claimed first 
 with the same id waits on it and then replays it), and every later step is a state transition that
 a retry finds already made.
 
-Reserving evaluates the basket (the replica's compiled catalog), then takes every limit one guarded
-statement at a time, campaign by campaign in id order (so concurrent checkouts lock rows in one
-order and never deadlock): the code's use, the customer's uses, the campaign's budget. Anything
-refused is rolled back to a savepoint, blocked, and the basket evaluated again without it (another
-promotion may apply instead); so what is reserved is always exactly what the returned result says.
+Reserving evaluates the basket (the replica's compiled catalog), then takes every limit and saves
+the reservation in one statement (`Rounds`): the customer's uses, the campaigns' uses per store,
+their budgets, the codes' uses, each kind locked in one order by every checkout (so concurrent
+checkouts do not deadlock) with a guarded upsert or UPDATE. A round refused anywhere gives back
+what it took, blocks what refused, and the basket is evaluated again without it (another promotion
+may apply instead); so what is reserved is always exactly what the returned result says.
 A reservation not committed by its expiry is released by the sweep (`expire_reservations`)."""
 
 import hashlib
@@ -26,7 +27,14 @@ from loyalty_promotion.domain import returns, vouchers as limits
 from loyalty_promotion.domain.returns import CommittedLine
 from loyalty_promotion.repository_codes import StoredRedemption, StoredReservation, StoredVoucher
 from loyalty_runtime.context import CallContext, bind_call, unbind_call
-from loyalty_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Reason
+from loyalty_runtime.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Reason,
+)
 from loyalty_runtime.protobuf import timestamp
 from loyalty_runtime.uow import UnitOfWork, UnitsOfWork
 
@@ -140,7 +148,7 @@ def _summaries(redemptions: list[StoredRedemption]) -> list[events_pb2.Redemptio
 
 @dataclass(frozen=True)
 class CampaignHold:
-    """What one campaign's redemption takes, in lock order."""
+    """What one campaign's redemption takes."""
 
     campaign_id: str
     discount: int
@@ -148,6 +156,10 @@ class CampaignHold:
     voucher: StoredVoucher | None
     scopes: list[limits.Scope]
     budget: campaign_pb2.Budget | None
+
+    @property
+    def store_limit(self) -> int:
+        return self.budget.max_redemptions_per_store if self.budget is not None else 0
 
 
 def _holds(
@@ -172,39 +184,56 @@ def _holds(
     return holds
 
 
-async def _take(
-    connection: asyncpg.Connection, tenant: str, customer_id: str, hold: CampaignHold, currency: str
-) -> tuple[str, Reason] | None:
-    """Takes one campaign's uses: the customer's, the budget's, then the code's (the code's row is
-    the hottest, so it is locked last, for the shortest time); on refusal (what, why): what = a
-    voucher id, a promotion id or the campaign id."""
-    for scope in hold.scopes:
-        taken = customer_id and await sql.take_customer_use(
-            connection, tenant, customer_id, scope.key, scope.limit
-        )
-        if not taken:
-            what = scope.key.split(":")[1] if scope.key.startswith(("p:", "v:")) else hold.campaign_id
-            return what, scope.reason
-    if hold.budget is not None:
-        room = limits.discount_limit(hold.budget, currency)
-        taken = room >= 0 or not hold.discount
-        taken = taken and await sql.take_budget(
-            connection,
-            tenant,
-            hold.campaign_id,
-            redemptions=1,
-            discount=hold.discount,
-            points=hold.points,
-            max_redemptions=hold.budget.max_redemptions,
-            max_discount=max(room, 0),
-            max_points=hold.budget.max_points,
-        )
-        if not taken:
+def _impossible(hold: CampaignHold, customer_id: str, currency: str) -> tuple[str, Reason] | None:
+    """What refuses this hold whatever the counters say (what, why): a per-customer limit without a
+    customer, a redemption bigger than its whole budget, a discount budget in another currency."""
+    if hold.scopes and not customer_id:
+        return _scope_target(hold, hold.scopes[0]), hold.scopes[0].reason
+    budget = hold.budget
+    if budget is None:
+        return None
+    room = limits.discount_limit(budget, currency)
+    if (room < 0 and hold.discount) or (room and hold.discount > room):
+        return hold.campaign_id, Reason.BUDGET_EXHAUSTED
+    if budget.max_points and hold.points > budget.max_points:
+        return hold.campaign_id, Reason.BUDGET_EXHAUSTED
+    return None
+
+
+def _scope_target(hold: CampaignHold, scope: limits.Scope) -> str:
+    """A promotion's or voucher's own limit blocks that promotion or code; the others the campaign."""
+    return scope.key.split(":")[1] if scope.key.startswith(("p:", "v:")) else hold.campaign_id
+
+
+def _to_take(holds: list[CampaignHold], currency: str) -> sql.Holds:
+    budgets = []
+    for hold in holds:
+        if hold.budget is not None:
+            room = max(limits.discount_limit(hold.budget, currency), 0)
+            b = hold.budget
+            budgets.append(
+                (hold.campaign_id, 1, hold.discount, hold.points, b.max_redemptions, room, b.max_points)
+            )
+    return sql.Holds(
+        scopes=sorted((s.key, s.limit) for hold in holds for s in hold.scopes),
+        stores=[(hold.campaign_id, hold.store_limit) for hold in holds if hold.store_limit],
+        budgets=budgets,
+        vouchers=[hold.voucher.voucher_id for hold in holds if hold.voucher is not None],
+    )
+
+
+def _refusal(holds: list[CampaignHold], taken: sql.Taken) -> tuple[str, Reason] | None:
+    """The first hold, in campaign order, that was not taken whole, and why."""
+    for hold in holds:
+        for scope in hold.scopes:
+            if scope.key not in taken.scopes:
+                return _scope_target(hold, scope), scope.reason
+        if hold.store_limit and hold.campaign_id not in taken.stores:
+            return hold.campaign_id, Reason.STORE_LIMIT_REACHED
+        if hold.budget is not None and hold.campaign_id not in taken.budgets:
             return hold.campaign_id, Reason.BUDGET_EXHAUSTED
-    if hold.voucher is not None and not await sql.take_voucher_use(
-        connection, tenant, hold.voucher.voucher_id
-    ):
-        return hold.voucher.voucher_id, Reason.VOUCHER_EXHAUSTED
+        if hold.voucher is not None and hold.voucher.voucher_id not in taken.vouchers:
+            return hold.voucher.voucher_id, Reason.VOUCHER_EXHAUSTED
     return None
 
 
@@ -250,23 +279,8 @@ async def reserve(
     presented, vouchers, as_presented = await app_codes.resolve_codes(
         uow.connection, uow.tenant, catalog, command.codes, customer, uow.now
     )
-    evaluation = await _reserve_holds(
-        uow, catalog, basket, customer, presented, vouchers, command.points_to_burn
-    )
-    redemptions = _redemption_rows(
-        catalog, evaluation, vouchers, command.checkout_id, customer.customer_id, uow.now
-    )
-    result = app.encode_result(evaluation, as_presented)
-    await sql.save_reserved(
-        uow.connection,
-        uow.tenant,
-        command.checkout_id,
-        customer.customer_id or None,
-        result.SerializeToString(),
-        command.basket.SerializeToString(deterministic=True),
-        redemptions,
-        revenue=result.total_payable.amount_minor,
-    )
+    rounds = Rounds(uow, catalog, command, basket, customer, vouchers, as_presented)
+    result, redemptions = await rounds.reserve(presented)
     return redemption_pb2.Reservation(
         checkout_id=command.checkout_id,
         state=redemption_pb2.RESERVATION_STATE_RESERVED,
@@ -278,44 +292,92 @@ async def reserve(
     )
 
 
-async def _reserve_holds(
-    uow, catalog, basket, customer, presented, vouchers, points_to_burn: int
-) -> engine.Evaluation:
-    """Evaluates and takes every hold; a refusal blocks its campaign, promotion or code and the
-    basket is evaluated again (each round refuses one more thing, so the rounds are bounded)."""
-    blocked: dict[str, int] = {}
-    voucher_codes = {v.voucher_id: code for code, v in vouchers.items()}
-    for _ in range(len(catalog.campaigns) + len(presented) + 1):
-        evaluation = engine.evaluate(catalog, basket, customer, presented, uow.now, blocked, points_to_burn)
-        # The runtime's transaction is a plain BEGIN, so the savepoint is plain SQL too.
-        await uow.connection.execute("SAVEPOINT holds")
-        refused = None
-        for hold in _holds(catalog, evaluation, vouchers, uow.now):
-            refused = await _take(uow.connection, uow.tenant, customer.customer_id, hold, basket.currency)
-            if refused:
-                break
-        if refused is None:
-            return evaluation  # the savepoint ends with the COMMIT: one round trip less under the locks
-        await uow.connection.execute("ROLLBACK TO SAVEPOINT holds")
-        what, reason = refused
-        if what in voucher_codes:
-            code = voucher_codes[what]
-            presented = [
-                engine.PresentedCode(p.code, p.campaign_id, int(reason)) if p.code == code else p
-                for p in presented
-            ]
-        else:
-            blocked[what] = int(reason)
-    raise AssertionError("the reservation rounds are bounded by what can be refused")
+@dataclass
+class Rounds:
+    """A reservation's rounds: evaluate, then take every hold and save the reservation in one
+    statement. A refusal gives back what its round took, blocks its campaign, promotion or code,
+    and the basket is evaluated again without it (another promotion may apply instead); each round
+    refuses one more thing, so the rounds are bounded. What is reserved is always exactly what the
+    returned result says."""
+
+    uow: UnitOfWork
+    catalog: engine.Catalog
+    command: ReserveRedemptions
+    basket: engine.Basket
+    customer: engine.CustomerContext
+    vouchers: dict[str, StoredVoucher]
+    as_presented: dict[str, str]
+
+    async def reserve(self, presented) -> tuple[evaluation_pb2.EvaluationResult, list[StoredRedemption]]:
+        blocked: dict[str, int] = {}
+        voucher_codes = {v.voucher_id: code for code, v in self.vouchers.items()}
+        for _ in range(len(self.catalog.campaigns) + len(presented) + 1):
+            evaluation = engine.evaluate(
+                self.catalog,
+                self.basket,
+                self.customer,
+                presented,
+                self.uow.now,
+                blocked,
+                self.command.points_to_burn,
+            )
+            saved, refused = await self._take(evaluation)
+            if saved is not None:
+                return saved
+            what, reason = refused
+            if what in voucher_codes:
+                code = voucher_codes[what]
+                presented = [
+                    engine.PresentedCode(p.code, p.campaign_id, int(reason)) if p.code == code else p
+                    for p in presented
+                ]
+            else:
+                blocked[what] = int(reason)
+        raise AssertionError("the reservation rounds are bounded by what can be refused")
+
+    async def _take(self, evaluation: engine.Evaluation):
+        """((result, redemptions), None) when every hold was taken and the reservation saved, else
+        (None, (what, why)) after giving back what was taken."""
+        uow, customer_id, currency = self.uow, self.customer.customer_id, self.basket.currency
+        store_id = self.basket.store_id
+        holds = _holds(self.catalog, evaluation, self.vouchers, uow.now)
+        impossible = next(
+            ((n, refusal) for n, h in enumerate(holds) if (refusal := _impossible(h, customer_id, currency))),
+            None,
+        )
+        takes = holds[: impossible[0]] if impossible else holds
+        reserved = None
+        if impossible is None:
+            result = app.encode_result(evaluation, self.as_presented)
+            rows = _redemption_rows(
+                holds, evaluation, self.command.checkout_id, customer_id, store_id, uow.now
+            )
+            reserved = sql.Reserved(
+                self.command.checkout_id,
+                customer_id or None,
+                result.SerializeToString(),
+                self.command.basket.SerializeToString(deterministic=True),
+                rows,
+                result.total_payable.amount_minor,
+                uow.now,
+            )
+        to_take = _to_take(takes, currency)
+        taken = await sql.take_holds(uow.connection, uow.tenant, customer_id, store_id, to_take, reserved)
+        if taken.saved:
+            return (result, rows), None
+        refused = _refusal(takes, taken) or impossible[1]
+        if taken.scopes or taken.stores or taken.budgets or taken.vouchers:
+            await sql.give_back(uow.connection, uow.tenant, customer_id, store_id, to_take, taken)
+        return None, refused
 
 
 def _redemption_rows(
-    catalog, evaluation, vouchers, checkout_id: str, customer_id: str, now
+    holds: list[CampaignHold], evaluation, checkout_id: str, customer_id: str, store_id: str, now
 ) -> list[StoredRedemption]:
-    holds = {h.campaign_id: h for h in _holds(catalog, evaluation, vouchers, now)}
+    by_campaign = {h.campaign_id: h for h in holds}
     rows, seen = [], set()
     for applied in sorted(evaluation.applied, key=lambda a: (a.campaign_id, a.promotion_id)):
-        hold = holds[applied.campaign_id]
+        hold = by_campaign[applied.campaign_id]
         first = applied.campaign_id not in seen
         seen.add(applied.campaign_id)
         rows.append(
@@ -338,6 +400,8 @@ def _redemption_rows(
                 budgeted=hold.budget is not None,
                 created_at=now,
                 updated_at=now,
+                store_id=store_id or None,
+                store_limited=first and bool(hold.store_limit),
             )
         )
     return rows
@@ -348,22 +412,22 @@ def _redemption_rows(
 
 async def commit(uow: UnitOfWork, checkout_id: str, catalog: engine.Catalog) -> redemption_pb2.Reservation:
     """`catalog` (the replica's, fetched before the transaction) says which campaigns are referral
-    programmes and their confirmation delays."""
-    stored = await sql.get_reservation(uow.connection, uow.tenant, checkout_id, lock=True)
-    if stored is None:
-        raise _not_found()
-    state = _state(stored, uow.now)
-    if state == "rolled_back":
-        raise FailedPrecondition(Reason.RESERVATION_ROLLED_BACK, "this checkout was rolled back")
-    if state == "expired":
-        raise FailedPrecondition(Reason.RESERVATION_EXPIRED, "the reservation expired; reserve again")
-    if state != "reserved":
+    programmes and their confirmation delays. The usual commit is one statement; anything else (a
+    replay, an expired or rolled-back reservation) is read under the row's lock and answered."""
+    committed = await sql.commit_reserved(uow.connection, uow.tenant, checkout_id, uow.now)
+    if committed is None:
+        stored = await sql.get_reservation(uow.connection, uow.tenant, checkout_id, lock=True)
+        if stored is None:
+            raise _not_found()
+        state = _state(stored, uow.now)
+        if state == "rolled_back":
+            raise FailedPrecondition(Reason.RESERVATION_ROLLED_BACK, "this checkout was rolled back")
+        if state == "expired":
+            raise FailedPrecondition(Reason.RESERVATION_EXPIRED, "the reservation expired; reserve again")
+        if state == "reserved":  # it was released and reserved again between the two statements
+            raise Aborted(Reason.CONCURRENT_MODIFICATION, "the reservation changed meanwhile; retry")
         return await reservation_of(uow.connection, uow.tenant, stored, uow.now)
-    # The reservation row first (locked already), the hot voucher and budget rows last.
-    stored = await sql.set_reservation_state(uow.connection, uow.tenant, checkout_id, "committed", uow.now)
-    redemptions = await sql.move_uses(
-        uow.connection, uow.tenant, checkout_id, from_state="reserved", to_state="committed", now=uow.now
-    )
+    stored, redemptions = committed
     uow.record(
         events_pb2.RedemptionsCommitted(
             checkout_id=checkout_id, customer_id=stored.customer_id or "", redemptions=_summaries(redemptions)

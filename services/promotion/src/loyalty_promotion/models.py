@@ -276,6 +276,18 @@ class CustomerUsageRow(Base):
     uses: Mapped[int] = mapped_column(BigInteger)
 
 
+class StoreUsageRow(Base):
+    """A campaign's uses (reserved + committed) at one store, against Budget.max_redemptions_per_store."""
+
+    __tablename__ = "store_usage"
+    __table_args__ = (CheckConstraint("uses >= 0", name="store_usage_uses"),)
+
+    tenant_id: Mapped[str] = mapped_column(Tenant, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    uses: Mapped[int] = mapped_column(BigInteger)
+
+
 class ReservationRow(Base):
     """A checkout's reservation: its request fingerprint (a retry with another basket is refused)
     and the EvaluationResult that was reserved."""
@@ -349,6 +361,10 @@ class RedemptionRow(Base):
     budgeted: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+    # The basket's store; `store_limited` on the campaign's first row when it holds a use of the
+    # campaign's per-store limit (store_usage).
+    store_id: Mapped[str | None] = mapped_column(String(64))
+    store_limited: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
 
 class ReversalRow(Base):

@@ -210,96 +210,28 @@ async def update_voucher(
     return _voucher(row)
 
 
-# --- taking uses (one guarded statement each) ---
-
-
-async def take_voucher_use(connection: asyncpg.Connection, tenant: str, voucher_id: str) -> bool:
-    """One more reserved use, if the code is enabled and has a use left."""
-    return bool(
-        await connection.fetchval(
-            f"""UPDATE {SCHEMA}.vouchers SET reserved_count = reserved_count + 1
-                WHERE tenant_id = $1 AND voucher_id = $2 AND disabled_at IS NULL
-                  AND (max_redemptions = 0 OR redemption_count + reserved_count < max_redemptions)
-                RETURNING true""",
-            tenant,
-            voucher_id,
-        )
-    )
-
-
-async def take_customer_use(
-    connection: asyncpg.Connection, tenant: str, customer_id: str, scope: str, limit: int
-) -> bool:
-    """One more use of `scope` by the customer, if fewer than `limit` are held."""
-    return bool(
-        await connection.fetchval(
-            f"""INSERT INTO {SCHEMA}.customer_usage AS u (tenant_id, customer_id, scope, uses)
-                VALUES ($1, $2, $3, 1)
-                ON CONFLICT (tenant_id, customer_id, scope) DO UPDATE SET uses = u.uses + 1
-                WHERE u.uses < $4
-                RETURNING true""",
-            tenant,
-            customer_id,
-            scope,
-            limit,
-        )
-    )
-
-
-async def take_budget(
-    connection: asyncpg.Connection,
-    tenant: str,
-    campaign_id: str,
-    *,
-    redemptions: int,
-    discount: int,
-    points: int,
-    max_redemptions: int,
-    max_discount: int,
-    max_points: int,
-) -> bool:
-    """Reserves this much of the campaign's budget if all of it fits (0 = no limit)."""
-    if (max_redemptions and redemptions > max_redemptions) or (max_discount and discount > max_discount):
-        return False
-    if max_points and points > max_points:
-        return False
-    return bool(
-        await connection.fetchval(
-            f"""INSERT INTO {SCHEMA}.campaign_usage AS u
-                    (tenant_id, campaign_id, redemptions_reserved, discount_reserved, points_reserved)
-                VALUES ($1, $2, $3, $4, $5)
-                ON CONFLICT (tenant_id, campaign_id) DO UPDATE SET
-                    redemptions_reserved = u.redemptions_reserved + $3,
-                    discount_reserved = u.discount_reserved + $4,
-                    points_reserved = u.points_reserved + $5
-                WHERE ($6 = 0 OR u.redemptions_reserved + u.redemptions_committed + $3 <= $6)
-                  AND ($7 = 0 OR u.discount_reserved + u.discount_committed + $4 <= $7)
-                  AND ($8 = 0 OR u.points_reserved + u.points_committed + $5 <= $8)
-                RETURNING true""",
-            tenant,
-            campaign_id,
-            redemptions,
-            discount,
-            points,
-            max_redemptions,
-            max_discount,
-            max_points,
-        )
-    )
-
-
 async def usage_of(
-    connection: asyncpg.Connection, tenant: str, campaign_ids: Sequence[str]
+    connection: asyncpg.Connection, tenant: str, campaign_ids: Sequence[str], store_id: str | None = None
 ) -> dict[str, Usage]:
+    """Each campaign's usage; with `store_id`, its uses at that store too."""
     rows = await connection.fetch(
-        f"""SELECT campaign_id, redemptions_reserved + redemptions_committed AS redemptions,
-                   discount_reserved + discount_committed AS discount,
-                   points_reserved + points_committed AS points
-            FROM {SCHEMA}.campaign_usage WHERE tenant_id = $1 AND campaign_id = ANY($2::uuid[])""",
+        f"""SELECT c.campaign_id, coalesce(u.redemptions_reserved + u.redemptions_committed, 0) AS redemptions,
+                   coalesce(u.discount_reserved + u.discount_committed, 0) AS discount,
+                   coalesce(u.points_reserved + u.points_committed, 0) AS points,
+                   coalesce(s.uses, 0) AS at_store
+            FROM unnest($2::uuid[]) AS c(campaign_id)
+            LEFT JOIN {SCHEMA}.campaign_usage u ON u.tenant_id = $1 AND u.campaign_id = c.campaign_id
+            LEFT JOIN {SCHEMA}.store_usage s
+                   ON s.tenant_id = $1 AND s.campaign_id = c.campaign_id AND s.store_id = $3::varchar
+            WHERE u.campaign_id IS NOT NULL OR s.campaign_id IS NOT NULL""",
         tenant,
         list(campaign_ids),
+        store_id,
     )
-    return {str(r["campaign_id"]): Usage(r["redemptions"], r["discount"], r["points"]) for r in rows}
+    return {
+        str(r["campaign_id"]): Usage(r["redemptions"], r["discount"], r["points"], r["at_store"])
+        for r in rows
+    }
 
 
 async def usage_rows(connection: asyncpg.Connection, tenant: str, campaign_id: str) -> dict[str, int] | None:
@@ -446,11 +378,13 @@ class StoredRedemption:
     budgeted: bool
     created_at: datetime
     updated_at: datetime
+    store_id: str | None = None
+    store_limited: bool = False
 
 
 _REDEMPTION = """redemption_id, checkout_id, customer_id, campaign_id, promotion_id, voucher_id, code,
     state, currency, discount, points, discount_reversed, points_reversed, scopes, first, budgeted,
-    created_at, updated_at"""
+    created_at, updated_at, store_id, store_limited"""
 
 
 def _redemption(row) -> StoredRedemption:
@@ -461,66 +395,203 @@ def _redemption(row) -> StoredRedemption:
     return StoredRedemption(**values)
 
 
-async def save_reserved(
+@dataclass(frozen=True)
+class Holds:
+    """What one round of a reservation takes, in the order rows are locked: the customer's scopes
+    (key, limit), the campaigns' per-store limits (campaign, limit), their budgets (campaign,
+    redemptions, discount, points, max redemptions, max discount, max points), the vouchers."""
+
+    scopes: list[tuple[str, int]]
+    stores: list[tuple[str, int]]
+    budgets: list[tuple[str, int, int, int, int, int, int]]
+    vouchers: list[str]
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What a take_holds statement took, and whether it saved the reservation."""
+
+    scopes: list[str]
+    stores: list[str]
+    budgets: list[str]
+    vouchers: list[str]
+    saved: bool
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """The reservation's content, saved by the statement that takes its holds when all were taken."""
+
+    checkout_id: str
+    customer_id: str | None
+    result: bytes
+    basket: bytes
+    redemptions: Sequence[StoredRedemption]
+    revenue: int
+    now: datetime
+
+
+def _columns(rows: list[tuple], width: int) -> list[list]:
+    return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
+_TAKE_HOLDS = f"""
+    WITH scopes AS (
+        SELECT * FROM unnest($3::varchar[], $4::bigint[]) AS s(scope, lim)
+    ), stores AS (
+        SELECT * FROM unnest($6::uuid[], $7::bigint[]) AS s(campaign_id, lim)
+    ), budgets AS (
+        SELECT * FROM unnest($8::uuid[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],
+                             $13::bigint[], $14::bigint[]) AS b(campaign_id, n, d, p, max_n, max_d, max_p)
+    ), scope_takes AS (
+        INSERT INTO {SCHEMA}.customer_usage AS u (tenant_id, customer_id, scope, uses)
+        SELECT $1, $2, scope, 1 FROM scopes ORDER BY scope
+        ON CONFLICT (tenant_id, customer_id, scope) DO UPDATE SET uses = u.uses + 1
+        WHERE u.uses < (SELECT lim FROM scopes WHERE scopes.scope = EXCLUDED.scope)
+        RETURNING scope
+    ), store_takes AS (
+        INSERT INTO {SCHEMA}.store_usage AS u (tenant_id, campaign_id, store_id, uses)
+        SELECT $1, campaign_id, $5, 1 FROM stores ORDER BY campaign_id
+        ON CONFLICT (tenant_id, campaign_id, store_id) DO UPDATE SET uses = u.uses + 1
+        WHERE u.uses < (SELECT lim FROM stores WHERE stores.campaign_id = EXCLUDED.campaign_id)
+        RETURNING campaign_id
+    ), budget_takes AS (
+        INSERT INTO {SCHEMA}.campaign_usage AS u
+            (tenant_id, campaign_id, redemptions_reserved, discount_reserved, points_reserved)
+        SELECT $1, campaign_id, n, d, p FROM budgets ORDER BY campaign_id
+        ON CONFLICT (tenant_id, campaign_id) DO UPDATE SET
+            redemptions_reserved = u.redemptions_reserved + EXCLUDED.redemptions_reserved,
+            discount_reserved = u.discount_reserved + EXCLUDED.discount_reserved,
+            points_reserved = u.points_reserved + EXCLUDED.points_reserved
+        WHERE (SELECT (b.max_n = 0 OR u.redemptions_reserved + u.redemptions_committed + b.n <= b.max_n)
+                  AND (b.max_d = 0 OR u.discount_reserved + u.discount_committed + b.d <= b.max_d)
+                  AND (b.max_p = 0 OR u.points_reserved + u.points_committed + b.p <= b.max_p)
+               FROM budgets b WHERE b.campaign_id = EXCLUDED.campaign_id)
+        RETURNING campaign_id
+    ), voucher_takes AS (
+        UPDATE {SCHEMA}.vouchers SET reserved_count = reserved_count + 1
+        WHERE tenant_id = $1 AND voucher_id = ANY($15::uuid[]) AND disabled_at IS NULL
+          AND (max_redemptions = 0 OR redemption_count + reserved_count < max_redemptions)
+        RETURNING voucher_id
+    ), taken AS (
+        SELECT (SELECT coalesce(array_agg(scope), '{{}}') FROM scope_takes) AS scopes,
+               (SELECT coalesce(array_agg(campaign_id), '{{}}') FROM store_takes) AS stores,
+               (SELECT coalesce(array_agg(campaign_id), '{{}}') FROM budget_takes) AS budgets,
+               (SELECT coalesce(array_agg(voucher_id), '{{}}') FROM voucher_takes) AS vouchers
+    ), complete AS (
+        SELECT $16::bool AND cardinality(scopes) = cardinality($3::varchar[])
+               AND cardinality(stores) = cardinality($6::uuid[])
+               AND cardinality(budgets) = cardinality($8::uuid[])
+               AND cardinality(vouchers) = cardinality($15::uuid[]) AS ok
+        FROM taken
+    ), saved AS (
+        UPDATE {SCHEMA}.reservations SET customer_id = nullif($2, ''), result = $18, basket = $19
+        WHERE tenant_id = $1 AND checkout_id = $17 AND (SELECT ok FROM complete)
+        RETURNING true
+    ), added AS (
+        INSERT INTO {SCHEMA}.redemptions (tenant_id, redemption_id, checkout_id, customer_id,
+            campaign_id, promotion_id, voucher_id, code, state, currency, discount, points, scopes,
+            first, budgeted, created_at, updated_at, basket_revenue, store_id, store_limited)
+        SELECT $1, r.id, $17, nullif($2, ''), r.campaign, r.promotion, r.voucher, r.code, 'reserved',
+               r.currency, r.discount, r.points, r.scopes::varchar[], r.first, r.budgeted, $20, $20,
+               CASE WHEN r.first THEN $21::bigint ELSE 0 END, nullif($5, ''), r.store_limited
+        FROM unnest($22::uuid[], $23::uuid[], $24::uuid[], $25::uuid[], $26::varchar[], $27::varchar[],
+                    $28::bigint[], $29::bigint[], $30::text[], $31::bool[], $32::bool[], $33::bool[])
+             AS r(id, campaign, promotion, voucher, code, currency, discount, points, scopes, first,
+                  budgeted, store_limited)
+        WHERE (SELECT ok FROM complete)
+        RETURNING 1
+    )
+    SELECT taken.*, (SELECT count(*) FROM saved) = 1 AS saved, (SELECT count(*) FROM added) AS added
+    FROM taken"""
+
+
+async def take_holds(
     connection: asyncpg.Connection,
     tenant: str,
-    checkout_id: str,
-    customer_id: str | None,
-    result: bytes,
-    basket: bytes,
-    redemptions: Sequence[StoredRedemption],
-    revenue: int = 0,
-) -> None:
-    """The reservation's result, basket and redemptions, in one statement; `revenue` (the basket's
-    total payable) goes on each campaign's first row."""
-    columns = (
-        list(
-            zip(
-                *[
-                    (
-                        r.redemption_id,
-                        r.customer_id,
-                        r.campaign_id,
-                        r.promotion_id,
-                        r.voucher_id,
-                        r.code,
-                        r.currency,
-                        r.discount,
-                        r.points,
-                        "{" + ",".join(r.scopes) + "}",
-                        r.first,
-                        r.budgeted,
-                    )
-                    for r in redemptions
-                ],
-                strict=True,
+    customer_id: str,
+    store_id: str,
+    holds: Holds,
+    reserved: Reserved | None,
+) -> Taken:
+    """Takes every hold of one round in one statement, each by a guarded upsert or UPDATE (the row
+    lock orders concurrent takers, and each sees the previous one's count); and, when every one was
+    taken and `reserved` is given, saves the reservation's result, basket and redemptions in the
+    same statement. A round that took only part of its holds is undone by give_back."""
+    rows = reserved.redemptions if reserved else []
+    redemptions = _columns(
+        [
+            (
+                r.redemption_id,
+                r.campaign_id,
+                r.promotion_id,
+                r.voucher_id,
+                r.code,
+                r.currency,
+                r.discount,
+                r.points,
+                "{" + ",".join(r.scopes) + "}",
+                r.first,
+                r.budgeted,
+                r.store_limited,
             )
-        )
-        or [[]] * 12
+            for r in rows
+        ],
+        12,
     )
-    await connection.execute(
-        f"""WITH saved AS (
-                UPDATE {SCHEMA}.reservations SET customer_id = $3, result = $4, basket = $18
-                WHERE tenant_id = $1 AND checkout_id = $2
-            )
-            INSERT INTO {SCHEMA}.redemptions (tenant_id, redemption_id, checkout_id, customer_id,
-                campaign_id, promotion_id, voucher_id, code, state, currency, discount, points, scopes,
-                first, budgeted, created_at, updated_at, basket_revenue)
-            SELECT $1, r.id, $2, r.customer, r.campaign, r.promotion, r.voucher, r.code, 'reserved',
-                   r.currency, r.discount, r.points, r.scopes::varchar[], r.first, r.budgeted, $5, $5,
-                   CASE WHEN r.first THEN $19::bigint ELSE 0 END
-            FROM unnest($6::uuid[], $7::varchar[], $8::uuid[], $9::uuid[], $10::uuid[], $11::varchar[],
-                        $12::varchar[], $13::bigint[], $14::bigint[], $15::text[], $16::bool[], $17::bool[])
-                 AS r(id, customer, campaign, promotion, voucher, code, currency, discount, points, scopes,
-                      first, budgeted)""",
+    row = await connection.fetchrow(
+        _TAKE_HOLDS,
         tenant,
-        checkout_id,
         customer_id,
-        result,
-        redemptions[0].created_at if redemptions else None,
-        *[list(c) for c in columns],
-        basket,
-        revenue,
+        *_columns(holds.scopes, 2),
+        store_id,
+        *_columns(holds.stores, 2),
+        *_columns(holds.budgets, 7),
+        holds.vouchers,
+        reserved is not None,
+        reserved.checkout_id if reserved else "",
+        reserved.result if reserved else b"",
+        reserved.basket if reserved else b"",
+        reserved.now if reserved else None,
+        reserved.revenue if reserved else 0,
+        *redemptions,
+    )
+    return Taken(
+        list(row["scopes"]),
+        [str(c) for c in row["stores"]],
+        [str(c) for c in row["budgets"]],
+        [str(v) for v in row["vouchers"]],
+        row["saved"],
+    )
+
+
+async def give_back(
+    connection: asyncpg.Connection, tenant: str, customer_id: str, store_id: str, holds: Holds, taken: Taken
+) -> None:
+    """Undoes what a round took (in the same transaction, still under its row locks)."""
+    budgets = [b for b in holds.budgets if b[0] in taken.budgets]
+    await connection.execute(
+        f"""WITH scopes AS (
+                UPDATE {SCHEMA}.customer_usage SET uses = uses - 1
+                WHERE tenant_id = $1 AND customer_id = $2 AND scope = ANY($3::varchar[])
+            ), stores AS (
+                UPDATE {SCHEMA}.store_usage SET uses = uses - 1
+                WHERE tenant_id = $1 AND store_id = $4 AND campaign_id = ANY($5::uuid[])
+            ), budgets AS (
+                UPDATE {SCHEMA}.campaign_usage u SET redemptions_reserved = u.redemptions_reserved - b.n,
+                    discount_reserved = u.discount_reserved - b.d, points_reserved = u.points_reserved - b.p
+                FROM unnest($6::uuid[], $7::bigint[], $8::bigint[], $9::bigint[]) AS b(campaign_id, n, d, p)
+                WHERE u.tenant_id = $1 AND u.campaign_id = b.campaign_id
+            )
+            UPDATE {SCHEMA}.vouchers SET reserved_count = reserved_count - 1
+            WHERE tenant_id = $1 AND voucher_id = ANY($10::uuid[])""",
+        tenant,
+        customer_id,
+        taken.scopes,
+        store_id,
+        taken.stores,
+        *_columns([b[:4] for b in budgets], 4),
+        taken.vouchers,
     )
 
 
@@ -628,6 +699,12 @@ async def move_uses(
                       WHERE NOT $6::bool GROUP BY customer_id, scope) r
                 WHERE c.tenant_id = $1 AND c.customer_id = r.customer_id AND c.scope = r.scope
                 RETURNING 1
+            ), by_store AS (
+                UPDATE {SCHEMA}.store_usage s SET uses = s.uses - r.n
+                FROM (SELECT campaign_id, coalesce(store_id, '') AS store_id, count(*) AS n FROM moved
+                      WHERE store_limited AND NOT $6::bool GROUP BY 1, 2) r
+                WHERE s.tenant_id = $1 AND s.campaign_id = r.campaign_id AND s.store_id = r.store_id
+                RETURNING 1
             )
             SELECT * FROM moved ORDER BY campaign_id, promotion_id""",
         tenant,
@@ -638,6 +715,64 @@ async def move_uses(
         commit,
     )
     return [_redemption(row) for row in rows]
+
+
+async def commit_reserved(
+    connection: asyncpg.Connection, tenant: str, checkout_id: str, now: datetime
+) -> tuple[StoredReservation, list[StoredRedemption]] | None:
+    """A reserved, unexpired checkout committed in one statement: its state, its redemptions and
+    their uses (the voucher's and the budget's reserved parts become committed); the reservation
+    and its redemptions as they are now. None when it is not reserved or expired any more (the
+    caller reads it under a lock and answers why): the guarded UPDATE takes the row lock, so a
+    rollback or expiry racing this commit either happened before it (no row) or waits for it."""
+    rows = await connection.fetch(
+        f"""WITH committed AS (
+                UPDATE {SCHEMA}.reservations SET state = 'committed', commit_at = $3
+                WHERE tenant_id = $1 AND checkout_id = $2 AND state = 'reserved' AND expire_at > $3
+                RETURNING {_RESERVATION}
+            ), moved AS (
+                UPDATE {SCHEMA}.redemptions SET state = 'committed', updated_at = $3
+                WHERE tenant_id = $1 AND checkout_id = $2 AND state = 'reserved'
+                  AND EXISTS (SELECT 1 FROM committed)
+                RETURNING {_REDEMPTION}
+            ), by_voucher AS (
+                UPDATE {SCHEMA}.vouchers v SET reserved_count = v.reserved_count - r.n,
+                    redemption_count = v.redemption_count + r.n
+                FROM (SELECT voucher_id, count(*) AS n FROM moved
+                      WHERE first AND voucher_id IS NOT NULL GROUP BY voucher_id) r
+                WHERE v.tenant_id = $1 AND v.voucher_id = r.voucher_id
+                RETURNING 1
+            ), by_budget AS (
+                UPDATE {SCHEMA}.campaign_usage u SET redemptions_reserved = u.redemptions_reserved - r.n,
+                    discount_reserved = u.discount_reserved - r.d, points_reserved = u.points_reserved - r.p,
+                    redemptions_committed = u.redemptions_committed + r.n,
+                    discount_committed = u.discount_committed + r.d, points_committed = u.points_committed + r.p
+                FROM (SELECT campaign_id, count(*) FILTER (WHERE first) AS n, sum(discount) AS d,
+                             sum(points) AS p
+                      FROM moved WHERE budgeted GROUP BY campaign_id) r
+                WHERE u.tenant_id = $1 AND u.campaign_id = r.campaign_id
+                RETURNING 1
+            )
+            SELECT c.checkout_id AS r_checkout_id, c.state AS r_state, c.customer_id AS r_customer_id,
+                   c.fingerprint AS r_fingerprint, c.result AS r_result, c.basket AS r_basket,
+                   c.expire_at AS r_expire_at, c.created_at AS r_created_at, c.commit_at AS r_commit_at,
+                   c.rollback_at AS r_rollback_at, m.*
+            FROM committed c LEFT JOIN moved m ON true
+            ORDER BY m.campaign_id, m.promotion_id""",
+        tenant,
+        checkout_id,
+        now,
+    )
+    if not rows:
+        return None
+    first = rows[0]
+    reservation = _reservation({name: first[f"r_{name}"] for name in _RESERVATION.split(", ")})
+    redemptions = [
+        _redemption({k: v for k, v in row.items() if not k.startswith("r_")})
+        for row in rows
+        if row["redemption_id"] is not None
+    ]
+    return reservation, redemptions
 
 
 async def expired_reservations(
@@ -733,6 +868,12 @@ async def reverse_redemptions(
                 FROM (SELECT voucher_id, count(*) AS n FROM changed
                       WHERE done AND first AND voucher_id IS NOT NULL GROUP BY voucher_id) r
                 WHERE v.tenant_id = $1 AND v.voucher_id = r.voucher_id
+                RETURNING 1
+            ), by_store AS (
+                UPDATE {SCHEMA}.store_usage s SET uses = s.uses - r.n
+                FROM (SELECT campaign_id, coalesce(store_id, '') AS store_id, count(*) AS n FROM changed
+                      WHERE done AND store_limited GROUP BY 1, 2) r
+                WHERE s.tenant_id = $1 AND s.campaign_id = r.campaign_id AND s.store_id = r.store_id
                 RETURNING 1
             )
             UPDATE {SCHEMA}.customer_usage c SET uses = c.uses - r.n

@@ -106,6 +106,7 @@ def required_fields(campaign: campaign_pb2.Campaign, prefix: str = "campaign.") 
         "max_redemptions",
         "max_redemptions_per_customer",
         "max_redemptions_per_customer_per_period",
+        "max_redemptions_per_store",
     ):
         if getattr(budget, name) < 0:
             violations.append(Violation(f"{prefix}budget.{name}", f"{name} must not be negative"))

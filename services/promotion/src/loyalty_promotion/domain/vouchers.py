@@ -113,11 +113,13 @@ def customer_scopes(
 
 @dataclass(frozen=True)
 class Usage:
-    """A campaign's consumption: reserved plus committed."""
+    """A campaign's consumption: reserved plus committed (`at_store`: its redemptions at the
+    basket's store)."""
 
     redemptions: int = 0
     discount: int = 0
     points: int = 0
+    at_store: int = 0
 
 
 def budget_rejection(
@@ -128,6 +130,8 @@ def budget_rejection(
         return None
     if budget.max_redemptions and usage.redemptions + 1 > budget.max_redemptions:
         return Reason.BUDGET_EXHAUSTED
+    if budget.max_redemptions_per_store and usage.at_store + 1 > budget.max_redemptions_per_store:
+        return Reason.STORE_LIMIT_REACHED
     if budget.max_points and usage.points + points > budget.max_points:
         return Reason.BUDGET_EXHAUSTED
     limit = budget.max_discount

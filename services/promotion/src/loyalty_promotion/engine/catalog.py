@@ -165,6 +165,7 @@ def _limited(budget: campaign_pb2.Budget) -> bool:
         or budget.max_redemptions
         or budget.max_redemptions_per_customer
         or budget.max_redemptions_per_customer_per_period
+        or budget.max_redemptions_per_store
     )
 
 
