@@ -1,7 +1,7 @@
 """campaigns.end_at and ended_at: the schedule's end, and the end campaign.ended was published for
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-04 01:40:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from loyalty.promotion.v1 import campaign_pb2
 
 revision: str = "0007"
-down_revision: str | Sequence[str] | None = "0005"
+down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,16 +1,16 @@
 """a version on each tenant's settings: tenant.settings_changed carries it, so the services that keep
 a copy keep the newest
 
-Revision ID: 0004
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-12-04 01:30:00
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
