@@ -23,6 +23,10 @@ async def promotion_settings(database_url, redis_url):
         campaign_end_sweep_seconds=0.2,
         # Delayed trigger rewards are given within this long of being due; the default is 10 s.
         delay_sweep_seconds=0.2,
+        # Every server of these tests sweeps expired reservations often: a schedule runs once per
+        # period across the servers sharing the database, so one with the default 10 s would hold
+        # back a short-lived one's sweep.
+        reservation_sweep_seconds=0.2,
     )
 
 
