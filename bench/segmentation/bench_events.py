@@ -12,7 +12,7 @@ to the stream's end, so that only this run's events are handled.
 
 Backlog: `--events` events published at once; events/s from the first publish until the last one
 is handled, server CPU per event (and with the jobs they queued, once those are done too). Paced:
-events published at half that rate for `--seconds`;
+events published at half that rate (or `--rate`, to compare two builds at one rate) for `--seconds`;
 the lag of each (published -> its handling transaction began, `processed_events.processed_at`) as
 p50 / p99 / max. Rules: "VIP: spent over 50.00 in 365 days", "churn risk: 3+ purchases ever, none
 in 90 days", "bought from 2+ categories in 90 days".
@@ -200,6 +200,7 @@ async def main() -> None:
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the paced phase")
+    parser.add_argument("--rate", type=float, help="events/s of the paced phase (default: half the backlog's)")
     args = parser.parse_args()
     async with scratch_database() as (url, redis_url):
         dsn = asyncpg_dsn(url)
@@ -225,7 +226,7 @@ async def main() -> None:
             broker, events = RedisStreamsBroker(redis), Events(args.customers)
             await backlog(broker, connection, server, events, 200, "warm-up")
             rate = await backlog(broker, connection, server, events, args.events)
-            await paced(broker, connection, events, rate / 2, args.seconds)
+            await paced(broker, connection, events, args.rate or rate / 2, args.seconds)
         finally:
             await connection.close()
             server.stop()
