@@ -17,7 +17,7 @@ from loyalty_runtime.protobuf import timestamp
 from loyalty_segmentation import app
 from tests.service.segmentation.conftest import START
 from tests.service.segmentation.helpers import all_of, key, metric
-from tests.service.segmentation.test_segmentation_edges import cache_of, in_tenant
+from tests.service.segmentation.test_segmentation_edges import in_tenant
 from tests.service.segmentation.test_segmentation_service import details
 
 NOW = START
@@ -255,7 +255,7 @@ async def test_notifications_sent_and_opened_count_as_activities_once_each(segme
         notification_events.NotificationOpened(message_id="m1", customer_id="nina"),
         notification_events.NotificationSent(message_id="m2", customer_id=""),  # no customer: ignored
     ):
-        await in_tenant(segmentation, tenant.tenant, app.notification_activity, event, cache_of(segmentation))
+        await in_tenant(segmentation, tenant.tenant, app.notification_activity, event)
     assert await tenant.members(opened.segment_id) == {"nina"}
     assert await tenant.members(received.segment_id) == set()
 

@@ -20,11 +20,6 @@ COUNT = c.CUSTOMER_METRIC_PURCHASE_COUNT
 GTE = c.COMPARISON_OPERATOR_GREATER_THAN_OR_EQUALS
 
 
-def cache_of(segmentation) -> MembershipCache:
-    """The server's cache of ListCustomerSegments answers, as its event handlers get it."""
-    return MembershipCache(segmentation.server.resources.redis)
-
-
 async def in_tenant(segmentation, tenant: str, handler, *args, at=None):
     """Run an event handler the way the consumer does: one unit of work of the event's tenant (`at`:
     the event's time)."""
@@ -41,12 +36,8 @@ async def test_a_merge_moves_history_to_the_survivor_and_erasure_forgets_it(segm
     await tenant.purchase("survivor", NOW, 100)
     await tenant.purchase("duplicate", NOW, 100)
     assert await tenant.members(two.segment_id) == set()
-    assert await tenant.segments_of("survivor") == set()  # now cached
-    await in_tenant(
-        segmentation, tenant.tenant, app.merge_customers, "survivor", "duplicate", cache_of(segmentation)
-    )
+    await in_tenant(segmentation, tenant.tenant, app.merge_customers, "survivor", "duplicate")
     assert await tenant.members(two.segment_id) == {"survivor"}
-    assert await tenant.segments_of("survivor") == {two.segment_id}  # the cached answer was dropped
 
     stub = customer_data_pb2_grpc.CustomerDataServiceStub(segmentation.channel)
     export = await stub.ExportCustomerData(
@@ -54,9 +45,8 @@ async def test_a_merge_moves_history_to_the_survivor_and_erasure_forgets_it(segm
     )
     assert len(export.records) == 3  # metrics, the attribute copy and one membership
 
-    await in_tenant(segmentation, tenant.tenant, app.erase_customer, "survivor", cache_of(segmentation))
+    await in_tenant(segmentation, tenant.tenant, app.erase_customer, "survivor")
     assert await tenant.members(two.segment_id) == set()
-    assert await tenant.segments_of("survivor") == set()
     metrics = (await tenant.GetCustomerMetrics(api.GetCustomerMetricsRequest(customer_id="survivor"))).metrics
     assert list(metrics.windows) == []
     assert (
@@ -67,7 +57,7 @@ async def test_a_merge_moves_history_to_the_survivor_and_erasure_forgets_it(segm
 async def test_a_created_customer_joins_never_purchased_segments(segmentation, tenant):
     never = await tenant.rule_segment(negation(metric(COUNT, GTE, 1)))
     event = profile_events.CustomerCreated(customer_id="fresh")
-    await in_tenant(segmentation, tenant.tenant, app.customer_created, event, cache_of(segmentation))
+    await in_tenant(segmentation, tenant.tenant, app.customer_created, event)
     assert await tenant.members(never.segment_id) == {"fresh"}
 
 

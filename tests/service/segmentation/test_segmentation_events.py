@@ -22,7 +22,7 @@ from loyalty_runtime.uow import event_type_of
 from loyalty_segmentation import app
 from tests.service.segmentation.conftest import START
 from tests.service.segmentation.helpers import all_of, key, metric
-from tests.service.segmentation.test_segmentation_edges import cache_of, in_tenant
+from tests.service.segmentation.test_segmentation_edges import in_tenant
 from tests.service.segmentation.test_segmentation_service import details
 
 NOW = START
@@ -299,16 +299,14 @@ async def test_a_merge_moves_categories_and_codes_and_erasure_forgets_them(segme
     await tenant.purchase("dup", NOW, 100, categories=["bakery"])
     coded = promotion_events.RedemptionSummary(redemption_id="rd-m", voucher_id="v-m")
     event = promotion_events.RedemptionsCommitted(checkout_id="co-m", customer_id="dup", redemptions=[coded])
-    await in_tenant(
-        segmentation, tenant.tenant, app.redemptions_committed, event, cache_of(segmentation), at=NOW
-    )
+    await in_tenant(segmentation, tenant.tenant, app.redemptions_committed, event, at=NOW)
     assert await tenant.members(varied.segment_id) == set()
-    await in_tenant(segmentation, tenant.tenant, app.merge_customers, "sur", "dup", cache_of(segmentation))
+    await in_tenant(segmentation, tenant.tenant, app.merge_customers, "sur", "dup")
     assert await tenant.members(varied.segment_id) == {"sur"}
     _, windows = await metrics_of(tenant, "sur")
     assert (windows[LIFE].category_count, windows[LIFE].codes_redeemed_count) == (2, 1)
 
-    await in_tenant(segmentation, tenant.tenant, app.erase_customer, "sur", cache_of(segmentation))
+    await in_tenant(segmentation, tenant.tenant, app.erase_customer, "sur")
     assert await tenant.members(varied.segment_id) == set()
     for table in ("purchase_categories", "code_redemptions"):
         left = await db.fetchval(

@@ -14,7 +14,7 @@ from loyalty_runtime.protobuf import timestamp
 from loyalty_segmentation import app
 from tests.service.segmentation.conftest import START
 from tests.service.segmentation.helpers import Client, all_of, any_of, key, metric, negation
-from tests.service.segmentation.test_segmentation_edges import cache_of, in_tenant
+from tests.service.segmentation.test_segmentation_edges import in_tenant
 
 NOW = START
 WINDOWS = [
@@ -146,9 +146,7 @@ async def test_incremental_and_bulk_memberships_agree(segmentation, rule_set, hi
             redeemed = promotion_events.RedemptionSummary(redemption_id=key(), voucher_id=key())
             event = promotion_events.RedemptionsCommitted(checkout_id=key(), customer_id=customer)
             event.redemptions.append(redeemed)
-            await in_tenant(
-                segmentation, tenant.tenant, app.redemptions_committed, event, cache_of(segmentation), at=at
-            )
+            await in_tenant(segmentation, tenant.tenant, app.redemptions_committed, event, at=at)
         else:
             await tenant.RecordActivity(
                 api.RecordActivityRequest(

@@ -34,7 +34,7 @@ import logging
 import re
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -270,16 +270,3 @@ class Subscription:
     stream: str
     event: type[Message]
     handle: Callable[..., Awaitable[None]]  # async (uow, event message) -> None
-    # handle(uow, event, resources) instead: for a handler that needs the process's clients (Redis).
-    with_resources: bool = False
-
-    def bound(self, resources) -> "Subscription":
-        """This subscription with a handler of (uow, event), given the running process's resources."""
-        if not self.with_resources:
-            return self
-        handle = self.handle
-
-        async def with_resources(uow, event) -> None:
-            await handle(uow, event, resources)
-
-        return replace(self, handle=with_resources, with_resources=False)

@@ -32,33 +32,27 @@ CUSTOMER_DATA_SERVICE = customer_data_pb2.DESCRIPTOR.services_by_name["CustomerD
 class CustomerData:
     """`export(uow, customer_id)` returns the service's records about the customer (protobuf
     messages); `erase(uow, customer_id)` forgets their personal data; `merge(uow, survivor_id,
-    merged_id)` moves a duplicate's data to the survivor. With `with_resources`, erase and merge get
-    the running process's resources as their last argument (Subscription.with_resources)."""
+    merged_id)` moves a duplicate's data to the survivor."""
 
     export: Callable[..., Awaitable[Sequence[Message]]]
     erase: Callable[..., Awaitable[None]] | None = None
     merge: Callable[..., Awaitable[None]] | None = None
-    with_resources: bool = False
 
     def subscriptions(self) -> list[Subscription]:
         """The profile events this service handles through its hooks."""
         subscriptions = []
         if self.erase is not None:
-            subscriptions.append(
-                Subscription(PROFILE_EVENTS, profile_events.CustomerErased, self._erased, self.with_resources)
-            )
+            subscriptions.append(Subscription(PROFILE_EVENTS, profile_events.CustomerErased, self._erased))
         if self.merge is not None:
-            subscriptions.append(
-                Subscription(PROFILE_EVENTS, profile_events.CustomerMerged, self._merged, self.with_resources)
-            )
+            subscriptions.append(Subscription(PROFILE_EVENTS, profile_events.CustomerMerged, self._merged))
         return subscriptions
 
-    async def _erased(self, uow: UnitOfWork, event: profile_events.CustomerErased, *resources) -> None:
-        await self.erase(uow, event.customer_id, *resources)
+    async def _erased(self, uow: UnitOfWork, event: profile_events.CustomerErased) -> None:
+        await self.erase(uow, event.customer_id)
         await uow.erase_answers(event.customer_id)
 
-    async def _merged(self, uow: UnitOfWork, event: profile_events.CustomerMerged, *resources) -> None:
-        await self.merge(uow, event.survivor_customer_id, event.merged_customer_id, *resources)
+    async def _merged(self, uow: UnitOfWork, event: profile_events.CustomerMerged) -> None:
+        await self.merge(uow, event.survivor_customer_id, event.merged_customer_id)
 
 
 class CustomerDataServicer:

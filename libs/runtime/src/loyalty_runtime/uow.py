@@ -140,7 +140,6 @@ class UnitOfWork:
     statements: Statements
     _events: list[tuple[str, str, bytes]] = field(default_factory=list)
     _subject: str | None = None
-    _after_commit: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
     def tenant(self) -> str:
@@ -159,13 +158,6 @@ class UnitOfWork:
         await self.connection.execute(
             self.statements.enqueue, self.tenant, job, dedupe_key, payload.SerializeToString(), run_at
         )
-
-    def after_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
-        """Await `callback` once this change has committed, never if it rolls back: for effects
-        outside the database that must not come first, such as dropping cached answers a reader could
-        otherwise fill again from the uncommitted state. Best effort: a process that dies right after
-        the commit does not run it, so what it does must be safe to lose (a cache entry with a TTL)."""
-        self._after_commit.append(callback)
 
     def concerns(self, customer_id: str) -> None:
         """The stored answer of this call is about this customer (erased with them)."""
@@ -238,7 +230,7 @@ class UnitsOfWork:
             uow = UnitOfWork(connection, call, self.clock(), self.statements)
             yield uow
             await uow._finish()
-        await self._committed(uow)
+        self._committed(uow)
 
     @asynccontextmanager
     async def within(self, connection: asyncpg.Connection, call: CallContext) -> AsyncIterator[UnitOfWork]:
@@ -247,8 +239,6 @@ class UnitsOfWork:
         COMMIT."""
         uow = UnitOfWork(connection, call, self.clock(), self.statements)
         yield uow
-        if uow._after_commit:
-            raise RuntimeError("a unit of work in its caller's transaction cannot see that commit")
         await uow._finish()
 
     async def idempotent(
@@ -282,7 +272,7 @@ class UnitsOfWork:
             if error is refusal and (replay := await self._replay(rpc, key, digest, call, must_exist=False)):
                 return replay
             raise
-        await self._committed(uow)
+        self._committed(uow)
         return response
 
     async def _replay(
@@ -307,11 +297,9 @@ class UnitsOfWork:
             )
         return rpc.response_type.FromString(row["response"])
 
-    async def _committed(self, uow: UnitOfWork) -> None:
+    def _committed(self, uow: UnitOfWork) -> None:
         if uow.recorded_events and self.on_events is not None:
             self.on_events()
-        for callback in uow._after_commit:
-            await callback()
 
 
 class _Answered(Exception):

@@ -94,11 +94,7 @@ def _consumer_loop(stream: str, subscriptions: list[Subscription]) -> Loop:
     async def consume(resources: "Resources", stopping: asyncio.Event) -> None:
         definition = resources.definition
         handlers = EventHandlers(
-            definition.name,
-            resources.units,
-            definition.schema,
-            [subscription.bound(resources) for subscription in subscriptions],
-            tracer=_tracer(resources),
+            definition.name, resources.units, definition.schema, subscriptions, tracer=_tracer(resources)
         )
         await StreamConsumer(resources.redis, stream, handlers).run(stopping)
 

@@ -45,7 +45,6 @@ from loyalty_runtime.errors import (
 from loyalty_runtime.protobuf import timestamp
 from loyalty_runtime.uow import UnitOfWork, event_type_of
 from loyalty_segmentation import repository
-from loyalty_segmentation.cache import MembershipCache
 from loyalty_segmentation.commands import (
     ChangeMembers,
     CreateSegment,
@@ -71,10 +70,11 @@ log = logging.getLogger(__name__)
 # Incremental and estimate: $1 tenant, $2 now, $3 customer ids or sample size. Bulk: $3 segment id,
 # $4/$5 the slice of customers.
 FIRST_RULE_PARAMETER, FIRST_BULK_PARAMETER = 4, 6
-RECOMPUTE_JOB, SYNC_CUSTOMER_JOB, BACKFILL_JOB = (
+RECOMPUTE_JOB, SYNC_CUSTOMER_JOB, BACKFILL_JOB, FORGET_JOB = (
     "segmentation.recompute-segment",
     "segmentation.sync-customer",
     "segmentation.backfill-profiles",
+    "segmentation.forget-cached",
 )
 
 
@@ -499,7 +499,7 @@ async def record_activity(uow: UnitOfWork, command: RecordActivity, changed: Cha
     return recorded
 
 
-async def notification_activity(uow: UnitOfWork, event, cache: MembershipCache) -> None:
+async def notification_activity(uow: UnitOfWork, event) -> None:
     """notification.sent / notification.opened count as activities of their type ("offers received
     / opened"), once per message; the event carries no time, so its handling time is used."""
     if not event.customer_id:
@@ -508,7 +508,7 @@ async def notification_activity(uow: UnitOfWork, event, cache: MembershipCache) 
     command = RecordActivity(f"{kind}:{event.message_id}", event.customer_id, kind, uow.now)
     changed = Changed()
     await record_activity(uow, command, changed)
-    forget_after_commit(uow, changed, cache)
+    await forget_after_commit(uow, changed)
 
 
 def _moment(uow: UnitOfWork, event, field: str) -> datetime:
@@ -524,15 +524,13 @@ def _key(uow: UnitOfWork, fact_id: str) -> str:
     return fact_id or f"event:{uow.call.event_id}"
 
 
-async def _from_event(uow: UnitOfWork, use_case, command, cache: MembershipCache) -> None:
+async def _from_event(uow: UnitOfWork, use_case, command) -> None:
     changed = Changed()
     await use_case(uow, command, changed)
-    forget_after_commit(uow, changed, cache)
+    await forget_after_commit(uow, changed)
 
 
-async def purchase_committed(
-    uow: UnitOfWork, event: gateway_events.PurchaseCommitted, cache: MembershipCache
-) -> None:
+async def purchase_committed(uow: UnitOfWork, event: gateway_events.PurchaseCommitted) -> None:
     """A committed checkout of a known customer is a purchase at its purchase time (not the time
     the event is handled); an anonymous one has nobody to segment."""
     if not event.customer_id:
@@ -545,12 +543,10 @@ async def purchase_committed(
         event.net_total.currency_code,
         basket_categories(event.basket),
     )
-    await _from_event(uow, record_purchase, command, cache)
+    await _from_event(uow, record_purchase, command)
 
 
-async def checkout_returned(
-    uow: UnitOfWork, event: gateway_events.CheckoutReturned, cache: MembershipCache
-) -> None:
+async def checkout_returned(uow: UnitOfWork, event: gateway_events.CheckoutReturned) -> None:
     """A return reduces spend, keyed by the return id as RecordReturn is."""
     if not event.customer_id:
         return
@@ -561,12 +557,10 @@ async def checkout_returned(
         _moment(uow, event, "return_time"),
         event.refunded_total.amount_minor,
     )
-    await _from_event(uow, record_return, command, cache)
+    await _from_event(uow, record_return, command)
 
 
-async def activity_recorded(
-    uow: UnitOfWork, event: gateway_events.ActivityRecorded, cache: MembershipCache
-) -> None:
+async def activity_recorded(uow: UnitOfWork, event: gateway_events.ActivityRecorded) -> None:
     """An app's activity, keyed by its event id as RecordActivity is. A type the column cannot hold
     is dropped (redelivering it would fail the same way forever)."""
     if (
@@ -578,25 +572,21 @@ async def activity_recorded(
     command = RecordActivity(
         _key(uow, event.event_id), event.customer_id, event.activity_type, _moment(uow, event, "occur_time")
     )
-    await _from_event(uow, record_activity, command, cache)
+    await _from_event(uow, record_activity, command)
 
 
-async def redemptions_committed(
-    uow: UnitOfWork, event: promotion_events.RedemptionsCommitted, cache: MembershipCache
-) -> None:
+async def redemptions_committed(uow: UnitOfWork, event: promotion_events.RedemptionsCommitted) -> None:
     """Codes redeemed: the checkout's redemptions of a voucher (automatic promotions are not codes),
     each once by its redemption id, at the time the commit happened."""
-    await _code_redemptions(uow, event, cache, released=False)
+    await _code_redemptions(uow, event, released=False)
 
 
-async def redemptions_released(
-    uow: UnitOfWork, event: promotion_events.RedemptionsReleased, cache: MembershipCache
-) -> None:
+async def redemptions_released(uow: UnitOfWork, event: promotion_events.RedemptionsReleased) -> None:
     """Released codes were not redeemed after all, in whichever order commit and release arrive."""
-    await _code_redemptions(uow, event, cache, released=True)
+    await _code_redemptions(uow, event, released=True)
 
 
-async def _code_redemptions(uow: UnitOfWork, event, cache: MembershipCache, *, released: bool) -> None:
+async def _code_redemptions(uow: UnitOfWork, event, *, released: bool) -> None:
     codes = [(r.redemption_id, r.voucher_id) for r in event.redemptions if r.voucher_id]
     if not event.customer_id or not codes:
         return
@@ -607,17 +597,14 @@ async def _code_redemptions(uow: UnitOfWork, event, cache: MembershipCache, *, r
     ):
         changed = Changed()
         await _after_record(uow, event.customer_id, changed)
-        forget_after_commit(uow, changed, cache)
+        await forget_after_commit(uow, changed)
 
 
-def forget_after_commit(uow: UnitOfWork, changed: Changed, cache: MembershipCache) -> None:
-    """Drop the cached answers the event's change made stale once its transaction has committed
-    (before, a reader could cache the old answer again), in the event's one transaction rather than
-    a job's second. A process that dies between the commit and the drop leaves those entries to
-    their TTL, as a Redis outage does (cache.py): the RPCs' changes take the same risk."""
+async def forget_after_commit(uow: UnitOfWork, changed: Changed) -> None:
+    """An event handler has no moment after its commit: a job (run after it) drops the cached
+    answers its change made stale."""
     if changed.customers:
-        tenant, customers = uow.tenant, sorted(changed.customers)
-        uow.after_commit(lambda: cache.forget(tenant, customers))
+        await uow.enqueue(FORGET_JOB, jobs_pb2.ForgetCachedJob(customer_ids=sorted(changed.customers)))
 
 
 async def _after_record(uow: UnitOfWork, customer_id: str, changed: Changed) -> None:
@@ -626,15 +613,13 @@ async def _after_record(uow: UnitOfWork, customer_id: str, changed: Changed) -> 
     await refresh_customers(uow, [customer_id], changed)
 
 
-async def customer_created(
-    uow: UnitOfWork, event: profile_events.CustomerCreated, cache: MembershipCache
-) -> None:
+async def customer_created(uow: UnitOfWork, event: profile_events.CustomerCreated) -> None:
     """A new customer joins the population at once (rules such as "never purchased" may match
     them); their attributes follow from profile in a job."""
     await repository.touch_customer(uow, event.customer_id)
     changed = Changed()
     await refresh_customers(uow, [event.customer_id], changed)
-    forget_after_commit(uow, changed, cache)
+    await forget_after_commit(uow, changed)
     await uow.enqueue(SYNC_CUSTOMER_JOB, jobs_pb2.SyncCustomerJob(customer_id=event.customer_id))
 
 
@@ -836,13 +821,7 @@ async def export_customer_data(uow: UnitOfWork, customer_id: str) -> list:
     return records
 
 
-async def erase_customer(uow: UnitOfWork, customer_id: str, cache: MembershipCache) -> None:
-    """The customer leaves every segment; their cached answer goes once that has committed."""
-    await _erase(uow, customer_id)
-    forget_after_commit(uow, Changed({customer_id}), cache)
-
-
-async def _erase(uow: UnitOfWork, customer_id: str) -> None:
+async def erase_customer(uow: UnitOfWork, customer_id: str) -> None:
     left = await repository.erase_customer(uow, customer_id)
     for segment_id in left:
         _publish(uow, events_pb2.SegmentLeft, segment_id, customer_id)
@@ -850,13 +829,10 @@ async def _erase(uow: UnitOfWork, customer_id: str) -> None:
         await repository.adjust_counts(uow, dict.fromkeys(left, -1))
 
 
-async def merge_customers(uow: UnitOfWork, survivor_id: str, merged_id: str, cache: MembershipCache) -> None:
+async def merge_customers(uow: UnitOfWork, survivor_id: str, merged_id: str) -> None:
     """The duplicate's purchases and returns become the survivor's; the duplicate leaves every
-    segment, and the survivor's memberships follow their combined history. Both cached answers go
-    (the survivor's purchase facts changed even where their segments did not)."""
+    segment, and the survivor's memberships follow their combined history."""
     await repository.touch_customer(uow, survivor_id)
     await repository.move_history(uow, survivor_id, merged_id)
-    await _erase(uow, merged_id)
-    changed = Changed({survivor_id, merged_id})
-    await refresh_customers(uow, [survivor_id], changed)
-    forget_after_commit(uow, changed, cache)
+    await erase_customer(uow, merged_id)
+    await refresh_customers(uow, [survivor_id], Changed())

@@ -69,6 +69,10 @@ class CachedJobWorker(JobWorker):
                 await self.cache.forget(tenant, customers)
 
 
+async def _forget(changed: app.Changed, customer_ids) -> None:
+    changed.customers.update(customer_ids)
+
+
 def _jobs(resources: Resources, cache_pending: list) -> list[Job]:
     settings = resources.settings
     tuning = app.Tuning(
@@ -104,6 +108,11 @@ def _jobs(resources: Resources, cache_pending: list) -> list[Job]:
             changing(lambda uow, job, changed: app.sync_customer(uow, job, changed, directory)),
         ),
         Job(
+            app.FORGET_JOB,
+            jobs_pb2.ForgetCachedJob,
+            changing(lambda _uow, job, changed: _forget(changed, job.customer_ids)),
+        ),
+        Job(
             app.BACKFILL_JOB,
             jobs_pb2.BackfillProfilesJob,
             lambda uow, job: app.backfill_page(uow, job, directory, tuning),
@@ -133,21 +142,6 @@ async def job_loop(resources: Resources, stopping: asyncio.Event) -> None:
     await asyncio.gather(*(worker.run(stopping) for worker in workers))
 
 
-def _with_cache(handle):
-    """A handler whose membership changes drop cached answers after its commit: it gets the cache
-    (the runtime gives it the resources last)."""
-
-    async def with_cache(uow, *args) -> None:
-        *event_args, resources = args
-        await handle(uow, *event_args, MembershipCache(resources.redis))
-
-    return with_cache
-
-
-def _caching(stream: str, event, handle) -> Subscription:
-    return Subscription(stream, event, _with_cache(handle), with_resources=True)
-
-
 DEFINITION = ServiceDefinition(
     name="segmentation",
     settings=SegmentationSettings,
@@ -161,16 +155,16 @@ DEFINITION = ServiceDefinition(
     migrations="loyalty_segmentation:migrations",
     events="segmentation.events",
     subscriptions=[
-        _caching(PROFILE_EVENTS, profile_events.CustomerCreated, app.customer_created),
+        Subscription(PROFILE_EVENTS, profile_events.CustomerCreated, app.customer_created),
         Subscription(PROFILE_EVENTS, profile_events.CustomerUpdated, app.customer_updated),
-        _caching(NOTIFICATION_EVENTS, notification_events.NotificationSent, app.notification_activity),
-        _caching(NOTIFICATION_EVENTS, notification_events.NotificationOpened, app.notification_activity),
-        _caching(GATEWAY_EVENTS, gateway_events.PurchaseCommitted, app.purchase_committed),
-        _caching(GATEWAY_EVENTS, gateway_events.CheckoutReturned, app.checkout_returned),
-        _caching(GATEWAY_EVENTS, gateway_events.ActivityRecorded, app.activity_recorded),
+        Subscription(NOTIFICATION_EVENTS, notification_events.NotificationSent, app.notification_activity),
+        Subscription(NOTIFICATION_EVENTS, notification_events.NotificationOpened, app.notification_activity),
+        Subscription(GATEWAY_EVENTS, gateway_events.PurchaseCommitted, app.purchase_committed),
+        Subscription(GATEWAY_EVENTS, gateway_events.CheckoutReturned, app.checkout_returned),
+        Subscription(GATEWAY_EVENTS, gateway_events.ActivityRecorded, app.activity_recorded),
         Subscription(GATEWAY_EVENTS, gateway_events.TenantSettingsChanged, app.tenant_settings_changed),
-        _caching(PROMOTION_EVENTS, promotion_events.RedemptionsCommitted, app.redemptions_committed),
-        _caching(PROMOTION_EVENTS, promotion_events.RedemptionsReleased, app.redemptions_released),
+        Subscription(PROMOTION_EVENTS, promotion_events.RedemptionsCommitted, app.redemptions_committed),
+        Subscription(PROMOTION_EVENTS, promotion_events.RedemptionsReleased, app.redemptions_released),
     ],
     background=[job_loop],
     schedules=[
@@ -184,9 +178,6 @@ DEFINITION = ServiceDefinition(
         ),
     ],
     customer_data=CustomerData(
-        export=app.export_customer_data,
-        erase=_with_cache(app.erase_customer),
-        merge=_with_cache(app.merge_customers),
-        with_resources=True,
+        export=app.export_customer_data, erase=app.erase_customer, merge=app.merge_customers
     ),
 )
