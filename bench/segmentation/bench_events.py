@@ -200,7 +200,9 @@ async def main() -> None:
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the paced phase")
-    parser.add_argument("--rate", type=float, help="events/s of the paced phase (default: half the backlog's)")
+    parser.add_argument(
+        "--rate", type=float, help="events/s of the paced phase (default: half the backlog's)"
+    )
     args = parser.parse_args()
     async with scratch_database() as (url, redis_url):
         dsn = asyncpg_dsn(url)
