@@ -58,10 +58,17 @@ async def _keep_connection(connection: asyncpg.Connection) -> None:
 
 class Database:
     def __init__(
-        self, url: str, *, pool_size: int = 5, acquire_timeout: float = 1.0, application_name: str = "loyalty"
+        self,
+        url: str,
+        *,
+        pool_size: int = 5,
+        acquire_timeout: float = 1.0,
+        application_name: str = "loyalty",
+        idle_seconds: float = 60.0,
     ) -> None:
         self.dsn = asyncpg_dsn(url)
         self.pool_size = pool_size
+        self.idle_seconds = idle_seconds
         self.acquire_timeout = acquire_timeout
         self.application_name = application_name
         self._pool: asyncpg.Pool | None = None
@@ -75,7 +82,7 @@ class Database:
                 max_size=self.pool_size,
                 init=_setup_connection,
                 reset=_keep_connection,
-                max_inactive_connection_lifetime=60.0,
+                max_inactive_connection_lifetime=self.idle_seconds,
                 server_settings={
                     "application_name": self.application_name,
                     "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),

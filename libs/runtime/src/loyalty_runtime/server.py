@@ -131,6 +131,7 @@ class ServiceServer:
             pool_size=settings.database_pool_size,
             acquire_timeout=settings.database_acquire_timeout_seconds,
             application_name=definition.name,
+            idle_seconds=settings.database_idle_seconds,
         )
         self.resources = Resources(
             definition=definition,

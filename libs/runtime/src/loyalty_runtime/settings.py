@@ -28,6 +28,8 @@ class ServiceSettings(BaseSettings):
     # its own deadline. A burst beyond the pool queues for a connection (a statement lasts about a
     # millisecond) rather than failing at once: at 128 concurrent checkouts 0.5 s refused a third.
     database_acquire_timeout_seconds: float = 5.0
+    # A pooled connection idle this long is closed, so an idle replica gives its connections back.
+    database_idle_seconds: float = 60.0
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Shared secret that internal callers present; outside callers reach only the gateway.
     internal_token: SecretStr = SecretStr("dev-internal-token")

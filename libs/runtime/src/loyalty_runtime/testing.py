@@ -62,9 +62,10 @@ async def migrated_settings(
 ) -> ServiceSettings:
     """Migrate `definition`'s schema and return its settings for a test server: port 0 on loopback,
     pool waits long enough for the tests' deliberate pile-ups on one row (production sheds them
-    after 0.5 s), and `overrides`. The pool is smaller than production's (3, not 5): the session-wide
-    servers of both xdist workers (each service's own, and the gateway's set of them) must stay
-    within PostgreSQL's connection limit (100 by default); at 5 they reached it."""
+    after 0.5 s), and `overrides`. The pool is smaller than production's (3, not 5) and gives idle
+    connections back after 2 s, not 60: the session-wide servers of both xdist workers (each
+    service's own, the gateway's set of them, the triggers' suite) must stay within PostgreSQL's
+    connection limit (100 by default); at 5, or holding idle ones for a minute, they reached it."""
     from loyalty_runtime.migrations import migrate  # Alembic: a test's import, never a server's
 
     await migrate(database_url, definition.migrations, definition.schema)
@@ -76,6 +77,7 @@ async def migrated_settings(
         "metrics_port": 0,
         "database_acquire_timeout_seconds": 10.0,
         "database_pool_size": TEST_POOL_SIZE,
+        "database_idle_seconds": 2.0,
     }
     return definition.settings(**(defaults | overrides))
 
