@@ -18,6 +18,7 @@ from loyalty_gateway import activities
 from loyalty_gateway.auth import Authenticator, require
 from loyalty_gateway.checkout import Checkouts
 from loyalty_gateway.downstream import DownstreamError, call
+from loyalty_gateway.enrolment_fraud import assess_enrolment
 from loyalty_gateway.referrals import Referrals, Referred
 from loyalty_gateway.returns import Returns
 from loyalty_gateway.rewards import Rewards
@@ -167,6 +168,14 @@ class CustomerServicer:
     async def EnrolCustomer(self, caller, request):
         key = require_key(request.idempotency_key)
         settings = await self.tenants.get(caller.tenant_id)
+        await assess_enrolment(
+            self.downstream,
+            self.referrals.secret,
+            caller.tenant_id,
+            f"gateway:{caller.api_key_id}:{key}",
+            caller,
+            request,
+        )
         enrolled = await call(
             "profile",
             self.downstream.profile.EnrolCustomer,

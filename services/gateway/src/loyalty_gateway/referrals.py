@@ -16,7 +16,7 @@ from loyalty.profile.v1 import profile_service_pb2 as profile_api
 from loyalty.promotion.v1 import promotion_service_pb2 as promotion_api
 from loyalty_gateway.downstream import Downstream, call
 from loyalty_gateway.fraud_policy import effective_decision
-from loyalty_gateway.signals import keyed_hash
+from loyalty_gateway.signals import enrolment_signals, keyed_hash
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class Referrals:
                 referee_customer_id=referee.customer_id,
                 referrer=self._fingerprints(tenant, referrer.customer.identifiers),
                 referee=self._fingerprints(tenant, referee.identifiers, signals),
-                signals=self._signals(tenant, caller, signals, referee.identifiers),
+                signals=enrolment_signals(self.secret, tenant, caller, signals, referee.identifiers),
             ),
         )
         if effective_decision(assessed.assessment) != assessment_pb2.DECISION_ALLOW:
@@ -85,16 +85,3 @@ class Referrals:
         if signals is not None and signals.card_fingerprint:
             found.card_hashes.append(self._hash(tenant, signals.card_fingerprint))
         return found
-
-    def _signals(self, tenant: str, caller, signals, identifiers) -> assessment_pb2.RiskSignals:
-        emails = [i.value for i in identifiers if i.type == customer_pb2.IDENTIFIER_TYPE_EMAIL]
-        return assessment_pb2.RiskSignals(
-            card_hash=self._hash(tenant, signals.card_fingerprint),
-            device_hash=self._hash(tenant, signals.device_id),
-            ip_hash=self._hash(tenant, signals.ip_address),
-            ip_address=signals.ip_address,
-            terminal_id=caller.terminal_id,
-            store_id=caller.store_id,
-            channel=caller.channel,
-            email_domain=emails[0].rpartition("@")[2].lower() if emails else "",
-        )
