@@ -22,6 +22,11 @@ ENROLMENTS_PER_DEVICE = 2
 @pytest.fixture
 async def tenant(shop, services):
     tenant = await provision(shop, services)
+    await device_limit(services, tenant, ENROLMENTS_PER_DEVICE, assessment_pb2.DECISION_DECLINE)
+    return tenant
+
+
+async def device_limit(services, tenant, limit: int, action: int) -> None:
     fraud = fraud_service_pb2_grpc.FraudServiceStub(services["fraud"].channel)
     await fraud.CreateRule(
         fraud_api.CreateRuleRequest(
@@ -32,16 +37,15 @@ async def tenant(shop, services):
                 velocity=rule_pb2.VelocityRule(
                     key=rule_pb2.VELOCITY_KEY_DEVICE,
                     window=duration_pb2.Duration(seconds=3600),
-                    max_count=ENROLMENTS_PER_DEVICE,
+                    max_count=limit,
                 ),
-                action=assessment_pb2.DECISION_DECLINE,
+                action=action,
                 score=100,
                 reason=err.ERROR_REASON_VELOCITY_LIMIT,
             ),
         ),
         metadata=internal_metadata(services["fraud"].server.settings, tenant.tenant_id),
     )
-    return tenant
 
 
 def enrolment(device: str, key: str = "") -> customer_api.EnrolCustomerRequest:
@@ -97,3 +101,12 @@ async def test_a_retried_enrolment_is_counted_once(shop, services, tenant):
     assert (await enrol(enrolment("retrying-phone"), metadata=tenant.till_auth)).customer.customer_id
     failure = await rpc_failure(enrol(enrolment("retrying-phone"), metadata=tenant.till_auth))
     assert failure.reason == "FRAUD_DECLINED"
+
+
+async def test_an_enrolment_fraud_would_review_goes_through(shop, services, tenant):
+    await device_limit(services, tenant, 1, assessment_pb2.DECISION_REVIEW)
+    enrol = shop.customers.EnrolCustomer
+    await enrol(enrolment("shared-tablet"), metadata=tenant.till_auth)
+    reviewed = enrolment("shared-tablet")  # over the review limit, within the decline limit
+    assert (await enrol(reviewed, metadata=tenant.till_auth)).customer.customer_id
+    assert await in_profile(services, tenant, reviewed)
