@@ -20,6 +20,7 @@ from tests.conftest import ROOT, service_log
 from tests.service.runtime.probe_service import lock_the_row
 
 DRAIN, GRACE = 0.5, 5.0
+SENDING = 0.2  # how late a call may reach the server after it was sent, on a loaded machine
 # Kubernetes kills the pod this long after SIGTERM (the chart's terminationGracePeriodSeconds is the
 # grace period plus 5 s): the drain delay, the grace period and the bounded teardown fit inside it.
 KILLED_AFTER = GRACE + 5.0
@@ -113,14 +114,16 @@ async def test_sigterm_under_load_exits_within_the_grace_period_every_time(probe
                 outcomes, took = await load_then_sigterm(channel, process, metadata, 0.4 + 0.1 * round_number)
             assert took < KILLED_AFTER, f"round {round_number}: exited {took:.1f} s after SIGTERM"
             assert process.returncode == 0
-            drained = [code for sent, code in outcomes if sent < DRAIN - 0.05]
+            # A call's send time is taken before it reaches the server; on a loaded machine it can
+            # arrive 0.1 s later, so the calls judged as sent within the drain delay keep a margin.
+            drained = [code for sent, code in outcomes if sent < DRAIN - SENDING]
             assert drained.count(grpc.StatusCode.OK) > 10 and set(drained) == {grpc.StatusCode.OK}, (
                 "calls sent before the drain delay ends are all served"
             )
             # Later calls are refused (UNAVAILABLE: retry elsewhere). One sent in the very moment
             # the server stops accepting can be cancelled by gRPC before any handler saw it (a bare
             # grpc.aio server does the same); what the server did start, it finished:
-            late = {code for sent, code in outcomes if sent >= DRAIN - 0.05}
+            late = {code for sent, code in outcomes if sent >= DRAIN - SENDING}
             assert late <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}, late
             started_by_server = [
                 json.loads(line)["code"]
