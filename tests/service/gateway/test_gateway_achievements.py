@@ -8,17 +8,12 @@ import uuid
 import pytest
 
 from loyalty.gateway.v1 import customer_service_pb2 as customer_api
-from loyalty.promotion.v1 import (
-    campaign_pb2,
-    promotion_service_pb2 as promotion_api,
-    promotion_service_pb2_grpc,
-    trigger_pb2,
-)
-from loyalty_runtime.testing import internal_metadata
+from loyalty.promotion.v1 import campaign_pb2, promotion_service_pb2_grpc, trigger_pb2
 from tests.service.gateway.conftest import provision
 from tests.service.gateway.test_gateway_checkout import enrol
+from tests.service.promotion.helpers import Client
 from tests.service.promotion.test_promotion_achievements import purchase
-from tests.service.promotion.test_promotion_triggers import points, publish
+from tests.service.promotion.test_promotion_triggers import create, points, publish
 
 
 @pytest.fixture
@@ -29,40 +24,24 @@ async def tenant(shop, services):
 async def three_purchases(services, tenant) -> trigger_pb2.Trigger:
     """An event campaign with an achievement: 3 committed purchases earn 500 points."""
     service = services["promotion"]
-    internal = promotion_service_pb2_grpc.PromotionServiceStub(service.channel)
-    metadata = internal_metadata(service.server.settings, tenant.tenant_id)
-    campaign = await internal.CreateCampaign(
-        promotion_api.CreateCampaignRequest(
-            idempotency_key=uuid.uuid4().hex,
-            campaign={
-                "display_name": "Three purchases",
-                "type": campaign_pb2.CAMPAIGN_TYPE_EVENT,
-                "program_id": tenant.program_id,
-            },
+    promotion = Client(
+        service, tenant.tenant_id, promotion_service_pb2_grpc.PromotionServiceStub(service.channel)
+    )
+    campaign = await promotion.create_campaign(
+        type=campaign_pb2.CAMPAIGN_TYPE_EVENT, program_id=tenant.program_id
+    )
+    await promotion.activate(campaign.campaign_id)
+    rule = trigger_pb2.AchievementRule(measure=trigger_pb2.ACHIEVEMENT_MEASURE_COUNT, target=3)
+    return await create(
+        promotion,
+        trigger_pb2.Trigger(
+            campaign_id=campaign.campaign_id,
+            display_name="3 purchases",
+            event_type="purchase.committed",
+            achievement=rule,
+            reward=points(500, tenant.program_id),
         ),
-        metadata=metadata,
     )
-    campaign_id = campaign.campaign.campaign_id
-    await internal.ActivateCampaign(
-        promotion_api.ActivateCampaignRequest(idempotency_key=uuid.uuid4().hex, campaign_id=campaign_id),
-        metadata=metadata,
-    )
-    created = await internal.CreateTrigger(
-        promotion_api.CreateTriggerRequest(
-            idempotency_key=uuid.uuid4().hex,
-            trigger=trigger_pb2.Trigger(
-                campaign_id=campaign_id,
-                display_name="3 purchases",
-                event_type="purchase.committed",
-                achievement=trigger_pb2.AchievementRule(
-                    measure=trigger_pb2.ACHIEVEMENT_MEASURE_COUNT, target=3
-                ),
-                reward=points(500, tenant.program_id),
-            ),
-        ),
-        metadata=metadata,
-    )
-    return created.trigger
 
 
 def list_progress(shop, tenant, customer_id: str, **fields):
