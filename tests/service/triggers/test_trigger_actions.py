@@ -70,6 +70,23 @@ def purchase(customer_id: str, total: int = 5000) -> gateway_events.PurchaseComm
     )
 
 
+async def email_template(notification, tenant_id: str, template_key: str, subject: str, body: str) -> None:
+    """A transactional e-mail template in English."""
+    await notification.stub.CreateTemplate(
+        notification_api.CreateTemplateRequest(
+            idempotency_key=key(),
+            template={
+                "key": template_key,
+                "display_name": template_key,
+                "purpose": TRANSACTIONAL,
+                "default_locale": "en",
+                "variants": [variant(EMAIL, "en", subject=subject, body=body)],
+            },
+        ),
+        metadata=notification.metadata(tenant_id),
+    )
+
+
 async def eventually(probe, seconds: float = 20):
     async with asyncio.timeout(seconds):
         while True:
@@ -263,19 +280,7 @@ async def test_the_welcome_bonus_on_enrolment_is_a_trigger_posted_by_the_ledger(
 
 async def test_a_notification_and_a_static_segment_once_per_occurrence(suite, tenant, trigger_redis_url):
     notification = suite["notification"]
-    await notification.stub.CreateTemplate(
-        notification_api.CreateTemplateRequest(
-            idempotency_key=key(),
-            template={
-                "key": "vip-welcome",
-                "display_name": "VIP",
-                "purpose": TRANSACTIONAL,
-                "default_locale": "en",
-                "variants": [variant(EMAIL, "en", subject="Welcome", body="Your code {{ code }}")],
-            },
-        ),
-        metadata=notification.metadata(tenant.tenant_id),
-    )
+    await email_template(notification, tenant.tenant_id, "vip-welcome", "Welcome", "Your code {{ code }}")
     profile = profile_service_pb2_grpc.ProfileServiceStub(suite["profile"].channel)
     enrolled = await profile.EnrolCustomer(
         profile_api.EnrolCustomerRequest(

@@ -138,6 +138,23 @@ class CustomerServicer:
         return await self.rewards.redeem(caller.tenant_id, request)
 
     @rpc
+    async def ListAchievementProgress(self, caller, request):
+        customer_id = await self.customers.resolve(caller.tenant_id, request.customer)
+        found = await call(
+            "promotion",
+            self.downstream.promotion.ListAchievementProgress,
+            promotion_api.ListAchievementProgressRequest(
+                customer_id=customer_id,
+                campaign_id=request.campaign_id,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            ),
+        )
+        return customer_api.ListAchievementProgressResponse(
+            progress=found.progress, next_page_token=found.next_page_token
+        )
+
+    @rpc
     async def IdentifyCustomer(self, caller, request):
         settings = await self.tenants.get(caller.tenant_id)
         customer_id = await self.customers.resolve(caller.tenant_id, request.customer)

@@ -78,6 +78,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "EnrolCustomer": frozenset({CUSTOMER_WRITE}),
     "RecordEvent": frozenset({CUSTOMER_WRITE}),
     "ListRewards": frozenset({CUSTOMER_READ}),
+    "ListAchievementProgress": frozenset({CUSTOMER_READ}),
     "RedeemReward": frozenset({CUSTOMER_WRITE}),
     "CreateCustomerToken": frozenset({CUSTOMER_WRITE}),
     "CreateTerminal": ADMINISTRATORS,
