@@ -1,6 +1,7 @@
 """Every service a trigger reaches, on a database and a Redis server of this suite's own (their
 consumer groups and job queues meet no other suite's servers): profile, segmentation, notification,
-promotion (wired to segmentation and notification), ledger, and the gateway in front."""
+promotion (wired to segmentation and notification), ledger, fraud (the gateway assesses enrolments),
+and the gateway in front."""
 
 import uuid
 from contextlib import AsyncExitStack
@@ -12,6 +13,7 @@ from loyalty.notification.v1 import notification_service_pb2_grpc
 from loyalty.promotion.v1 import promotion_service_pb2_grpc
 from loyalty.segmentation.v1 import segmentation_service_pb2_grpc
 from loyalty_devstack.infra import create_database, drop_database, private_redis
+from loyalty_fraud.service import DEFINITION as FRAUD
 from loyalty_gateway.service import DEFINITION as GATEWAY
 from loyalty_ledger.service import DEFINITION as LEDGER
 from loyalty_notification.service import DEFINITION as NOTIFICATION
@@ -28,6 +30,7 @@ SERVICES = {
     "notification": (NOTIFICATION, {"delivery_workers": 0, "http_enabled": False}),
     "promotion": (PROMOTION, {"job_poll_seconds": 0.05, "trigger_retry_seconds": 0.2}),
     "ledger": (LEDGER, {}),
+    "fraud": (FRAUD, {}),
 }
 
 
