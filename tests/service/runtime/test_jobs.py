@@ -287,9 +287,10 @@ async def test_a_schedule_runs_once_per_period_across_replicas(database, schema)
     await asyncio.gather(*tasks)
 
     # At most once per period (at 0, 0.3, ..., 1.5 s: 6 runs, fewer on a loaded machine), never two
-    # replicas in the same period (that would make up to 12 runs, some a moment apart).
+    # replicas in the same period (that would make up to 12 runs, some a moment apart). The periods
+    # are claimed on the database's clock; a loaded replica may start its run 0.1 s after its claim.
     assert 3 <= len(runs) <= 6
-    assert min(b - a for a, b in itertools.pairwise(runs)) >= 0.25
+    assert min(b - a for a, b in itertools.pairwise(runs)) >= 0.15
 
 
 async def test_a_failing_schedule_is_logged_once_and_runs_again_next_period(database, schema, caplog):
