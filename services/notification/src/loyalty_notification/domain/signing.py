@@ -14,42 +14,20 @@ purpose prefix and the payload), so neither kind of token passes for the other.
 """
 
 import base64
-import hashlib
 import hmac
 from dataclasses import dataclass
 
-SIGNATURE_HEADER = "Loyalty-Signature"
+# The webhook channel signs as every webhook of the platform does (the runtime's scheme).
+from loyalty_runtime.webhooks import (  # noqa: F401 (re-exported for the channel and its tests)
+    DEFAULT_TOLERANCE_SECONDS,
+    SIGNATURE_HEADER,
+    SignatureRefused,
+    mac as _mac,
+    sign_webhook,
+    verify_webhook,
+)
+
 MESSAGE_ID_HEADER = "Loyalty-Message-Id"
-DEFAULT_TOLERANCE_SECONDS = 300
-
-
-def _mac(secret: str, data: bytes) -> bytes:
-    return hmac.new(secret.encode(), data, hashlib.sha256).digest()
-
-
-def sign_webhook(secret: str, body: bytes, timestamp: int) -> str:
-    digest = _mac(secret, f"{timestamp}.".encode() + body).hex()
-    return f"t={timestamp},v1={digest}"
-
-
-class SignatureRefused(Exception):
-    """The signature does not match, is malformed, or is too old (a replay)."""
-
-
-def verify_webhook(
-    secret: str, header: str, body: bytes, now: int, tolerance: int = DEFAULT_TOLERANCE_SECONDS
-) -> int:
-    """The signed timestamp, if `header` signs `body` and is recent; else SignatureRefused."""
-    parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
-    if "t" not in parts or "v1" not in parts or not parts["t"].isdigit():
-        raise SignatureRefused("malformed signature header")
-    timestamp = int(parts["t"])
-    expected = _mac(secret, f"{timestamp}.".encode() + body).hex()
-    if not hmac.compare_digest(expected, parts["v1"]):
-        raise SignatureRefused("signature does not match")
-    if abs(now - timestamp) > tolerance:
-        raise SignatureRefused("timestamp outside the tolerance: a replay")
-    return timestamp
 
 
 def _b64(data: bytes) -> str:
